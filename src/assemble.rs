@@ -1,0 +1,305 @@
+//! Assembly: turning a puzzle's processed themes into word groups.
+//!
+//! The original took each theme's top-k independently, so one word (or `spoon` and `Spoons`)
+//! could land in two groups of the same puzzle. Here the words of a puzzle are chosen jointly:
+//! every word (by [`dedupe_key`]) goes to at most one theme, and the total similarity of all
+//! chosen words to their own themes is maximised. That is an assignment problem (slots =
+//! themes x words_per_theme, columns = distinct words), solved exactly with the Kuhn-Munkres
+//! algorithm. Without conflicts it gives the same groups as independent top-k.
+
+use std::collections::HashMap;
+
+use pathfinding::kuhn_munkres::kuhn_munkres;
+use pathfinding::matrix::Matrix;
+
+use crate::embed::cosine;
+use crate::theme::{ScoredWord, ThemeResult, dedupe_key};
+
+/// One theme's group in a puzzle, words best first.
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub theme: String,
+    pub words: Vec<ScoredWord>,
+}
+
+/// A finished puzzle.
+#[derive(Debug, Clone)]
+pub struct Puzzle {
+    pub id: usize,
+    pub groups: Vec<Group>,
+    /// Smallest margin, over all words, between a word's similarity to its own theme and its
+    /// similarity to any other theme of the puzzle. Higher is a cleaner puzzle; negative means
+    /// some word sits closer to another group's theme than to its own.
+    pub min_margin: f32,
+}
+
+/// Why a puzzle's groups could not be chosen.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum AssembleError {
+    #[error(
+        "not enough distinct words: {themes} themes x {per_theme} words need {needed} different \
+         words, each fitting its theme, but the candidates allow only {possible}"
+    )]
+    NotEnoughWords {
+        themes: usize,
+        per_theme: usize,
+        needed: usize,
+        possible: usize,
+    },
+}
+
+/// Weight of a (slot, word) pair that is not allowed: far below any real total.
+const FORBIDDEN: i64 = -1_000_000_000_000;
+/// Similarities become integers for the solver at this scale (six decimals).
+const SCALE: f32 = 1_000_000.0;
+
+/// Chooses `per_theme` words for each theme, each word in at most one group, maximising the
+/// total similarity of words to their own theme.
+pub fn select_jointly(
+    themes: &[&ThemeResult],
+    per_theme: usize,
+) -> Result<Vec<Group>, AssembleError> {
+    // Columns: distinct words across the puzzle's themes.
+    let mut column_of: HashMap<String, usize> = HashMap::new();
+    for t in themes {
+        for w in &t.ranked {
+            let next = column_of.len();
+            column_of.entry(dedupe_key(&w.word)).or_insert(next);
+        }
+    }
+    let rows = themes.len() * per_theme;
+    let columns = column_of.len();
+    let not_enough = |possible| AssembleError::NotEnoughWords {
+        themes: themes.len(),
+        per_theme,
+        needed: rows,
+        possible,
+    };
+    if columns < rows {
+        return Err(not_enough(columns));
+    }
+    let mut weights = Matrix::new(rows, columns, FORBIDDEN);
+    // Which of a theme's words sits in each column.
+    let mut word_in: Vec<HashMap<usize, &ScoredWord>> = Vec::with_capacity(themes.len());
+    for (t, theme) in themes.iter().enumerate() {
+        let mut words = HashMap::new();
+        for w in &theme.ranked {
+            let col = column_of[&dedupe_key(&w.word)];
+            words.insert(col, w);
+            let weight = (w.similarity * SCALE).round() as i64;
+            for slot in 0..per_theme {
+                weights[(t * per_theme + slot, col)] = weight;
+            }
+        }
+        word_in.push(words);
+    }
+    let (_, assignment) = kuhn_munkres(&weights);
+    let mut groups = Vec::with_capacity(themes.len());
+    let mut allowed = 0;
+    for (t, theme) in themes.iter().enumerate() {
+        let mut words: Vec<ScoredWord> = assignment[t * per_theme..(t + 1) * per_theme]
+            .iter()
+            .filter_map(|col| word_in[t].get(col).map(|w| (*w).clone()))
+            .collect();
+        allowed += words.len();
+        words.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
+        groups.push(Group {
+            theme: theme.theme.clone(),
+            words,
+        });
+    }
+    if allowed < rows {
+        return Err(not_enough(allowed));
+    }
+    Ok(groups)
+}
+
+/// The smallest own-theme minus best-other-theme similarity over all words of `groups`.
+pub fn min_margin(groups: &[Group], themes: &[&ThemeResult]) -> f32 {
+    let mut margin = f32::INFINITY;
+    for (g, group) in groups.iter().enumerate() {
+        for w in &group.words {
+            let closest_other = themes
+                .iter()
+                .enumerate()
+                .filter(|(t, _)| *t != g)
+                .map(|(_, t)| cosine(&w.vector, &t.vector))
+                .fold(f32::NEG_INFINITY, f32::max);
+            margin = margin.min(w.similarity - closest_other);
+        }
+    }
+    if margin.is_finite() { margin } else { 0.0 }
+}
+
+/// Builds puzzle `id` from its processed themes (in slot order).
+pub fn assemble(
+    id: usize,
+    themes: &[&ThemeResult],
+    per_theme: usize,
+) -> Result<Puzzle, AssembleError> {
+    let groups = select_jointly(themes, per_theme)?;
+    let min_margin = min_margin(&groups, themes);
+    Ok(Puzzle {
+        id,
+        groups,
+        min_margin,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::embed::Vector;
+
+    fn vector(v: &[f32]) -> Vector {
+        Vector::from(v.to_vec())
+    }
+
+    fn theme(name: &str, v: &[f32], words: &[(&str, f32)]) -> ThemeResult {
+        let mut ranked: Vec<ScoredWord> = words
+            .iter()
+            .map(|(w, s)| ScoredWord {
+                word: w.to_string(),
+                similarity: *s,
+                vector: vector(&[*s, 1.0 - *s]),
+            })
+            .collect();
+        ranked.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
+        ThemeResult {
+            theme: name.into(),
+            vector: vector(v),
+            ranked,
+        }
+    }
+
+    /// What the original did: each theme's top-k on its own.
+    fn independent_top_k(themes: &[&ThemeResult], k: usize) -> Vec<Vec<String>> {
+        themes
+            .iter()
+            .map(|t| t.ranked.iter().take(k).map(|w| w.word.clone()).collect())
+            .collect()
+    }
+
+    fn total(groups: &[Group]) -> f32 {
+        groups
+            .iter()
+            .flat_map(|g| &g.words)
+            .map(|w| w.similarity)
+            .sum()
+    }
+
+    fn keys(groups: &[Group]) -> Vec<String> {
+        groups
+            .iter()
+            .flat_map(|g| g.words.iter().map(|w| dedupe_key(&w.word)))
+            .collect()
+    }
+
+    #[test]
+    fn joint_selection_beats_top_k_that_would_reuse_a_word() {
+        // "Mercury" is the best word of both themes; "spoons" and "Spoon" are one word.
+        let planets = theme(
+            "Planets",
+            &[1.0, 0.0],
+            &[
+                ("Mercury", 0.90),
+                ("Venus", 0.85),
+                ("Mars", 0.80),
+                ("Pluto", 0.30),
+            ],
+        );
+        let gods = theme(
+            "Roman gods",
+            &[0.0, 1.0],
+            &[
+                ("Mercury", 0.95),
+                ("Jupiter", 0.70),
+                ("Juno", 0.65),
+                ("Vulcan", 0.60),
+            ],
+        );
+        let kitchen = theme(
+            "Kitchen",
+            &[0.5, 0.5],
+            &[("spoons", 0.9), ("Whisk", 0.8), ("Ladle", 0.7)],
+        );
+        let cutlery = theme(
+            "Cutlery",
+            &[0.3, 0.7],
+            &[("Spoon", 0.95), ("Fork", 0.85), ("Knife", 0.70)],
+        );
+        let themes = [&planets, &gods, &kitchen, &cutlery];
+
+        let naive = independent_top_k(&themes, 2);
+        let naive_keys: Vec<String> = naive.iter().flatten().map(|w| dedupe_key(w)).collect();
+        let distinct: std::collections::HashSet<_> = naive_keys.iter().collect();
+        assert!(
+            distinct.len() < naive_keys.len(),
+            "top-k reuses a word: {naive:?}"
+        );
+
+        let groups = select_jointly(&themes, 2).unwrap();
+        let chosen = keys(&groups);
+        let distinct: std::collections::HashSet<_> = chosen.iter().collect();
+        assert_eq!(distinct.len(), 8, "{chosen:?}");
+        // Mercury goes where the total is highest: to the gods (0.95 + 0.70 + 0.85 + 0.80 =
+        // 3.30 against 0.90 + 0.85 + 0.70 + 0.65 = 3.10); Spoon to Cutlery (3.30 against 3.25).
+        let words: Vec<Vec<&str>> = groups
+            .iter()
+            .map(|g| g.words.iter().map(|w| w.word.as_str()).collect())
+            .collect();
+        assert_eq!(
+            words,
+            vec![
+                vec!["Venus", "Mars"],
+                vec!["Mercury", "Jupiter"],
+                vec!["Whisk", "Ladle"],
+                vec!["Spoon", "Fork"]
+            ]
+        );
+        let joint_total = total(&groups);
+        assert!((joint_total - (0.85 + 0.80 + 0.95 + 0.70 + 0.8 + 0.7 + 0.95 + 0.85)).abs() < 1e-5);
+    }
+
+    #[test]
+    fn without_conflicts_it_equals_top_k() {
+        let a = theme("A", &[1.0, 0.0], &[("a1", 0.9), ("a2", 0.8), ("a3", 0.1)]);
+        let b = theme("B", &[0.0, 1.0], &[("b1", 0.7), ("b2", 0.6), ("b3", 0.5)]);
+        let groups = select_jointly(&[&a, &b], 2).unwrap();
+        let words: Vec<Vec<String>> = groups
+            .iter()
+            .map(|g| g.words.iter().map(|w| w.word.clone()).collect())
+            .collect();
+        assert_eq!(words, independent_top_k(&[&a, &b], 2));
+    }
+
+    #[test]
+    fn too_few_distinct_words_is_an_error_not_a_duplicate() {
+        let a = theme("A", &[1.0, 0.0], &[("x", 0.9), ("y", 0.8)]);
+        let b = theme("B", &[0.0, 1.0], &[("X", 0.7), ("ys", 0.6), ("z", 0.5)]);
+        let e = select_jointly(&[&a, &b], 2).unwrap_err();
+        assert_eq!(
+            e,
+            AssembleError::NotEnoughWords {
+                themes: 2,
+                per_theme: 2,
+                needed: 4,
+                possible: 3
+            }
+        );
+    }
+
+    #[test]
+    fn margin_is_own_minus_closest_other_theme() {
+        let a = theme("A", &[1.0, 0.0], &[("a1", 0.9)]);
+        let b = theme("B", &[0.0, 1.0], &[("b1", 0.2)]);
+        let p = assemble(1, &[&a, &b], 1).unwrap();
+        // a1's vector is (0.9, 0.1): own 0.9, cosine to B = 0.1/|v|.
+        let v = [0.9f32, 0.1];
+        let to_b = 0.1 / (v[0] * v[0] + v[1] * v[1]).sqrt();
+        let w = [0.2f32, 0.8];
+        let to_a = 0.2 / (w[0] * w[0] + w[1] * w[1]).sqrt();
+        let expected = (0.9 - to_b).min(0.2 - to_a);
+        assert!((p.min_margin - expected).abs() < 1e-6, "{}", p.min_margin);
+    }
+}

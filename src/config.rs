@@ -1,0 +1,675 @@
+//! Reading `params.yaml` into one validated [`Config`] the rest of the program trusts.
+//!
+//! Two steps, as in ripgrep: the YAML is first parsed into raw, all-optional structs
+//! (`raw::Params`) that mirror the original Python pipeline's file section by section, then
+//! [`Config::resolve`] checks every value and fills defaults. Unknown keys are collected as
+//! warnings (never fatal) so an original `params.yaml` loads unchanged. Sections the Rust tool
+//! does not use (`themes`, `vector_search`, `logging`) are accepted whole and ignored.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Which embedding provider a run uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// all-MiniLM-L6-v2 run in-process with candle (offline, no key).
+    Local,
+    /// Google's `gemini-embedding-001` REST API.
+    Gemini,
+    /// Any OpenAI-compatible `/embeddings` endpoint (OpenAI, Ollama, vLLM, llama.cpp, TEI).
+    Openai,
+}
+
+impl std::fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ProviderKind::Local => "local",
+            ProviderKind::Gemini => "gemini",
+            ProviderKind::Openai => "openai",
+        })
+    }
+}
+
+/// A configuration problem: always names the file and the key (or line) at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not valid UTF-8 (line {line}): save the file as UTF-8")]
+    NotUtf8 { path: PathBuf, line: usize },
+    #[error("{path}: {message}")]
+    Yaml { path: PathBuf, message: String },
+    #[error("{path}: {key}: expected {expected}, got {got}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        expected: String,
+        got: String,
+    },
+}
+
+/// Raw shapes of `params.yaml`: every key optional, so validation can name what is missing.
+mod raw {
+    use serde::Deserialize;
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct Params {
+        #[serde(default)]
+        pub puzzle_generation: PuzzleGeneration,
+        #[serde(default)]
+        pub gemini: Gemini,
+        #[serde(default)]
+        pub multiprocessing: Multiprocessing,
+        #[serde(default)]
+        pub output: Output,
+        #[serde(default)]
+        pub paths: Paths,
+        #[serde(default)]
+        pub embedding: Embedding,
+        // Sections of the original that this tool accepts whole but does not use.
+        #[allow(dead_code)]
+        pub themes: Option<serde_json::Value>,
+        #[allow(dead_code)]
+        pub vector_search: Option<serde_json::Value>,
+        #[allow(dead_code)]
+        pub logging: Option<serde_json::Value>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct PuzzleGeneration {
+        pub total_puzzle_count: Option<i64>,
+        pub words_per_theme: Option<i64>,
+        pub themes_per_puzzle: Option<i64>,
+        pub random_seed: Option<i64>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct Gemini {
+        pub model_id: Option<String>,
+        pub embedding_dimension: Option<i64>,
+        pub api_key_env: Option<String>,
+        pub task_type: Option<String>,
+        pub requests_per_minute: Option<f64>,
+        pub min_request_interval: Option<f64>,
+        pub retry_base_delay: Option<f64>,
+        pub max_retries: Option<i64>,
+        pub base_url: Option<String>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct Multiprocessing {
+        /// Accepted for compatibility: concurrency here is tasks, always on.
+        #[allow(dead_code)]
+        pub enabled: Option<bool>,
+        pub worker_count: Option<i64>,
+        pub tasks_per_batch: Option<i64>,
+        pub task_timeout_seconds: Option<f64>,
+        pub cache_backup_interval: Option<f64>,
+        pub max_concurrent_requests: Option<i64>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct Output {
+        pub csv_precision: Option<i64>,
+        pub embedding_cache_file: Option<String>,
+        pub puzzle_embeddings_file: Option<String>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct Paths {
+        pub outputs: Option<String>,
+        pub reports: Option<String>,
+        pub cache: Option<String>,
+        pub themes: Option<String>,
+        pub candidates: Option<String>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct Embedding {
+        pub provider: Option<super::ProviderKind>,
+        #[serde(default)]
+        pub local: Local,
+        #[serde(default)]
+        pub openai: OpenAi,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct Local {
+        pub model_dir: Option<String>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct OpenAi {
+        pub base_url: Option<String>,
+        pub model: Option<String>,
+        pub api_key_env: Option<String>,
+    }
+}
+
+/// Values given on the command line; each overrides its `params.yaml` key.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub themes: Option<PathBuf>,
+    pub candidates: Option<PathBuf>,
+    pub out: Option<PathBuf>,
+    pub provider: Option<ProviderKind>,
+    pub model_dir: Option<PathBuf>,
+}
+
+/// Puzzle shape and seed (`puzzle_generation`).
+#[derive(Debug, Clone)]
+pub struct PuzzleSettings {
+    pub total_puzzle_count: usize,
+    pub words_per_theme: usize,
+    pub themes_per_puzzle: usize,
+    pub random_seed: i64,
+}
+
+/// Gemini settings (`gemini`); the model id, dimension and task type also name the cache space.
+#[derive(Debug, Clone)]
+pub struct GeminiSettings {
+    pub model_id: String,
+    pub embedding_dimension: usize,
+    pub api_key_env: String,
+    pub task_type: String,
+    pub requests_per_minute: f64,
+    pub min_request_interval: Duration,
+    pub retry_base_delay: Duration,
+    pub max_retries: u32,
+    pub base_url: String,
+}
+
+/// Concurrency and deadlines (`multiprocessing`; now tasks, not processes).
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    pub worker_count: usize,
+    pub task_timeout: Duration,
+    pub cache_backup_interval: Duration,
+    pub max_concurrent_requests: usize,
+}
+
+/// Output files and their precision (`output` + `paths`), all resolved to paths.
+#[derive(Debug, Clone)]
+pub struct OutputSettings {
+    pub outputs_dir: PathBuf,
+    pub reports_dir: PathBuf,
+    pub cache_dir: PathBuf,
+    pub csv_precision: usize,
+    pub embedding_cache_file: PathBuf,
+    pub puzzle_embeddings_file: PathBuf,
+}
+
+/// The embedding provider chosen and its own settings.
+#[derive(Debug, Clone)]
+pub enum ProviderSettings {
+    Local {
+        model_dir: PathBuf,
+    },
+    Gemini,
+    Openai {
+        base_url: String,
+        model: String,
+        api_key_env: Option<String>,
+    },
+}
+
+impl ProviderSettings {
+    pub fn kind(&self) -> ProviderKind {
+        match self {
+            ProviderSettings::Local { .. } => ProviderKind::Local,
+            ProviderSettings::Gemini => ProviderKind::Gemini,
+            ProviderSettings::Openai { .. } => ProviderKind::Openai,
+        }
+    }
+}
+
+/// A fully validated run configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was read from (named in later error messages).
+    pub source: PathBuf,
+    pub puzzle: PuzzleSettings,
+    pub gemini: GeminiSettings,
+    pub engine: EngineSettings,
+    pub output: OutputSettings,
+    pub provider: ProviderSettings,
+    pub themes_file: PathBuf,
+    pub candidates_file: PathBuf,
+    /// Keys present in the file that this tool does not know (warned about, not fatal).
+    pub unknown_keys: Vec<String>,
+}
+
+/// Default location of the local model, relative to the working directory.
+pub const DEFAULT_MODEL_DIR: &str = "models/all-MiniLM-L6-v2";
+
+impl Config {
+    /// Reads, parses and validates `path`, applying command-line overrides.
+    pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_yaml_bytes(path, &bytes, overrides)
+    }
+
+    /// Parses YAML already read from `path` (named in errors).
+    pub fn from_yaml_bytes(
+        path: &Path,
+        bytes: &[u8],
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let text = std::str::from_utf8(bytes).map_err(|e| ConfigError::NotUtf8 {
+            path: path.to_owned(),
+            line: line_of_offset(bytes, e.valid_up_to()),
+        })?;
+        let mut unknown_keys = Vec::new();
+        let params: raw::Params = serde_saphyr::with_deserializer_from_str(text, |de| {
+            serde_ignored::deserialize(de, |p| unknown_keys.push(p.to_string()))
+        })
+        .map_err(|e| ConfigError::Yaml {
+            path: path.to_owned(),
+            message: one_line(&e.without_snippet().to_string()),
+        })?;
+        Self::resolve(path, params, unknown_keys, overrides)
+    }
+
+    fn resolve(
+        path: &Path,
+        p: raw::Params,
+        unknown_keys: Vec<String>,
+        o: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let v = Validator { path };
+        let pg = &p.puzzle_generation;
+        let puzzle = PuzzleSettings {
+            total_puzzle_count: v.at_least(
+                "puzzle_generation.total_puzzle_count",
+                pg.total_puzzle_count.unwrap_or(10),
+                1,
+            )?,
+            words_per_theme: v.at_least(
+                "puzzle_generation.words_per_theme",
+                pg.words_per_theme.unwrap_or(4),
+                1,
+            )?,
+            themes_per_puzzle: v.at_least(
+                "puzzle_generation.themes_per_puzzle",
+                pg.themes_per_puzzle.unwrap_or(4),
+                1,
+            )?,
+            random_seed: pg.random_seed.unwrap_or(42),
+        };
+
+        let g = &p.gemini;
+        let gemini = GeminiSettings {
+            model_id: v.non_empty(
+                "gemini.model_id",
+                g.model_id.as_deref().unwrap_or("gemini-embedding-001"),
+            )?,
+            embedding_dimension: v.at_least(
+                "gemini.embedding_dimension",
+                g.embedding_dimension.unwrap_or(3072),
+                1,
+            )?,
+            api_key_env: v.non_empty(
+                "gemini.api_key_env",
+                g.api_key_env.as_deref().unwrap_or("GEMINI_API_KEY"),
+            )?,
+            task_type: v.non_empty(
+                "gemini.task_type",
+                g.task_type.as_deref().unwrap_or("SEMANTIC_SIMILARITY"),
+            )?,
+            requests_per_minute: v.positive(
+                "gemini.requests_per_minute",
+                g.requests_per_minute.unwrap_or(3000.0),
+            )?,
+            min_request_interval: v.seconds(
+                "gemini.min_request_interval",
+                g.min_request_interval.unwrap_or(0.0),
+            )?,
+            retry_base_delay: v
+                .seconds("gemini.retry_base_delay", g.retry_base_delay.unwrap_or(1.0))?,
+            max_retries: v.at_least("gemini.max_retries", g.max_retries.unwrap_or(5), 0)? as u32,
+            base_url: v.non_empty(
+                "gemini.base_url",
+                g.base_url
+                    .as_deref()
+                    .unwrap_or("https://generativelanguage.googleapis.com"),
+            )?,
+        };
+
+        let m = &p.multiprocessing;
+        let task_timeout = v.seconds(
+            "multiprocessing.task_timeout_seconds",
+            m.task_timeout_seconds.unwrap_or(300.0),
+        )?;
+        if task_timeout.is_zero() {
+            return Err(v.invalid(
+                "multiprocessing.task_timeout_seconds",
+                "a number of seconds > 0",
+                "0",
+            ));
+        }
+        let engine = EngineSettings {
+            worker_count: v.at_least(
+                "multiprocessing.worker_count",
+                m.worker_count.unwrap_or(4),
+                1,
+            )?,
+            task_timeout,
+            cache_backup_interval: v.seconds(
+                "multiprocessing.cache_backup_interval",
+                m.cache_backup_interval.unwrap_or(60.0),
+            )?,
+            max_concurrent_requests: v.at_least(
+                "multiprocessing.max_concurrent_requests",
+                m.max_concurrent_requests.unwrap_or(6),
+                1,
+            )?,
+        };
+        if let Some(n) = m.tasks_per_batch {
+            v.at_least("multiprocessing.tasks_per_batch", n, 1)?;
+        }
+
+        let outputs_dir = match (&o.out, &p.paths.outputs) {
+            (Some(out), _) => out.clone(),
+            (None, Some(dir)) => PathBuf::from(v.non_empty("paths.outputs", dir)?),
+            (None, None) => {
+                return Err(v.invalid(
+                    "paths.outputs",
+                    "a directory for final_puzzles.json (or --out DIR)",
+                    "nothing",
+                ));
+            }
+        };
+        let reports_dir = match (&o.out, &p.paths.reports) {
+            (Some(out), _) => out.join("reports"),
+            (None, Some(dir)) => PathBuf::from(v.non_empty("paths.reports", dir)?),
+            (None, None) => outputs_dir.join("reports"),
+        };
+        let cache_dir = match &p.paths.cache {
+            Some(dir) => PathBuf::from(v.non_empty("paths.cache", dir)?),
+            None => PathBuf::from("cache"),
+        };
+        let out = &p.output;
+        let csv_precision =
+            v.at_least("output.csv_precision", out.csv_precision.unwrap_or(6), 0)?;
+        if csv_precision > 17 {
+            return Err(v.invalid(
+                "output.csv_precision",
+                "a number of decimals from 0 to 17",
+                &csv_precision.to_string(),
+            ));
+        }
+        let embedding_cache_file = cache_dir.join(
+            v.non_empty(
+                "output.embedding_cache_file",
+                out.embedding_cache_file
+                    .as_deref()
+                    .unwrap_or("embedding_cache.csv"),
+            )?,
+        );
+        let puzzle_embeddings_file = outputs_dir.join(
+            v.non_empty(
+                "output.puzzle_embeddings_file",
+                out.puzzle_embeddings_file
+                    .as_deref()
+                    .unwrap_or("puzzle_embeddings.csv"),
+            )?,
+        );
+        let output = OutputSettings {
+            outputs_dir,
+            reports_dir,
+            cache_dir,
+            csv_precision,
+            embedding_cache_file,
+            puzzle_embeddings_file,
+        };
+
+        let e = &p.embedding;
+        let provider = match o.provider.or(e.provider).unwrap_or(ProviderKind::Gemini) {
+            ProviderKind::Local => ProviderSettings::Local {
+                model_dir: o.model_dir.clone().unwrap_or_else(|| {
+                    PathBuf::from(e.local.model_dir.as_deref().unwrap_or(DEFAULT_MODEL_DIR))
+                }),
+            },
+            ProviderKind::Gemini => ProviderSettings::Gemini,
+            ProviderKind::Openai => ProviderSettings::Openai {
+                base_url: v.non_empty(
+                    "embedding.openai.base_url",
+                    e.openai.base_url.as_deref().unwrap_or(""),
+                )?,
+                model: v.non_empty(
+                    "embedding.openai.model",
+                    e.openai.model.as_deref().unwrap_or(""),
+                )?,
+                api_key_env: e.openai.api_key_env.clone(),
+            },
+        };
+
+        let themes_file = v.input_path("paths.themes", "--themes", &o.themes, &p.paths.themes)?;
+        let candidates_file = v.input_path(
+            "paths.candidates",
+            "--candidates",
+            &o.candidates,
+            &p.paths.candidates,
+        )?;
+
+        Ok(Config {
+            source: path.to_owned(),
+            puzzle,
+            gemini,
+            engine,
+            output,
+            provider,
+            themes_file,
+            candidates_file,
+            unknown_keys,
+        })
+    }
+
+    /// How many theme slots the run fills: puzzles x themes per puzzle.
+    pub fn total_themes_needed(&self) -> usize {
+        self.puzzle.total_puzzle_count * self.puzzle.themes_per_puzzle
+    }
+}
+
+/// Builds [`ConfigError::Invalid`] values that name the file and key.
+struct Validator<'a> {
+    path: &'a Path,
+}
+
+impl Validator<'_> {
+    fn invalid(&self, key: &str, expected: &str, got: &str) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_owned(),
+            key: key.to_owned(),
+            expected: expected.to_owned(),
+            got: got.to_owned(),
+        }
+    }
+
+    fn at_least(&self, key: &str, value: i64, min: i64) -> Result<usize, ConfigError> {
+        if value < min {
+            return Err(self.invalid(key, &format!("an integer >= {min}"), &value.to_string()));
+        }
+        Ok(value as usize)
+    }
+
+    fn positive(&self, key: &str, value: f64) -> Result<f64, ConfigError> {
+        if !(value.is_finite() && value > 0.0) {
+            return Err(self.invalid(key, "a number > 0", &value.to_string()));
+        }
+        Ok(value)
+    }
+
+    fn seconds(&self, key: &str, value: f64) -> Result<Duration, ConfigError> {
+        if !(0.0..1e9).contains(&value) {
+            return Err(self.invalid(key, "a number of seconds >= 0", &value.to_string()));
+        }
+        Ok(Duration::from_secs_f64(value))
+    }
+
+    fn non_empty(&self, key: &str, value: &str) -> Result<String, ConfigError> {
+        if value.trim().is_empty() {
+            return Err(self.invalid(key, "a non-empty string", "an empty value"));
+        }
+        Ok(value.to_owned())
+    }
+
+    fn input_path(
+        &self,
+        key: &str,
+        flag: &str,
+        flag_value: &Option<PathBuf>,
+        value: &Option<String>,
+    ) -> Result<PathBuf, ConfigError> {
+        match (flag_value, value) {
+            (Some(p), _) => Ok(p.clone()),
+            (None, Some(v)) => Ok(PathBuf::from(self.non_empty(key, v)?)),
+            (None, None) => Err(self.invalid(
+                key,
+                &format!("the path of the input file (or {flag} FILE)"),
+                "nothing",
+            )),
+        }
+    }
+}
+
+/// 1-based line number of byte `offset` in `bytes`.
+pub(crate) fn line_of_offset(bytes: &[u8], offset: usize) -> usize {
+    bytes[..offset.min(bytes.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// Collapses a multi-line parser message into one line.
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(yaml: &str) -> Result<Config, ConfigError> {
+        let o = Overrides::default();
+        Config::from_yaml_bytes(Path::new("params.yaml"), yaml.as_bytes(), &o)
+    }
+
+    const MINIMAL: &str = "paths:\n  outputs: out\n  themes: t.json\n  candidates: c.json\n";
+
+    #[test]
+    fn minimal_file_gets_original_defaults() {
+        let c = load(MINIMAL).unwrap();
+        assert_eq!(c.puzzle.words_per_theme, 4);
+        assert_eq!(c.puzzle.themes_per_puzzle, 4);
+        assert_eq!(c.gemini.model_id, "gemini-embedding-001");
+        assert_eq!(c.gemini.embedding_dimension, 3072);
+        assert_eq!(c.provider.kind(), ProviderKind::Gemini);
+        assert!(c.unknown_keys.is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_are_collected_not_fatal() {
+        let c = load(&format!(
+            "{MINIMAL}gemini:\n  colour: blue\nextra_section: 1\n"
+        ))
+        .unwrap();
+        assert_eq!(c.unknown_keys, vec!["gemini.colour", "extra_section"]);
+    }
+
+    #[test]
+    fn zero_words_per_theme_names_the_key() {
+        let e = load(&format!(
+            "{MINIMAL}puzzle_generation:\n  words_per_theme: 0\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "params.yaml: puzzle_generation.words_per_theme: expected an integer >= 1, got 0"
+        );
+    }
+
+    #[test]
+    fn negative_interval_is_rejected() {
+        let e = load(&format!("{MINIMAL}gemini:\n  min_request_interval: -0.5\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("gemini.min_request_interval"), "{e}");
+        assert!(e.contains("-0.5"), "{e}");
+    }
+
+    #[test]
+    fn missing_outputs_is_rejected_unless_out_given() {
+        let yaml = "paths:\n  themes: t.json\n  candidates: c.json\n";
+        let e = load(yaml).unwrap_err().to_string();
+        assert!(e.contains("paths.outputs"), "{e}");
+        let o = Overrides {
+            out: Some(PathBuf::from("x")),
+            ..Overrides::default()
+        };
+        let c = Config::from_yaml_bytes(Path::new("p.yaml"), yaml.as_bytes(), &o).unwrap();
+        assert_eq!(c.output.outputs_dir, PathBuf::from("x"));
+        assert_eq!(c.output.reports_dir, PathBuf::from("x/reports"));
+    }
+
+    #[test]
+    fn malformed_yaml_names_file_and_line() {
+        let e = load("paths:\n  outputs: out\n  themes: [unclosed\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("params.yaml: "), "{e}");
+        assert!(e.contains("line"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_line() {
+        let e = load(&format!(
+            "{MINIMAL}puzzle_generation:\n  words_per_theme: lots\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("line 6"), "{e}");
+    }
+
+    #[test]
+    fn non_utf8_names_line() {
+        let mut bytes = MINIMAL.as_bytes().to_vec();
+        bytes.extend_from_slice(b"# caf\xe9\n");
+        let e = Config::from_yaml_bytes(Path::new("p.yaml"), &bytes, &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "p.yaml: not valid UTF-8 (line 5): save the file as UTF-8"
+        );
+    }
+
+    #[test]
+    fn local_provider_from_embedding_section_or_flag() {
+        let c = load(&format!(
+            "{MINIMAL}embedding:\n  provider: local\n  local:\n    model_dir: m\n"
+        ))
+        .unwrap();
+        assert!(
+            matches!(c.provider, ProviderSettings::Local { ref model_dir } if model_dir == Path::new("m"))
+        );
+        let o = Overrides {
+            provider: Some(ProviderKind::Local),
+            ..Overrides::default()
+        };
+        let c = Config::from_yaml_bytes(Path::new("p"), MINIMAL.as_bytes(), &o).unwrap();
+        assert!(
+            matches!(c.provider, ProviderSettings::Local { ref model_dir } if model_dir == Path::new(DEFAULT_MODEL_DIR))
+        );
+    }
+}

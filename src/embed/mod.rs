@@ -1,0 +1,126 @@
+//! Embedding providers: one small trait, one module per backend.
+//!
+//! A [`Provider`] turns a batch of texts into unit-length vectors of a fixed dimension and
+//! names its embedding space ([`Space`]: model id, dimension, task type) so that cached vectors
+//! of one model never answer for another. Cross-cutting behaviour (caching, batching, limits)
+//! lives in [`service`], around a provider, not inside it.
+
+pub mod local;
+pub mod service;
+
+use std::sync::Arc;
+
+/// A vector as stored and shared: immutable, cheap to clone.
+pub type Vector = Arc<[f32]>;
+
+/// The embedding space a vector belongs to. Part of every cache key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Space {
+    pub model_id: String,
+    pub dimension: usize,
+    pub task_type: String,
+}
+
+/// Why a batch could not be embedded.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    /// The provider cannot start or run at all (missing model files, bad settings).
+    #[error("{0}")]
+    Setup(String),
+    /// The backend failed on this batch.
+    #[error("embedding failed: {0}")]
+    Backend(String),
+    /// The backend answered, but not with one finite vector of the right size per text.
+    #[error("bad embedding answer: {0}")]
+    BadAnswer(String),
+}
+
+/// Something that embeds texts. Implementations must return one vector per input text, in
+/// order, each of length `space().dimension` and unit L2 norm.
+#[async_trait::async_trait]
+pub trait Provider: Send + Sync {
+    /// The space of the vectors this provider returns.
+    fn space(&self) -> &Space;
+    /// Largest batch one call accepts.
+    fn max_batch(&self) -> usize;
+    /// Embeds `texts` (at most `max_batch`).
+    async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError>;
+}
+
+/// Scales `v` to unit length in place (a zero vector stays zero).
+pub fn normalize(v: &mut [f32]) {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+}
+
+/// Cosine similarity of two vectors (dot product over the product of norms).
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let (mut dot, mut na, mut nb) = (0.0f32, 0.0f32, 0.0f32);
+    for (x, y) in a.iter().zip(b) {
+        dot += x * y;
+        na += x * x;
+        nb += y * y;
+    }
+    if na == 0.0 || nb == 0.0 {
+        0.0
+    } else {
+        dot / (na.sqrt() * nb.sqrt())
+    }
+}
+
+/// Checks a provider's answer: one finite vector of the right dimension per text.
+pub fn check_answer(
+    vectors: &[Vec<f32>],
+    expected_count: usize,
+    dimension: usize,
+) -> Result<(), EmbedError> {
+    if vectors.len() != expected_count {
+        return Err(EmbedError::BadAnswer(format!(
+            "{} vectors for {expected_count} texts",
+            vectors.len()
+        )));
+    }
+    for (i, v) in vectors.iter().enumerate() {
+        if v.len() != dimension {
+            return Err(EmbedError::BadAnswer(format!(
+                "vector {i} has {} dimensions, expected {dimension}",
+                v.len()
+            )));
+        }
+        if v.iter().any(|x| !x.is_finite()) {
+            return Err(EmbedError::BadAnswer(format!(
+                "vector {i} has non-finite values"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cosine_of_parallel_orthogonal_and_zero() {
+        assert!((cosine(&[1.0, 2.0], &[2.0, 4.0]) - 1.0).abs() < 1e-6);
+        assert_eq!(cosine(&[1.0, 0.0], &[0.0, 3.0]), 0.0);
+        assert_eq!(cosine(&[0.0, 0.0], &[1.0, 1.0]), 0.0);
+    }
+
+    #[test]
+    fn normalize_gives_unit_length() {
+        let mut v = vec![3.0, 4.0];
+        normalize(&mut v);
+        assert_eq!(v, vec![0.6, 0.8]);
+    }
+
+    #[test]
+    fn check_answer_rejects_wrong_count_dimension_and_nan() {
+        assert!(check_answer(&[vec![1.0]], 2, 1).is_err());
+        assert!(check_answer(&[vec![1.0, 0.0]], 1, 1).is_err());
+        assert!(check_answer(&[vec![f32::NAN]], 1, 1).is_err());
+        assert!(check_answer(&[vec![1.0]], 1, 1).is_ok());
+    }
+}

@@ -1,0 +1,84 @@
+//! The engine: processes themes concurrently, each under a deadline, reporting progress.
+//!
+//! Replaces the original's worker processes with tasks: at most `worker_count` themes are in
+//! flight at once, each bounded by `task_timeout_seconds` (a late theme fails with "timeout",
+//! the run goes on). Results come back in input order whatever order they finish in.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::input::Inputs;
+use crate::progress::Progress;
+use crate::theme::{ThemeError, ThemeResult, ThemeWorker};
+
+/// Outcome of one theme.
+pub type ThemeOutcome = Result<ThemeResult, ThemeError>;
+
+/// Runs theme workers with bounded concurrency and a per-theme deadline.
+pub struct Engine {
+    worker: ThemeWorker,
+    inputs: Arc<Inputs>,
+    worker_count: usize,
+    task_timeout: Duration,
+}
+
+impl Engine {
+    pub fn new(
+        worker: ThemeWorker,
+        inputs: Arc<Inputs>,
+        worker_count: usize,
+        task_timeout: Duration,
+    ) -> Engine {
+        Engine {
+            worker,
+            inputs,
+            worker_count: worker_count.max(1),
+            task_timeout,
+        }
+    }
+
+    /// Processes `themes`, returning one outcome per theme in the same order.
+    pub async fn process(&self, themes: &[String], progress: &Progress) -> Vec<ThemeOutcome> {
+        let permits = Arc::new(Semaphore::new(self.worker_count));
+        let mut set = JoinSet::new();
+        for (index, theme) in themes.iter().enumerate() {
+            let permits = Arc::clone(&permits);
+            let worker = self.worker.clone();
+            let inputs = Arc::clone(&self.inputs);
+            let theme = theme.clone();
+            let deadline = self.task_timeout;
+            set.spawn(async move {
+                let _permit = permits
+                    .acquire_owned()
+                    .await
+                    .expect("semaphore never closed");
+                let work = worker.process(&theme, inputs.candidates_of(&theme));
+                let outcome = match tokio::time::timeout(deadline, work).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Err(ThemeError::Timeout(deadline.as_secs_f64())),
+                };
+                (index, outcome)
+            });
+        }
+        let mut outcomes: Vec<Option<ThemeOutcome>> = themes.iter().map(|_| None).collect();
+        while let Some(joined) = set.join_next().await {
+            let (index, outcome) = match joined {
+                Ok(done) => done,
+                // A theme task can only end this way if it panicked: a bug, not user input.
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            };
+            if let Err(e) = &outcome {
+                tracing::warn!("theme {:?} failed: {e}", themes[index]);
+            }
+            outcomes[index] = Some(outcome);
+            progress.inc();
+        }
+        outcomes
+            .into_iter()
+            .map(|o| o.expect("every spawned theme reports once"))
+            .collect()
+    }
+}

@@ -1,0 +1,132 @@
+//! Planning: which theme fills which slot of which puzzle.
+//!
+//! As the original `TaskGenerator`: `total_puzzle_count x themes_per_puzzle` slots filled from
+//! the theme list in order, cycling through it when there are too few themes. Themes left over
+//! are kept as spares, used by the assembly step to replace a theme that failed.
+
+/// A slot: puzzle `puzzle` (1-based, as in `puzzle_1`), position `slot` (0-based) in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SlotId {
+    pub puzzle: usize,
+    pub slot: usize,
+}
+
+impl std::fmt::Display for SlotId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "puzzle_{}/theme_{}", self.puzzle, self.slot + 1)
+    }
+}
+
+/// One puzzle's planned themes, in slot order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedPuzzle {
+    pub id: usize,
+    pub themes: Vec<String>,
+}
+
+/// The whole plan of a run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub puzzles: Vec<PlannedPuzzle>,
+    /// Themes not placed in any puzzle, in input order: replacements for failed themes.
+    pub spares: Vec<String>,
+    pub themes_needed: usize,
+    pub themes_available: usize,
+}
+
+/// Why no plan can be made.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlanError {
+    #[error(
+        "{available} distinct theme(s) given but a puzzle needs {per_puzzle} different themes \
+         (puzzle_generation.themes_per_puzzle)"
+    )]
+    TooFewThemes { available: usize, per_puzzle: usize },
+}
+
+impl Plan {
+    /// Fills `puzzles x per_puzzle` slots from `themes`, cycling when there are too few.
+    pub fn new(themes: &[String], puzzles: usize, per_puzzle: usize) -> Result<Plan, PlanError> {
+        if themes.len() < per_puzzle {
+            return Err(PlanError::TooFewThemes {
+                available: themes.len(),
+                per_puzzle,
+            });
+        }
+        let needed = puzzles * per_puzzle;
+        let planned = (0..puzzles)
+            .map(|p| PlannedPuzzle {
+                id: p + 1,
+                themes: (0..per_puzzle)
+                    .map(|t| themes[(p * per_puzzle + t) % themes.len()].clone())
+                    .collect(),
+            })
+            .collect();
+        let spares = themes.iter().skip(needed).cloned().collect();
+        Ok(Plan {
+            puzzles: planned,
+            spares,
+            themes_needed: needed,
+            themes_available: themes.len(),
+        })
+    }
+
+    /// True when themes had to be used more than once to fill every slot.
+    pub fn themes_reused(&self) -> bool {
+        self.themes_needed > self.themes_available
+    }
+
+    /// Distinct planned themes in first-use order: each is processed once, however often used.
+    pub fn distinct_themes(&self) -> Vec<String> {
+        let mut seen = std::collections::HashSet::new();
+        self.puzzles
+            .iter()
+            .flat_map(|p| p.themes.iter())
+            .filter(|t| seen.insert(t.as_str()))
+            .cloned()
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("t{i}")).collect()
+    }
+
+    #[test]
+    fn fills_slots_in_order_and_keeps_spares() {
+        let p = Plan::new(&names(10), 2, 4).unwrap();
+        assert_eq!(p.puzzles[0].themes, ["t0", "t1", "t2", "t3"]);
+        assert_eq!(p.puzzles[1].id, 2);
+        assert_eq!(p.puzzles[1].themes, ["t4", "t5", "t6", "t7"]);
+        assert_eq!(p.spares, ["t8", "t9"]);
+        assert!(!p.themes_reused());
+    }
+
+    #[test]
+    fn cycles_when_too_few_and_never_repeats_within_a_puzzle() {
+        let p = Plan::new(&names(5), 3, 4).unwrap();
+        assert!(p.themes_reused());
+        assert!(p.spares.is_empty());
+        assert_eq!(p.puzzles[1].themes, ["t4", "t0", "t1", "t2"]);
+        for puzzle in &p.puzzles {
+            let set: std::collections::HashSet<_> = puzzle.themes.iter().collect();
+            assert_eq!(set.len(), 4);
+        }
+        assert_eq!(p.distinct_themes().len(), 5);
+    }
+
+    #[test]
+    fn fewer_themes_than_a_puzzle_needs_is_an_error() {
+        assert_eq!(
+            Plan::new(&names(3), 1, 4).unwrap_err(),
+            PlanError::TooFewThemes {
+                available: 3,
+                per_puzzle: 4
+            }
+        );
+    }
+}

@@ -1,0 +1,364 @@
+//! Output files, with the Python pipeline's names and shapes, each written atomically.
+//!
+//! - `<paths.outputs>/final_puzzles.json`
+//! - `<paths.outputs>/puzzle_metadata.json`
+//! - `<paths.reports>/embedding_analysis.json`
+//! - `<paths.cache>/<output.embedding_cache_file>`: every processed theme and candidate
+//! - `<paths.outputs>/<output.puzzle_embeddings_file>`: the words of every finished puzzle
+//!
+//! The CSVs have the header `theme,word,word_type,similarity_to_theme,rank,embedding_dim_1..N`
+//! with values rounded to `output.csv_precision`. Every file goes to a temporary file in the
+//! same directory first and is renamed over the target only when complete, so a crash never
+//! leaves a half-written output.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+
+use crate::assemble::Puzzle;
+use crate::config::Config;
+use crate::embed::Space;
+use crate::embed::service::ServiceStats;
+use crate::plan::Plan;
+use crate::theme::ThemeResult;
+
+/// Writing an output failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: cannot write: {source}")]
+pub struct OutputError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+/// A puzzle that could not be made, as listed in `puzzle_metadata.json`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FailedPuzzle {
+    pub puzzle_id: String,
+    pub themes: Vec<String>,
+    pub error: String,
+}
+
+/// A failed theme replaced by a spare one.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Replacement {
+    pub puzzle_id: String,
+    pub failed_theme: String,
+    pub reason: String,
+    pub spare_theme: String,
+}
+
+/// A theme that could not be used, with the reason.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FailedTheme {
+    pub theme: String,
+    pub error: String,
+}
+
+/// Everything a run produced, as the reports need it.
+pub struct RunRecord<'a> {
+    pub config: &'a Config,
+    pub plan: &'a Plan,
+    pub space: &'a Space,
+    pub puzzles: &'a [Puzzle],
+    pub failed_puzzles: &'a [FailedPuzzle],
+    /// Every theme processed successfully, in processing order.
+    pub themes_ok: &'a [&'a ThemeResult],
+    pub themes_failed: &'a [FailedTheme],
+    pub replacements: &'a [Replacement],
+    pub stats: ServiceStats,
+    pub elapsed: Duration,
+}
+
+impl RunRecord<'_> {
+    pub fn texts_per_second(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            self.stats.texts_embedded as f64 / secs
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Writes every output file of a run. Returns the paths written.
+pub fn write_all(r: &RunRecord) -> Result<Vec<PathBuf>, OutputError> {
+    let out = &r.config.output;
+    let precision = out.csv_precision;
+    let files = vec![
+        out.outputs_dir.join("final_puzzles.json"),
+        out.outputs_dir.join("puzzle_metadata.json"),
+        out.reports_dir.join("embedding_analysis.json"),
+        out.embedding_cache_file.clone(),
+        out.puzzle_embeddings_file.clone(),
+    ];
+    write_json(&files[0], &final_puzzles(r.puzzles))?;
+    write_json(&files[1], &metadata(r))?;
+    write_json(&files[2], &analysis(r))?;
+    let theme_rows = r.themes_ok.iter().map(|t| {
+        let words = t
+            .ranked
+            .iter()
+            .map(|w| (w.word.as_str(), w.similarity, &w.vector));
+        (t.theme.as_str(), &t.vector, words)
+    });
+    write_csv(&files[3], r.space.dimension, precision, theme_rows)?;
+    let puzzle_rows = r.puzzles.iter().flat_map(|p| {
+        p.groups.iter().map(|g| {
+            let theme = r
+                .themes_ok
+                .iter()
+                .find(|t| t.theme == g.theme)
+                .expect("every group comes from a processed theme");
+            let words = g
+                .words
+                .iter()
+                .map(|w| (w.word.as_str(), w.similarity, &w.vector));
+            (g.theme.as_str(), &theme.vector, words)
+        })
+    });
+    write_csv(&files[4], r.space.dimension, precision, puzzle_rows)?;
+    Ok(files)
+}
+
+/// Rounds to six decimals so JSON shows `0.8123` rather than an f32's binary tail.
+fn round6(x: f32) -> f64 {
+    (f64::from(x) * 1e6).round() / 1e6
+}
+
+/// `{"puzzle_1": {"words": [16], "theme_similarity_scores": [16], "themes": [4], ...}}`.
+pub fn final_puzzles(puzzles: &[Puzzle]) -> Value {
+    let mut all = Map::new();
+    for p in puzzles {
+        let words: Vec<&str> = p
+            .groups
+            .iter()
+            .flat_map(|g| g.words.iter().map(|w| w.word.as_str()))
+            .collect();
+        let scores: Vec<f64> = p
+            .groups
+            .iter()
+            .flat_map(|g| g.words.iter().map(|w| round6(w.similarity)))
+            .collect();
+        let themes: Vec<&str> = p.groups.iter().map(|g| g.theme.as_str()).collect();
+        all.insert(
+            format!("puzzle_{}", p.id),
+            json!({
+                "words": words,
+                "theme_similarity_scores": scores,
+                "themes": themes,
+                "all_candidates": [],
+                "all_similarities": scores,
+                "quality": { "min_margin": round6(p.min_margin) },
+            }),
+        );
+    }
+    Value::Object(all)
+}
+
+fn metadata(r: &RunRecord) -> Value {
+    let c = r.config;
+    json!({
+        "total_themes_needed": r.plan.themes_needed,
+        "total_themes_available": r.plan.themes_available,
+        "themes_reused": r.plan.themes_reused(),
+        "successful_puzzles": r.puzzles.len(),
+        "failed_puzzles": r.failed_puzzles,
+        "processing_time": r.elapsed.as_secs_f64(),
+        "gemini_config": {
+            "provider": c.provider.kind().to_string(),
+            "model_id": r.space.model_id,
+            "embedding_dimension": r.space.dimension,
+            "task_type": r.space.task_type,
+            "requests_per_minute": c.gemini.requests_per_minute,
+            "min_request_interval": c.gemini.min_request_interval.as_secs_f64(),
+            "max_retries": c.gemini.max_retries,
+        },
+        "multiprocessing_stats": {
+            "worker_count": c.engine.worker_count,
+            "task_timeout_seconds": c.engine.task_timeout.as_secs_f64(),
+            "themes_processed": r.themes_ok.len() + r.themes_failed.len(),
+            "themes_succeeded": r.themes_ok.len(),
+            "themes_failed": r.themes_failed.len(),
+        },
+        "failed_themes": r.themes_failed,
+        "spare_themes_used": r.replacements,
+        "embedding_stats": {
+            "lookups": r.stats.lookups,
+            "cache_hits": r.stats.cache_hits,
+            "cache_hit_rate": r.stats.hit_rate(),
+            "texts_embedded": r.stats.texts_embedded,
+            "provider_calls": r.stats.provider_calls,
+            "texts_per_second": r.texts_per_second(),
+        },
+        "puzzle_generation": {
+            "total_puzzle_count": c.puzzle.total_puzzle_count,
+            "words_per_theme": c.puzzle.words_per_theme,
+            "themes_per_puzzle": c.puzzle.themes_per_puzzle,
+            "random_seed": c.puzzle.random_seed,
+        },
+    })
+}
+
+/// Mean, min, max and standard deviation of `xs` (all zero when empty).
+fn describe(xs: &[f64]) -> Value {
+    if xs.is_empty() {
+        return json!({"count": 0, "mean": 0.0, "std": 0.0, "min": 0.0, "max": 0.0});
+    }
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+    let min = xs.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    json!({"count": xs.len(), "mean": mean, "std": var.sqrt(), "min": min, "max": max})
+}
+
+fn analysis(r: &RunRecord) -> Value {
+    let selected: Vec<f64> = r
+        .puzzles
+        .iter()
+        .flat_map(|p| p.groups.iter().flat_map(|g| g.words.iter()))
+        .map(|w| f64::from(w.similarity))
+        .collect();
+    let candidates: Vec<f64> = r
+        .themes_ok
+        .iter()
+        .flat_map(|t| t.ranked.iter().map(|w| f64::from(w.similarity)))
+        .collect();
+    let margins: Vec<f64> = r.puzzles.iter().map(|p| f64::from(p.min_margin)).collect();
+    let negative = margins.iter().filter(|m| **m < 0.0).count();
+    json!({
+        "pipeline_info": {
+            "provider": r.config.provider.kind().to_string(),
+            "model_id": r.space.model_id,
+            "embedding_dimension": r.space.dimension,
+            "task_type": r.space.task_type,
+            "puzzles_requested": r.config.puzzle.total_puzzle_count,
+            "puzzles_generated": r.puzzles.len(),
+            "tool": concat!("puzzlegen ", env!("CARGO_PKG_VERSION")),
+        },
+        "similarity_stats": {
+            "selected_words": describe(&selected),
+            "all_candidates": describe(&candidates),
+        },
+        "embedding_quality": {
+            "puzzle_min_margin": describe(&margins),
+            "puzzles_with_negative_margin": negative,
+        },
+        "performance_metrics": {
+            "wall_time_seconds": r.elapsed.as_secs_f64(),
+            "texts_embedded": r.stats.texts_embedded,
+            "texts_per_second": r.texts_per_second(),
+            "cache_hits": r.stats.cache_hits,
+            "cache_hit_rate": r.stats.hit_rate(),
+            "provider_calls": r.stats.provider_calls,
+        },
+    })
+}
+
+/// Writes `path` through a temporary file in the same directory, renamed into place at the end.
+pub fn write_atomic(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<(), OutputError> {
+    let err = |source| OutputError {
+        path: path.to_owned(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
+    {
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
+        fill(&mut w).map_err(err)?;
+        w.flush().map_err(err)?;
+    }
+    tmp.as_file().sync_all().map_err(err)?;
+    tmp.persist(path).map_err(|e| err(e.error))?;
+    Ok(())
+}
+
+fn write_json(path: &Path, value: &Value) -> Result<(), OutputError> {
+    write_atomic(path, |w| {
+        serde_json::to_writer_pretty(&mut *w, value)?;
+        writeln!(w)
+    })
+}
+
+/// One CSV block per theme: the theme row (rank 0) then its words (rank 1..).
+fn write_csv<'a, W>(
+    path: &Path,
+    dimension: usize,
+    precision: usize,
+    themes: impl Iterator<Item = (&'a str, &'a crate::embed::Vector, W)>,
+) -> Result<(), OutputError>
+where
+    W: Iterator<Item = (&'a str, f32, &'a crate::embed::Vector)>,
+{
+    write_atomic(path, |w| {
+        let mut csv = csv::Writer::from_writer(w);
+        let mut header = vec![
+            "theme".to_owned(),
+            "word".into(),
+            "word_type".into(),
+            "similarity_to_theme".into(),
+            "rank".into(),
+        ];
+        header.extend((1..=dimension).map(|d| format!("embedding_dim_{d}")));
+        csv.write_record(&header)?;
+        let mut row: Vec<String> = Vec::with_capacity(dimension + 5);
+        let mut push = |csv: &mut csv::Writer<_>,
+                        theme: &str,
+                        word: &str,
+                        kind: &str,
+                        sim: f32,
+                        rank: usize,
+                        v: &[f32]|
+         -> std::io::Result<()> {
+            row.clear();
+            row.push(theme.to_owned());
+            row.push(word.to_owned());
+            row.push(kind.to_owned());
+            row.push(format!("{:.*}", precision, sim));
+            row.push(rank.to_string());
+            row.extend(v.iter().map(|x| format!("{:.*}", precision, x)));
+            csv.write_record(&row).map_err(std::io::Error::other)
+        };
+        for (theme, theme_vector, words) in themes {
+            push(&mut csv, theme, theme, "theme", 1.0, 0, theme_vector)?;
+            for (rank, (word, sim, v)) in words.enumerate() {
+                push(&mut csv, theme, word, "candidate", sim, rank + 1, v)?;
+            }
+        }
+        csv.flush()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_leaves_the_old_file_when_filling_fails() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("out.json");
+        std::fs::write(&p, "old").unwrap();
+        let e = write_atomic(&p, |w| {
+            w.write_all(b"half")?;
+            Err(std::io::Error::other("disk full"))
+        });
+        assert!(e.is_err());
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "old");
+        assert_eq!(
+            std::fs::read_dir(d.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
+        write_atomic(&p, |w| w.write_all(b"new")).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "new");
+    }
+}

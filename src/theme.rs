@@ -1,0 +1,181 @@
+//! The theme worker: one theme and its candidates in, candidates ranked by similarity out.
+//!
+//! Rules kept from the original `ImprovedThemeWorker`: candidates are deduplicated
+//! case-insensitively and by the naive plural rule (`x` and `xs` are one word, see
+//! [`dedupe_key`]); the theme text is embedded alongside its candidates; each candidate is
+//! scored by cosine similarity to the theme; a theme with fewer usable words than a puzzle
+//! group needs fails with a reason and the run goes on.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use crate::embed::service::EmbeddingService;
+use crate::embed::{EmbedError, Vector, cosine};
+
+/// The identity of a word for deduplication: trimmed, lowercased, trailing `s` removed, so
+/// `Spoon`, `spoon` and `spoons` share one key (the naive plural rule, made transitive).
+pub fn dedupe_key(word: &str) -> String {
+    let lower = word.trim().to_lowercase();
+    let stripped = lower.trim_end_matches('s');
+    if stripped.is_empty() {
+        lower
+    } else {
+        stripped.to_owned()
+    }
+}
+
+/// A candidate with its similarity to the theme and its vector.
+#[derive(Debug, Clone)]
+pub struct ScoredWord {
+    pub word: String,
+    pub similarity: f32,
+    pub vector: Vector,
+}
+
+/// A processed theme: every usable candidate, best first.
+#[derive(Debug, Clone)]
+pub struct ThemeResult {
+    pub theme: String,
+    pub vector: Vector,
+    pub ranked: Vec<ScoredWord>,
+}
+
+/// Why a theme could not be used.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ThemeError {
+    #[error("no entry for this theme in the candidates file")]
+    NoCandidates,
+    #[error("only {usable} usable candidate(s) after removing duplicates, need {needed}")]
+    TooFewWords { usable: usize, needed: usize },
+    #[error("{0}")]
+    Embedding(String),
+    #[error("timeout after {0:.1} s (multiprocessing.task_timeout_seconds)")]
+    Timeout(f64),
+}
+
+impl From<EmbedError> for ThemeError {
+    fn from(e: EmbedError) -> Self {
+        ThemeError::Embedding(e.to_string())
+    }
+}
+
+/// Candidates with empty strings and duplicates (by [`dedupe_key`]) removed, first form kept.
+pub fn usable_candidates(candidates: &[String]) -> Vec<String> {
+    let mut seen = HashSet::new();
+    candidates
+        .iter()
+        .map(|w| w.trim())
+        .filter(|w| !w.is_empty() && seen.insert(dedupe_key(w)))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Scores themes against their candidates through a shared [`EmbeddingService`].
+#[derive(Clone)]
+pub struct ThemeWorker {
+    service: Arc<EmbeddingService>,
+    words_per_theme: usize,
+}
+
+impl ThemeWorker {
+    pub fn new(service: Arc<EmbeddingService>, words_per_theme: usize) -> ThemeWorker {
+        ThemeWorker {
+            service,
+            words_per_theme,
+        }
+    }
+
+    /// Ranks `candidates` (or fails if there are none or too few) by similarity to `theme`.
+    pub async fn process(
+        &self,
+        theme: &str,
+        candidates: Option<&[String]>,
+    ) -> Result<ThemeResult, ThemeError> {
+        let words = usable_candidates(candidates.ok_or(ThemeError::NoCandidates)?);
+        if words.len() < self.words_per_theme {
+            return Err(ThemeError::TooFewWords {
+                usable: words.len(),
+                needed: self.words_per_theme,
+            });
+        }
+        let mut texts = Vec::with_capacity(words.len() + 1);
+        texts.push(theme.to_owned());
+        texts.extend(words.iter().cloned());
+        let mut vectors = self.service.embed(&texts).await?.into_iter();
+        let theme_vector = vectors.next().expect("one vector per text");
+        let mut ranked: Vec<ScoredWord> = words
+            .into_iter()
+            .zip(vectors)
+            .map(|(word, vector)| ScoredWord {
+                similarity: cosine(&theme_vector, &vector),
+                word,
+                vector,
+            })
+            .collect();
+        // Stable: equal scores keep the input order.
+        ranked.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
+        Ok(ThemeResult {
+            theme: theme.to_owned(),
+            vector: theme_vector,
+            ranked,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::embed::service::tests::FakeProvider;
+
+    fn strings(words: &[&str]) -> Vec<String> {
+        words.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn dedupe_is_case_insensitive_and_plural_naive() {
+        assert_eq!(dedupe_key("Spoons"), dedupe_key("spoon"));
+        assert_eq!(dedupe_key(" Glass "), dedupe_key("glas"));
+        assert_ne!(dedupe_key("glasses"), dedupe_key("glass"));
+        assert_eq!(dedupe_key("s"), "s");
+        assert_eq!(
+            usable_candidates(&strings(&[
+                "Spoon", "spoons", "", " Fork ", "fork", "Knife"
+            ])),
+            strings(&["Spoon", "Fork", "Knife"])
+        );
+    }
+
+    #[tokio::test]
+    async fn ranks_by_similarity_and_fails_on_too_few() {
+        let service = Arc::new(EmbeddingService::new(Arc::new(FakeProvider::new(8, 100))));
+        let worker = ThemeWorker::new(service, 2);
+        let r = worker
+            .process(
+                "Cutlery",
+                Some(&strings(&["spoon", "Spoons", "fork", "knife"])),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.ranked.len(), 3);
+        assert!(
+            r.ranked
+                .windows(2)
+                .all(|w| w[0].similarity >= w[1].similarity)
+        );
+        for w in &r.ranked {
+            assert!((w.similarity - cosine(&r.vector, &w.vector)).abs() < 1e-6);
+        }
+        let e = worker
+            .process("Cutlery", Some(&strings(&["spoon", "spoons"])))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "only 1 usable candidate(s) after removing duplicates, need 2"
+        );
+        assert!(matches!(
+            worker.process("X", None).await,
+            Err(ThemeError::NoCandidates)
+        ));
+    }
+}

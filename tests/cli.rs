@@ -1,0 +1,356 @@
+//! End-to-end tests of the `puzzlegen` command, as a user would run it.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use puzzlegen::theme::dedupe_key;
+use serde_json::Value;
+
+fn puzzlegen(dir: &Path) -> Command {
+    let mut cmd = Command::cargo_bin("puzzlegen").unwrap();
+    cmd.current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env("RUST_BACKTRACE", "1");
+    cmd
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// stderr of a failed user-error run: exactly the documented code, one `error:` line, no panic.
+fn assert_user_error(cmd: &mut Command, needle: &str) {
+    let out = cmd.assert().code(2).get_output().clone();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let error_lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(error_lines.len(), 1, "{stderr}");
+    assert!(
+        error_lines[0].contains(needle),
+        "expected {needle:?} in {stderr}"
+    );
+}
+
+#[test]
+fn example_run_makes_twelve_valid_puzzles() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    puzzlegen(&common::repo_file(""))
+        .args(["run", "--config", "examples/params.yaml", "--quiet"])
+        .arg("--out")
+        .arg(&out)
+        .arg("--model-dir")
+        .arg(common::model_dir())
+        .assert()
+        .success();
+
+    let puzzles = read_json(&out.join("final_puzzles.json"));
+    let puzzles = puzzles.as_object().unwrap();
+    assert_eq!(puzzles.len(), 12);
+    for i in 1..=12 {
+        let p = &puzzles[&format!("puzzle_{i}")];
+        let words: Vec<&str> = p["words"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w.as_str().unwrap())
+            .collect();
+        let scores = p["theme_similarity_scores"].as_array().unwrap();
+        let themes = p["themes"].as_array().unwrap();
+        assert_eq!(words.len(), 16, "puzzle_{i}");
+        assert_eq!(scores.len(), 16, "puzzle_{i}");
+        assert_eq!(p["all_similarities"].as_array().unwrap().len(), 16);
+        assert_eq!(themes.len(), 4, "puzzle_{i}");
+        let keys: HashSet<String> = words.iter().map(|w| dedupe_key(w)).collect();
+        assert_eq!(keys.len(), 16, "puzzle_{i} repeats a word: {words:?}");
+        assert!(p["quality"]["min_margin"].is_number());
+        for s in scores {
+            let s = s.as_f64().unwrap();
+            assert!((-1.0..=1.0).contains(&s));
+        }
+    }
+    let meta = read_json(&out.join("puzzle_metadata.json"));
+    assert_eq!(meta["successful_puzzles"], 12);
+    assert_eq!(meta["total_themes_needed"], 48);
+    assert_eq!(meta["failed_puzzles"].as_array().unwrap().len(), 0);
+    for key in [
+        "total_themes_available",
+        "themes_reused",
+        "processing_time",
+        "gemini_config",
+        "multiprocessing_stats",
+    ] {
+        assert!(meta.get(key).is_some(), "puzzle_metadata.json lacks {key}");
+    }
+    let analysis = read_json(&out.join("reports/embedding_analysis.json"));
+    for key in [
+        "pipeline_info",
+        "similarity_stats",
+        "embedding_quality",
+        "performance_metrics",
+    ] {
+        assert!(
+            analysis.get(key).is_some(),
+            "embedding_analysis.json lacks {key}"
+        );
+    }
+    assert_eq!(analysis["pipeline_info"]["embedding_dimension"], 384);
+
+    // The puzzle CSV: header, then per group a theme row and its 4 words, 6 decimals.
+    let csv = std::fs::read_to_string(out.join("puzzle_embeddings.csv")).unwrap();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(
+        header[..5],
+        ["theme", "word", "word_type", "similarity_to_theme", "rank"]
+    );
+    assert_eq!(header.len(), 5 + 384);
+    assert_eq!(header[5], "embedding_dim_1");
+    assert_eq!(lines.clone().count(), 12 * 4 * 5);
+    let first = lines.next().unwrap();
+    let last_field = first.rsplit(',').next().unwrap();
+    assert_eq!(
+        last_field.split('.').nth(1).unwrap().len(),
+        6,
+        "{last_field}"
+    );
+    let _ = dir;
+}
+
+#[test]
+fn help_explains_every_flag() {
+    let out = Command::cargo_bin("puzzlegen")
+        .unwrap()
+        .args(["run", "--help"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let help = String::from_utf8(out).unwrap();
+    for flag in [
+        "--config",
+        "--themes",
+        "--candidates",
+        "--out",
+        "--provider",
+        "--model-dir",
+        "Exit code",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
+    }
+}
+
+#[test]
+fn usage_error_exits_2() {
+    Command::cargo_bin("puzzlegen")
+        .unwrap()
+        .args(["run"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--config"));
+}
+
+#[test]
+fn missing_config_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_user_error(
+        puzzlegen(dir.path()).args(["run", "--config", "nope.yaml"]),
+        "nope.yaml: cannot read",
+    );
+}
+
+#[test]
+fn malformed_yaml_names_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        "paths:\n  outputs: out\n  themes: [oops\n",
+    )
+    .unwrap();
+    assert_user_error(
+        puzzlegen(dir.path()).args(["run", "--config", "p.yaml"]),
+        "p.yaml: ",
+    );
+    assert_user_error(
+        puzzlegen(dir.path()).args(["run", "--config", "p.yaml"]),
+        "line 3",
+    );
+}
+
+#[test]
+fn invalid_value_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_params(dir.path(), 1, "multiprocessing:\n  worker_count: 0\n");
+    assert_user_error(
+        puzzlegen(dir.path()).args(["run", "--config", "params.yaml"]),
+        "params.yaml: multiprocessing.worker_count: expected an integer >= 1, got 0",
+    );
+}
+
+#[test]
+fn malformed_json_names_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_params(dir.path(), 1, "");
+    common::write_inputs(dir.path(), &[("A", &["x"])]);
+    std::fs::write(
+        dir.path().join("candidates.json"),
+        "{\"candidates\": {\n\"A\": {\"words\": [1, 2]}}}",
+    )
+    .unwrap();
+    assert_user_error(
+        puzzlegen(dir.path()).args(["run", "--config", "params.yaml"]),
+        "candidates.json: line 2",
+    );
+}
+
+#[test]
+fn non_utf8_input_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_params(dir.path(), 1, "");
+    common::write_inputs(dir.path(), &[("A", &["x"])]);
+    std::fs::write(
+        dir.path().join("themes.json"),
+        b"{\"themes\": [\"caf\xe9\"]}",
+    )
+    .unwrap();
+    assert_user_error(
+        puzzlegen(dir.path()).args(["run", "--config", "params.yaml"]),
+        "themes.json: not valid UTF-8 (line 1)",
+    );
+}
+
+#[test]
+fn empty_theme_string_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_params(dir.path(), 1, "");
+    common::write_inputs(dir.path(), &[("A", &["x"]), ("", &["y"])]);
+    assert_user_error(
+        puzzlegen(dir.path()).args(["run", "--config", "params.yaml"]),
+        "themes.json: themes[1]: expected a theme name, got an empty string",
+    );
+}
+
+#[test]
+fn words_per_theme_larger_than_any_list_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_params(dir.path(), 1, "");
+    let words: &[&str] = &["a", "b", "c"];
+    common::write_inputs(
+        dir.path(),
+        &[("A", words), ("B", words), ("C", words), ("D", words)],
+    );
+    assert_user_error(
+        puzzlegen(dir.path()).args(["run", "--config", "params.yaml"]),
+        "words_per_theme is 4 but the largest candidate list",
+    );
+}
+
+const FRUIT: &[&str] = &["apple", "banana", "cherry", "grape", "mango"];
+const TOOLS: &[&str] = &["hammer", "wrench", "pliers", "screwdriver", "saw"];
+const PLANETS: &[&str] = &["Mars", "Venus", "Jupiter", "Saturn", "Neptune"];
+const DOGS: &[&str] = &["poodle", "beagle", "terrier", "collie", "husky"];
+const BIRDS: &[&str] = &["robin", "sparrow", "eagle", "owl", "heron"];
+
+#[test]
+fn theme_missing_from_candidates_uses_a_spare() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_params(dir.path(), 1, "");
+    common::write_inputs(
+        dir.path(),
+        &[
+            ("Fruit", FRUIT),
+            ("Tools", TOOLS),
+            ("Planets", PLANETS),
+            ("Dogs", DOGS),
+            ("Birds", BIRDS),
+        ],
+    );
+    // Drop "Tools" from the candidates, keep it in the themes.
+    let mut c = read_json(&dir.path().join("candidates.json"));
+    c["candidates"].as_object_mut().unwrap().remove("Tools");
+    std::fs::write(dir.path().join("candidates.json"), c.to_string()).unwrap();
+
+    puzzlegen(dir.path())
+        .args(["run", "--config", "params.yaml"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "no candidates for theme \"Tools\"",
+        ));
+    let p = read_json(&dir.path().join("out/final_puzzles.json"));
+    assert_eq!(
+        p["puzzle_1"]["themes"],
+        serde_json::json!(["Fruit", "Birds", "Planets", "Dogs"])
+    );
+    let meta = read_json(&dir.path().join("out/puzzle_metadata.json"));
+    assert_eq!(meta["spare_themes_used"][0]["failed_theme"], "Tools");
+    assert_eq!(meta["spare_themes_used"][0]["spare_theme"], "Birds");
+}
+
+#[test]
+fn empty_candidate_list_without_spare_fails_that_puzzle_with_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_params(dir.path(), 2, "");
+    // 5 themes, 2 puzzles: themes cycle, no spares; "Dogs" (only in puzzle 1) has no words.
+    common::write_inputs(
+        dir.path(),
+        &[
+            ("Fruit", FRUIT),
+            ("Tools", TOOLS),
+            ("Planets", PLANETS),
+            ("Dogs", &[]),
+            ("Birds", BIRDS),
+        ],
+    );
+    let out = puzzlegen(dir.path())
+        .args(["run", "--config", "params.yaml"])
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("puzzles: 1 ok, 1 failed"), "{stdout}");
+    let meta = read_json(&dir.path().join("out/puzzle_metadata.json"));
+    let failed = meta["failed_puzzles"].as_array().unwrap();
+    assert_eq!(failed.len(), 1);
+    let error = failed[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("\"Dogs\" failed: only 0 usable candidate(s)"),
+        "{error}"
+    );
+    assert_eq!(failed[0]["puzzle_id"], "puzzle_1");
+    // The finished themes are still in the cache CSV: nothing paid for is lost.
+    let csv = std::fs::read_to_string(dir.path().join("cache/embedding_cache.csv")).unwrap();
+    assert!(
+        csv.contains("Planets,Jupiter,candidate"),
+        "{}",
+        &csv[..200.min(csv.len())]
+    );
+}
+
+#[test]
+fn missing_model_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_params(dir.path(), 1, "");
+    common::write_inputs(
+        dir.path(),
+        &[
+            ("Fruit", FRUIT),
+            ("Tools", TOOLS),
+            ("Planets", PLANETS),
+            ("Dogs", DOGS),
+        ],
+    );
+    assert_user_error(
+        puzzlegen(dir.path()).args(["run", "--config", "params.yaml", "--model-dir", "nowhere"]),
+        "scripts/fetch-model.sh",
+    );
+}
