@@ -62,6 +62,8 @@ struct RunArgs {
 }
 
 fn main() -> ExitCode {
+    // SAFETY: first statement of main, before any thread is started.
+    unsafe { puzzlegen::embed::local::prefer_per_core_batches() };
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

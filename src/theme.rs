@@ -125,7 +125,7 @@ impl ThemeWorker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::embed::service::tests::FakeProvider;
+    use crate::embed::fake::FakeProvider;
 
     fn strings(words: &[&str]) -> Vec<String> {
         words.iter().map(|s| s.to_string()).collect()

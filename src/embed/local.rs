@@ -4,11 +4,16 @@
 //! `max_seq_length`, not the 128 baked into `tokenizer.json`), BERT forward pass in f32, mean
 //! pooling over the attention mask, L2 normalisation. Texts are sorted by token count and cut
 //! into micro-batches padded only to their own longest text, so little work is spent on padding.
-//! Inference runs on a blocking thread, one batch at a time; candle's matrix kernels use every
-//! core for it.
+//! Each core runs whole micro-batches on its own single-thread pool: for the small matrices of
+//! short texts that scales far better than splitting every matrix product across cores
+//! (docs/PERFORMANCE.md has the figures). candle's own element-wise pool must then be off
+//! (`CANDLE_NUM_THREADS=1`, read once at its first use): [`prefer_per_core_batches`] sets it,
+//! and the `puzzlegen` binary calls it before starting any thread.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -19,9 +24,9 @@ use super::{EmbedError, Provider, Space};
 
 /// sentence-transformers' `max_seq_length` for this model (sentence_bert_config.json).
 pub const MAX_TOKENS: usize = 256;
-/// Texts per forward pass: large enough to keep both cores busy, small enough that sorting by
-/// length leaves little padding (see docs/PERFORMANCE.md).
-pub const MICRO_BATCH: usize = 64;
+/// Most texts per forward pass: the best of 16-256 measured in docs/PERFORMANCE.md. Smaller
+/// calls are split so every core gets a share.
+pub const MICRO_BATCH: usize = 32;
 /// Model id recorded in the cache namespace and the reports.
 pub const MODEL_ID: &str = "sentence-transformers/all-MiniLM-L6-v2";
 
@@ -30,6 +35,9 @@ pub struct LocalModel {
     model: BertModel,
     tokenizer: Tokenizer,
     space: Space,
+    micro_batch: usize,
+    /// One single-thread pool per core; candle's kernels run inside the pool of their caller.
+    pools: Vec<rayon::ThreadPool>,
 }
 
 impl LocalModel {
@@ -81,11 +89,25 @@ impl LocalModel {
                 dimension: config.hidden_size,
                 task_type: "sentence-similarity".to_owned(),
             },
+            micro_batch: MICRO_BATCH,
+            pools: single_thread_pools().map_err(|e| setup("thread pools", &e))?,
         })
     }
 
     pub fn space(&self) -> &Space {
         &self.space
+    }
+
+    /// Sets the number of texts per forward pass (benchmarks compare sizes).
+    pub fn with_micro_batch(mut self, texts: usize) -> LocalModel {
+        self.micro_batch = texts.max(1);
+        self
+    }
+
+    /// Sets how many micro-batches run at once, one per single-thread pool.
+    pub fn with_threads(mut self, threads: usize) -> LocalModel {
+        self.pools.truncate(threads.max(1));
+        self
     }
 
     /// Embeds `texts` on the calling thread; one unit vector per text, in input order.
@@ -97,40 +119,63 @@ impl LocalModel {
             .map_err(|e| backend(&e))?;
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| encodings[i].get_ids().len());
-        let mut out = vec![Vec::new(); texts.len()];
-        for chunk in order.chunks(MICRO_BATCH) {
-            let width = chunk
-                .iter()
-                .map(|&i| encodings[i].get_ids().len())
-                .max()
-                .unwrap_or(0);
-            let mut ids = Vec::with_capacity(chunk.len() * width);
-            let mut mask = Vec::with_capacity(chunk.len() * width);
-            for &i in chunk {
-                let e = &encodings[i];
-                ids.extend_from_slice(e.get_ids());
-                mask.extend_from_slice(e.get_attention_mask());
-                let pad = width - e.get_ids().len();
-                ids.extend(std::iter::repeat_n(0u32, pad));
-                mask.extend(std::iter::repeat_n(0u32, pad));
+        let per_core = texts.len().div_ceil(self.pools.len());
+        let chunks: Vec<&[usize]> = order.chunks(per_core.clamp(1, self.micro_batch)).collect();
+        let next = AtomicUsize::new(0);
+        let out = Mutex::new(vec![Vec::new(); texts.len()]);
+        let failure = Mutex::new(None);
+        // Each pool pulls the next micro-batch until none is left.
+        let work = || loop {
+            let n = next.fetch_add(1, Ordering::Relaxed);
+            let Some(chunk) = chunks.get(n) else { return };
+            match self.forward_chunk(chunk, &encodings) {
+                Ok(vectors) => {
+                    let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
+                    for (&i, v) in chunk.iter().zip(vectors) {
+                        out[i] = v;
+                    }
+                }
+                Err(e) => {
+                    *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                    next.store(chunks.len(), Ordering::Relaxed);
+                    return;
+                }
             }
-            let vectors = self
-                .forward(chunk.len(), width, ids, mask)
-                .map_err(|e| backend(&e))?;
-            for (&i, v) in chunk.iter().zip(vectors) {
-                out[i] = v;
+        };
+        std::thread::scope(|s| {
+            for pool in &self.pools {
+                s.spawn(|| pool.install(work));
             }
+        });
+        if let Some(e) = failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            return Err(backend(&e));
         }
+        let out = out.into_inner().unwrap_or_else(|e| e.into_inner());
         Ok(out)
     }
 
-    fn forward(
+    /// Pads the texts of `chunk` to their longest and runs one forward pass.
+    fn forward_chunk(
         &self,
-        rows: usize,
-        width: usize,
-        ids: Vec<u32>,
-        mask: Vec<u32>,
+        chunk: &[usize],
+        encodings: &[tokenizers::Encoding],
     ) -> candle_core::Result<Vec<Vec<f32>>> {
+        let width = chunk
+            .iter()
+            .map(|&i| encodings[i].get_ids().len())
+            .max()
+            .unwrap_or(0);
+        let mut ids = Vec::with_capacity(chunk.len() * width);
+        let mut mask = Vec::with_capacity(chunk.len() * width);
+        for &i in chunk {
+            let e = &encodings[i];
+            ids.extend_from_slice(e.get_ids());
+            mask.extend_from_slice(e.get_attention_mask());
+            let pad = width - e.get_ids().len();
+            ids.extend(std::iter::repeat_n(0u32, pad));
+            mask.extend(std::iter::repeat_n(0u32, pad));
+        }
+        let rows = chunk.len();
         let dev = &Device::Cpu;
         let ids = Tensor::from_vec(ids, (rows, width), dev)?;
         let mask = Tensor::from_vec(mask, (rows, width), dev)?;
@@ -143,6 +188,34 @@ impl LocalModel {
         let norms = mean.sqr()?.sum_keepdim(1)?.sqrt()?;
         mean.broadcast_div(&norms)?.to_vec2::<f32>()
     }
+}
+
+/// Turns off candle's spinning element-wise thread pool, so that the per-core micro-batches do
+/// not fight it for the cores (twice the throughput on 2 cores, docs/PERFORMANCE.md). Does
+/// nothing if `CANDLE_NUM_THREADS` is already set.
+///
+/// # Safety
+///
+/// Changes the process environment: call it before any other thread exists (first thing in
+/// `main`), as for [`std::env::set_var`].
+pub unsafe fn prefer_per_core_batches() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // SAFETY: the caller guarantees no other thread is running.
+        unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
+    }
+}
+
+/// One single-thread rayon pool per available core.
+fn single_thread_pools() -> Result<Vec<rayon::ThreadPool>, rayon::ThreadPoolBuildError> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (0..cores)
+        .map(|i| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .thread_name(move |_| format!("minilm-{i}"))
+                .build()
+        })
+        .collect()
 }
 
 /// [`Provider`] over a [`LocalModel`]: one batch at a time on a blocking thread.

@@ -5,6 +5,7 @@
 //! of one model never answer for another. Cross-cutting behaviour (caching, batching, limits)
 //! lives in [`service`], around a provider, not inside it.
 
+pub mod fake;
 pub mod local;
 pub mod service;
 

@@ -112,57 +112,9 @@ impl EmbeddingService {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use std::sync::Mutex;
-
-    /// A provider that hashes each text to a deterministic unit vector and records its calls.
-    pub struct FakeProvider {
-        space: Space,
-        max_batch: usize,
-        pub calls: Mutex<Vec<Vec<String>>>,
-    }
-
-    impl FakeProvider {
-        pub fn new(dimension: usize, max_batch: usize) -> FakeProvider {
-            FakeProvider {
-                space: Space {
-                    model_id: "fake".into(),
-                    dimension,
-                    task_type: "test".into(),
-                },
-                max_batch,
-                calls: Mutex::new(Vec::new()),
-            }
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl Provider for FakeProvider {
-        fn space(&self) -> &Space {
-            &self.space
-        }
-        fn max_batch(&self) -> usize {
-            self.max_batch
-        }
-        async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
-            self.calls.lock().unwrap().push(texts.clone());
-            Ok(texts
-                .iter()
-                .map(|t| {
-                    let mut v: Vec<f32> = (0..self.space.dimension)
-                        .map(|d| {
-                            ((t.len() * 31 + d * 7 + t.bytes().map(usize::from).sum::<usize>())
-                                % 13) as f32
-                                + 1.0
-                        })
-                        .collect();
-                    super::super::normalize(&mut v);
-                    v
-                })
-                .collect())
-        }
-    }
+    use crate::embed::fake::FakeProvider;
 
     #[tokio::test]
     async fn duplicates_and_cached_texts_are_not_sent_again() {
