@@ -116,6 +116,7 @@ fn main() {
             plan.clone(),
             provider,
             ProgressMode::Hidden,
+            tokio_util::sync::CancellationToken::new(),
         ))
         .unwrap();
         t.elapsed().as_secs_f64()

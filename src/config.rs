@@ -98,6 +98,9 @@ mod raw {
         pub retry_base_delay: Option<f64>,
         pub max_retries: Option<i64>,
         pub base_url: Option<String>,
+        pub rpm_counts: Option<crate::limit::RpmCounts>,
+        pub tokens_per_minute: Option<f64>,
+        pub request_timeout: Option<f64>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -181,6 +184,11 @@ pub struct GeminiSettings {
     pub retry_base_delay: Duration,
     pub max_retries: u32,
     pub base_url: String,
+    /// Whether a batch of n texts costs n (`items`) or 1 (`requests`) against the RPM budget.
+    pub rpm_counts: crate::limit::RpmCounts,
+    pub tokens_per_minute: Option<f64>,
+    /// Deadline of one HTTP request (Gemini and OpenAI-compatible providers).
+    pub request_timeout: Duration,
 }
 
 /// Concurrency and deadlines (`multiprocessing`; now tasks, not processes).
@@ -340,7 +348,17 @@ impl Config {
                     .as_deref()
                     .unwrap_or("https://generativelanguage.googleapis.com"),
             )?,
+            rpm_counts: g.rpm_counts.unwrap_or(crate::limit::RpmCounts::Items),
+            tokens_per_minute: match g.tokens_per_minute {
+                Some(t) => Some(v.positive("gemini.tokens_per_minute", t)?),
+                None => None,
+            },
+            request_timeout: v
+                .seconds("gemini.request_timeout", g.request_timeout.unwrap_or(60.0))?,
         };
+        if gemini.request_timeout.is_zero() {
+            return Err(v.invalid("gemini.request_timeout", "a number of seconds > 0", "0"));
+        }
 
         let m = &p.multiprocessing;
         let task_timeout = v.seconds(

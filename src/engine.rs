@@ -2,13 +2,16 @@
 //!
 //! Replaces the original's worker processes with tasks: at most `worker_count` themes are in
 //! flight at once, each bounded by `task_timeout_seconds` (a late theme fails with "timeout",
-//! the run goes on). Results come back in input order whatever order they finish in.
+//! the run goes on). Results come back in input order whatever order they finish in. When the
+//! run is told to stop (a signal), themes not started yet are not started, and themes in flight
+//! get `grace` to finish; both end as [`ThemeError::Cancelled`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::input::Inputs;
 use crate::progress::Progress;
@@ -23,6 +26,8 @@ pub struct Engine {
     inputs: Arc<Inputs>,
     worker_count: usize,
     task_timeout: Duration,
+    stop: CancellationToken,
+    grace: Duration,
 }
 
 impl Engine {
@@ -31,12 +36,16 @@ impl Engine {
         inputs: Arc<Inputs>,
         worker_count: usize,
         task_timeout: Duration,
+        stop: CancellationToken,
+        grace: Duration,
     ) -> Engine {
         Engine {
             worker,
             inputs,
             worker_count: worker_count.max(1),
             task_timeout,
+            stop,
+            grace,
         }
     }
 
@@ -50,15 +59,25 @@ impl Engine {
             let inputs = Arc::clone(&self.inputs);
             let theme = theme.clone();
             let deadline = self.task_timeout;
+            let stop = self.stop.clone();
+            let grace = self.grace;
             set.spawn(async move {
-                let _permit = permits
-                    .acquire_owned()
-                    .await
-                    .expect("semaphore never closed");
-                let work = worker.process(&theme, inputs.candidates_of(&theme));
-                let outcome = match tokio::time::timeout(deadline, work).await {
-                    Ok(outcome) => outcome,
-                    Err(_) => Err(ThemeError::Timeout(deadline.as_secs_f64())),
+                let _permit = tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => return (index, Err(ThemeError::Cancelled)),
+                    p = permits.acquire_owned() => p.expect("semaphore never closed"),
+                };
+                let work = tokio::time::timeout(
+                    deadline,
+                    worker.process(&theme, inputs.candidates_of(&theme)),
+                );
+                let stopped_then_grace = async {
+                    stop.cancelled().await;
+                    tokio::time::sleep(grace).await;
+                };
+                let outcome = tokio::select! {
+                    r = work => r.unwrap_or(Err(ThemeError::Timeout(deadline.as_secs_f64()))),
+                    _ = stopped_then_grace => Err(ThemeError::Cancelled),
                 };
                 (index, outcome)
             });

@@ -9,8 +9,9 @@
 //! - [`plan`]: which theme fills which slot of which puzzle; spare themes.
 //! - [`engine`]: themes processed concurrently, each under a deadline, with [`progress`].
 //! - [`theme`]: one theme worker: dedupe candidates, embed, cosine to the theme, rank.
-//! - [`embed`]: the [`embed::Provider`] trait and its backends ([`embed::local`]), and the
-//!   [`embed::service`] that puts the [`cache`] in front of a provider.
+//! - [`embed`]: the [`embed::Provider`] trait and its backends ([`embed::local`],
+//!   [`embed::gemini`], [`embed::openai`]), and the [`embed::service`] that puts the [`cache`],
+//!   request coalescing, retries and the [`limit`]er in front of a provider.
 //! - [`assemble`]: each puzzle's words chosen jointly (no word twice), with a quality margin.
 //! - [`report`]: the output files, with the original names and shapes, written atomically.
 //! - [`pipeline`]: the only module that knows the order of the steps above.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod embed;
 pub mod engine;
 pub mod input;
+pub mod limit;
 pub mod pipeline;
 pub mod plan;
 pub mod progress;

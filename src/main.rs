@@ -1,16 +1,21 @@
 //! The `puzzlegen` command: parses arguments, runs the library, maps outcomes to exit codes.
 //!
 //! Exit codes: 0 every puzzle was made; 1 the run finished but some puzzles failed; 2 a usage,
-//! configuration or input error (nothing was run); 3 the run could not finish (an output could
-//! not be written, the embedding backend failed).
+//! configuration or input error (nothing was run); 3 the run could not finish (the embedding
+//! API refused to go on, an output could not be written); 130 stopped by SIGINT/SIGTERM.
+//!
+//! Signals: the first SIGINT or SIGTERM stops new work, lets requests in flight finish within
+//! a short grace period, writes everything finished so far and prints the summary; a second
+//! one exits at once.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use puzzlegen::config::{Config, Overrides, ProviderKind};
-use puzzlegen::pipeline;
+use puzzlegen::pipeline::{self, Stop};
 use puzzlegen::progress::ProgressMode;
+use tokio_util::sync::CancellationToken;
 
 /// Turn themes and candidate words into word-grouping puzzles using text embeddings.
 #[derive(Parser)]
@@ -33,7 +38,11 @@ enum Command {
     /// the embedding CSVs.
     ///
     /// Exit code 0: all puzzles made; 1: some puzzles failed (see puzzle_metadata.json);
-    /// 2: usage, configuration or input error; 3: the run could not finish.
+    /// 2: usage, configuration or input error; 3: the run could not finish (API refused to go
+    /// on, output not writable); 130: stopped by a signal (outputs hold the finished work).
+    ///
+    /// The API key is read from the environment variable named by gemini.api_key_env (or
+    /// embedding.openai.api_key_env); it is never written anywhere.
     Run(RunArgs),
 }
 
@@ -117,20 +126,52 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             code: 3,
         })?;
     let summary = runtime
-        .block_on(pipeline::run(&config, progress))
+        .block_on(async {
+            let stop = CancellationToken::new();
+            tokio::spawn(watch_signals(stop.clone()));
+            pipeline::run(&config, progress, stop).await
+        })
         .map_err(|e| Failure {
             code: if e.is_user_error() { 2 } else { 3 },
             message: e.to_string(),
         })?;
+    // Nothing of the run may outlive it: background tasks end with the runtime.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     if !cli.quiet {
         println!("{summary}");
         println!("outputs: {}", config.output.outputs_dir.display());
     }
-    Ok(if summary.puzzles_failed > 0 {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    match summary.stop {
+        Some(Stop::Fatal(e)) => Err(Failure {
+            message: format!("{e} (finished work was written)"),
+            code: 3,
+        }),
+        Some(Stop::Interrupted) => Ok(ExitCode::from(130)),
+        None if summary.puzzles_failed > 0 => Ok(ExitCode::from(1)),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// First SIGINT/SIGTERM: cancel `stop` (graceful). Second: exit at once.
+async fn watch_signals(stop: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::warn!(
+            "cannot listen for signals; Ctrl-C will end the run without writing outputs"
+        );
+        return;
+    };
+    either(&mut int, &mut term).await;
+    tracing::warn!(
+        "stopping: finishing requests in flight, then writing outputs (signal again to quit now)"
+    );
+    stop.cancel();
+    either(&mut int, &mut term).await;
+    eprintln!("error: stopped at once by a second signal; outputs not written");
+    std::process::exit(130);
 }
 
 fn init_logging(verbose: u8, quiet: bool) {
@@ -149,4 +190,11 @@ fn init_logging(verbose: u8, quiet: bool) {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .without_time()
         .init();
+}
+
+async fn either(a: &mut tokio::signal::unix::Signal, b: &mut tokio::signal::unix::Signal) {
+    tokio::select! {
+        _ = a.recv() => {}
+        _ = b.recv() => {}
+    }
 }

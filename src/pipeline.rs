@@ -8,17 +8,25 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::assemble::{Puzzle, assemble};
 use crate::config::{Config, ProviderSettings};
+use crate::embed::gemini::{GeminiOptions, GeminiProvider};
 use crate::embed::local::LocalProvider;
-use crate::embed::service::{EmbeddingService, ServiceStats};
+use crate::embed::openai::{OpenAiOptions, OpenAiProvider};
+use crate::embed::service::{EmbeddingService, ServiceOptions, ServiceStats};
 use crate::embed::{EmbedError, Provider};
 use crate::engine::{Engine, ThemeOutcome};
 use crate::input::{InputError, Inputs};
+use crate::limit::LimitSettings;
 use crate::plan::{Plan, PlanError};
 use crate::progress::{Progress, ProgressMode};
 use crate::report::{self, FailedPuzzle, FailedTheme, OutputError, Replacement, RunRecord};
-use crate::theme::{ThemeResult, ThemeWorker, usable_candidates};
+use crate::theme::{ThemeResult, ThemeWorker, texts_of, usable_candidates};
+
+/// How long requests and themes in flight may take to finish once the run is told to stop.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Why a run could not produce its outputs.
 #[derive(Debug, thiserror::Error)]
@@ -39,8 +47,6 @@ pub enum RunError {
     },
     #[error("{0}")]
     Provider(EmbedError),
-    #[error("{path}: embedding.provider: {provider} is not available in this build yet")]
-    ProviderUnavailable { path: String, provider: String },
     #[error(transparent)]
     Output(#[from] OutputError),
 }
@@ -48,11 +54,23 @@ pub enum RunError {
 impl RunError {
     /// True for mistakes in the user's configuration or inputs (exit code 2).
     pub fn is_user_error(&self) -> bool {
-        !matches!(
-            self,
-            RunError::Output(_) | RunError::Provider(EmbedError::Backend(_))
-        )
+        match self {
+            RunError::Output(_) => false,
+            RunError::Provider(e) => {
+                matches!(e, EmbedError::Setup(_) | EmbedError::Rejected { .. })
+            }
+            _ => true,
+        }
     }
+}
+
+/// Why a run ended before doing all its work (its outputs hold what was finished).
+#[derive(Debug, Clone)]
+pub enum Stop {
+    /// A signal asked the run to stop.
+    Interrupted,
+    /// The embedding API refused to go on (bad key, daily quota).
+    Fatal(EmbedError),
 }
 
 /// What a finished run reports back (the closing summary).
@@ -66,6 +84,7 @@ pub struct Summary {
     pub stats: ServiceStats,
     pub elapsed: Duration,
     pub files: Vec<std::path::PathBuf>,
+    pub stop: Option<Stop>,
 }
 
 impl Summary {
@@ -98,34 +117,110 @@ impl std::fmt::Display for Summary {
             self.stats.cache_hits,
             self.stats.hit_rate() * 100.0
         )?;
+        let retries: Vec<String> = self
+            .stats
+            .retries
+            .iter()
+            .map(|(cause, n)| format!("{cause} {n}"))
+            .collect();
+        writeln!(
+            f,
+            "api:     {} requests, {} texts sent, retries: {}, {} x 429, {:.2} s waiting on the limiter, peak {} in flight",
+            self.stats.requests,
+            self.stats.texts_sent,
+            if retries.is_empty() {
+                "none".into()
+            } else {
+                retries.join(", ")
+            },
+            self.stats.rate_limited,
+            self.stats.limiter_wait_seconds,
+            self.stats.peak_concurrency
+        )?;
         write!(
             f,
             "time:    {:.2} s wall, {:.0} texts/s",
             self.elapsed.as_secs_f64(),
             self.texts_per_second()
-        )
+        )?;
+        match &self.stop {
+            None => Ok(()),
+            Some(Stop::Interrupted) => {
+                write!(f, "\nstopped: interrupted; outputs hold the work finished")
+            }
+            Some(Stop::Fatal(e)) => write!(f, "\nstopped: {e}; outputs hold the work finished"),
+        }
     }
 }
 
 /// Creates the provider the configuration names.
-pub fn build_provider(config: &Config) -> Result<Arc<dyn Provider>, RunError> {
-    match &config.provider {
-        ProviderSettings::Local { model_dir } => Ok(Arc::new(
-            LocalProvider::load(model_dir).map_err(RunError::Provider)?,
-        )),
-        other => Err(RunError::ProviderUnavailable {
-            path: config.source.display().to_string(),
-            provider: other.kind().to_string(),
-        }),
+pub async fn build_provider(config: &Config) -> Result<Arc<dyn Provider>, RunError> {
+    let g = &config.gemini;
+    let provider: Arc<dyn Provider> = match &config.provider {
+        ProviderSettings::Local { model_dir } => {
+            Arc::new(LocalProvider::load(model_dir).map_err(RunError::Provider)?)
+        }
+        ProviderSettings::Gemini => Arc::new(
+            GeminiProvider::new(&GeminiOptions {
+                base_url: g.base_url.clone(),
+                model_id: g.model_id.clone(),
+                dimension: g.embedding_dimension,
+                task_type: g.task_type.clone(),
+                api_key_env: g.api_key_env.clone(),
+                request_timeout: g.request_timeout,
+            })
+            .map_err(RunError::Provider)?,
+        ),
+        ProviderSettings::Openai {
+            base_url,
+            model,
+            api_key_env,
+        } => Arc::new(
+            OpenAiProvider::connect(&OpenAiOptions {
+                base_url: base_url.clone(),
+                model: model.clone(),
+                api_key_env: api_key_env.clone(),
+                request_timeout: g.request_timeout,
+            })
+            .await
+            .map_err(RunError::Provider)?,
+        ),
+    };
+    Ok(provider)
+}
+
+/// The embedding service's limits and retries, from the config. The local model has no rate
+/// limit; remote providers get the `gemini.*` and `multiprocessing.*` limits.
+pub fn service_options(config: &Config) -> ServiceOptions {
+    let g = &config.gemini;
+    match config.provider {
+        ProviderSettings::Local { .. } => ServiceOptions::unlimited(),
+        _ => ServiceOptions {
+            limits: LimitSettings {
+                requests_per_minute: g.requests_per_minute,
+                rpm_counts: g.rpm_counts,
+                min_request_interval: g.min_request_interval,
+                tokens_per_minute: g.tokens_per_minute,
+                max_concurrent_requests: config.engine.max_concurrent_requests,
+            },
+            max_retries: g.max_retries,
+            retry_base_delay: g.retry_base_delay,
+            linger: Duration::from_millis(20),
+        },
     }
 }
 
-/// Runs the whole job with the provider the configuration names.
-pub async fn run(config: &Config, progress: ProgressMode) -> Result<Summary, RunError> {
+/// Runs the whole job with the provider the configuration names. `stop` ends it early, with
+/// the work finished so far written out.
+pub async fn run(
+    config: &Config,
+    progress: ProgressMode,
+    stop: CancellationToken,
+) -> Result<Summary, RunError> {
     let inputs = Inputs::load(&config.themes_file, &config.candidates_file)?;
     let plan = make_plan(config, &inputs)?;
-    let provider = build_provider(config)?;
-    run_with(config, inputs, plan, provider, progress).await
+    let provider = build_provider(config).await?;
+    run_with(config, inputs, plan, provider, progress, stop).await
 }
 
 /// Checks the inputs against the config and plans the slots.
@@ -182,19 +277,31 @@ pub async fn run_with(
     plan: Plan,
     provider: Arc<dyn Provider>,
     progress: ProgressMode,
+    stop: CancellationToken,
 ) -> Result<Summary, RunError> {
     let started = Instant::now();
-    let service = Arc::new(EmbeddingService::new(provider));
+    let service = Arc::new(EmbeddingService::new(provider, service_options(config)));
     let worker = ThemeWorker::new(Arc::clone(&service), config.puzzle.words_per_theme);
+
+    // Every distinct planned theme, once; all their texts queued up front so that requests
+    // go out full and as fast as the limiter allows.
+    let order = plan.distinct_themes();
+    for theme in &order {
+        if let Some(words) = inputs.candidates_of(theme) {
+            let usable = usable_candidates(words);
+            if usable.len() >= config.puzzle.words_per_theme {
+                service.prefetch(&texts_of(theme, &usable));
+            }
+        }
+    }
     let engine = Engine::new(
         worker,
         Arc::new(inputs),
         config.engine.worker_count,
         config.engine.task_timeout,
+        stop.clone(),
+        SHUTDOWN_GRACE,
     );
-
-    // Every distinct planned theme, once.
-    let order = plan.distinct_themes();
     let bar = Progress::new(progress, "themes", order.len() as u64);
     let outcomes = engine.process(&order, &bar).await;
     bar.finish();
@@ -219,8 +326,11 @@ pub async fn run_with(
                     .map(move |(s, _)| (p, s))
             })
             .collect();
+        if failed_slots.is_empty() || stop.is_cancelled() || service.fatal_error().is_some() {
+            break;
+        }
         let batch: Vec<String> = spares.by_ref().take(failed_slots.len()).cloned().collect();
-        if failed_slots.is_empty() || batch.is_empty() {
+        if batch.is_empty() {
             break;
         }
         let bar = Progress::new(progress, "spares", batch.len() as u64);
@@ -295,8 +405,14 @@ pub async fn run_with(
             })
         })
         .collect();
+    // Requests still in flight (a late theme's) may finish and be kept; nothing outlives this.
+    service.shutdown(SHUTDOWN_GRACE).await;
     let stats = service.stats();
     let elapsed = started.elapsed();
+    let stop = match service.fatal_error() {
+        Some(e) => Some(Stop::Fatal(e)),
+        None => stop.is_cancelled().then_some(Stop::Interrupted),
+    };
     let record = RunRecord {
         config,
         plan: &plan,
@@ -306,7 +422,7 @@ pub async fn run_with(
         themes_ok: &themes_ok,
         themes_failed: &themes_failed,
         replacements: &replacements,
-        stats,
+        stats: &stats,
         elapsed,
     };
     let files = report::write_all(&record)?;
@@ -319,5 +435,6 @@ pub async fn run_with(
         stats,
         elapsed,
         files,
+        stop,
     })
 }

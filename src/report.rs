@@ -67,7 +67,7 @@ pub struct RunRecord<'a> {
     pub themes_ok: &'a [&'a ThemeResult],
     pub themes_failed: &'a [FailedTheme],
     pub replacements: &'a [Replacement],
-    pub stats: ServiceStats,
+    pub stats: &'a ServiceStats,
     pub elapsed: Duration,
 }
 
@@ -174,6 +174,8 @@ fn metadata(r: &RunRecord) -> Value {
             "requests_per_minute": c.gemini.requests_per_minute,
             "min_request_interval": c.gemini.min_request_interval.as_secs_f64(),
             "max_retries": c.gemini.max_retries,
+            "rpm_counts": c.gemini.rpm_counts,
+            "max_concurrent_requests": c.engine.max_concurrent_requests,
         },
         "multiprocessing_stats": {
             "worker_count": c.engine.worker_count,
@@ -188,8 +190,14 @@ fn metadata(r: &RunRecord) -> Value {
             "lookups": r.stats.lookups,
             "cache_hits": r.stats.cache_hits,
             "cache_hit_rate": r.stats.hit_rate(),
+            "in_flight_hits": r.stats.in_flight_hits,
             "texts_embedded": r.stats.texts_embedded,
-            "provider_calls": r.stats.provider_calls,
+            "texts_sent": r.stats.texts_sent,
+            "requests": r.stats.requests,
+            "retries": r.stats.retries,
+            "rate_limited_429": r.stats.rate_limited,
+            "limiter_wait_seconds": r.stats.limiter_wait_seconds,
+            "peak_concurrency": r.stats.peak_concurrency,
             "texts_per_second": r.texts_per_second(),
         },
         "puzzle_generation": {
@@ -252,7 +260,7 @@ fn analysis(r: &RunRecord) -> Value {
             "texts_per_second": r.texts_per_second(),
             "cache_hits": r.stats.cache_hits,
             "cache_hit_rate": r.stats.hit_rate(),
-            "provider_calls": r.stats.provider_calls,
+            "requests": r.stats.requests,
         },
     })
 }

@@ -51,6 +51,8 @@ pub enum ThemeError {
     Embedding(String),
     #[error("timeout after {0:.1} s (multiprocessing.task_timeout_seconds)")]
     Timeout(f64),
+    #[error("not finished: the run was stopped")]
+    Cancelled,
 }
 
 impl From<EmbedError> for ThemeError {
@@ -67,6 +69,13 @@ pub fn usable_candidates(candidates: &[String]) -> Vec<String> {
         .map(|w| w.trim())
         .filter(|w| !w.is_empty() && seen.insert(dedupe_key(w)))
         .map(str::to_owned)
+        .collect()
+}
+
+/// The texts a theme needs embedded: the theme itself, then its usable candidates.
+pub fn texts_of(theme: &str, usable: &[String]) -> Vec<String> {
+    std::iter::once(theme.to_owned())
+        .chain(usable.iter().cloned())
         .collect()
 }
 
@@ -98,9 +107,7 @@ impl ThemeWorker {
                 needed: self.words_per_theme,
             });
         }
-        let mut texts = Vec::with_capacity(words.len() + 1);
-        texts.push(theme.to_owned());
-        texts.extend(words.iter().cloned());
+        let texts = texts_of(theme, &words);
         let mut vectors = self.service.embed(&texts).await?.into_iter();
         let theme_vector = vectors.next().expect("one vector per text");
         let mut ranked: Vec<ScoredWord> = words
@@ -147,7 +154,10 @@ mod tests {
 
     #[tokio::test]
     async fn ranks_by_similarity_and_fails_on_too_few() {
-        let service = Arc::new(EmbeddingService::new(Arc::new(FakeProvider::new(8, 100))));
+        let service = Arc::new(EmbeddingService::new(
+            Arc::new(FakeProvider::new(8, 100)),
+            crate::embed::service::ServiceOptions::unlimited(),
+        ));
         let worker = ThemeWorker::new(service, 2);
         let r = worker
             .process(

@@ -112,7 +112,8 @@ impl LocalModel {
 
     /// Embeds `texts` on the calling thread; one unit vector per text, in input order.
     pub fn embed_blocking(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let backend = |e: &dyn std::fmt::Display| EmbedError::Backend(format!("local model: {e}"));
+        let backend =
+            |e: &dyn std::fmt::Display| EmbedError::Transient(format!("local model: {e}"));
         let encodings = self
             .tokenizer
             .encode_batch(texts.to_vec(), true)
@@ -248,10 +249,10 @@ impl Provider for LocalProvider {
             .gate
             .acquire()
             .await
-            .map_err(|e| EmbedError::Backend(e.to_string()))?;
+            .map_err(|e| EmbedError::Transient(e.to_string()))?;
         let model = Arc::clone(&self.model);
         tokio::task::spawn_blocking(move || model.embed_blocking(&texts))
             .await
-            .map_err(|e| EmbedError::Backend(format!("local model thread: {e}")))?
+            .map_err(|e| EmbedError::Transient(format!("local model thread: {e}")))?
     }
 }

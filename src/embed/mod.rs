@@ -6,7 +6,10 @@
 //! lives in [`service`], around a provider, not inside it.
 
 pub mod fake;
+pub mod gemini;
+mod http;
 pub mod local;
+pub mod openai;
 pub mod service;
 
 use std::sync::Arc;
@@ -22,18 +25,52 @@ pub struct Space {
     pub task_type: String,
 }
 
-/// Why a batch could not be embedded.
-#[derive(Debug, thiserror::Error)]
+/// Why a batch could not be embedded. The variant decides what the service does next:
+/// retry, wait for the server, or stop the run.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum EmbedError {
-    /// The provider cannot start or run at all (missing model files, bad settings).
+    /// The provider cannot start at all (missing model files, unset key, bad settings).
     #[error("{0}")]
     Setup(String),
-    /// The backend failed on this batch.
+    /// The server refused the request itself (400, 401, 403, 404): retrying cannot help.
+    #[error("the embedding API refused the request (HTTP {status}): {message}")]
+    Rejected { status: u16, message: String },
+    /// Too many requests (429); `retry_after` is the server's own delay when it gave one.
+    #[error("rate limited by the embedding API (HTTP 429){}", retry_after.map(|d| format!(", retry in {:.2} s", d.as_secs_f64())).unwrap_or_default())]
+    RateLimited {
+        retry_after: Option<std::time::Duration>,
+    },
+    /// A per-day quota is used up: nothing more can be done today.
+    #[error("the daily quota {quota} of the embedding API is used up; run again when it resets")]
+    DailyQuota { quota: String },
+    /// A failure that may pass: 5xx, timeout, connection error, a local backend error.
     #[error("embedding failed: {0}")]
-    Backend(String),
+    Transient(String),
     /// The backend answered, but not with one finite vector of the right size per text.
     #[error("bad embedding answer: {0}")]
     BadAnswer(String),
+}
+
+impl EmbedError {
+    /// Errors after which no other request can succeed: the run stops.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            EmbedError::Setup(_) | EmbedError::Rejected { .. } | EmbedError::DailyQuota { .. }
+        )
+    }
+
+    /// A short name for the retry statistics.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            EmbedError::Setup(_) => "setup",
+            EmbedError::Rejected { .. } => "rejected",
+            EmbedError::RateLimited { .. } => "rate_limited",
+            EmbedError::DailyQuota { .. } => "daily_quota",
+            EmbedError::Transient(_) => "transient",
+            EmbedError::BadAnswer(_) => "bad_answer",
+        }
+    }
 }
 
 /// Something that embeds texts. Implementations must return one vector per input text, in

@@ -1,27 +1,83 @@
-//! The embedding service between theme workers and a provider.
+//! The embedding service between theme workers and a provider (the heart of a paid run).
 //!
-//! Answers what it can from the cache, sends each missing text to the provider once per call
-//! (duplicates within a request collapse), in batches no larger than the provider accepts, and
-//! counts what it did for the closing summary and the reports.
+//! - Cache first: a text already embedded in this space is never sent again.
+//! - In-flight de-duplication: a text already queued or in flight is not queued again; every
+//!   theme that needs it waits for the same answer.
+//! - Coalescing: misses from all themes go to one queue; a batcher cuts it into requests of up
+//!   to the provider's (and the limiter's) batch size, waiting at most `linger` for a batch to
+//!   fill, so a lone request is not delayed long.
+//! - Every request passes the global [`Limiter`]; 429s pause the whole limiter for the server's
+//!   delay; other failures are retried with exponential back-off and jitter (`backon`) up to
+//!   `max_retries`; errors no retry can fix (bad key, daily quota) stop the service at once and
+//!   every waiting theme gets that error.
+//! - Counters for the summary and the reports.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backon::BackoffBuilder;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::{EmbedError, Provider, Space, Vector, check_answer};
 use crate::cache::MemoryCache;
+use crate::limit::{LimitSettings, Limiter, RpmCounts, estimate_tokens};
+
+/// How the service talks to its provider.
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    pub limits: LimitSettings,
+    pub max_retries: u32,
+    pub retry_base_delay: Duration,
+    /// Longest a batch waits to fill before it goes out.
+    pub linger: Duration,
+}
+
+impl ServiceOptions {
+    /// No rate limit, generous concurrency: for the local model and tests.
+    pub fn unlimited() -> ServiceOptions {
+        ServiceOptions {
+            limits: LimitSettings {
+                requests_per_minute: 1e9,
+                rpm_counts: RpmCounts::Requests,
+                min_request_interval: Duration::ZERO,
+                tokens_per_minute: None,
+                max_concurrent_requests: 4,
+            },
+            max_retries: 3,
+            retry_base_delay: Duration::from_millis(100),
+            linger: Duration::from_millis(5),
+        }
+    }
+}
 
 /// Counters of one run, read with [`EmbeddingService::stats`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct ServiceStats {
-    /// Texts asked for by theme workers.
+    /// Distinct texts the run needed.
     pub lookups: u64,
-    /// Of those, answered from the cache.
+    /// Of those, already in the cache when first needed (not paid for in this run).
     pub cache_hits: u64,
-    /// Texts sent to the provider.
+    /// Of those, already queued or in flight for another theme (not sent again).
+    pub in_flight_hits: u64,
+    /// Texts the provider answered correctly.
     pub texts_embedded: u64,
-    /// Calls made to the provider.
-    pub provider_calls: u64,
+    /// Texts sent to the provider, retries included.
+    pub texts_sent: u64,
+    /// Requests made to the provider, retries included.
+    pub requests: u64,
+    /// Retries by cause (`rate_limited`, `transient`, `bad_answer`).
+    pub retries: BTreeMap<String, u64>,
+    /// 429 answers seen.
+    pub rate_limited: u64,
+    /// Total time requests waited on the limiter.
+    pub limiter_wait_seconds: f64,
+    /// Most requests in flight at once.
+    pub peak_concurrency: usize,
 }
 
 impl ServiceStats {
@@ -34,79 +90,366 @@ impl ServiceStats {
     }
 }
 
-/// Cache in front of a provider.
-pub struct EmbeddingService {
+type Reply = oneshot::Sender<Result<Vector, EmbedError>>;
+
+struct Inner {
     provider: Arc<dyn Provider>,
     cache: MemoryCache,
+    /// Texts queued or in flight, with everyone waiting for them.
+    waiting: Mutex<HashMap<String, Vec<Reply>>>,
+    limiter: Limiter,
+    options: ServiceOptions,
+    max_batch: usize,
+    /// Cancelled when an error no retry can fix was seen, or when a shutdown's grace is over:
+    /// requests in flight are abandoned.
+    stopped: CancellationToken,
+    /// Cancelled when a shutdown begins (and whenever `stopped` is): nothing new is sent.
+    draining: CancellationToken,
+    fatal: Mutex<Option<EmbedError>>,
+    /// Every text needed so far in this run (for `lookups` and `cache_hits`).
+    seen: Mutex<std::collections::HashSet<String>>,
     lookups: AtomicU64,
     cache_hits: AtomicU64,
+    in_flight_hits: AtomicU64,
     texts_embedded: AtomicU64,
-    provider_calls: AtomicU64,
+    texts_sent: AtomicU64,
+    requests: AtomicU64,
+    rate_limited: AtomicU64,
+    retries: Mutex<BTreeMap<String, u64>>,
+}
+
+/// Cache, coalescing batcher and limiter in front of a provider.
+pub struct EmbeddingService {
+    inner: Arc<Inner>,
+    queue: mpsc::UnboundedSender<String>,
+    tasks: TaskTracker,
 }
 
 impl EmbeddingService {
-    pub fn new(provider: Arc<dyn Provider>) -> EmbeddingService {
-        let cache = MemoryCache::new(provider.space().clone());
-        EmbeddingService {
+    /// Starts the service (its batcher runs on the current tokio runtime).
+    pub fn new(provider: Arc<dyn Provider>, options: ServiceOptions) -> EmbeddingService {
+        let max_batch = options.limits.max_batch(provider.max_batch());
+        let stopped = CancellationToken::new();
+        let inner = Arc::new(Inner {
+            cache: MemoryCache::new(provider.space().clone()),
+            limiter: Limiter::new(&options.limits, max_batch),
             provider,
-            cache,
+            waiting: Mutex::new(HashMap::new()),
+            options,
+            max_batch,
+            draining: stopped.child_token(),
+            stopped,
+            fatal: Mutex::new(None),
+            seen: Mutex::new(std::collections::HashSet::new()),
             lookups: AtomicU64::new(0),
             cache_hits: AtomicU64::new(0),
+            in_flight_hits: AtomicU64::new(0),
             texts_embedded: AtomicU64::new(0),
-            provider_calls: AtomicU64::new(0),
+            texts_sent: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
+            retries: Mutex::new(BTreeMap::new()),
+        });
+        let (queue, rx) = mpsc::unbounded_channel();
+        let tasks = TaskTracker::new();
+        tasks.spawn(batcher(Arc::clone(&inner), rx, tasks.clone()));
+        EmbeddingService {
+            inner,
+            queue,
+            tasks,
         }
     }
 
     pub fn space(&self) -> &Space {
-        self.cache.space()
+        self.inner.cache.space()
+    }
+
+    /// The error that stopped the service, if one did.
+    pub fn fatal_error(&self) -> Option<EmbedError> {
+        self.inner
+            .fatal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Cancelled once the service cannot make progress any more.
+    pub fn stopped(&self) -> CancellationToken {
+        self.inner.stopped.clone()
+    }
+
+    /// Queues every missing text of `texts` without waiting for the answers, so that batches
+    /// fill up ahead of the themes that will need them.
+    pub fn prefetch(&self, texts: &[String]) {
+        // An error here is the fatal one, which `embed` reports to every theme.
+        let _ = self.enqueue(texts);
     }
 
     /// One vector per text, in order.
     pub async fn embed(&self, texts: &[String]) -> Result<Vec<Vector>, EmbedError> {
-        self.lookups
-            .fetch_add(texts.len() as u64, Ordering::Relaxed);
-        let mut found = self.cache.get_many(texts);
-        let mut missing: Vec<String> = Vec::new();
-        let mut positions: HashMap<&str, Vec<usize>> = HashMap::new();
-        for (i, (text, hit)) in texts.iter().zip(&found).enumerate() {
-            if hit.is_none() {
-                let slots = positions.entry(text.as_str()).or_default();
-                if slots.is_empty() {
-                    missing.push(text.clone());
-                }
-                slots.push(i);
-            }
-        }
-        let hits = texts.len() - positions.values().map(Vec::len).sum::<usize>();
-        self.cache_hits.fetch_add(hits as u64, Ordering::Relaxed);
-
-        let dimension = self.space().dimension;
-        for batch in missing.chunks(self.provider.max_batch().max(1)) {
-            self.provider_calls.fetch_add(1, Ordering::Relaxed);
-            let vectors = self.provider.embed(batch.to_vec()).await?;
-            check_answer(&vectors, batch.len(), dimension)?;
-            self.texts_embedded
-                .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            let vectors: Vec<Vector> = vectors.into_iter().map(Vector::from).collect();
-            self.cache.insert_many(batch, &vectors);
-            for (text, v) in batch.iter().zip(&vectors) {
-                for &i in &positions[text.as_str()] {
-                    found[i] = Some(v.clone());
-                }
+        let (mut found, receivers) = self.enqueue(texts)?;
+        for (i, rx) in receivers {
+            let v = rx.await.unwrap_or_else(|_| {
+                Err(EmbedError::Transient(
+                    "the embedding service stopped".into(),
+                ))
+            })?;
+            for slot in i {
+                found[slot] = Some(v.clone());
             }
         }
         Ok(found
             .into_iter()
-            .map(|v| v.expect("every missing text was embedded above"))
+            .map(|v| v.expect("every missing text was answered above"))
             .collect())
     }
 
+    /// Looks `texts` up; registers a reply for each missing one (queueing it if nobody did).
+    /// Returns the cached vectors and the receivers with the positions they fill. Counts each
+    /// distinct text of the run once in `lookups`, and in `cache_hits` if it was cached then.
+    #[allow(clippy::type_complexity)]
+    fn enqueue(
+        &self,
+        texts: &[String],
+    ) -> Result<
+        (
+            Vec<Option<Vector>>,
+            Vec<(Vec<usize>, oneshot::Receiver<Result<Vector, EmbedError>>)>,
+        ),
+        EmbedError,
+    > {
+        let inner = &self.inner;
+        if let Some(e) = self.fatal_error() {
+            return Err(e);
+        }
+        let mut found = inner.cache.get_many(texts);
+        let mut positions: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, text) in texts.iter().enumerate() {
+            if found[i].is_none() {
+                positions.entry(text.as_str()).or_default().push(i);
+            }
+        }
+        {
+            let mut seen = inner.seen.lock().unwrap_or_else(|e| e.into_inner());
+            for (text, v) in texts.iter().zip(&found) {
+                if !seen.contains(text.as_str()) {
+                    seen.insert(text.clone());
+                    inner.lookups.fetch_add(1, Ordering::Relaxed);
+                    if v.is_some() {
+                        inner.cache_hits.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        let mut receivers = Vec::with_capacity(positions.len());
+        let mut waiting = inner.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        for (text, slots) in positions {
+            // Answered since the first look (dispatch fills the cache before replying).
+            if let Some(v) = inner.cache.get_many(&[text.to_owned()]).pop().flatten() {
+                for &s in &slots {
+                    found[s] = Some(v.clone());
+                }
+                continue;
+            }
+            let (tx, rx) = oneshot::channel();
+            match waiting.get_mut(text) {
+                Some(replies) => {
+                    replies.push(tx);
+                    inner.in_flight_hits.fetch_add(1, Ordering::Relaxed);
+                }
+                None => {
+                    waiting.insert(text.to_owned(), vec![tx]);
+                    let _ = self.queue.send(text.to_owned());
+                }
+            }
+            receivers.push((slots, rx));
+        }
+        Ok((found, receivers))
+    }
+
     pub fn stats(&self) -> ServiceStats {
+        let i = &self.inner;
         ServiceStats {
-            lookups: self.lookups.load(Ordering::Relaxed),
-            cache_hits: self.cache_hits.load(Ordering::Relaxed),
-            texts_embedded: self.texts_embedded.load(Ordering::Relaxed),
-            provider_calls: self.provider_calls.load(Ordering::Relaxed),
+            lookups: i.lookups.load(Ordering::Relaxed),
+            cache_hits: i.cache_hits.load(Ordering::Relaxed),
+            in_flight_hits: i.in_flight_hits.load(Ordering::Relaxed),
+            texts_embedded: i.texts_embedded.load(Ordering::Relaxed),
+            texts_sent: i.texts_sent.load(Ordering::Relaxed),
+            requests: i.requests.load(Ordering::Relaxed),
+            retries: i.retries.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            rate_limited: i.rate_limited.load(Ordering::Relaxed),
+            limiter_wait_seconds: i.limiter.waited().as_secs_f64(),
+            peak_concurrency: i.limiter.peak_concurrency(),
+        }
+    }
+
+    /// Stops sending: queued texts are dropped (never paid for), requests in flight may
+    /// finish within `grace`, then they are abandoned. No task of the service outlives this.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.inner.draining.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "requests still in flight after {:.1} s: abandoned",
+                grace.as_secs_f64()
+            );
+            self.inner.stopped.cancel();
+            self.tasks.wait().await;
+        }
+    }
+}
+
+impl Drop for EmbeddingService {
+    fn drop(&mut self) {
+        self.inner.stopped.cancel();
+    }
+}
+
+/// Cuts the queue into batches and starts a request for each.
+async fn batcher(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<String>, tasks: TaskTracker) {
+    loop {
+        let first = tokio::select! {
+            t = rx.recv() => match t { Some(t) => t, None => return },
+            _ = inner.draining.cancelled() => break,
+        };
+        let mut batch = vec![first];
+        let deadline = Instant::now() + inner.options.linger;
+        while batch.len() < inner.max_batch {
+            tokio::select! {
+                biased;
+                t = rx.recv() => match t { Some(t) => batch.push(t), None => break },
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        tasks.spawn(dispatch(Arc::clone(&inner), batch));
+    }
+    // Stopped: answer everything still queued.
+    rx.close();
+    let mut rest = Vec::new();
+    while let Ok(t) = rx.try_recv() {
+        rest.push(t);
+    }
+    let e = stop_reason(&inner);
+    fail(&inner, &rest, &e);
+}
+
+fn stop_reason(inner: &Inner) -> EmbedError {
+    inner
+        .fatal
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .unwrap_or_else(|| EmbedError::Transient("the run is stopping".into()))
+}
+
+/// Sends one batch, retrying as the error allows, and answers everyone waiting for it.
+async fn dispatch(inner: Arc<Inner>, batch: Vec<String>) {
+    let o = &inner.options;
+    let backoff = || {
+        backon::ExponentialBuilder::default()
+            .with_min_delay(o.retry_base_delay.max(Duration::from_millis(1)))
+            .with_max_delay(Duration::from_secs(60))
+            .with_jitter()
+    };
+    let mut delays = backoff().with_max_times(o.max_retries as usize).build();
+    // 429s are the server pacing us, not failures: they have their own, larger allowance.
+    let mut pacing = backoff()
+        .with_max_times(o.max_retries as usize * 4 + 10)
+        .build();
+    let tokens: usize = batch.iter().map(|t| estimate_tokens(t)).sum();
+    loop {
+        let permit = tokio::select! {
+            p = inner.limiter.acquire(batch.len(), tokens) => p,
+            _ = inner.draining.cancelled() => return fail(&inner, &batch, &stop_reason(&inner)),
+        };
+        inner.requests.fetch_add(1, Ordering::Relaxed);
+        inner
+            .texts_sent
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let result = tokio::select! {
+            r = inner.provider.embed(batch.clone()) => r,
+            _ = inner.stopped.cancelled() => return fail(&inner, &batch, &stop_reason(&inner)),
+        };
+        drop(permit);
+        let result = result.and_then(|v| {
+            check_answer(&v, batch.len(), inner.cache.space().dimension)?;
+            Ok(v)
+        });
+        let error = match result {
+            Ok(vectors) => return deliver(&inner, &batch, vectors),
+            Err(e) => e,
+        };
+        if error.is_fatal() {
+            tracing::error!("{error}");
+            inner
+                .fatal
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert(error.clone());
+            inner.stopped.cancel();
+            return fail(&inner, &batch, &error);
+        }
+        *inner
+            .retries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(error.cause().to_owned())
+            .or_default() += 1;
+        let delay = match &error {
+            EmbedError::RateLimited { retry_after } => {
+                inner.rate_limited.fetch_add(1, Ordering::Relaxed);
+                let d = pacing.next();
+                match (retry_after, d) {
+                    (_, None) => None,
+                    (Some(server), Some(_)) => Some(*server),
+                    (None, Some(d)) => Some(d),
+                }
+                .inspect(|d| inner.limiter.back_off(*d))
+            }
+            _ => delays.next(),
+        };
+        match delay {
+            Some(d) => {
+                tracing::debug!(
+                    "{} texts: {error}; retrying in {:.2} s",
+                    batch.len(),
+                    d.as_secs_f64()
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(d) => {}
+                    _ = inner.draining.cancelled() => return fail(&inner, &batch, &stop_reason(&inner)),
+                }
+            }
+            None => {
+                tracing::warn!("{} texts: giving up after retries: {error}", batch.len());
+                return fail(&inner, &batch, &error);
+            }
+        }
+    }
+}
+
+fn deliver(inner: &Inner, batch: &[String], vectors: Vec<Vec<f32>>) {
+    let vectors: Vec<Vector> = vectors.into_iter().map(Vector::from).collect();
+    inner.cache.insert_many(batch, &vectors);
+    inner
+        .texts_embedded
+        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    let mut waiting = inner.waiting.lock().unwrap_or_else(|e| e.into_inner());
+    for (text, v) in batch.iter().zip(vectors) {
+        for reply in waiting.remove(text).unwrap_or_default() {
+            let _ = reply.send(Ok(v.clone()));
+        }
+    }
+}
+
+fn fail(inner: &Inner, batch: &[String], error: &EmbedError) {
+    let mut waiting = inner.waiting.lock().unwrap_or_else(|e| e.into_inner());
+    for text in batch {
+        for reply in waiting.remove(text).unwrap_or_default() {
+            let _ = reply.send(Err(error.clone()));
         }
     }
 }
@@ -116,24 +459,63 @@ mod tests {
     use super::*;
     use crate::embed::fake::FakeProvider;
 
+    fn strings(words: &[&str]) -> Vec<String> {
+        words.iter().map(|s| s.to_string()).collect()
+    }
+
     #[tokio::test]
     async fn duplicates_and_cached_texts_are_not_sent_again() {
         let fake = Arc::new(FakeProvider::new(4, 2));
-        let service = EmbeddingService::new(fake.clone());
-        let texts: Vec<String> = ["a", "b", "a", "c"].iter().map(|s| s.to_string()).collect();
+        let service = EmbeddingService::new(fake.clone(), ServiceOptions::unlimited());
+        let texts = strings(&["a", "b", "a", "c"]);
         let v = service.embed(&texts).await.unwrap();
         assert_eq!(v.len(), 4);
         assert_eq!(v[0], v[2]);
+        let sent: Vec<String> = fake.calls.lock().unwrap().concat();
+        let mut sorted = sent.clone();
+        sorted.sort();
         assert_eq!(
-            *fake.calls.lock().unwrap(),
-            vec![vec!["a".to_string(), "b".into()], vec!["c".into()]]
+            sorted,
+            strings(&["a", "b", "c"]),
+            "each text once: {sent:?}"
         );
+        assert!(fake.calls.lock().unwrap().iter().all(|c| c.len() <= 2));
         service.embed(&texts[1..2]).await.unwrap();
-        assert_eq!(fake.calls.lock().unwrap().len(), 2, "b came from the cache");
-        let s = service.stats();
         assert_eq!(
-            (s.lookups, s.cache_hits, s.texts_embedded, s.provider_calls),
-            (5, 1, 3, 2)
+            fake.calls.lock().unwrap().concat().len(),
+            3,
+            "b came from the cache"
+        );
+        let s = service.stats();
+        assert_eq!((s.lookups, s.cache_hits, s.texts_embedded), (3, 0, 3));
+    }
+
+    #[tokio::test]
+    async fn concurrent_themes_share_one_request_per_text() {
+        let fake = Arc::new(FakeProvider::new(4, 100));
+        let service = Arc::new(EmbeddingService::new(
+            fake.clone(),
+            ServiceOptions::unlimited(),
+        ));
+        let mut handles = Vec::new();
+        for i in 0..8 {
+            let service = Arc::clone(&service);
+            handles.push(tokio::spawn(async move {
+                let texts: Vec<String> =
+                    (0..20).map(|j| format!("w{}", (i * 5 + j) % 40)).collect();
+                service.embed(&texts).await.unwrap()
+            }));
+        }
+        for h in handles {
+            assert_eq!(h.await.unwrap().len(), 20);
+        }
+        let sent = fake.calls.lock().unwrap().concat();
+        let distinct: std::collections::HashSet<_> = sent.iter().collect();
+        assert_eq!(sent.len(), distinct.len(), "a text was sent twice");
+        assert_eq!(distinct.len(), 40);
+        assert!(
+            fake.calls.lock().unwrap().len() < 8,
+            "misses were coalesced into batches"
         );
     }
 }

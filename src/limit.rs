@@ -1,0 +1,285 @@
+//! The global request limiter shared by every batch of a run (the original `SharedRateLimiter`).
+//!
+//! A request goes out only when all of these allow it:
+//! - `max_concurrent_requests`: a semaphore permit, held until the answer is in;
+//! - `requests_per_minute`: a GCRA schedule (`governor`) in cells, one cell per text or per
+//!   request (`gemini.rpm_counts`). The schedule is set so that no sliding 60 s window can hold
+//!   more than the configured number, burst included: rate `(rpm - burst) / 60 s`;
+//! - `min_request_interval`: a second schedule, one cell per request, no burst;
+//! - `tokens_per_minute` (optional): like the first, in estimated tokens;
+//! - the server's own back-off: after a 429 every request waits until the server's delay has
+//!   passed, for the whole run, not per worker.
+
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::time::Instant;
+
+/// What a request costs against the per-minute budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RpmCounts {
+    /// Each text of a batch counts as one request (what Gemini appears to do; the default).
+    Items,
+    /// Each HTTP request counts once, whatever its size (what the original assumed).
+    Requests,
+}
+
+/// Limits, as configured.
+#[derive(Debug, Clone)]
+pub struct LimitSettings {
+    pub requests_per_minute: f64,
+    pub rpm_counts: RpmCounts,
+    pub min_request_interval: Duration,
+    pub tokens_per_minute: Option<f64>,
+    pub max_concurrent_requests: usize,
+}
+
+impl LimitSettings {
+    /// Largest batch the per-minute budget allows without eating its own headroom: at most a
+    /// tenth of the budget when texts are counted, so the burst costs at most 10% of the rate.
+    pub fn max_batch(&self, provider_max: usize) -> usize {
+        match self.rpm_counts {
+            RpmCounts::Items => provider_max.min((self.requests_per_minute / 10.0) as usize),
+            RpmCounts::Requests => provider_max,
+        }
+        .max(1)
+    }
+}
+
+/// A schedule of `per_minute` cells with bursts of up to `burst`, never more than
+/// `per_minute` in any 60 s window.
+fn per_minute(per_minute: f64, burst: u32) -> DefaultDirectRateLimiter {
+    let burst = burst.max(1);
+    let steady = (per_minute - f64::from(burst))
+        .max(per_minute / 10.0)
+        .max(1e-3);
+    let period = Duration::from_secs_f64(60.0 / steady);
+    RateLimiter::direct(
+        Quota::with_period(period)
+            .expect("period is positive")
+            .allow_burst(NonZeroU32::new(burst).expect("burst >= 1")),
+    )
+}
+
+/// The limiter: wait with [`Limiter::acquire`], report 429s with [`Limiter::back_off`].
+pub struct Limiter {
+    counts: RpmCounts,
+    rpm: DefaultDirectRateLimiter,
+    rpm_burst: u32,
+    interval: Option<DefaultDirectRateLimiter>,
+    tpm: Option<(DefaultDirectRateLimiter, u32)>,
+    concurrency: Semaphore,
+    paused_until: Mutex<Option<Instant>>,
+    waited_micros: AtomicU64,
+    in_flight: AtomicUsize,
+    peak_in_flight: AtomicUsize,
+}
+
+/// Held while a request is in flight; counts concurrency.
+pub struct Permit<'a> {
+    _slot: SemaphorePermit<'a>,
+    limiter: &'a Limiter,
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        self.limiter.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Limiter {
+    /// `max_batch` is the largest number of texts one request will carry.
+    pub fn new(s: &LimitSettings, max_batch: usize) -> Limiter {
+        let rpm_burst = match s.rpm_counts {
+            RpmCounts::Items => max_batch as u32,
+            RpmCounts::Requests => 1,
+        };
+        let interval = (!s.min_request_interval.is_zero()).then(|| {
+            RateLimiter::direct(Quota::with_period(s.min_request_interval).expect("non-zero"))
+        });
+        let tpm = s.tokens_per_minute.map(|tpm| {
+            let burst = ((tpm / 10.0) as u32).max(1);
+            (per_minute(tpm, burst), burst)
+        });
+        Limiter {
+            counts: s.rpm_counts,
+            rpm: per_minute(s.requests_per_minute, rpm_burst),
+            rpm_burst,
+            interval,
+            tpm,
+            concurrency: Semaphore::new(s.max_concurrent_requests.max(1)),
+            paused_until: Mutex::new(None),
+            waited_micros: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            peak_in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    /// Waits until a request of `texts` texts and about `tokens` tokens may go out.
+    pub async fn acquire(&self, texts: usize, tokens: usize) -> Permit<'_> {
+        let started = Instant::now();
+        let slot = self.concurrency.acquire().await.expect("never closed");
+        let cells = match self.counts {
+            RpmCounts::Items => (texts as u32).clamp(1, self.rpm_burst),
+            RpmCounts::Requests => 1,
+        };
+        let cells = NonZeroU32::new(cells).expect(">= 1");
+        loop {
+            self.wait_for_server().await;
+            self.rpm.until_n_ready(cells).await.expect("cells <= burst");
+            if let Some(interval) = &self.interval {
+                interval.until_ready().await;
+            }
+            if let Some((tpm, burst)) = &self.tpm {
+                let n = NonZeroU32::new((tokens as u32).clamp(1, *burst)).expect(">= 1");
+                tpm.until_n_ready(n).await.expect("cells <= burst");
+            }
+            // A 429 seen while we waited pauses us too.
+            if !self.paused() {
+                break;
+            }
+        }
+        self.waited_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak_in_flight.fetch_max(now, Ordering::Relaxed);
+        Permit {
+            _slot: slot,
+            limiter: self,
+        }
+    }
+
+    /// The server asked everyone to wait `delay`: no request starts before it has passed.
+    pub fn back_off(&self, delay: Duration) {
+        let until = Instant::now() + delay;
+        let mut paused = self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
+        if paused.is_none_or(|p| p < until) {
+            *paused = Some(until);
+        }
+    }
+
+    fn paused(&self) -> bool {
+        let paused = self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
+        paused.is_some_and(|p| p > Instant::now())
+    }
+
+    async fn wait_for_server(&self) {
+        loop {
+            let until = *self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
+            match until {
+                Some(t) if t > Instant::now() => tokio::time::sleep_until(t).await,
+                _ => return,
+            }
+        }
+    }
+
+    /// Total time requests spent waiting here.
+    pub fn waited(&self) -> Duration {
+        Duration::from_micros(self.waited_micros.load(Ordering::Relaxed))
+    }
+
+    /// Most requests in flight at once so far.
+    pub fn peak_concurrency(&self) -> usize {
+        self.peak_in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// A rough token count for the tokens-per-minute budget: about four characters a token.
+pub fn estimate_tokens(text: &str) -> usize {
+    text.chars().count().div_ceil(4).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(rpm: f64, counts: RpmCounts) -> LimitSettings {
+        LimitSettings {
+            requests_per_minute: rpm,
+            rpm_counts: counts,
+            min_request_interval: Duration::ZERO,
+            tokens_per_minute: None,
+            max_concurrent_requests: 4,
+        }
+    }
+
+    #[test]
+    fn batches_are_capped_at_a_tenth_of_an_item_budget() {
+        assert_eq!(settings(3000.0, RpmCounts::Items).max_batch(100), 100);
+        assert_eq!(settings(300.0, RpmCounts::Items).max_batch(100), 30);
+        assert_eq!(settings(5.0, RpmCounts::Items).max_batch(100), 1);
+        assert_eq!(settings(5.0, RpmCounts::Requests).max_batch(100), 100);
+    }
+
+    /// Counts what goes through in a window of `secs` seconds of (real) time.
+    async fn admitted_within(limiter: &Limiter, texts: usize, secs: f64) -> usize {
+        let end = Instant::now() + Duration::from_secs_f64(secs);
+        let mut n = 0;
+        while Instant::now() < end {
+            tokio::select! {
+                _ = limiter.acquire(texts, 1) => n += texts,
+                _ = tokio::time::sleep_until(end) => break,
+            }
+        }
+        n
+    }
+
+    #[tokio::test]
+    async fn never_more_than_the_budget_in_a_window_burst_included() {
+        // 1200 texts/min in batches of 100 (burst 100): in any 3 s window at most 60 texts...
+        // scaled: 3 s holds 1200 * 3 / 60 = 60 texts of budget; GCRA gives burst + rate * t.
+        let s = settings(1200.0, RpmCounts::Items);
+        let limiter = Limiter::new(&s, 20);
+        let n = admitted_within(&limiter, 20, 3.0).await;
+        // Burst 20 + (1200 - 20) / 60 * 3 = 79 at most; a plain rate would allow 20 + 60 = 80.
+        assert!(n <= 79, "{n} texts in 3 s");
+        assert!(
+            n >= 60,
+            "{n} texts in 3 s: the limiter should fill the budget"
+        );
+    }
+
+    #[tokio::test]
+    async fn min_interval_spaces_requests() {
+        let mut s = settings(1e6, RpmCounts::Requests);
+        s.min_request_interval = Duration::from_millis(100);
+        let limiter = Limiter::new(&s, 100);
+        let n = admitted_within(&limiter, 1, 1.05).await;
+        assert!(
+            (10..=11).contains(&n),
+            "{n} requests in 1.05 s at 100 ms spacing"
+        );
+    }
+
+    #[tokio::test]
+    async fn back_off_pauses_everyone() {
+        let limiter = Limiter::new(&settings(1e6, RpmCounts::Requests), 100);
+        limiter.back_off(Duration::from_millis(300));
+        let t = Instant::now();
+        drop(limiter.acquire(1, 1).await);
+        assert!(
+            t.elapsed() >= Duration::from_millis(290),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn concurrency_is_bounded_and_peak_recorded() {
+        let mut s = settings(1e6, RpmCounts::Requests);
+        s.max_concurrent_requests = 2;
+        let limiter = Limiter::new(&s, 100);
+        let a = limiter.acquire(1, 1).await;
+        let _b = limiter.acquire(1, 1).await;
+        let third = tokio::time::timeout(Duration::from_millis(100), limiter.acquire(1, 1)).await;
+        assert!(third.is_err(), "a third request must wait");
+        drop(a);
+        let _c = limiter.acquire(1, 1).await;
+        assert_eq!(limiter.peak_concurrency(), 2);
+    }
+}
