@@ -101,6 +101,7 @@ mod raw {
         pub rpm_counts: Option<crate::limit::RpmCounts>,
         pub tokens_per_minute: Option<f64>,
         pub request_timeout: Option<f64>,
+        pub batch_size: Option<i64>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -189,6 +190,8 @@ pub struct GeminiSettings {
     pub tokens_per_minute: Option<f64>,
     /// Deadline of one HTTP request (Gemini and OpenAI-compatible providers).
     pub request_timeout: Duration,
+    /// Most texts in one request (at most the provider's own limit, 100 for Gemini).
+    pub batch_size: usize,
 }
 
 /// Concurrency and deadlines (`multiprocessing`; now tasks, not processes).
@@ -355,6 +358,7 @@ impl Config {
             },
             request_timeout: v
                 .seconds("gemini.request_timeout", g.request_timeout.unwrap_or(60.0))?,
+            batch_size: v.at_least("gemini.batch_size", g.batch_size.unwrap_or(100), 1)?,
         };
         if gemini.request_timeout.is_zero() {
             return Err(v.invalid("gemini.request_timeout", "a number of seconds > 0", "0"));

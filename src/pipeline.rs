@@ -125,7 +125,7 @@ impl std::fmt::Display for Summary {
             .collect();
         writeln!(
             f,
-            "api:     {} requests, {} texts sent, retries: {}, {} x 429, {:.2} s waiting on the limiter, peak {} in flight",
+            "api:     {} requests, {} texts sent, retries: {}, {} x 429, {:.2} s waited on the limiter (summed over requests), peak {} in flight",
             self.stats.requests,
             self.stats.texts_sent,
             if retries.is_empty() {
@@ -206,6 +206,7 @@ pub fn service_options(config: &Config) -> ServiceOptions {
             max_retries: g.max_retries,
             retry_base_delay: g.retry_base_delay,
             linger: Duration::from_millis(20),
+            batch_size: g.batch_size,
         },
     }
 }
@@ -433,7 +434,8 @@ pub async fn run_with(
         puzzles_failed: failed_puzzles.len(),
         spares_used: replacements.len(),
         stats,
-        elapsed,
+        // The summary's wall time includes writing the outputs.
+        elapsed: started.elapsed(),
         files,
         stop,
     })

@@ -318,7 +318,7 @@ where
         ];
         header.extend((1..=dimension).map(|d| format!("embedding_dim_{d}")));
         csv.write_record(&header)?;
-        let mut row: Vec<String> = Vec::with_capacity(dimension + 5);
+        let mut number = String::new();
         let mut push = |csv: &mut csv::Writer<_>,
                         theme: &str,
                         word: &str,
@@ -327,14 +327,18 @@ where
                         rank: usize,
                         v: &[f32]|
          -> std::io::Result<()> {
-            row.clear();
-            row.push(theme.to_owned());
-            row.push(word.to_owned());
-            row.push(kind.to_owned());
-            row.push(format!("{:.*}", precision, sim));
-            row.push(rank.to_string());
-            row.extend(v.iter().map(|x| format!("{:.*}", precision, x)));
-            csv.write_record(&row).map_err(std::io::Error::other)
+            csv.write_field(theme)?;
+            csv.write_field(word)?;
+            csv.write_field(kind)?;
+            fixed(&mut number, sim, precision);
+            csv.write_field(&number)?;
+            csv.write_field(rank.to_string())?;
+            for &x in v {
+                fixed(&mut number, x, precision);
+                csv.write_field(&number)?;
+            }
+            csv.write_record(None::<&[u8]>)
+                .map_err(std::io::Error::other)
         };
         for (theme, theme_vector, words) in themes {
             push(&mut csv, theme, theme, "theme", 1.0, 0, theme_vector)?;
@@ -346,9 +350,58 @@ where
     })
 }
 
+/// Writes `x` rounded to `precision` decimals into `out`, as `format!("{:.p$}")` would, but
+/// with integer arithmetic: the CSVs hold millions of numbers (docs/PERFORMANCE.md).
+fn fixed(out: &mut String, x: f32, precision: usize) {
+    use std::fmt::Write as _;
+    out.clear();
+    let x = f64::from(x);
+    if precision > 9 || !x.is_finite() || x.abs() >= 1e9 {
+        let _ = write!(out, "{x:.precision$}");
+        return;
+    }
+    let scale = 10u64.pow(precision as u32);
+    let scaled = (x.abs() * scale as f64).round_ties_even() as u64;
+    if x < 0.0 && scaled != 0 {
+        out.push('-');
+    }
+    let _ = write!(out, "{}", scaled / scale);
+    if precision > 0 {
+        let _ = write!(out, ".{:0width$}", scaled % scale, width = precision);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fixed_matches_format_rounding() {
+        let mut s = String::new();
+        for &(x, p) in &[
+            (0.1234567f32, 6usize),
+            (-0.0000004, 6),
+            (-0.5, 0),
+            (2.5, 0),
+            (1.0, 3),
+            (-12.25, 1),
+            (0.999_999_7, 6),
+            (3.0e-7, 6),
+        ] {
+            fixed(&mut s, x, p);
+            let expected = format!("{:.*}", p, f64::from(x));
+            // Both round to nearest; they may differ only on exact binary ties.
+            let a: f64 = s.parse().unwrap();
+            let b: f64 = expected.parse().unwrap();
+            assert!(
+                (a - b).abs() <= 0.5 * 10f64.powi(-(p as i32)) + 1e-12,
+                "{x} {p}: {s} vs {expected}"
+            );
+            assert_eq!(s.split('.').nth(1).map_or(0, str::len), p, "{s}");
+        }
+        fixed(&mut s, -0.0000004, 6);
+        assert_eq!(s, "0.000000");
+    }
 
     #[test]
     fn atomic_write_leaves_the_old_file_when_filling_fails() {

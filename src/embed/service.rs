@@ -35,6 +35,8 @@ pub struct ServiceOptions {
     pub retry_base_delay: Duration,
     /// Longest a batch waits to fill before it goes out.
     pub linger: Duration,
+    /// Most texts per request (the provider's own limit applies too).
+    pub batch_size: usize,
 }
 
 impl ServiceOptions {
@@ -51,6 +53,7 @@ impl ServiceOptions {
             max_retries: 3,
             retry_base_delay: Duration::from_millis(100),
             linger: Duration::from_millis(5),
+            batch_size: usize::MAX,
         }
     }
 }
@@ -128,7 +131,9 @@ pub struct EmbeddingService {
 impl EmbeddingService {
     /// Starts the service (its batcher runs on the current tokio runtime).
     pub fn new(provider: Arc<dyn Provider>, options: ServiceOptions) -> EmbeddingService {
-        let max_batch = options.limits.max_batch(provider.max_batch());
+        let max_batch = options
+            .limits
+            .max_batch(provider.max_batch().min(options.batch_size));
         let stopped = CancellationToken::new();
         let inner = Arc::new(Inner {
             cache: MemoryCache::new(provider.space().clone()),

@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""Deterministic synthetic workload for bench/gemini_mock.sh (standard library only).
+
+    python3 bench/gen_workload.py OUTDIR [--themes 320] [--own 35] [--shared 15]
+                                         [--pool 1200] [--seed 42]
+
+Writes OUTDIR/themes.json ({"themes": [...]}) and OUTDIR/candidates.json
+({"candidates": {theme: {"words", "similarity_scores", "word_count"}}, "metadata": {}}).
+
+Each theme gets `--own` words unique to it plus `--shared` words drawn (seeded) from a
+common pool of `--pool` words. Words are pronounceable syllable combinations; all are
+distinct, so own words never collide with the pool or with other themes. The full
+320-theme workload is always generated and then cut to the first `--themes` themes, so a
+smaller workload is an exact prefix of the full one.
+
+Prints `distinct_texts N` (theme names + distinct candidate words actually written) and
+`themes N` on stdout.
+"""
+
+import argparse
+import json
+import os
+import random
+import sys
+
+FULL_THEMES = 320
+ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z",
+          "br", "dr", "kl", "pr", "st", "tr", "sh", "ch"]
+VOWELS = ["a", "e", "i", "o", "u", "ai", "ou"]
+CODAS = ["", "", "n", "r", "l", "s", "x"]
+
+
+def word(rng):
+    n = rng.choice((2, 3, 3, 4))
+    w = "".join(rng.choice(ONSETS) + rng.choice(VOWELS) for _ in range(n))
+    return w + rng.choice(CODAS)
+
+
+def distinct_words(rng, count):
+    seen, out = set(), []
+    while len(out) < count:
+        w = word(rng)
+        if w not in seen:
+            seen.add(w)
+            out.append(w)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("outdir")
+    ap.add_argument("--themes", type=int, default=FULL_THEMES)
+    ap.add_argument("--own", type=int, default=35)
+    ap.add_argument("--shared", type=int, default=15)
+    ap.add_argument("--pool", type=int, default=1200)
+    ap.add_argument("--seed", type=int, default=42)
+    a = ap.parse_args()
+    if not 1 <= a.themes <= FULL_THEMES:
+        sys.exit(f"gen_workload: --themes must be in 1..{FULL_THEMES}")
+    if a.shared > a.pool:
+        sys.exit("gen_workload: --shared cannot exceed --pool")
+
+    rng = random.Random(a.seed)
+    all_words = distinct_words(rng, a.pool + FULL_THEMES * a.own)
+    pool, own = all_words[: a.pool], all_words[a.pool:]
+
+    names = [f"Theme {i + 1:03d}" for i in range(FULL_THEMES)]
+    candidates = {}
+    for i, name in enumerate(names):
+        words = own[i * a.own:(i + 1) * a.own] + rng.sample(pool, a.shared)
+        rng.shuffle(words)
+        scores = sorted((round(rng.uniform(0.2, 0.95), 4) for _ in words), reverse=True)
+        candidates[name] = {"words": words, "similarity_scores": scores,
+                            "word_count": len(words)}
+
+    names = names[: a.themes]
+    candidates = {n: candidates[n] for n in names}
+    texts = set(names)
+    for c in candidates.values():
+        texts.update(c["words"])
+
+    os.makedirs(a.outdir, exist_ok=True)
+    with open(os.path.join(a.outdir, "themes.json"), "w") as f:
+        json.dump({"themes": names}, f)
+    with open(os.path.join(a.outdir, "candidates.json"), "w") as f:
+        json.dump({"candidates": candidates,
+                   "metadata": {"generator": "bench/gen_workload.py", "seed": a.seed,
+                                "own_per_theme": a.own, "shared_per_theme": a.shared,
+                                "pool": a.pool}}, f)
+    print(f"distinct_texts {len(texts)}")
+    print(f"themes {len(names)}")
+
+
+if __name__ == "__main__":
+    main()

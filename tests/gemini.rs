@@ -1,0 +1,430 @@
+//! The Gemini and OpenAI-compatible providers against the mock server, through the real
+//! `puzzlegen` binary. Every claim is checked from the mock's own counters.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command as StdCommand, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use mock_gemini::{BlockingMockServer, MockConfig, QuotaUnit, Stats, start_blocking};
+use serde_json::Value;
+
+const KEY: &str = "test-KEY-sekrit-4711";
+
+/// A workload of `themes` themes with `words` distinct candidates each, in `dir`.
+fn write_workload(dir: &Path, themes: usize, words: usize) {
+    let names: Vec<String> = (0..themes).map(|t| format!("Theme {t:03}")).collect();
+    let mut cands = serde_json::Map::new();
+    for (t, name) in names.iter().enumerate() {
+        let w: Vec<String> = (0..words).map(|i| format!("word{t}x{i}")).collect();
+        cands.insert(name.clone(), serde_json::json!({ "words": w }));
+    }
+    std::fs::write(
+        dir.join("themes.json"),
+        serde_json::json!({ "themes": names }).to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("candidates.json"),
+        serde_json::json!({ "candidates": cands }).to_string(),
+    )
+    .unwrap();
+}
+
+/// params.yaml for the Gemini provider at `base_url`, with `gemini_extra` lines appended to
+/// the `gemini:` section.
+fn write_params(dir: &Path, puzzles: usize, base_url: &str, gemini_extra: &str) -> PathBuf {
+    let p = dir.join("params.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "puzzle_generation:\n  total_puzzle_count: {puzzles}\n\
+             embedding:\n  provider: gemini\n\
+             gemini:\n  base_url: {base_url}\n  api_key_env: PUZZLEGEN_TEST_KEY\n  \
+             embedding_dimension: 768\n  retry_base_delay: 0.05\n  max_retries: 6\n  \
+             request_timeout: 1\n{gemini_extra}\
+             multiprocessing:\n  worker_count: 4\n  max_concurrent_requests: 4\n  task_timeout_seconds: 120\n\
+             paths:\n  themes: themes.json\n  candidates: candidates.json\n  outputs: out\n  cache: cache\n"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+fn puzzlegen(dir: &Path) -> Command {
+    let mut cmd = Command::cargo_bin("puzzlegen").unwrap();
+    cmd.current_dir(dir)
+        .env("PUZZLEGEN_TEST_KEY", KEY)
+        .env_remove("RUST_LOG")
+        .timeout(Duration::from_secs(180));
+    cmd
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+    puzzles: String,
+    stats: Stats,
+    seconds: f64,
+}
+
+/// Runs the 12-theme workload (3 puzzles) against a mock with `mock` settings.
+fn run_against(
+    mock: MockConfig,
+    gemini_extra: &str,
+) -> (Run, tempfile::TempDir, BlockingMockServer) {
+    let server = start_blocking(mock).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_workload(dir.path(), 12, 15);
+    write_params(dir.path(), 3, &server.base_url(), gemini_extra);
+    let t = Instant::now();
+    let out = puzzlegen(dir.path())
+        .args(["run", "--config", "params.yaml"])
+        .output()
+        .unwrap();
+    let seconds = t.elapsed().as_secs_f64();
+    let puzzles =
+        std::fs::read_to_string(dir.path().join("out/final_puzzles.json")).unwrap_or_default();
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        puzzles,
+        stats: server.stats(),
+        seconds,
+    };
+    (run, dir, server)
+}
+
+/// Fault-free reference output for the 12-theme workload.
+fn reference() -> String {
+    let (run, _dir, _server) = run_against(
+        MockConfig {
+            dimension: 768,
+            ..MockConfig::default()
+        },
+        "",
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    run.puzzles
+}
+
+fn assert_complete_and_equal(run: &Run, reference: &str, what: &str) {
+    assert_eq!(
+        run.code, 0,
+        "{what}: exit {}\n{}\n{}",
+        run.code, run.stdout, run.stderr
+    );
+    let p: Value = serde_json::from_str(&run.puzzles).unwrap();
+    assert_eq!(p.as_object().unwrap().len(), 3, "{what}");
+    assert_eq!(
+        run.puzzles, reference,
+        "{what}: output differs from a fault-free run"
+    );
+    assert_eq!(
+        run.stats.duplicate_texts, 0,
+        "{what}: a text was embedded twice: {:?}",
+        run.stats
+    );
+    assert_eq!(
+        run.stats.distinct_texts_embedded,
+        12 * 16,
+        "{what}: {:?}",
+        run.stats
+    );
+}
+
+fn faults(f: impl FnOnce(&mut MockConfig)) -> MockConfig {
+    let mut m = MockConfig {
+        dimension: 768,
+        seed: 7,
+        ..MockConfig::default()
+    };
+    f(&mut m);
+    m
+}
+
+// Small batches (2 texts) make ~100 requests per run, so rare faults do happen.
+const SMALL_BATCHES: &str = "  batch_size: 2\n";
+
+#[test]
+fn survives_a_429_storm() {
+    let reference = reference();
+    let (run, _d, _s) = run_against(faults(|m| m.rate_429 = 0.3), SMALL_BATCHES);
+    assert_complete_and_equal(&run, &reference, "429 storm at 30%");
+    assert!(run.stats.responses_429 > 0, "{:?}", run.stats);
+    assert!(run.stdout.contains(" x 429"), "{}", run.stdout);
+}
+
+#[test]
+fn survives_server_errors() {
+    let reference = reference();
+    let (run, _d, _s) = run_against(
+        faults(|m| {
+            m.rate_500 = 0.1;
+            m.rate_503 = 0.1
+        }),
+        SMALL_BATCHES,
+    );
+    assert_complete_and_equal(&run, &reference, "5xx at 20%");
+    assert!(run.stats.responses_5xx > 0, "{:?}", run.stats);
+}
+
+#[test]
+fn survives_hanging_requests_within_bounded_time() {
+    let reference = reference();
+    let (run, _d, _s) = run_against(faults(|m| m.rate_hang = 0.04), SMALL_BATCHES);
+    assert_complete_and_equal(&run, &reference, "hangs");
+    assert!(run.stats.hangs > 0, "{:?}", run.stats);
+    // Each hang costs one request timeout (1 s) plus back-off, never the whole run.
+    assert!(run.seconds < 60.0, "took {:.1} s", run.seconds);
+}
+
+#[test]
+fn survives_garbage_answers() {
+    let reference = reference();
+    let (run, _d, _s) = run_against(
+        faults(|m| {
+            m.rate_truncated = 0.0125;
+            m.rate_wrong_count = 0.0125;
+            m.rate_wrong_dimension = 0.0125;
+            m.rate_nan = 0.0125;
+        }),
+        SMALL_BATCHES,
+    );
+    assert_complete_and_equal(&run, &reference, "garbage at 5%");
+    assert!(run.stats.faults_injected > 0, "{:?}", run.stats);
+}
+
+#[test]
+fn wrong_key_stops_at_once_without_showing_the_key() {
+    let mock = MockConfig {
+        dimension: 768,
+        api_key: Some("the-right-key".into()),
+        ..MockConfig::default()
+    };
+    let (run, dir, _s) = run_against(mock, "");
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(run.seconds < 10.0, "took {:.1} s", run.seconds);
+    assert!(run.stderr.contains("API key not valid"), "{}", run.stderr);
+    assert!(
+        run.stats.requests <= 4,
+        "kept calling with a bad key: {:?}",
+        run.stats
+    );
+    assert!(!run.stderr.contains(KEY) && !run.stdout.contains(KEY));
+    assert_key_absent_from(dir.path());
+}
+
+fn assert_key_absent_from(dir: &Path) {
+    for entry in walk(dir) {
+        let bytes = std::fs::read(&entry).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains(KEY), "the API key is in {}", entry.display());
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            files.extend(walk(&p));
+        } else {
+            files.push(p);
+        }
+    }
+    files
+}
+
+#[test]
+fn key_appears_in_no_log_line_or_output_file() {
+    // Debug logging and some failures, so that retries and errors are logged too.
+    let server = start_blocking(faults(|m| m.rate_500 = 0.2)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_workload(dir.path(), 12, 15);
+    write_params(dir.path(), 3, &server.base_url(), SMALL_BATCHES);
+    let out = puzzlegen(dir.path())
+        .args(["run", "--config", "params.yaml", "-vv"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(logs.lines().count() > 5, "expected debug logs:\n{logs}");
+    assert!(!logs.contains(KEY), "key in the logs");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(KEY));
+    assert!(walk(dir.path()).len() >= 6);
+    assert_key_absent_from(dir.path());
+}
+
+#[test]
+fn daily_quota_stops_gracefully_and_names_the_quota() {
+    let mock = MockConfig {
+        dimension: 768,
+        quota_per_day: Some(40),
+        quota_unit: QuotaUnit::Texts,
+        ..MockConfig::default()
+    };
+    let (run, dir, _s) = run_against(mock, "  batch_size: 10\n");
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(run.stderr.contains("PerDay"), "{}", run.stderr);
+    assert!(run.seconds < 20.0, "took {:.1} s", run.seconds);
+    let meta: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("out/puzzle_metadata.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(!meta["failed_puzzles"].as_array().unwrap().is_empty());
+    // Whatever was embedded before the quota ran out is in the cache CSV.
+    let csv = std::fs::read_to_string(dir.path().join("cache/embedding_cache.csv")).unwrap();
+    assert!(csv.lines().count() >= 1);
+}
+
+#[test]
+fn openai_compatible_endpoint_works() {
+    let server = start_blocking(MockConfig {
+        dimension: 256,
+        ..MockConfig::default()
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_workload(dir.path(), 8, 10);
+    std::fs::write(
+        dir.path().join("params.yaml"),
+        format!(
+            "puzzle_generation:\n  total_puzzle_count: 2\n\
+             embedding:\n  provider: openai\n  openai:\n    base_url: {}/v1\n    model: nomic-embed-text\n    api_key_env: PUZZLEGEN_TEST_KEY\n\
+             paths:\n  themes: themes.json\n  candidates: candidates.json\n  outputs: out\n  cache: cache\n",
+            server.base_url()
+        ),
+    )
+    .unwrap();
+    puzzlegen(dir.path())
+        .args(["run", "--config", "params.yaml"])
+        .assert()
+        .success();
+    let p: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("out/final_puzzles.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(p["puzzle_2"]["words"].as_array().unwrap().len(), 16);
+    let s = server.stats();
+    assert_eq!(s.duplicate_texts, 0);
+    // 8 x 11 texts + the dimension probe.
+    assert_eq!(s.distinct_texts_embedded, 8 * 11 + 1);
+}
+
+#[test]
+fn sigterm_writes_partial_outputs_and_exits_cleanly() {
+    let mock = MockConfig {
+        dimension: 768,
+        latency: Duration::from_millis(300),
+        ..MockConfig::default()
+    };
+    let server = start_blocking(mock).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_workload(dir.path(), 12, 15);
+    write_params(
+        dir.path(),
+        3,
+        &server.base_url(),
+        "  batch_size: 4\n  min_request_interval: 0.25\n",
+    );
+    let mut child = StdCommand::new(assert_cmd::cargo::cargo_bin("puzzlegen"))
+        .args(["run", "--config", "params.yaml"])
+        .current_dir(dir.path())
+        .env("PUZZLEGEN_TEST_KEY", KEY)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the run should still be going"
+    );
+    let sent = StdCommand::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "still running 15 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("stopped: interrupted"), "{stdout}");
+    for f in [
+        "out/final_puzzles.json",
+        "out/puzzle_metadata.json",
+        "out/reports/embedding_analysis.json",
+    ] {
+        let text = std::fs::read_to_string(dir.path().join(f)).unwrap();
+        serde_json::from_str::<Value>(&text).unwrap();
+    }
+    // Nothing keeps calling the server after the process is gone.
+    let before = server.stats().requests;
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(server.stats().requests, before);
+    assert_eq!(server.stats().in_flight, 0);
+}
+
+/// The long one (~70 s, real time): a budget of 1200 texts a minute, a mock enforcing exactly
+/// that, and more than a minute of work. No 429, no window over budget, concurrency kept.
+#[test]
+fn rate_limit_is_filled_but_never_broken() {
+    let mock = MockConfig {
+        dimension: 768,
+        latency: Duration::from_millis(100),
+        quota_per_minute: Some(1200),
+        quota_unit: QuotaUnit::Texts,
+        ..MockConfig::default()
+    };
+    let server = start_blocking(mock).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_workload(dir.path(), 40, 35);
+    write_params(
+        dir.path(),
+        10,
+        &server.base_url(),
+        "  requests_per_minute: 1200\n  rpm_counts: items\n",
+    );
+    let t = Instant::now();
+    let out = puzzlegen(dir.path())
+        .args(["run", "--config", "params.yaml"])
+        .output()
+        .unwrap();
+    let seconds = t.elapsed().as_secs_f64();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = server.stats();
+    assert_eq!(s.responses_429, 0, "{s:?}");
+    assert!(s.max_texts_in_any_60s <= 1200, "{s:?}");
+    assert!(
+        s.max_texts_in_any_60s >= 1100,
+        "the budget was not filled: {s:?}"
+    );
+    assert!(s.peak_concurrency <= 4, "{s:?}");
+    assert_eq!(s.duplicate_texts, 0, "{s:?}");
+    assert_eq!(s.distinct_texts_embedded, 40 * 36);
+    // 1440 texts at 1200/min with a 100-text burst cannot take less than ~65 s.
+    assert!(seconds > 60.0, "{seconds:.1} s: the limiter did not bind");
+}
