@@ -96,29 +96,35 @@ pub fn write_all(r: &RunRecord) -> Result<Vec<PathBuf>, OutputError> {
     write_json(&files[0], &final_puzzles(r.puzzles))?;
     write_json(&files[1], &metadata(r))?;
     write_json(&files[2], &analysis(r))?;
-    let theme_rows = r.themes_ok.iter().map(|t| {
-        let words = t
-            .ranked
-            .iter()
-            .map(|w| (w.word.as_str(), w.similarity, &w.vector));
-        (t.theme.as_str(), &t.vector, words)
-    });
-    write_csv(&files[3], r.space.dimension, precision, theme_rows)?;
-    let puzzle_rows = r.puzzles.iter().flat_map(|p| {
-        p.groups.iter().map(|g| {
-            let theme = r
-                .themes_ok
-                .iter()
-                .find(|t| t.theme == g.theme)
-                .expect("every group comes from a processed theme");
-            let words = g
-                .words
-                .iter()
-                .map(|w| (w.word.as_str(), w.similarity, &w.vector));
-            (g.theme.as_str(), &theme.vector, words)
+    let theme_blocks: Vec<Block> = r
+        .themes_ok
+        .iter()
+        .map(|t| Block {
+            theme: &t.theme,
+            vector: &t.vector,
+            words: &t.ranked,
         })
-    });
-    write_csv(&files[4], r.space.dimension, precision, puzzle_rows)?;
+        .collect();
+    write_csv(&files[3], r.space.dimension, precision, &theme_blocks)?;
+    let puzzle_blocks: Vec<Block> = r
+        .puzzles
+        .iter()
+        .flat_map(|p| {
+            p.groups.iter().map(|g| {
+                let theme = r
+                    .themes_ok
+                    .iter()
+                    .find(|t| t.theme == g.theme)
+                    .expect("every group comes from a processed theme");
+                Block {
+                    theme: &g.theme,
+                    vector: &theme.vector,
+                    words: &g.words,
+                }
+            })
+        })
+        .collect();
+    write_csv(&files[4], r.space.dimension, precision, &puzzle_blocks)?;
     Ok(files)
 }
 
@@ -297,56 +303,72 @@ fn write_json(path: &Path, value: &Value) -> Result<(), OutputError> {
     })
 }
 
-/// One CSV block per theme: the theme row (rank 0) then its words (rank 1..).
-fn write_csv<'a, W>(
+/// A theme's rows in a CSV: the theme row (rank 0) then its words (rank 1..).
+struct Block<'a> {
+    theme: &'a str,
+    vector: &'a crate::embed::Vector,
+    words: &'a [crate::theme::ScoredWord],
+}
+
+/// Formats one block. Blocks are formatted in parallel: a 3072-dim run writes ~40 million
+/// numbers (docs/PERFORMANCE.md).
+fn format_block(b: &Block, precision: usize) -> std::io::Result<Vec<u8>> {
+    let mut csv = csv::WriterBuilder::new()
+        .has_headers(false)
+        .from_writer(Vec::with_capacity((b.words.len() + 1) * b.vector.len() * (precision + 4)));
+    let mut number = String::new();
+    let mut row = |theme: &str, word: &str, kind: &str, sim: f32, rank: usize, v: &[f32]| {
+        csv.write_field(theme)?;
+        csv.write_field(word)?;
+        csv.write_field(kind)?;
+        fixed(&mut number, sim, precision);
+        csv.write_field(&number)?;
+        csv.write_field(rank.to_string())?;
+        for &x in v {
+            fixed(&mut number, x, precision);
+            csv.write_field(&number)?;
+        }
+        csv.write_record(None::<&[u8]>)
+    };
+    row(b.theme, b.theme, "theme", 1.0, 0, b.vector).map_err(std::io::Error::other)?;
+    for (rank, w) in b.words.iter().enumerate() {
+        row(b.theme, &w.word, "candidate", w.similarity, rank + 1, &w.vector)
+            .map_err(std::io::Error::other)?;
+    }
+    csv.into_inner().map_err(|e| std::io::Error::other(e.to_string()))
+}
+
+fn write_csv(
     path: &Path,
     dimension: usize,
     precision: usize,
-    themes: impl Iterator<Item = (&'a str, &'a crate::embed::Vector, W)>,
-) -> Result<(), OutputError>
-where
-    W: Iterator<Item = (&'a str, f32, &'a crate::embed::Vector)>,
-{
+    blocks: &[Block],
+) -> Result<(), OutputError> {
+    use rayon::prelude::*;
     write_atomic(path, |w| {
-        let mut csv = csv::Writer::from_writer(w);
-        let mut header = vec![
+        let mut header = csv::Writer::from_writer(&mut *w);
+        let mut names = vec![
             "theme".to_owned(),
             "word".into(),
             "word_type".into(),
             "similarity_to_theme".into(),
             "rank".into(),
         ];
-        header.extend((1..=dimension).map(|d| format!("embedding_dim_{d}")));
-        csv.write_record(&header)?;
-        let mut number = String::new();
-        let mut push = |csv: &mut csv::Writer<_>,
-                        theme: &str,
-                        word: &str,
-                        kind: &str,
-                        sim: f32,
-                        rank: usize,
-                        v: &[f32]|
-         -> std::io::Result<()> {
-            csv.write_field(theme)?;
-            csv.write_field(word)?;
-            csv.write_field(kind)?;
-            fixed(&mut number, sim, precision);
-            csv.write_field(&number)?;
-            csv.write_field(rank.to_string())?;
-            for &x in v {
-                fixed(&mut number, x, precision);
-                csv.write_field(&number)?;
-            }
-            csv.write_record(None::<&[u8]>)
-                .map_err(std::io::Error::other)
-        };
-        for (theme, theme_vector, words) in themes {
-            push(&mut csv, theme, theme, "theme", 1.0, 0, theme_vector)?;
-            for (rank, (word, sim, v)) in words.enumerate() {
-                push(&mut csv, theme, word, "candidate", sim, rank + 1, v)?;
+        names.extend((1..=dimension).map(|d| format!("embedding_dim_{d}")));
+        header.write_record(&names)?;
+        header.flush()?;
+        drop(header);
+        // Bounded memory: a few dozen themes formatted at a time.
+        for chunk in blocks.chunks(32) {
+            let parts: Vec<Vec<u8>> = chunk
+                .par_iter()
+                .map(|b| format_block(b, precision))
+                .collect::<std::io::Result<_>>()?;
+            for part in parts {
+                w.write_all(&part)?;
             }
         }
-        csv.flush()
+        Ok(())
     })
 }
 
