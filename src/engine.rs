@@ -49,8 +49,15 @@ impl Engine {
         }
     }
 
-    /// Processes `themes`, returning one outcome per theme in the same order.
-    pub async fn process(&self, themes: &[String], progress: &Progress) -> Vec<ThemeOutcome> {
+    /// Processes `themes`, returning one outcome per theme in the same order. `done` sees each
+    /// outcome (with its index) as soon as it is in, so results can be written while the run
+    /// goes on.
+    pub async fn process(
+        &self,
+        themes: &[String],
+        progress: &Progress,
+        done: &mut dyn FnMut(usize, &ThemeOutcome),
+    ) -> Vec<ThemeOutcome> {
         let permits = Arc::new(Semaphore::new(self.worker_count));
         let mut set = JoinSet::new();
         for (index, theme) in themes.iter().enumerate() {
@@ -92,6 +99,7 @@ impl Engine {
             if let Err(e) = &outcome {
                 tracing::warn!("theme {:?} failed: {e}", themes[index]);
             }
+            done(index, &outcome);
             outcomes[index] = Some(outcome);
             progress.inc();
         }

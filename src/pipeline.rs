@@ -22,7 +22,9 @@ use crate::input::{InputError, Inputs};
 use crate::limit::LimitSettings;
 use crate::plan::{Plan, PlanError};
 use crate::progress::{Progress, ProgressMode};
-use crate::report::{self, FailedPuzzle, FailedTheme, OutputError, Replacement, RunRecord};
+use crate::report::{
+    self, FailedPuzzle, FailedTheme, OutputError, Replacement, RunRecord, ThemeCsvWriter,
+};
 use crate::theme::{ThemeResult, ThemeWorker, texts_of, usable_candidates};
 
 /// How long requests and themes in flight may take to finish once the run is told to stop.
@@ -304,7 +306,16 @@ pub async fn run_with(
         SHUTDOWN_GRACE,
     );
     let bar = Progress::new(progress, "themes", order.len() as u64);
-    let outcomes = engine.process(&order, &bar).await;
+    let theme_csv = ThemeCsvWriter::start(
+        config.output.embedding_cache_file.clone(),
+        service.space().dimension,
+        config.output.csv_precision,
+    );
+    let mut csv_index = 0;
+    let outcomes = engine
+        .process(&order, &bar, &mut |i, o| theme_csv.add(i, o.as_ref().ok()))
+        .await;
+    csv_index += order.len();
     bar.finish();
     let mut processed: Vec<(String, ThemeOutcome)> = order.into_iter().zip(outcomes).collect();
 
@@ -335,7 +346,12 @@ pub async fn run_with(
             break;
         }
         let bar = Progress::new(progress, "spares", batch.len() as u64);
-        let outcomes = engine.process(&batch, &bar).await;
+        let outcomes = engine
+            .process(&batch, &bar, &mut |i, o| {
+                theme_csv.add(csv_index + i, o.as_ref().ok())
+            })
+            .await;
+        csv_index += batch.len();
         bar.finish();
         let mut good = batch
             .iter()
@@ -426,6 +442,7 @@ pub async fn run_with(
         stats: &stats,
         elapsed,
     };
+    theme_csv.finish()?;
     let files = report::write_all(&record)?;
     Ok(Summary {
         themes_ok: themes_ok.len(),

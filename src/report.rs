@@ -82,7 +82,8 @@ impl RunRecord<'_> {
     }
 }
 
-/// Writes every output file of a run. Returns the paths written.
+/// Writes the output files of a run, all but the theme CSV ([`ThemeCsvWriter`]). Returns the
+/// paths of all five.
 pub fn write_all(r: &RunRecord) -> Result<Vec<PathBuf>, OutputError> {
     let out = &r.config.output;
     let precision = out.csv_precision;
@@ -96,16 +97,7 @@ pub fn write_all(r: &RunRecord) -> Result<Vec<PathBuf>, OutputError> {
     write_json(&files[0], &final_puzzles(r.puzzles))?;
     write_json(&files[1], &metadata(r))?;
     write_json(&files[2], &analysis(r))?;
-    let theme_blocks: Vec<Block> = r
-        .themes_ok
-        .iter()
-        .map(|t| Block {
-            theme: &t.theme,
-            vector: &t.vector,
-            words: &t.ranked,
-        })
-        .collect();
-    write_csv(&files[3], r.space.dimension, precision, &theme_blocks)?;
+    // files[3], the theme CSV, is written during the run by a ThemeCsvWriter.
     let puzzle_blocks: Vec<Block> = r
         .puzzles
         .iter()
@@ -310,12 +302,39 @@ struct Block<'a> {
     words: &'a [crate::theme::ScoredWord],
 }
 
+impl<'a> Block<'a> {
+    fn of(t: &'a ThemeResult) -> Block<'a> {
+        Block {
+            theme: &t.theme,
+            vector: &t.vector,
+            words: &t.ranked,
+        }
+    }
+}
+
+/// The CSV header: `theme,word,word_type,similarity_to_theme,rank,embedding_dim_1..N`.
+fn write_header(w: &mut dyn Write, dimension: usize) -> std::io::Result<()> {
+    let mut header = csv::Writer::from_writer(w);
+    let mut names = vec![
+        "theme".to_owned(),
+        "word".into(),
+        "word_type".into(),
+        "similarity_to_theme".into(),
+        "rank".into(),
+    ];
+    names.extend((1..=dimension).map(|d| format!("embedding_dim_{d}")));
+    header.write_record(&names)?;
+    header.flush()
+}
+
 /// Formats one block. Blocks are formatted in parallel: a 3072-dim run writes ~40 million
 /// numbers (docs/PERFORMANCE.md).
 fn format_block(b: &Block, precision: usize) -> std::io::Result<Vec<u8>> {
     let mut csv = csv::WriterBuilder::new()
         .has_headers(false)
-        .from_writer(Vec::with_capacity((b.words.len() + 1) * b.vector.len() * (precision + 4)));
+        .from_writer(Vec::with_capacity(
+            (b.words.len() + 1) * b.vector.len() * (precision + 4),
+        ));
     let mut number = String::new();
     let mut row = |theme: &str, word: &str, kind: &str, sim: f32, rank: usize, v: &[f32]| {
         csv.write_field(theme)?;
@@ -332,10 +351,18 @@ fn format_block(b: &Block, precision: usize) -> std::io::Result<Vec<u8>> {
     };
     row(b.theme, b.theme, "theme", 1.0, 0, b.vector).map_err(std::io::Error::other)?;
     for (rank, w) in b.words.iter().enumerate() {
-        row(b.theme, &w.word, "candidate", w.similarity, rank + 1, &w.vector)
-            .map_err(std::io::Error::other)?;
+        row(
+            b.theme,
+            &w.word,
+            "candidate",
+            w.similarity,
+            rank + 1,
+            &w.vector,
+        )
+        .map_err(std::io::Error::other)?;
     }
-    csv.into_inner().map_err(|e| std::io::Error::other(e.to_string()))
+    csv.into_inner()
+        .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 fn write_csv(
@@ -346,19 +373,8 @@ fn write_csv(
 ) -> Result<(), OutputError> {
     use rayon::prelude::*;
     write_atomic(path, |w| {
-        let mut header = csv::Writer::from_writer(&mut *w);
-        let mut names = vec![
-            "theme".to_owned(),
-            "word".into(),
-            "word_type".into(),
-            "similarity_to_theme".into(),
-            "rank".into(),
-        ];
-        names.extend((1..=dimension).map(|d| format!("embedding_dim_{d}")));
-        header.write_record(&names)?;
-        header.flush()?;
-        drop(header);
-        // Bounded memory: a few dozen themes formatted at a time.
+        write_header(&mut *w, dimension)?;
+        // Bounded memory: a few dozen blocks formatted at a time.
         for chunk in blocks.chunks(32) {
             let parts: Vec<Vec<u8>> = chunk
                 .par_iter()
@@ -370,6 +386,74 @@ fn write_csv(
         }
         Ok(())
     })
+}
+
+/// Writes `<paths.cache>/<output.embedding_cache_file>` while the run goes on: each theme's
+/// block is formatted and written on a thread of its own as soon as the theme is done (in plan
+/// order), so the 3072-dim export costs no time after the last answer. The file appears
+/// (atomically) when [`ThemeCsvWriter::finish`] is called or the writer is dropped.
+pub struct ThemeCsvWriter {
+    tx: Option<std::sync::mpsc::Sender<(usize, Option<ThemeResult>)>>,
+    thread: Option<std::thread::JoinHandle<Result<(), OutputError>>>,
+}
+
+impl ThemeCsvWriter {
+    pub fn start(path: PathBuf, dimension: usize, precision: usize) -> ThemeCsvWriter {
+        let (tx, rx) = std::sync::mpsc::channel::<(usize, Option<ThemeResult>)>();
+        let thread = std::thread::spawn(move || {
+            write_atomic(&path, |w| {
+                write_header(&mut *w, dimension)?;
+                let mut pending = std::collections::BTreeMap::new();
+                let mut next = 0;
+                let write = |w: &mut dyn Write, t: Option<ThemeResult>| match t {
+                    Some(t) => w.write_all(&format_block(&Block::of(&t), precision)?),
+                    None => Ok(()),
+                };
+                for (index, theme) in rx {
+                    pending.insert(index, theme);
+                    while let Some(t) = pending.remove(&next) {
+                        write(&mut *w, t)?;
+                        next += 1;
+                    }
+                }
+                // Anything left (a stopped run): in order, gaps skipped.
+                for (_, t) in pending {
+                    write(&mut *w, t)?;
+                }
+                Ok(())
+            })
+        });
+        ThemeCsvWriter {
+            tx: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Theme number `index` (counting every theme processed in the run, in order) is done.
+    pub fn add(&self, index: usize, theme: Option<&ThemeResult>) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send((index, theme.cloned()));
+        }
+    }
+
+    /// Writes what is left and puts the file in place.
+    pub fn finish(mut self) -> Result<(), OutputError> {
+        self.close()
+    }
+
+    fn close(&mut self) -> Result<(), OutputError> {
+        self.tx.take();
+        match self.thread.take() {
+            Some(t) => t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for ThemeCsvWriter {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
 }
 
 /// Writes `x` rounded to `precision` decimals into `out`, as `format!("{:.p$}")` would, but
