@@ -40,12 +40,4 @@ impl MemoryCache {
             map.insert(t.clone(), v.clone());
         }
     }
-
-    pub fn len(&self) -> usize {
-        self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }

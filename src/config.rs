@@ -493,11 +493,6 @@ impl Config {
             unknown_keys,
         })
     }
-
-    /// How many theme slots the run fills: puzzles x themes per puzzle.
-    pub fn total_themes_needed(&self) -> usize {
-        self.puzzle.total_puzzle_count * self.puzzle.themes_per_puzzle
-    }
 }
 
 /// Builds [`ConfigError::Invalid`] values that name the file and key.

@@ -178,11 +178,6 @@ impl EmbeddingService {
             .clone()
     }
 
-    /// Cancelled once the service cannot make progress any more.
-    pub fn stopped(&self) -> CancellationToken {
-        self.inner.stopped.clone()
-    }
-
     /// Queues every missing text of `texts` without waiting for the answers, so that batches
     /// fill up ahead of the themes that will need them.
     pub fn prefetch(&self, texts: &[String]) {
