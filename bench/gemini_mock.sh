@@ -114,6 +114,9 @@ EOF
 # run_puzzlegen DIR -> writes DIR/measure ("<peak_rss_kb> <wall_s>"), DIR/stdout, DIR/stderr
 run_puzzlegen() {
   local dir=$1 rc=0
+  # Start on a quiet disk: a run writes ~500 MB, and an earlier run's write-back still in
+  # progress adds seconds to the next one's final fsync.
+  sync
   (
     cd "$dir"
     export GEMINI_API_KEY=bench-key
