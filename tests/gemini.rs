@@ -51,6 +51,22 @@ fn write_params(dir: &Path, puzzles: usize, base_url: &str, gemini_extra: &str) 
     p
 }
 
+/// A mock with `mock` settings and a run directory holding a workload of `themes` x `words`
+/// for `puzzles` puzzles, configured for that mock.
+fn setup(
+    mock: MockConfig,
+    themes: usize,
+    words: usize,
+    puzzles: usize,
+    gemini_extra: &str,
+) -> (BlockingMockServer, tempfile::TempDir) {
+    let server = start_blocking(mock).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_workload(dir.path(), themes, words);
+    write_params(dir.path(), puzzles, &server.base_url(), gemini_extra);
+    (server, dir)
+}
+
 fn puzzlegen(dir: &Path) -> Command {
     let mut cmd = Command::cargo_bin("puzzlegen").unwrap();
     cmd.current_dir(dir)
@@ -74,10 +90,7 @@ fn run_against(
     mock: MockConfig,
     gemini_extra: &str,
 ) -> (Run, tempfile::TempDir, BlockingMockServer) {
-    let server = start_blocking(mock).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    write_workload(dir.path(), 12, 15);
-    write_params(dir.path(), 3, &server.base_url(), gemini_extra);
+    let (server, dir) = setup(mock, 12, 15, 3, gemini_extra);
     let t = Instant::now();
     let out = puzzlegen(dir.path())
         .args(["run", "--config", "params.yaml"])
@@ -241,10 +254,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn key_appears_in_no_log_line_or_output_file() {
     // Debug logging and some failures, so that retries and errors are logged too.
-    let server = start_blocking(faults(|m| m.rate_500 = 0.2)).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    write_workload(dir.path(), 12, 15);
-    write_params(dir.path(), 3, &server.base_url(), SMALL_BATCHES);
+    let (_server, dir) = setup(faults(|m| m.rate_500 = 0.2), 12, 15, 3, SMALL_BATCHES);
     let out = puzzlegen(dir.path())
         .args(["run", "--config", "params.yaml", "-vv"])
         .output()
@@ -321,13 +331,11 @@ fn sigterm_writes_partial_outputs_and_exits_cleanly() {
         latency: Duration::from_millis(300),
         ..MockConfig::default()
     };
-    let server = start_blocking(mock).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    write_workload(dir.path(), 12, 15);
-    write_params(
-        dir.path(),
+    let (server, dir) = setup(
+        mock,
+        12,
+        15,
         3,
-        &server.base_url(),
         "  batch_size: 4\n  min_request_interval: 0.25\n",
     );
     let mut child = StdCommand::new(assert_cmd::cargo::cargo_bin("puzzlegen"))
@@ -394,13 +402,11 @@ fn rate_limit_is_filled_but_never_broken() {
         quota_unit: QuotaUnit::Texts,
         ..MockConfig::default()
     };
-    let server = start_blocking(mock).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    write_workload(dir.path(), 40, 35);
-    write_params(
-        dir.path(),
+    let (server, dir) = setup(
+        mock,
+        40,
+        35,
         10,
-        &server.base_url(),
         "  requests_per_minute: 1200\n  rpm_counts: items\n",
     );
     let t = Instant::now();

@@ -170,8 +170,7 @@ pub struct Stats {
 /// runtime. Dropping it stops the server (listener task aborted, hung
 /// requests released); `shutdown` stops it gracefully.
 pub struct MockServer {
-    addr: SocketAddr,
-    shared: Arc<Shared>,
+    handle: Handle,
     shutdown_tx: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
 }
@@ -198,14 +197,19 @@ pub async fn start_on(config: MockConfig, addr: SocketAddr) -> std::io::Result<M
             .await;
     });
     Ok(MockServer {
-        addr,
-        shared,
+        handle: Handle { addr, shared },
         shutdown_tx,
         task: Some(task),
     })
 }
 
-impl MockServer {
+/// What both server flavours answer: address, counters, settings. Reached through `Deref`.
+pub struct Handle {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+impl Handle {
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -227,7 +231,23 @@ impl MockServer {
     pub fn config(&self) -> &MockConfig {
         &self.shared.config
     }
+}
 
+impl std::ops::Deref for MockServer {
+    type Target = Handle;
+    fn deref(&self) -> &Handle {
+        &self.handle
+    }
+}
+
+impl std::ops::Deref for BlockingMockServer {
+    type Target = Handle;
+    fn deref(&self) -> &Handle {
+        &self.handle
+    }
+}
+
+impl MockServer {
     /// Stops accepting, releases hung requests (they get a 503) and waits
     /// up to 5 s for open connections to finish before aborting.
     pub async fn shutdown(mut self) {
@@ -255,8 +275,7 @@ impl Drop for MockServer {
 /// that are not async (e.g. ones that run a client binary as a child
 /// process). Dropping it stops the server and joins the thread.
 pub struct BlockingMockServer {
-    addr: SocketAddr,
-    shared: Arc<Shared>,
+    handle: Handle,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -293,8 +312,7 @@ pub fn start_blocking(config: MockConfig) -> std::io::Result<BlockingMockServer>
         })?;
     match ready_rx.recv() {
         Ok(Ok((addr, shared))) => Ok(BlockingMockServer {
-            addr,
-            shared,
+            handle: Handle { addr, shared },
             stop: Some(stop_tx),
             thread: Some(thread),
         }),
@@ -310,27 +328,6 @@ pub fn start_blocking(config: MockConfig) -> std::io::Result<BlockingMockServer>
 }
 
 impl BlockingMockServer {
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// `http://127.0.0.1:PORT`, without a trailing slash.
-    pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    pub fn stats(&self) -> Stats {
-        self.shared.stats()
-    }
-
-    pub fn reset_stats(&self) {
-        self.shared.reset_stats();
-    }
-
-    pub fn config(&self) -> &MockConfig {
-        &self.shared.config
-    }
-
     /// Stops the server and joins its thread (same as dropping it).
     pub fn shutdown(self) {}
 }
