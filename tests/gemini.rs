@@ -91,23 +91,27 @@ fn run_against(
     gemini_extra: &str,
 ) -> (Run, tempfile::TempDir, BlockingMockServer) {
     let (server, dir) = setup(mock, 12, 15, 3, gemini_extra);
+    let run = run_in(dir.path(), &server);
+    (run, dir, server)
+}
+
+/// Runs puzzlegen in `dir` (set up by [`setup`]) and collects what it did.
+fn run_in(dir: &Path, server: &BlockingMockServer) -> Run {
     let t = Instant::now();
-    let out = puzzlegen(dir.path())
+    let out = puzzlegen(dir)
         .args(["run", "--config", "params.yaml"])
         .output()
         .unwrap();
     let seconds = t.elapsed().as_secs_f64();
-    let puzzles =
-        std::fs::read_to_string(dir.path().join("out/final_puzzles.json")).unwrap_or_default();
-    let run = Run {
+    let puzzles = std::fs::read_to_string(dir.join("out/final_puzzles.json")).unwrap_or_default();
+    Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         puzzles,
         stats: server.stats(),
         seconds,
-    };
-    (run, dir, server)
+    }
 }
 
 /// Fault-free reference output for the 12-theme workload.
@@ -409,19 +413,9 @@ fn rate_limit_is_filled_but_never_broken() {
         10,
         "  requests_per_minute: 1200\n  rpm_counts: items\n",
     );
-    let t = Instant::now();
-    let out = puzzlegen(dir.path())
-        .args(["run", "--config", "params.yaml"])
-        .output()
-        .unwrap();
-    let seconds = t.elapsed().as_secs_f64();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let s = server.stats();
+    let run = run_in(dir.path(), &server);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let s = run.stats;
     assert_eq!(s.responses_429, 0, "{s:?}");
     assert!(s.max_texts_in_any_60s <= 1200, "{s:?}");
     assert!(
@@ -432,5 +426,9 @@ fn rate_limit_is_filled_but_never_broken() {
     assert_eq!(s.duplicate_texts, 0, "{s:?}");
     assert_eq!(s.distinct_texts_embedded, 40 * 36);
     // 1440 texts at 1200/min with a 100-text burst cannot take less than ~65 s.
-    assert!(seconds > 60.0, "{seconds:.1} s: the limiter did not bind");
+    assert!(
+        run.seconds > 60.0,
+        "{:.1} s: the limiter did not bind",
+        run.seconds
+    );
 }
