@@ -110,11 +110,13 @@ fn main() {
 
     let run = |provider: Arc<dyn puzzlegen::embed::Provider>| {
         let t = Instant::now();
+        let cache = puzzlegen::cache::Cache::in_memory(provider.space().clone());
         rt.block_on(pipeline::run_with(
             &config,
             inputs.clone(),
             plan.clone(),
             provider,
+            cache,
             ProgressMode::Hidden,
             tokio_util::sync::CancellationToken::new(),
         ))

@@ -70,6 +70,8 @@ mod raw {
         pub paths: Paths,
         #[serde(default)]
         pub embedding: Embedding,
+        #[serde(default)]
+        pub cache: Cache,
         // Sections of the original that this tool accepts whole but does not use.
         #[allow(dead_code)]
         pub themes: Option<serde_json::Value>,
@@ -142,6 +144,11 @@ mod raw {
     }
 
     #[derive(Debug, Default, Deserialize)]
+    pub struct Cache {
+        pub path: Option<String>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
     pub struct Local {
         pub model_dir: Option<String>,
     }
@@ -210,6 +217,8 @@ pub struct OutputSettings {
     pub reports_dir: PathBuf,
     pub cache_dir: PathBuf,
     pub csv_precision: usize,
+    /// The embedding cache database (`cache.path`, default `<paths.cache>/embeddings.sqlite3`).
+    pub cache_db: PathBuf,
     pub embedding_cache_file: PathBuf,
     pub puzzle_embeddings_file: PathBuf,
 }
@@ -443,11 +452,16 @@ impl Config {
                     .unwrap_or("puzzle_embeddings.csv"),
             )?,
         );
+        let cache_db = match &p.cache.path {
+            Some(file) => PathBuf::from(v.non_empty("cache.path", file)?),
+            None => cache_dir.join("embeddings.sqlite3"),
+        };
         let output = OutputSettings {
             outputs_dir,
             reports_dir,
             cache_dir,
             csv_precision,
+            cache_db,
             embedding_cache_file,
             puzzle_embeddings_file,
         };
@@ -492,6 +506,27 @@ impl Config {
             candidates_file,
             unknown_keys,
         })
+    }
+}
+
+impl Config {
+    /// The embedding space a run with this config fills, as far as the config tells: the
+    /// OpenAI-compatible provider's dimension is known only from its server.
+    pub fn space(&self) -> Option<crate::embed::Space> {
+        use crate::embed::{Space, local};
+        match &self.provider {
+            ProviderSettings::Local { .. } => Some(Space {
+                model_id: local::MODEL_ID.into(),
+                dimension: local::DIMENSION,
+                task_type: local::TASK_TYPE.into(),
+            }),
+            ProviderSettings::Gemini => Some(Space {
+                model_id: self.gemini.model_id.clone(),
+                dimension: self.gemini.embedding_dimension,
+                task_type: self.gemini.task_type.clone(),
+            }),
+            ProviderSettings::Openai { .. } => None,
+        }
     }
 }
 

@@ -12,6 +12,9 @@
 //! - [`embed`]: the [`embed::Provider`] trait and its backends ([`embed::local`],
 //!   [`embed::gemini`], [`embed::openai`]), and the [`embed::service`] that puts the [`cache`],
 //!   request coalescing, retries and the [`limit`]er in front of a provider.
+//! - [`cache`]: vectors already paid for: memory in front of an SQLite database, and the
+//!   Python pipeline's cache CSVs in and out.
+//! - [`journal`]: each finished theme result, so a killed run resumes with what is left.
 //! - [`assemble`]: each puzzle's words chosen jointly (no word twice), with a quality margin.
 //! - [`report`]: the output files, with the original names and shapes, written atomically.
 //! - [`pipeline`]: the only module that knows the order of the steps above.
@@ -25,6 +28,7 @@ pub mod config;
 pub mod embed;
 pub mod engine;
 pub mod input;
+pub mod journal;
 pub mod limit;
 pub mod pipeline;
 pub mod plan;

@@ -44,6 +44,65 @@ enum Command {
     /// The API key is read from the environment variable named by gemini.api_key_env (or
     /// embedding.openai.api_key_env); it is never written anywhere.
     Run(RunArgs),
+    /// Look after the embedding cache: the SQLite database every run reads first and adds to
+    /// (default <paths.cache>/embeddings.sqlite3; the `cache.path` setting overrides it).
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Bring a cache CSV of the Python pipeline into the database. Both layouts are read,
+    /// told apart by their header: `word,theme,word_type,similarity_to_theme,timestamp,
+    /// embedding_dim_1..N` and `theme,word,word_type,similarity_to_theme,rank,
+    /// embedding_dim_1..N`. Rows that cannot be read are listed with their line numbers and
+    /// skipped; the good rows are kept. Texts already in the database keep their vector.
+    Import {
+        /// The CSV file to read.
+        file: PathBuf,
+        #[command(flatten)]
+        target: CacheTarget,
+    },
+    /// Write the vectors of one embedding space as a CSV in the Python cache backup layout
+    /// (`word,theme,word_type,similarity_to_theme,timestamp,embedding_dim_1..N`), full
+    /// precision.
+    Export {
+        /// The CSV file to write (replaced atomically).
+        #[arg(short, long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        target: CacheTarget,
+    },
+    /// Entries per embedding space (model, dimension, task type), size on disk, and the hit
+    /// rate of the last run.
+    Stats {
+        #[command(flatten)]
+        target: CacheTarget,
+    },
+}
+
+/// Which database and which embedding space a cache command works on.
+#[derive(clap::Args)]
+struct CacheTarget {
+    /// The params.yaml whose cache database (cache.path or <paths.cache>/embeddings.sqlite3)
+    /// and embedding space (gemini.model_id, embedding_dimension, task_type; or the local
+    /// model's) to use.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The cache database; overrides the config's (default cache/embeddings.sqlite3).
+    #[arg(long, value_name = "FILE")]
+    db: Option<PathBuf>,
+    /// Model id of the vectors; overrides the config's.
+    #[arg(long, value_name = "ID")]
+    model: Option<String>,
+    /// Vector size; overrides the config's.
+    #[arg(long, value_name = "N")]
+    dimension: Option<usize>,
+    /// Task type of the vectors; overrides the config's (default SEMANTIC_SIMILARITY).
+    #[arg(long, value_name = "NAME")]
+    task_type: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -98,7 +157,10 @@ struct Failure {
 }
 
 fn run(cli: Cli) -> Result<ExitCode, Failure> {
-    let Command::Run(args) = cli.command;
+    let args = match cli.command {
+        Command::Run(args) => args,
+        Command::Cache { command } => return cache_command(command),
+    };
     let overrides = Overrides {
         themes: args.themes,
         candidates: args.candidates,
@@ -149,6 +211,175 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Some(Stop::Interrupted) => Ok(ExitCode::from(130)),
         None if summary.puzzles_failed > 0 => Ok(ExitCode::from(1)),
         None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+fn cache_command(command: CacheCommand) -> Result<ExitCode, Failure> {
+    use puzzlegen::cache::csv;
+    use puzzlegen::cache::store::Store;
+    let user = |message: String| Failure { message, code: 2 };
+    let failed = |e: &dyn std::fmt::Display| Failure {
+        message: e.to_string(),
+        code: if e.to_string().contains("damaged") {
+            2
+        } else {
+            3
+        },
+    };
+    match command {
+        CacheCommand::Import { file, target } => {
+            let (db, space) = target.resolve(true)?;
+            let space = space.expect("resolve(true) gives a space");
+            // Check the file before the database is created or touched.
+            csv::inspect(&file, space.dimension).map_err(|e| user(e.to_string()))?;
+            let mut store = Store::open(&db).map_err(|e| failed(&e))?;
+            let r = csv::import(&file, &mut store, &space).map_err(|e| failed(&e))?;
+            for bad in &r.bad {
+                eprintln!(
+                    "{}: line {}: {} (skipped)",
+                    file.display(),
+                    bad.line,
+                    bad.reason
+                );
+            }
+            println!(
+                "{}: {} row(s) read ({}): {} added, {} already in the cache, {} skipped",
+                file.display(),
+                r.rows,
+                r.layout,
+                r.added,
+                r.already_present,
+                r.bad.len()
+            );
+            println!(
+                "cache: {} ({} / {} / {})",
+                db.display(),
+                space.model_id,
+                space.dimension,
+                space.task_type
+            );
+            Ok(if r.bad.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        CacheCommand::Export { out, target } => {
+            let (db, space) = target.resolve(true)?;
+            let space = space.expect("resolve(true) gives a space");
+            let store = existing_store(&db)?;
+            let n = csv::export(&store, &space, &out).map_err(|e| failed(&e))?;
+            println!(
+                "{}: {n} embedding(s) of {} / {} / {}",
+                out.display(),
+                space.model_id,
+                space.dimension,
+                space.task_type
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        CacheCommand::Stats { target } => {
+            let (db, _) = target.resolve(false)?;
+            let store = existing_store(&db)?;
+            let spaces = store.spaces().map_err(|e| failed(&e))?;
+            println!("cache:   {}", db.display());
+            println!(
+                "size:    {:.1} MiB on disk",
+                store.size_on_disk() as f64 / (1024.0 * 1024.0)
+            );
+            if spaces.is_empty() {
+                println!("entries: none");
+            }
+            for s in &spaces {
+                println!(
+                    "entries: {:>9}  {} / {} / {}",
+                    s.entries, s.space.model_id, s.space.dimension, s.space.task_type
+                );
+            }
+            match store.last_run().map_err(|e| failed(&e))? {
+                None => println!("last run: none recorded"),
+                Some(r) => println!(
+                    "last run: {} ({} / {}): {} of {} texts from the cache ({:.1}% hit rate), \
+                     {} embedded",
+                    r.finished_at,
+                    r.space.model_id,
+                    r.space.dimension,
+                    r.cache_hits,
+                    r.lookups,
+                    if r.lookups == 0 {
+                        0.0
+                    } else {
+                        r.cache_hits as f64 * 100.0 / r.lookups as f64
+                    },
+                    r.texts_embedded
+                ),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Opens a cache database that must already exist.
+fn existing_store(db: &std::path::Path) -> Result<puzzlegen::cache::store::Store, Failure> {
+    if !db.is_file() {
+        return Err(Failure {
+            message: format!(
+                "{}: no cache database here (give --db FILE or --config params.yaml)",
+                db.display()
+            ),
+            code: 2,
+        });
+    }
+    puzzlegen::cache::store::Store::open_existing(db).map_err(|e| Failure {
+        message: e.to_string(),
+        code: 2,
+    })
+}
+
+impl CacheTarget {
+    /// The database and (if `need_space`, or if the flags and config tell) the space.
+    fn resolve(
+        self,
+        need_space: bool,
+    ) -> Result<(PathBuf, Option<puzzlegen::embed::Space>), Failure> {
+        let user = |message: String| Failure { message, code: 2 };
+        let config = match &self.config {
+            Some(path) => {
+                Some(Config::load(path, &Overrides::default()).map_err(|e| user(e.to_string()))?)
+            }
+            None => None,
+        };
+        let db = self
+            .db
+            .or_else(|| config.as_ref().map(|c| c.output.cache_db.clone()))
+            .unwrap_or_else(|| PathBuf::from("cache/embeddings.sqlite3"));
+        let from_config = config.as_ref().and_then(Config::space);
+        let model = self
+            .model
+            .or_else(|| from_config.as_ref().map(|s| s.model_id.clone()));
+        let dimension = self
+            .dimension
+            .or_else(|| from_config.as_ref().map(|s| s.dimension));
+        let task_type = self
+            .task_type
+            .or_else(|| from_config.as_ref().map(|s| s.task_type.clone()))
+            .unwrap_or_else(|| "SEMANTIC_SIMILARITY".into());
+        let space = match (model, dimension) {
+            (Some(model_id), Some(dimension)) if dimension > 0 => Some(puzzlegen::embed::Space {
+                model_id,
+                dimension,
+                task_type,
+            }),
+            (_, Some(0)) => return Err(user("--dimension: expected a number > 0, got 0".into())),
+            _ if need_space => {
+                return Err(user(
+                    "which vectors? give --model ID and --dimension N, or --config params.yaml"
+                        .into(),
+                ));
+            }
+            _ => None,
+        };
+        Ok((db, space))
     }
 }
 

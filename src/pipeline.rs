@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::assemble::{Puzzle, assemble};
+use crate::cache::csv::CsvError;
+use crate::cache::store::{Store, StoreError};
+use crate::cache::{Cache, CloseError};
 use crate::config::{Config, ProviderSettings};
 use crate::embed::gemini::{GeminiOptions, GeminiProvider};
 use crate::embed::local::LocalProvider;
@@ -19,6 +22,7 @@ use crate::embed::service::{EmbeddingService, ServiceOptions, ServiceStats};
 use crate::embed::{EmbedError, Provider};
 use crate::engine::{Engine, ThemeOutcome};
 use crate::input::{InputError, Inputs};
+use crate::journal::{self, Journal, JournalError};
 use crate::limit::LimitSettings;
 use crate::plan::{Plan, PlanError};
 use crate::progress::{Progress, ProgressMode};
@@ -50,6 +54,14 @@ pub enum RunError {
     #[error("{0}")]
     Provider(EmbedError),
     #[error(transparent)]
+    Cache(#[from] StoreError),
+    #[error(transparent)]
+    Import(#[from] CsvError),
+    #[error(transparent)]
+    CacheClose(#[from] CloseError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
     Output(#[from] OutputError),
 }
 
@@ -57,7 +69,11 @@ impl RunError {
     /// True for mistakes in the user's configuration or inputs (exit code 2).
     pub fn is_user_error(&self) -> bool {
         match self {
-            RunError::Output(_) => false,
+            RunError::Output(_) | RunError::CacheClose(_) | RunError::Journal(_) => false,
+            RunError::Cache(e) => {
+                matches!(e, StoreError::Damaged { .. } | StoreError::TooNew { .. })
+            }
+            RunError::Import(e) => matches!(e, CsvError::Header { .. } | CsvError::Damaged { .. }),
             RunError::Provider(e) => {
                 matches!(e, EmbedError::Setup(_) | EmbedError::Rejected { .. })
             }
@@ -80,6 +96,8 @@ pub enum Stop {
 pub struct Summary {
     pub themes_ok: usize,
     pub themes_failed: usize,
+    /// Themes taken from the journal of an earlier, interrupted run.
+    pub themes_resumed: usize,
     pub puzzles_ok: usize,
     pub puzzles_failed: usize,
     pub spares_used: usize,
@@ -104,8 +122,15 @@ impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "themes:  {} ok, {} failed ({} spare theme(s) used)",
-            self.themes_ok, self.themes_failed, self.spares_used
+            "themes:  {} ok, {} failed ({} spare theme(s) used{})",
+            self.themes_ok,
+            self.themes_failed,
+            self.spares_used,
+            if self.themes_resumed > 0 {
+                format!(", {} resumed from the journal", self.themes_resumed)
+            } else {
+                String::new()
+            }
         )?;
         writeln!(
             f,
@@ -223,7 +248,39 @@ pub async fn run(
     let inputs = Inputs::load(&config.themes_file, &config.candidates_file)?;
     let plan = make_plan(config, &inputs)?;
     let provider = build_provider(config).await?;
-    run_with(config, inputs, plan, provider, progress, stop).await
+    let cache = open_cache(config, provider.space())?;
+    run_with(config, inputs, plan, provider, cache, progress, stop).await
+}
+
+/// Opens the cache database the config names. On the first run (no database yet) an existing
+/// CSV at `output.embedding_cache_file` (the Python pipeline's cache) is imported first.
+pub fn open_cache(config: &Config, space: &crate::embed::Space) -> Result<Cache, RunError> {
+    let db = &config.output.cache_db;
+    let csv = &config.output.embedding_cache_file;
+    if !db.exists() && csv.is_file() {
+        // Checked before the database is created, so a refused file is tried again next run.
+        crate::cache::csv::inspect(csv, space.dimension)?;
+        let mut store = Store::open(db)?;
+        let r = crate::cache::csv::import(csv, &mut store, space)?;
+        tracing::info!(
+            "first run with a cache database: imported {} embedding(s) from {} ({}) into {}",
+            r.added,
+            csv.display(),
+            r.layout,
+            db.display()
+        );
+        if !r.bad.is_empty() {
+            let lines: Vec<String> = r.bad.iter().take(5).map(|b| b.line.to_string()).collect();
+            tracing::warn!(
+                "{}: {} row(s) skipped (lines {}{}); `puzzlegen cache import` lists them all",
+                csv.display(),
+                r.bad.len(),
+                lines.join(", "),
+                if r.bad.len() > 5 { ", ..." } else { "" }
+            );
+        }
+    }
+    Ok(Cache::open(db, space.clone())?)
 }
 
 /// Checks the inputs against the config and plans the slots.
@@ -273,18 +330,38 @@ pub fn make_plan(config: &Config, inputs: &Inputs) -> Result<Plan, RunError> {
     Ok(plan)
 }
 
-/// Runs the job on an already built provider (tests pass a fake one here).
+/// Runs the job on an already built provider and cache (tests pass a fake provider here).
 pub async fn run_with(
     config: &Config,
     inputs: Inputs,
     plan: Plan,
     provider: Arc<dyn Provider>,
+    cache: Cache,
     progress: ProgressMode,
     stop: CancellationToken,
 ) -> Result<Summary, RunError> {
     let started = Instant::now();
-    let service = Arc::new(EmbeddingService::new(provider, service_options(config)));
-    let worker = ThemeWorker::new(Arc::clone(&service), config.puzzle.words_per_theme);
+    let journal = Arc::new(Journal::open(
+        &config.output.outputs_dir.join(journal::FILE_NAME),
+        provider.space(),
+    )?);
+    if !journal.is_empty() {
+        tracing::info!(
+            "resuming: the run journal holds {} finished theme(s)",
+            journal.len()
+        );
+    }
+    let service = Arc::new(EmbeddingService::with_cache(
+        provider,
+        service_options(config),
+        cache,
+    ));
+    let worker = ThemeWorker::new(
+        Arc::clone(&service),
+        config.puzzle.words_per_theme,
+        Some(Arc::clone(&journal)),
+    );
+    let resumed = worker.clone();
 
     // Every distinct planned theme, once; all their texts queued up front so that requests
     // go out full and as fast as the limiter allows.
@@ -425,6 +502,10 @@ pub async fn run_with(
     // Requests still in flight (a late theme's) may finish and be kept; nothing outlives this.
     service.shutdown(SHUTDOWN_GRACE).await;
     let stats = service.stats();
+    service
+        .cache()
+        .record_run(stats.lookups, stats.cache_hits, stats.texts_embedded);
+    service.cache().close()?;
     let elapsed = started.elapsed();
     let stop = match service.fatal_error() {
         Some(e) => Some(Stop::Fatal(e)),
@@ -444,9 +525,14 @@ pub async fn run_with(
     };
     theme_csv.finish()?;
     let files = report::write_all(&record)?;
+    if stop.is_none() {
+        // Every theme was tried and the outputs are written: nothing left to resume.
+        journal.remove();
+    }
     Ok(Summary {
         themes_ok: themes_ok.len(),
         themes_failed: themes_failed.len(),
+        themes_resumed: resumed.resumed(),
         puzzles_ok: puzzles.len(),
         puzzles_failed: failed_puzzles.len(),
         spares_used: replacements.len(),

@@ -8,9 +8,13 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::cache::key;
+use crate::cache::store::Annotation;
 use crate::embed::service::EmbeddingService;
 use crate::embed::{EmbedError, Vector, cosine};
+use crate::journal::Journal;
 
 /// The identity of a word for deduplication: trimmed, lowercased, trailing `s` removed, so
 /// `Spoon`, `spoon` and `spoons` share one key (the naive plural rule, made transitive).
@@ -79,19 +83,34 @@ pub fn texts_of(theme: &str, usable: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// Scores themes against their candidates through a shared [`EmbeddingService`].
+/// Scores themes against their candidates through a shared [`EmbeddingService`], recording
+/// each result in the run [`Journal`] (if any) and taking results a killed run already finished
+/// from it.
 #[derive(Clone)]
 pub struct ThemeWorker {
     service: Arc<EmbeddingService>,
     words_per_theme: usize,
+    journal: Option<Arc<Journal>>,
+    resumed: Arc<AtomicUsize>,
 }
 
 impl ThemeWorker {
-    pub fn new(service: Arc<EmbeddingService>, words_per_theme: usize) -> ThemeWorker {
+    pub fn new(
+        service: Arc<EmbeddingService>,
+        words_per_theme: usize,
+        journal: Option<Arc<Journal>>,
+    ) -> ThemeWorker {
         ThemeWorker {
             service,
             words_per_theme,
+            journal,
+            resumed: Arc::default(),
         }
+    }
+
+    /// Themes taken from the journal rather than computed.
+    pub fn resumed(&self) -> usize {
+        self.resumed.load(Ordering::Relaxed)
     }
 
     /// Ranks `candidates` (or fails if there are none or too few) by similarity to `theme`.
@@ -107,11 +126,20 @@ impl ThemeWorker {
                 needed: self.words_per_theme,
             });
         }
+        if let Some(result) = self
+            .journal
+            .as_ref()
+            .and_then(|j| j.restore(theme, &words, self.service.cache()))
+        {
+            self.resumed.fetch_add(1, Ordering::Relaxed);
+            return Ok(result);
+        }
         let texts = texts_of(theme, &words);
         let mut vectors = self.service.embed(&texts).await?.into_iter();
         let theme_vector = vectors.next().expect("one vector per text");
         let mut ranked: Vec<ScoredWord> = words
-            .into_iter()
+            .iter()
+            .cloned()
             .zip(vectors)
             .map(|(word, vector)| ScoredWord {
                 similarity: cosine(&theme_vector, &vector),
@@ -121,12 +149,36 @@ impl ThemeWorker {
             .collect();
         // Stable: equal scores keep the input order.
         ranked.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
-        Ok(ThemeResult {
+        let result = ThemeResult {
             theme: theme.to_owned(),
             vector: theme_vector,
             ranked,
-        })
+        };
+        self.service.cache().annotate(annotations(&result));
+        if let Some(journal) = &self.journal
+            && let Err(e) = journal.record(&result, &words)
+        {
+            tracing::warn!("{e} (a restart will recompute this theme from the cache)");
+        }
+        Ok(result)
     }
+}
+
+/// The cache metadata of a result's texts, as the Python cache CSV had it.
+fn annotations(r: &ThemeResult) -> Vec<Annotation> {
+    std::iter::once(Annotation {
+        key: key(&r.theme),
+        theme: r.theme.clone(),
+        word_type: "theme",
+        similarity: 1.0,
+    })
+    .chain(r.ranked.iter().map(|w| Annotation {
+        key: key(&w.word),
+        theme: r.theme.clone(),
+        word_type: "candidate",
+        similarity: w.similarity,
+    }))
+    .collect()
 }
 
 #[cfg(test)]
@@ -158,7 +210,7 @@ mod tests {
             Arc::new(FakeProvider::new(8, 100)),
             crate::embed::service::ServiceOptions::unlimited(),
         ));
-        let worker = ThemeWorker::new(service, 2);
+        let worker = ThemeWorker::new(service, 2, None);
         let r = worker
             .process(
                 "Cutlery",

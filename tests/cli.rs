@@ -42,8 +42,14 @@ fn assert_user_error(cmd: &mut Command, needle: &str) {
 fn example_run_makes_twelve_valid_puzzles() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    puzzlegen(&common::repo_file(""))
-        .args(["run", "--config", "examples/params.yaml", "--quiet"])
+    // Run in a fresh directory so the cache (paths.cache: cache) starts empty.
+    puzzlegen(dir.path())
+        .args(["run", "--quiet", "--config"])
+        .arg(common::repo_file("examples/params.yaml"))
+        .arg("--themes")
+        .arg(common::repo_file("examples/selected_themes.json"))
+        .arg("--candidates")
+        .arg(common::repo_file("examples/candidate_words.json"))
         .arg("--out")
         .arg(&out)
         .arg("--model-dir")

@@ -375,6 +375,9 @@ async fn process(
         return api.unavailable();
     }
 
+    if fault.is_none() {
+        shared.pass_gate().await;
+    }
     let mut body = api.success_body(&batch, fault);
     if fault.is_some() {
         shared.finish(Outcome::Faulty);

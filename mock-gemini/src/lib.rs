@@ -231,6 +231,19 @@ impl Handle {
     pub fn config(&self) -> &MockConfig {
         &self.shared.config
     }
+
+    /// Answers at most `limit` requests successfully (counted since start or the last
+    /// [`reset_stats`](Self::reset_stats)); later ones wait, unanswered and uncounted, until
+    /// the limit is raised or lifted (`None`), the server stops or the client goes away. Tests
+    /// use it to stop a client at a known point before killing it.
+    pub fn hold_after(&self, limit: Option<u64>) {
+        self.shared.hold_after(limit);
+    }
+
+    /// Requests waiting at the [`hold_after`](Self::hold_after) gate now.
+    pub fn held(&self) -> u64 {
+        self.shared.held()
+    }
 }
 
 impl std::ops::Deref for MockServer {

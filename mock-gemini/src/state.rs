@@ -16,6 +16,8 @@ pub(crate) struct Shared {
     quota: Mutex<QuotaState>,
     seq: AtomicU64,
     shutdown: watch::Receiver<bool>,
+    /// Successful answers allowed (since start or the last reset); `None`: no limit.
+    gate: watch::Sender<Option<u64>>,
 }
 
 #[derive(Default)]
@@ -31,6 +33,10 @@ struct StatsState {
     faults_injected: u64,
     peak_concurrency: u64,
     in_flight: u64,
+    /// Successful answers let through the gate.
+    ok_admitted: u64,
+    /// Requests waiting at the gate now.
+    held: u64,
     distinct: HashSet<String>,
     /// (arrival, texts) of every request received, in arrival order.
     arrivals: Vec<(Instant, u64)>,
@@ -74,6 +80,18 @@ pub(crate) enum Outcome<'a> {
     Ok(&'a [String]),
     Status(u16),
     Faulty,
+}
+
+/// Takes a request off the held count if its future is dropped (client gone) while waiting.
+struct HeldGuard<'a> {
+    shared: &'a Shared,
+}
+
+impl Drop for HeldGuard<'_> {
+    fn drop(&mut self) {
+        let mut s = self.shared.lock_stats();
+        s.held = s.held.saturating_sub(1);
+    }
 }
 
 /// Counts a request as in progress while alive (also when its future is
@@ -121,6 +139,43 @@ impl Shared {
             quota: Mutex::default(),
             seq: AtomicU64::new(0),
             shutdown,
+            gate: watch::Sender::new(None),
+        }
+    }
+
+    /// Lets at most `limit` successful answers through (counted since start or the last
+    /// reset); later ones wait until the limit is raised, the server shuts down or the client
+    /// goes away. `None` lifts the limit.
+    pub(crate) fn hold_after(&self, limit: Option<u64>) {
+        self.gate.send_replace(limit);
+    }
+
+    /// Waits at the gate for the right to answer successfully.
+    pub(crate) async fn pass_gate(&self) {
+        let mut rx = self.gate.subscribe();
+        let mut waiting = false;
+        loop {
+            {
+                let limit = *rx.borrow_and_update();
+                let mut s = self.lock_stats();
+                if limit.is_none_or(|n| s.ok_admitted < n) {
+                    s.ok_admitted += 1;
+                    if waiting {
+                        s.held -= 1;
+                    }
+                    return;
+                }
+                if !waiting {
+                    waiting = true;
+                    s.held += 1;
+                }
+            }
+            let _guard = HeldGuard { shared: self };
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return },
+                _ = self.shutting_down() => return,
+            }
+            std::mem::forget(_guard);
         }
     }
 
@@ -205,8 +260,10 @@ impl Shared {
     pub(crate) fn reset_stats(&self) {
         let mut s = self.lock_stats();
         let in_flight = s.in_flight;
+        let held = s.held;
         *s = StatsState {
             in_flight,
+            held,
             ..StatsState::default()
         };
     }
@@ -285,6 +342,10 @@ impl Shared {
     }
 
     /// Resolves when the server is shutting down (or was dropped).
+    pub(crate) fn held(&self) -> u64 {
+        self.lock_stats().held
+    }
+
     pub(crate) async fn shutting_down(&self) {
         let mut rx = self.shutdown.clone();
         let _ = rx.wait_for(|stop| *stop).await;

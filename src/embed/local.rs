@@ -30,6 +30,12 @@ pub const MICRO_BATCH: usize = 32;
 /// Model id recorded in the cache namespace and the reports.
 pub const MODEL_ID: &str = "sentence-transformers/all-MiniLM-L6-v2";
 
+/// The task type the local model's cache entries are filed under.
+pub const TASK_TYPE: &str = "sentence-similarity";
+
+/// The vector size of all-MiniLM-L6-v2 (its config.json `hidden_size`).
+pub const DIMENSION: usize = 384;
+
 /// The loaded model and tokenizer; `embed_blocking` is synchronous and CPU-bound.
 pub struct LocalModel {
     model: BertModel,
@@ -87,7 +93,7 @@ impl LocalModel {
             space: Space {
                 model_id: MODEL_ID.to_owned(),
                 dimension: config.hidden_size,
-                task_type: "sentence-similarity".to_owned(),
+                task_type: TASK_TYPE.to_owned(),
             },
             micro_batch: MICRO_BATCH,
             pools: single_thread_pools().map_err(|e| setup("thread pools", &e))?,

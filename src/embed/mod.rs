@@ -25,6 +25,16 @@ pub struct Space {
     pub task_type: String,
 }
 
+/// A small space for unit tests: model `m`, task type `t`.
+#[cfg(test)]
+pub(crate) fn test_space(dimension: usize) -> Space {
+    Space {
+        model_id: "m".into(),
+        dimension,
+        task_type: "t".into(),
+    }
+}
+
 /// Why a batch could not be embedded. The variant decides what the service does next:
 /// retry, wait for the server, or stop the run.
 #[derive(Debug, Clone, thiserror::Error)]

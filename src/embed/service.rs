@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{EmbedError, Provider, Space, Vector, check_answer};
-use crate::cache::MemoryCache;
+use crate::cache::{self, Cache};
 use crate::limit::{LimitSettings, Limiter, RpmCounts, estimate_tokens};
 
 /// How the service talks to its provider.
@@ -97,7 +97,7 @@ type Reply = oneshot::Sender<Result<Vector, EmbedError>>;
 
 struct Inner {
     provider: Arc<dyn Provider>,
-    cache: MemoryCache,
+    cache: Cache,
     /// Texts queued or in flight, with everyone waiting for them.
     waiting: Mutex<HashMap<String, Vec<Reply>>>,
     limiter: Limiter,
@@ -129,14 +129,26 @@ pub struct EmbeddingService {
 }
 
 impl EmbeddingService {
-    /// Starts the service (its batcher runs on the current tokio runtime).
+    /// Starts the service with a cache that lives only as long as it does.
     pub fn new(provider: Arc<dyn Provider>, options: ServiceOptions) -> EmbeddingService {
+        let cache = Cache::in_memory(provider.space().clone());
+        Self::with_cache(provider, options, cache)
+    }
+
+    /// Starts the service in front of `cache` (its batcher runs on the current tokio
+    /// runtime). The cache must be of the provider's space.
+    pub fn with_cache(
+        provider: Arc<dyn Provider>,
+        options: ServiceOptions,
+        cache: Cache,
+    ) -> EmbeddingService {
+        assert_eq!(cache.space(), provider.space(), "cache of another space");
         let max_batch = options
             .limits
             .max_batch(provider.max_batch().min(options.batch_size));
         let stopped = CancellationToken::new();
         let inner = Arc::new(Inner {
-            cache: MemoryCache::new(provider.space().clone()),
+            cache,
             limiter: Limiter::new(&options.limits, max_batch),
             provider,
             waiting: Mutex::new(HashMap::new()),
@@ -169,6 +181,11 @@ impl EmbeddingService {
         self.inner.cache.space()
     }
 
+    /// The cache in front of the provider.
+    pub fn cache(&self) -> &Cache {
+        &self.inner.cache
+    }
+
     /// The error that stopped the service, if one did.
     pub fn fatal_error(&self) -> Option<EmbedError> {
         self.inner
@@ -185,7 +202,8 @@ impl EmbeddingService {
         let _ = self.enqueue(texts);
     }
 
-    /// One vector per text, in order.
+    /// One vector per text, in order. Texts are embedded (and cached) in their
+    /// [`cache::key`] form.
     pub async fn embed(&self, texts: &[String]) -> Result<Vec<Vector>, EmbedError> {
         let (mut found, receivers) = self.enqueue(texts)?;
         for (i, rx) in receivers {
@@ -222,6 +240,8 @@ impl EmbeddingService {
         if let Some(e) = self.fatal_error() {
             return Err(e);
         }
+        let keys: Vec<String> = texts.iter().map(|t| cache::key(t)).collect();
+        let texts = &keys[..];
         let mut found = inner.cache.get_many(texts);
         let mut positions: HashMap<&str, Vec<usize>> = HashMap::new();
         for (i, text) in texts.iter().enumerate() {
@@ -245,7 +265,7 @@ impl EmbeddingService {
         let mut waiting = inner.waiting.lock().unwrap_or_else(|e| e.into_inner());
         for (text, slots) in positions {
             // Answered since the first look (dispatch fills the cache before replying).
-            if let Some(v) = inner.cache.get_many(&[text.to_owned()]).pop().flatten() {
+            if let Some(v) = inner.cache.get_in_memory(text) {
                 for &s in &slots {
                     found[s] = Some(v.clone());
                 }

@@ -1,0 +1,299 @@
+//! The embedding cache: vectors already paid for, keyed by normalised text within one
+//! embedding space.
+//!
+//! A [`Cache`] belongs to exactly one [`Space`] (model id, dimension, task type), so vectors of
+//! one model never answer for another. It has two layers:
+//!
+//! - memory: every vector this run has seen, shared by every theme in flight;
+//! - the durable [`store`] (SQLite, WAL), read one key at a time on a memory miss and written
+//!   by a [`writer`] thread that commits each answer within milliseconds.
+//!
+//! [`csv`] brings the Python pipeline's cache files in and writes them out again.
+
+pub mod csv;
+pub mod store;
+pub mod writer;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::embed::{Space, Vector};
+use store::{Annotation, Row, Store, StoreError};
+use writer::Writer;
+
+/// The cache key of a text, which is also the text sent to the provider: surrounding
+/// whitespace removed and inner runs of whitespace made one space. Case is kept: embedding
+/// models tell `Turkey` from `turkey`.
+pub fn key(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for part in text.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(part);
+    }
+    out
+}
+
+/// How the durable layer ended (see [`Cache::close`]).
+#[derive(Debug, Default)]
+pub struct Closed {
+    /// Rows newly committed by this run.
+    pub written: u64,
+    /// Where rows that could not be committed were saved instead (import them later).
+    pub rescued: Option<PathBuf>,
+}
+
+struct Durable {
+    path: PathBuf,
+    reader: Mutex<Store>,
+    writer: Mutex<Option<Writer>>,
+}
+
+/// Texts to vectors for one embedding space, safe to share between tasks.
+pub struct Cache {
+    space: Space,
+    memory: Mutex<HashMap<String, Vector>>,
+    durable: Option<Durable>,
+}
+
+impl Cache {
+    /// A cache that lives only as long as the run (tests, benchmarks).
+    pub fn in_memory(space: Space) -> Cache {
+        Cache {
+            space,
+            memory: Mutex::new(HashMap::new()),
+            durable: None,
+        }
+    }
+
+    /// A cache backed by the database at `path` (created if missing). Nothing is read yet.
+    pub fn open(path: &Path, space: Space) -> Result<Cache, StoreError> {
+        let reader = Store::open(path)?;
+        let writer = Writer::start(Store::open(path)?, space.clone());
+        Ok(Cache {
+            space,
+            memory: Mutex::new(HashMap::new()),
+            durable: Some(Durable {
+                path: path.to_owned(),
+                reader: Mutex::new(reader),
+                writer: Mutex::new(Some(writer)),
+            }),
+        })
+    }
+
+    pub fn space(&self) -> &Space {
+        &self.space
+    }
+
+    /// The database file, if the cache has one.
+    pub fn path(&self) -> Option<&Path> {
+        self.durable.as_ref().map(|d| d.path.as_path())
+    }
+
+    /// The cached vector of each key, `None` where it is missing. Memory first, then the
+    /// store; what the store had is kept in memory for the rest of the run.
+    pub fn get_many(&self, keys: &[String]) -> Vec<Option<Vector>> {
+        let mut found = {
+            let memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+            keys.iter()
+                .map(|k| memory.get(k).cloned())
+                .collect::<Vec<_>>()
+        };
+        let Some(d) = &self.durable else {
+            return found;
+        };
+        let missing: Vec<usize> = (0..keys.len()).filter(|&i| found[i].is_none()).collect();
+        if missing.is_empty() {
+            return found;
+        }
+        let wanted: Vec<String> = missing.iter().map(|&i| keys[i].clone()).collect();
+        let stored = d
+            .reader
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_many(&self.space, &wanted);
+        match stored {
+            Ok(stored) => {
+                let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+                for (i, v) in missing.into_iter().zip(stored) {
+                    if let Some(v) = v {
+                        memory.insert(keys[i].clone(), v.clone());
+                        found[i] = Some(v);
+                    }
+                }
+            }
+            // A read error costs requests, never results: the texts are embedded again.
+            Err(e) => tracing::warn!("cache: lookup failed, treating as missing: {e}"),
+        }
+        found
+    }
+
+    /// The vector of `key` if this run already has it in memory.
+    pub fn get_in_memory(&self, key: &str) -> Option<Vector> {
+        self.memory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    /// Stores new vectors (same order as `keys`): in memory at once, on disk within
+    /// milliseconds.
+    pub fn insert_many(&self, keys: &[String], vectors: &[Vector]) {
+        {
+            let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+            for (k, v) in keys.iter().zip(vectors) {
+                memory.insert(k.clone(), v.clone());
+            }
+        }
+        self.with_writer(|w| {
+            for (k, v) in keys.iter().zip(vectors) {
+                w.put(Row {
+                    key: k.clone(),
+                    word: k.clone(),
+                    theme: None,
+                    word_type: None,
+                    similarity: None,
+                    timestamp: None,
+                    vector: v.clone(),
+                });
+            }
+        });
+    }
+
+    /// Records the theme, word type and similarity of stored rows that have none yet.
+    pub fn annotate(&self, notes: Vec<Annotation>) {
+        self.with_writer(|w| notes.into_iter().for_each(|n| w.annotate(n)));
+    }
+
+    /// Waits until everything inserted so far is on disk.
+    pub fn flush(&self) {
+        self.with_writer(Writer::flush);
+    }
+
+    fn with_writer(&self, f: impl FnOnce(&Writer)) {
+        if let Some(d) = &self.durable
+            && let Some(w) = d.writer.lock().unwrap_or_else(|e| e.into_inner()).as_ref()
+        {
+            f(w);
+        }
+    }
+
+    /// Records a finished run's counters for `cache stats`.
+    pub fn record_run(&self, lookups: u64, cache_hits: u64, texts_embedded: u64) {
+        if let Some(d) = &self.durable {
+            let r = d
+                .reader
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .record_run(&self.space, lookups, cache_hits, texts_embedded);
+            if let Err(e) = r {
+                tracing::warn!("cache: cannot record the run's hit rate: {e}");
+            }
+        }
+    }
+
+    /// Commits everything queued and stops the writer. Rows the store refused are written to
+    /// `<database>.unsaved-<unix time>.csv` (the backup layout `cache import` reads), never
+    /// dropped. Later inserts stay in memory only.
+    pub fn close(&self) -> Result<Closed, CloseError> {
+        let Some(d) = &self.durable else {
+            return Ok(Closed::default());
+        };
+        let Some(writer) = d.writer.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return Ok(Closed::default());
+        };
+        let report = writer.finish();
+        let mut closed = Closed {
+            written: report.written,
+            rescued: None,
+        };
+        if let Some(error) = report.error {
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let mut name = d.path.clone().into_os_string();
+            name.push(format!(".unsaved-{secs}.csv"));
+            let rescue = PathBuf::from(name);
+            csv::write_backup(&rescue, self.space.dimension, report.unsaved.iter()).map_err(
+                |source| CloseError::Rescue {
+                    error: error.to_string(),
+                    path: rescue.clone(),
+                    source,
+                },
+            )?;
+            tracing::error!(
+                "cache: {error}; the embeddings not stored were saved to {} (bring them back \
+                 with `puzzlegen cache import`)",
+                rescue.display()
+            );
+            closed.rescued = Some(rescue);
+        }
+        Ok(closed)
+    }
+}
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        if let Err(e) = self.close() {
+            tracing::error!("{e}");
+        }
+    }
+}
+
+/// Rows could be neither committed nor saved elsewhere.
+#[derive(Debug, thiserror::Error)]
+pub enum CloseError {
+    #[error("cache: {error}; saving the embeddings not stored to {path} failed too: {source}")]
+    Rescue {
+        error: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn space() -> Space {
+        crate::embed::test_space(2)
+    }
+
+    #[test]
+    fn keys_collapse_whitespace_but_keep_case() {
+        assert_eq!(key("  Rivers \t of\nEurope "), "Rivers of Europe");
+        assert_eq!(key("Turkey"), "Turkey");
+        assert_ne!(key("Turkey"), key("turkey"));
+    }
+
+    #[test]
+    fn vectors_outlive_the_cache_that_stored_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite3");
+        let v: Vector = Vector::from(vec![0.6f32, 0.8]);
+        {
+            let cache = Cache::open(&path, space()).unwrap();
+            cache.insert_many(&["a".into()], std::slice::from_ref(&v));
+            assert_eq!(cache.close().unwrap().written, 1);
+        }
+        let cache = Cache::open(&path, space()).unwrap();
+        let got = cache.get_many(&["a".into(), "b".into()]);
+        assert_eq!(got[0].as_deref(), Some(&[0.6f32, 0.8][..]));
+        assert!(got[1].is_none());
+        assert!(cache.get_in_memory("a").is_some(), "promoted to memory");
+        let other = Cache::open(
+            &path,
+            Space {
+                dimension: 2,
+                model_id: "other".into(),
+                task_type: "t".into(),
+            },
+        )
+        .unwrap();
+        assert!(other.get_many(&["a".into()])[0].is_none());
+    }
+}

@@ -1,0 +1,610 @@
+//! The durable embedding store: one SQLite database (WAL mode) that any number of puzzlegen
+//! processes, and Python's own `sqlite3` module, can open at the same time.
+//!
+//! Schema (version 1, `PRAGMA user_version = 1`), documented for users in the README:
+//!
+//! ```sql
+//! CREATE TABLE embeddings (
+//!     id                  INTEGER PRIMARY KEY,
+//!     model_id            TEXT    NOT NULL,  -- e.g. gemini-embedding-001
+//!     dimension           INTEGER NOT NULL,  -- e.g. 3072
+//!     task_type           TEXT    NOT NULL,  -- e.g. SEMANTIC_SIMILARITY
+//!     text_key            TEXT    NOT NULL,  -- the normalised text that was embedded
+//!     word                TEXT    NOT NULL,  -- the text as first written
+//!     theme               TEXT,              -- metadata of the Python cache CSV
+//!     word_type           TEXT,              -- 'theme' or 'candidate'
+//!     similarity_to_theme REAL,
+//!     timestamp           TEXT    NOT NULL,  -- when stored (ISO 8601 UTC, or as imported)
+//!     vector              BLOB    NOT NULL,  -- `dimension` little-endian f32
+//!     UNIQUE (model_id, dimension, task_type, text_key)
+//! );
+//! CREATE TABLE runs (...);  -- one row per finished run: lookups, cache hits (cache stats)
+//! ```
+//!
+//! Lookups go through the unique index, one row at a time: opening the store never reads it
+//! whole, so the time to the first lookup does not grow with its size.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use crate::embed::{Space, Vector};
+
+/// The schema version this build writes (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// How long a statement waits for another process's write lock before giving up.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS embeddings (
+    id                  INTEGER PRIMARY KEY,
+    model_id            TEXT    NOT NULL,
+    dimension           INTEGER NOT NULL,
+    task_type           TEXT    NOT NULL,
+    text_key            TEXT    NOT NULL,
+    word                TEXT    NOT NULL,
+    theme               TEXT,
+    word_type           TEXT,
+    similarity_to_theme REAL,
+    timestamp           TEXT    NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),
+    vector              BLOB    NOT NULL,
+    UNIQUE (model_id, dimension, task_type, text_key)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id             INTEGER PRIMARY KEY,
+    finished_at    TEXT    NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),
+    model_id       TEXT    NOT NULL,
+    dimension      INTEGER NOT NULL,
+    task_type      TEXT    NOT NULL,
+    lookups        INTEGER NOT NULL,
+    cache_hits     INTEGER NOT NULL,
+    texts_embedded INTEGER NOT NULL
+);
+";
+
+const LOOKUP: &str = "SELECT vector FROM embeddings \
+     WHERE model_id = ?1 AND dimension = ?2 AND task_type = ?3 AND text_key = ?4";
+
+const INSERT: &str = "INSERT INTO embeddings \
+     (model_id, dimension, task_type, text_key, word, theme, word_type, similarity_to_theme, \
+      timestamp, vector) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, \
+             coalesce(?9, strftime('%Y-%m-%dT%H:%M:%SZ', 'now')), ?10) \
+     ON CONFLICT (model_id, dimension, task_type, text_key) DO NOTHING";
+
+const ANNOTATE: &str = "UPDATE embeddings SET theme = ?5, word_type = ?6, similarity_to_theme = ?7 \
+     WHERE model_id = ?1 AND dimension = ?2 AND task_type = ?3 AND text_key = ?4 \
+       AND theme IS NULL";
+
+/// A store problem, always naming the database file.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "{path}: the cache database is damaged ({detail}); it was left as it is: move it \
+         aside (or restore a copy) and run again, or bring vectors back with \
+         `puzzlegen cache import`"
+    )]
+    Damaged { path: PathBuf, detail: String },
+    #[error(
+        "{path}: cache schema version {found} is newer than this puzzlegen understands \
+         ({SCHEMA_VERSION}); use a newer puzzlegen"
+    )]
+    TooNew { path: PathBuf, found: i64 },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Sql {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+}
+
+impl StoreError {
+    fn sql(path: &Path, source: rusqlite::Error) -> StoreError {
+        use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+        match source.sqlite_error_code() {
+            Some(DatabaseCorrupt | NotADatabase) => StoreError::Damaged {
+                path: path.to_owned(),
+                detail: source.to_string(),
+            },
+            _ => StoreError::Sql {
+                path: path.to_owned(),
+                source,
+            },
+        }
+    }
+}
+
+/// One embedding with the metadata of the Python cache CSV.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub key: String,
+    pub word: String,
+    pub theme: Option<String>,
+    pub word_type: Option<String>,
+    pub similarity: Option<f32>,
+    /// `None`: now.
+    pub timestamp: Option<String>,
+    pub vector: Vector,
+}
+
+/// Metadata learned when a theme finishes, for rows stored without it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Annotation {
+    pub key: String,
+    pub theme: String,
+    pub word_type: &'static str,
+    pub similarity: f32,
+}
+
+/// Entries of one embedding space (`cache stats`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpaceCount {
+    pub space: Space,
+    pub entries: u64,
+}
+
+/// The counters of the last finished run (`cache stats`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunCount {
+    pub finished_at: String,
+    pub space: Space,
+    pub lookups: u64,
+    pub cache_hits: u64,
+    pub texts_embedded: u64,
+}
+
+/// An open connection to the store.
+pub struct Store {
+    path: PathBuf,
+    conn: Connection,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and its parent directory.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        Self::open_with(path, OpenFlags::SQLITE_OPEN_CREATE)
+    }
+
+    /// Opens an existing database (an error if there is none).
+    pub fn open_existing(path: &Path) -> Result<Store, StoreError> {
+        Self::open_with(path, OpenFlags::empty())
+    }
+
+    fn open_with(path: &Path, create: OpenFlags) -> Result<Store, StoreError> {
+        check_header(path)?;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | create,
+        )
+        .map_err(|e| StoreError::sql(path, e))?;
+        let store = Store {
+            path: path.to_owned(),
+            conn,
+        };
+        store.prepare()?;
+        Ok(store)
+    }
+
+    fn prepare(&self) -> Result<(), StoreError> {
+        let c = &self.conn;
+        let e = |e| StoreError::sql(&self.path, e);
+        c.busy_timeout(BUSY_TIMEOUT).map_err(e)?;
+        c.pragma_update(None, "journal_mode", "WAL").map_err(e)?;
+        // WAL + NORMAL: a committed transaction survives a crash of the process (kill -9);
+        // only a power cut can lose the last ones.
+        c.pragma_update(None, "synchronous", "NORMAL").map_err(e)?;
+        let found: i64 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(e)?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::TooNew {
+                path: self.path.clone(),
+                found,
+            });
+        }
+        if found < SCHEMA_VERSION {
+            c.execute_batch(&format!(
+                "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            ))
+            .map_err(e)?;
+        }
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The stored vector of each key, `None` where it is missing.
+    pub fn get_many(
+        &self,
+        space: &Space,
+        keys: &[String],
+    ) -> Result<Vec<Option<Vector>>, StoreError> {
+        let e = |e| StoreError::sql(&self.path, e);
+        let mut stmt = self.conn.prepare_cached(LOOKUP).map_err(e)?;
+        keys.iter()
+            .map(|key| {
+                let blob: Option<Vec<u8>> = stmt
+                    .query_row(
+                        params![space.model_id, space.dimension as i64, space.task_type, key],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(e)?;
+                Ok(blob.and_then(|b| decode(&b, space.dimension)))
+            })
+            .collect()
+    }
+
+    /// Stores rows (a key already present keeps its first vector) and metadata, in one
+    /// transaction. Returns how many rows were new.
+    pub fn put(
+        &mut self,
+        space: &Space,
+        rows: &[Row],
+        annotations: &[Annotation],
+    ) -> Result<usize, StoreError> {
+        let path = self.path.clone();
+        let e = |e| StoreError::sql(&path, e);
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(e)?;
+        let mut added = 0;
+        {
+            let mut insert = tx.prepare_cached(INSERT).map_err(e)?;
+            let dim = space.dimension as i64;
+            for r in rows {
+                added += insert
+                    .execute(params![
+                        space.model_id,
+                        dim,
+                        space.task_type,
+                        r.key,
+                        r.word,
+                        r.theme,
+                        r.word_type,
+                        r.similarity,
+                        r.timestamp,
+                        encode(&r.vector),
+                    ])
+                    .map_err(e)?;
+            }
+            let mut annotate = tx.prepare_cached(ANNOTATE).map_err(e)?;
+            for a in annotations {
+                annotate
+                    .execute(params![
+                        space.model_id,
+                        dim,
+                        space.task_type,
+                        a.key,
+                        a.theme,
+                        a.word_type,
+                        a.similarity,
+                    ])
+                    .map_err(e)?;
+            }
+        }
+        tx.commit().map_err(e)?;
+        Ok(added)
+    }
+
+    /// Every row of one space, in insertion order, for `cache export`.
+    pub fn for_each_row(
+        &self,
+        space: &Space,
+        mut f: impl FnMut(Row) -> std::io::Result<()>,
+    ) -> Result<u64, StoreError> {
+        let e = |e| StoreError::sql(&self.path, e);
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT text_key, word, theme, word_type, similarity_to_theme, timestamp, vector \
+                 FROM embeddings WHERE model_id = ?1 AND dimension = ?2 AND task_type = ?3 \
+                 ORDER BY id",
+            )
+            .map_err(e)?;
+        let mut rows = stmt
+            .query(params![
+                space.model_id,
+                space.dimension as i64,
+                space.task_type
+            ])
+            .map_err(e)?;
+        let mut n = 0;
+        while let Some(r) = rows.next().map_err(e)? {
+            let blob: Vec<u8> = r.get(6).map_err(e)?;
+            let Some(vector) = decode(&blob, space.dimension) else {
+                return Err(StoreError::Damaged {
+                    path: self.path.clone(),
+                    detail: format!(
+                        "the vector of {:?} has {} bytes, expected {}",
+                        r.get::<_, String>(0).unwrap_or_default(),
+                        blob.len(),
+                        space.dimension * 4
+                    ),
+                });
+            };
+            f(Row {
+                key: r.get(0).map_err(e)?,
+                word: r.get(1).map_err(e)?,
+                theme: r.get(2).map_err(e)?,
+                word_type: r.get(3).map_err(e)?,
+                similarity: r.get::<_, Option<f64>>(4).map_err(e)?.map(|s| s as f32),
+                timestamp: r.get(5).map_err(e)?,
+                vector,
+            })
+            .map_err(|source| StoreError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Entries per embedding space.
+    pub fn spaces(&self) -> Result<Vec<SpaceCount>, StoreError> {
+        let e = |e| StoreError::sql(&self.path, e);
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT model_id, dimension, task_type, count(*) FROM embeddings \
+                 GROUP BY model_id, dimension, task_type ORDER BY model_id, dimension, task_type",
+            )
+            .map_err(e)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(SpaceCount {
+                    space: Space {
+                        model_id: r.get(0)?,
+                        dimension: r.get::<_, i64>(1)? as usize,
+                        task_type: r.get(2)?,
+                    },
+                    entries: r.get::<_, i64>(3)? as u64,
+                })
+            })
+            .map_err(e)?;
+        rows.collect::<Result<_, _>>().map_err(e)
+    }
+
+    /// Records a finished run's counters (the hit rate `cache stats` shows).
+    pub fn record_run(
+        &self,
+        space: &Space,
+        lookups: u64,
+        cache_hits: u64,
+        texts_embedded: u64,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO runs (model_id, dimension, task_type, lookups, cache_hits, \
+                 texts_embedded) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    space.model_id,
+                    space.dimension as i64,
+                    space.task_type,
+                    lookups as i64,
+                    cache_hits as i64,
+                    texts_embedded as i64
+                ],
+            )
+            .map_err(|e| StoreError::sql(&self.path, e))?;
+        Ok(())
+    }
+
+    /// The last run recorded, if any.
+    pub fn last_run(&self) -> Result<Option<RunCount>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT finished_at, model_id, dimension, task_type, lookups, cache_hits, \
+                 texts_embedded FROM runs ORDER BY id DESC LIMIT 1",
+                [],
+                |r| {
+                    Ok(RunCount {
+                        finished_at: r.get(0)?,
+                        space: Space {
+                            model_id: r.get(1)?,
+                            dimension: r.get::<_, i64>(2)? as usize,
+                            task_type: r.get(3)?,
+                        },
+                        lookups: r.get::<_, i64>(4)? as u64,
+                        cache_hits: r.get::<_, i64>(5)? as u64,
+                        texts_embedded: r.get::<_, i64>(6)? as u64,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| StoreError::sql(&self.path, e))
+    }
+
+    /// Bytes on disk: the database and its write-ahead log.
+    pub fn size_on_disk(&self) -> u64 {
+        ["", "-wal", "-shm"]
+            .iter()
+            .filter_map(|s| {
+                let mut p = self.path.clone().into_os_string();
+                p.push(s);
+                std::fs::metadata(p).ok()
+            })
+            .map(|m| m.len())
+            .sum()
+    }
+}
+
+/// Little-endian f32 bytes, the stored form of a vector.
+pub fn encode(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// The vector of `dimension` values in `bytes`, `None` if the length is wrong.
+pub fn decode(bytes: &[u8], dimension: usize) -> Option<Vector> {
+    (bytes.len() == dimension * 4).then(|| {
+        bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    })
+}
+
+/// Refuses, before SQLite sees it, a file that is not a database or is shorter than its own
+/// header says (a truncated copy): SQLite itself would only notice when it reads a missing page,
+/// possibly in the middle of a run.
+fn check_header(path: &Path) -> Result<(), StoreError> {
+    let damaged = |detail: String| StoreError::Damaged {
+        path: path.to_owned(),
+        detail,
+    };
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(StoreError::Io {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    let len = file
+        .metadata()
+        .map_err(|source| StoreError::Io {
+            path: path.to_owned(),
+            source,
+        })?
+        .len();
+    if len == 0 {
+        return Ok(());
+    }
+    let mut header = [0u8; 100];
+    if len < 100 || file.read_exact(&mut header).is_err() {
+        return Err(damaged(format!(
+            "{len} bytes, shorter than a database header"
+        )));
+    }
+    if &header[..16] != b"SQLite format 3\0" {
+        return Err(damaged("not an SQLite database".into()));
+    }
+    let be32 = |at: usize| {
+        u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
+    let page_size = match u16::from_be_bytes([header[16], header[17]]) {
+        1 => 65536,
+        n => u64::from(n),
+    };
+    let pages = u64::from(be32(28));
+    // The page count is valid only when the change counter matches "version-valid-for".
+    if be32(24) == be32(92) && len < pages * page_size {
+        return Err(damaged(format!(
+            "truncated: {len} bytes, its header says {} pages of {page_size} bytes",
+            pages
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn space() -> Space {
+        crate::embed::test_space(3)
+    }
+
+    fn row(key: &str, v: [f32; 3]) -> Row {
+        Row {
+            key: key.into(),
+            word: key.into(),
+            theme: None,
+            word_type: None,
+            similarity: None,
+            timestamp: None,
+            vector: Vector::from(v.to_vec()),
+        }
+    }
+
+    #[test]
+    fn rows_round_trip_and_first_vector_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/c.sqlite3");
+        let mut s = Store::open(&path).unwrap();
+        let added = s
+            .put(
+                &space(),
+                &[row("a", [1.0, 2.0, 3.0]), row("b", [0.5, -1.0, 0.25])],
+                &[],
+            )
+            .unwrap();
+        assert_eq!(added, 2);
+        let again = s.put(&space(), &[row("a", [9.0, 9.0, 9.0])], &[]).unwrap();
+        assert_eq!(again, 0);
+        let got = s
+            .get_many(&space(), &["a".into(), "zz".into(), "b".into()])
+            .unwrap();
+        assert_eq!(&*got[0].clone().unwrap(), &[1.0, 2.0, 3.0]);
+        assert!(got[1].is_none());
+        assert_eq!(&*got[2].clone().unwrap(), &[0.5, -1.0, 0.25]);
+        let other = Space {
+            dimension: 3,
+            model_id: "other".into(),
+            task_type: "t".into(),
+        };
+        assert!(s.get_many(&other, &["a".into()]).unwrap()[0].is_none());
+        s.put(
+            &space(),
+            &[],
+            &[Annotation {
+                key: "a".into(),
+                theme: "T".into(),
+                word_type: "candidate",
+                similarity: 0.5,
+            }],
+        )
+        .unwrap();
+        let mut seen = Vec::new();
+        s.for_each_row(&space(), |r| {
+            seen.push(r);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen[0].theme.as_deref(), Some("T"));
+        assert_eq!(seen[0].similarity, Some(0.5));
+        assert_eq!(seen[1].theme, None);
+        assert_eq!(s.spaces().unwrap()[0].entries, 2);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_or_is_truncated_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.sqlite3");
+        std::fs::write(&junk, b"word,theme\nspoon,cutlery\n").unwrap();
+        let e = Store::open(&junk).err().unwrap().to_string();
+        assert!(e.contains("junk.sqlite3") && e.contains("damaged"), "{e}");
+        assert_eq!(std::fs::read(&junk).unwrap().len(), 25, "left as it was");
+
+        let good = dir.path().join("good.sqlite3");
+        {
+            let mut s = Store::open(&good).unwrap();
+            let rows: Vec<Row> = (0..500).map(|i| row(&format!("w{i}"), [1.0; 3])).collect();
+            s.put(&space(), &rows, &[]).unwrap();
+        } // The last connection to close checkpoints the log into the file.
+        let bytes = std::fs::read(&good).unwrap();
+        let cut = dir.path().join("cut.sqlite3");
+        std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+        let e = Store::open(&cut).err().unwrap().to_string();
+        assert!(e.contains("cut.sqlite3") && e.contains("truncated"), "{e}");
+    }
+}

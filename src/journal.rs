@@ -1,0 +1,317 @@
+//! The run journal: every finished theme result, appended the moment it completes, so that a
+//! run killed at any point (even `kill -9`) starts again with the remaining work only.
+//!
+//! The journal is `<paths.outputs>/run_journal.jsonl`: a header line, then one JSON line per
+//! finished theme with its ranked words and their similarities (the vectors are in the cache).
+//! An entry only answers for the same theme, the same usable candidates and the same embedding
+//! space, so a journal left by a run with other inputs is harmless. A line cut short by a crash
+//! is dropped; a journal that cannot be read at all is renamed aside (never deleted) and the
+//! run goes on from the cache. A run that finishes all its work removes its journal.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cache::{Cache, key};
+use crate::embed::Space;
+use crate::theme::{ScoredWord, ThemeResult};
+
+/// The journal's file name inside the outputs directory.
+pub const FILE_NAME: &str = "run_journal.jsonl";
+
+const HEADER: &str = r#"{"puzzlegen_journal":1}"#;
+
+/// The journal could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: cannot write the run journal: {source}")]
+pub struct JournalError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct Entry {
+    theme: String,
+    /// Digest of the embedding space and the theme's usable candidates.
+    inputs: String,
+    ranked: Vec<(String, f32)>,
+}
+
+/// An open journal and the results it held when opened.
+pub struct Journal {
+    path: PathBuf,
+    file: Mutex<std::fs::File>,
+    space: Space,
+    finished: HashMap<String, Entry>,
+}
+
+/// The digest an entry is checked against: space, theme and usable candidates.
+fn digest(space: &Space, theme: &str, words: &[&str]) -> String {
+    // SipHash with fixed keys: stable for a given build; a digest that changes with a new
+    // build only costs recomputing from the cache.
+    let mut h = std::hash::DefaultHasher::new();
+    (space, theme, words).hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+impl Journal {
+    /// Opens the journal at `path`, keeping the results it holds. A damaged journal is renamed
+    /// to `<path>.damaged-<unix time>` (with a warning) and a new one is started.
+    pub fn open(path: &Path, space: &Space) -> Result<Journal, JournalError> {
+        let err = |source| JournalError {
+            path: path.to_owned(),
+            source,
+        };
+        let finished = match read(path) {
+            Ok(entries) => entries,
+            Err(reason) => {
+                let aside = aside_name(path);
+                std::fs::rename(path, &aside).map_err(err)?;
+                tracing::warn!(
+                    "{}: {reason}; renamed to {} and continuing from the cache",
+                    path.display(),
+                    aside.display()
+                );
+                HashMap::new()
+            }
+        };
+        // Rewrite what was good (atomically), so appends never follow a torn line.
+        crate::report::write_atomic(path, |w| {
+            writeln!(w, "{HEADER}")?;
+            for e in finished.values() {
+                serde_json::to_writer(&mut *w, e)?;
+                writeln!(w)?;
+            }
+            Ok(())
+        })
+        .map_err(|e| err(e.source))?;
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(err)?;
+        Ok(Journal {
+            path: path.to_owned(),
+            file: Mutex::new(file),
+            space: space.clone(),
+            finished,
+        })
+    }
+
+    /// How many results the journal held when opened.
+    pub fn len(&self) -> usize {
+        self.finished.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.finished.is_empty()
+    }
+
+    /// The journalled result of `theme`, if it was made from the same `words` in this space
+    /// and every vector it needs is in `cache`.
+    pub fn restore(&self, theme: &str, words: &[String], cache: &Cache) -> Option<ThemeResult> {
+        let e = self.finished.get(theme)?;
+        let refs: Vec<&str> = words.iter().map(String::as_str).collect();
+        if e.inputs != digest(&self.space, theme, &refs) {
+            return None;
+        }
+        let keys: Vec<String> = std::iter::once(theme)
+            .chain(e.ranked.iter().map(|(w, _)| w.as_str()))
+            .map(key)
+            .collect();
+        let mut vectors = cache.get_many(&keys).into_iter();
+        let vector = vectors.next()??;
+        let ranked = e
+            .ranked
+            .iter()
+            .zip(vectors)
+            .map(|((word, similarity), v)| {
+                Some(ScoredWord {
+                    word: word.clone(),
+                    similarity: *similarity,
+                    vector: v?,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(ThemeResult {
+            theme: theme.to_owned(),
+            vector,
+            ranked,
+        })
+    }
+
+    /// Appends a finished result (made from the usable candidates `words`).
+    pub fn record(&self, result: &ThemeResult, words: &[String]) -> Result<(), JournalError> {
+        let refs: Vec<&str> = words.iter().map(String::as_str).collect();
+        let entry = Entry {
+            theme: result.theme.clone(),
+            inputs: digest(&self.space, &result.theme, &refs),
+            ranked: result
+                .ranked
+                .iter()
+                .map(|w| (w.word.clone(), w.similarity))
+                .collect(),
+        };
+        let mut line = serde_json::to_vec(&entry).expect("an entry is plain data");
+        line.push(b'\n');
+        // One write of the whole line: a crash leaves it whole or torn, never interleaved.
+        self.file
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .write_all(&line)
+            .map_err(|source| JournalError {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    /// Removes the journal: the run it belongs to is complete.
+    pub fn remove(&self) {
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            tracing::warn!(
+                "{}: cannot remove the run journal: {e}",
+                self.path.display()
+            );
+        }
+    }
+}
+
+fn aside_name(path: &Path) -> PathBuf {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".damaged-{secs}"));
+    PathBuf::from(name)
+}
+
+/// The entries of the journal at `path` (none if there is no file). A last line without its
+/// newline is a write cut short by a crash and is dropped; anything else unreadable is damage.
+fn read(path: &Path) -> Result<HashMap<String, Entry>, String> {
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
+        Err(e) => return Err(format!("cannot read: {e}")),
+    };
+    let mut reader = std::io::BufReader::new(file);
+    let mut entries = HashMap::new();
+    let mut line = String::new();
+    let mut number = 0;
+    loop {
+        line.clear();
+        let n = reader
+            .read_line(&mut line)
+            .map_err(|e| format!("line {}: {e}", number + 1))?;
+        if n == 0 {
+            break;
+        }
+        number += 1;
+        if !line.ends_with('\n') {
+            tracing::debug!("run journal: dropping line {number}, cut short by a crash");
+            break;
+        }
+        let text = line.trim_end();
+        if number == 1 {
+            if text != HEADER {
+                return Err(format!("line 1: expected {HEADER}"));
+            }
+            continue;
+        }
+        let e: Entry = serde_json::from_str(text).map_err(|e| format!("line {number}: {e}"))?;
+        entries.insert(e.theme.clone(), e);
+    }
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::embed::Vector;
+
+    fn space() -> Space {
+        crate::embed::test_space(2)
+    }
+
+    fn result(cache: &Cache) -> (ThemeResult, Vec<String>) {
+        let v = |a: f32| Vector::from(vec![a, 1.0]);
+        let words = vec!["fork".to_owned(), "spoon".to_owned()];
+        cache.insert_many(
+            &["Cutlery".into(), "fork".into(), "spoon".into()],
+            &[v(0.0), v(1.0), v(2.0)],
+        );
+        let r = ThemeResult {
+            theme: "Cutlery".into(),
+            vector: v(0.0),
+            ranked: vec![
+                ScoredWord {
+                    word: "spoon".into(),
+                    similarity: 0.123_456_7,
+                    vector: v(2.0),
+                },
+                ScoredWord {
+                    word: "fork".into(),
+                    similarity: -0.5,
+                    vector: v(1.0),
+                },
+            ],
+        };
+        (r, words)
+    }
+
+    #[test]
+    fn results_survive_a_torn_last_line_and_only_answer_for_the_same_inputs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let cache = Cache::in_memory(space());
+        let (r, words) = result(&cache);
+        let journal = Journal::open(&path, &space()).unwrap();
+        journal.record(&r, &words).unwrap();
+        drop(journal);
+        // A crash in the middle of the next append.
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(br#"{"theme":"Bir"#).unwrap();
+        let journal = Journal::open(&path, &space()).unwrap();
+        assert_eq!(journal.len(), 1);
+        let back = journal.restore("Cutlery", &words, &cache).unwrap();
+        assert_eq!(back.ranked.len(), 2);
+        assert_eq!(back.ranked[0].word, "spoon");
+        assert_eq!(back.ranked[0].similarity, 0.123_456_7);
+        assert_eq!(&*back.ranked[1].vector, &[1.0, 1.0]);
+        let other_words = vec!["fork".to_owned(), "knife".to_owned()];
+        assert!(journal.restore("Cutlery", &other_words, &cache).is_none());
+        assert!(
+            journal
+                .restore("Cutlery", &words, &Cache::in_memory(space()))
+                .is_none(),
+            "vectors missing from the cache: recompute"
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 2, "torn line gone: {text}");
+    }
+
+    #[test]
+    fn a_damaged_journal_is_renamed_aside_not_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        std::fs::write(&path, "{\"puzzlegen_journal\":1}\nnot json\n{}\n").unwrap();
+        let journal = Journal::open(&path, &space()).unwrap();
+        assert!(journal.is_empty());
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("run_journal.jsonl.damaged-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(&aside[0])).unwrap(),
+            "{\"puzzlegen_journal\":1}\nnot json\n{}\n"
+        );
+    }
+}
