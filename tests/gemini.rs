@@ -9,47 +9,8 @@ use assert_cmd::Command;
 use mock_gemini::{BlockingMockServer, MockConfig, QuotaUnit, Stats, start_blocking};
 use serde_json::Value;
 
-const KEY: &str = "test-KEY-sekrit-4711";
-
-/// A workload of `themes` themes with `words` distinct candidates each, in `dir`.
-fn write_workload(dir: &Path, themes: usize, words: usize) {
-    let names: Vec<String> = (0..themes).map(|t| format!("Theme {t:03}")).collect();
-    let mut cands = serde_json::Map::new();
-    for (t, name) in names.iter().enumerate() {
-        let w: Vec<String> = (0..words).map(|i| format!("word{t}x{i}")).collect();
-        cands.insert(name.clone(), serde_json::json!({ "words": w }));
-    }
-    std::fs::write(
-        dir.join("themes.json"),
-        serde_json::json!({ "themes": names }).to_string(),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("candidates.json"),
-        serde_json::json!({ "candidates": cands }).to_string(),
-    )
-    .unwrap();
-}
-
-/// params.yaml for the Gemini provider at `base_url`, with `gemini_extra` lines appended to
-/// the `gemini:` section.
-fn write_params(dir: &Path, puzzles: usize, base_url: &str, gemini_extra: &str) -> PathBuf {
-    let p = dir.join("params.yaml");
-    std::fs::write(
-        &p,
-        format!(
-            "puzzle_generation:\n  total_puzzle_count: {puzzles}\n\
-             embedding:\n  provider: gemini\n\
-             gemini:\n  base_url: {base_url}\n  api_key_env: PUZZLEGEN_TEST_KEY\n  \
-             embedding_dimension: 768\n  retry_base_delay: 0.05\n  max_retries: 6\n  \
-             request_timeout: 1\n{gemini_extra}\
-             multiprocessing:\n  worker_count: 4\n  max_concurrent_requests: 4\n  task_timeout_seconds: 120\n\
-             paths:\n  themes: themes.json\n  candidates: candidates.json\n  outputs: out\n  cache: cache\n"
-        ),
-    )
-    .unwrap();
-    p
-}
+mod common;
+use common::KEY;
 
 /// A mock with `mock` settings and a run directory holding a workload of `themes` x `words`
 /// for `puzzles` puzzles, configured for that mock.
@@ -62,8 +23,8 @@ fn setup(
 ) -> (BlockingMockServer, tempfile::TempDir) {
     let server = start_blocking(mock).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    write_workload(dir.path(), themes, words);
-    write_params(dir.path(), puzzles, &server.base_url(), gemini_extra);
+    common::write_workload(dir.path(), themes, words);
+    common::write_gemini_params(dir.path(), puzzles, &server.base_url(), gemini_extra);
     (server, dir)
 }
 
@@ -302,7 +263,7 @@ fn openai_compatible_endpoint_works() {
     })
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    write_workload(dir.path(), 8, 10);
+    common::write_workload(dir.path(), 8, 10);
     std::fs::write(
         dir.path().join("params.yaml"),
         format!(

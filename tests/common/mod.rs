@@ -3,6 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+/// The API key the tests give the mock server and puzzlegen.
+pub const KEY: &str = "test-KEY-sekrit-4711";
+
 /// The local model directory fetched by scripts/fetch-model.sh; fails with how to get it.
 pub fn model_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2");
@@ -51,4 +54,55 @@ pub fn write_inputs(dir: &Path, themes: &[(&str, &[&str])]) {
         serde_json::to_string(&serde_json::json!({"candidates": cands, "metadata": {}})).unwrap(),
     )
     .unwrap();
+}
+
+/// A workload of `themes` themes with `words` distinct candidates each, in `dir`.
+pub fn write_workload(dir: &Path, themes: usize, words: usize) {
+    let names: Vec<String> = (0..themes).map(|t| format!("Theme {t:03}")).collect();
+    let mut cands = serde_json::Map::new();
+    for (t, name) in names.iter().enumerate() {
+        let w: Vec<String> = (0..words).map(|i| format!("word{t}x{i}")).collect();
+        cands.insert(name.clone(), serde_json::json!({ "words": w }));
+    }
+    std::fs::write(
+        dir.join("themes.json"),
+        serde_json::json!({ "themes": names }).to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("candidates.json"),
+        serde_json::json!({ "candidates": cands }).to_string(),
+    )
+    .unwrap();
+}
+
+/// params.yaml for the Gemini provider at `base_url` (key in the `PUZZLEGEN_TEST_KEY`
+/// variable), with `gemini_extra` lines appended to the `gemini:` section. Requests time out
+/// after 1 s unless `gemini_extra` sets `request_timeout`.
+pub fn write_gemini_params(
+    dir: &Path,
+    puzzles: usize,
+    base_url: &str,
+    gemini_extra: &str,
+) -> PathBuf {
+    let p = dir.join("params.yaml");
+    let timeout = if gemini_extra.contains("request_timeout") {
+        ""
+    } else {
+        "  request_timeout: 1\n"
+    };
+    std::fs::write(
+        &p,
+        format!(
+            "puzzle_generation:\n  total_puzzle_count: {puzzles}\n\
+             embedding:\n  provider: gemini\n\
+             gemini:\n  base_url: {base_url}\n  api_key_env: PUZZLEGEN_TEST_KEY\n  \
+             embedding_dimension: 768\n  retry_base_delay: 0.05\n  max_retries: 6\n\
+             {timeout}{gemini_extra}\
+             multiprocessing:\n  worker_count: 4\n  max_concurrent_requests: 4\n  task_timeout_seconds: 120\n\
+             paths:\n  themes: themes.json\n  candidates: candidates.json\n  outputs: out\n  cache: cache\n"
+        ),
+    )
+    .unwrap();
+    p
 }
