@@ -217,23 +217,22 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
 fn cache_command(command: CacheCommand) -> Result<ExitCode, Failure> {
     use puzzlegen::cache::csv;
     use puzzlegen::cache::store::Store;
-    let user = |message: String| Failure { message, code: 2 };
-    let failed = |e: &dyn std::fmt::Display| Failure {
+    let store_failed = |e: puzzlegen::cache::store::StoreError| Failure {
+        code: if e.is_user_error() { 2 } else { 3 },
         message: e.to_string(),
-        code: if e.to_string().contains("damaged") {
-            2
-        } else {
-            3
-        },
+    };
+    let csv_failed = |e: csv::CsvError| Failure {
+        code: if e.is_user_error() { 2 } else { 3 },
+        message: e.to_string(),
     };
     match command {
         CacheCommand::Import { file, target } => {
             let (db, space) = target.resolve(true)?;
             let space = space.expect("resolve(true) gives a space");
             // Check the file before the database is created or touched.
-            csv::inspect(&file, space.dimension).map_err(|e| user(e.to_string()))?;
-            let mut store = Store::open(&db).map_err(|e| failed(&e))?;
-            let r = csv::import(&file, &mut store, &space).map_err(|e| failed(&e))?;
+            csv::inspect(&file, space.dimension).map_err(csv_failed)?;
+            let mut store = Store::open(&db).map_err(store_failed)?;
+            let r = csv::import(&file, &mut store, &space).map_err(csv_failed)?;
             for bad in &r.bad {
                 eprintln!(
                     "{}: line {}: {} (skipped)",
@@ -268,7 +267,7 @@ fn cache_command(command: CacheCommand) -> Result<ExitCode, Failure> {
             let (db, space) = target.resolve(true)?;
             let space = space.expect("resolve(true) gives a space");
             let store = existing_store(&db)?;
-            let n = csv::export(&store, &space, &out).map_err(|e| failed(&e))?;
+            let n = csv::export(&store, &space, &out).map_err(csv_failed)?;
             println!(
                 "{}: {n} embedding(s) of {} / {} / {}",
                 out.display(),
@@ -281,7 +280,7 @@ fn cache_command(command: CacheCommand) -> Result<ExitCode, Failure> {
         CacheCommand::Stats { target } => {
             let (db, _) = target.resolve(false)?;
             let store = existing_store(&db)?;
-            let spaces = store.spaces().map_err(|e| failed(&e))?;
+            let spaces = store.spaces().map_err(store_failed)?;
             println!("cache:   {}", db.display());
             println!(
                 "size:    {:.1} MiB on disk",
@@ -296,7 +295,7 @@ fn cache_command(command: CacheCommand) -> Result<ExitCode, Failure> {
                     s.entries, s.space.model_id, s.space.dimension, s.space.task_type
                 );
             }
-            match store.last_run().map_err(|e| failed(&e))? {
+            match store.last_run().map_err(store_failed)? {
                 None => println!("last run: none recorded"),
                 Some(r) => println!(
                     "last run: {} ({} / {}): {} of {} texts from the cache ({:.1}% hit rate), \
@@ -331,8 +330,8 @@ fn existing_store(db: &std::path::Path) -> Result<puzzlegen::cache::store::Store
         });
     }
     puzzlegen::cache::store::Store::open_existing(db).map_err(|e| Failure {
+        code: if e.is_user_error() { 2 } else { 3 },
         message: e.to_string(),
-        code: 2,
     })
 }
 

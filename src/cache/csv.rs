@@ -62,6 +62,16 @@ pub enum CsvError {
     Store(#[from] StoreError),
 }
 
+impl CsvError {
+    /// True when the file named is at fault (missing, unreadable as a cache CSV, damaged).
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            CsvError::Store(e) => e.is_user_error(),
+            _ => true,
+        }
+    }
+}
+
 /// A row skipped by an import.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BadRow {

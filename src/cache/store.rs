@@ -106,6 +106,11 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// True when the file itself is at fault (the user's to fix), not the system.
+    pub fn is_user_error(&self) -> bool {
+        matches!(self, StoreError::Damaged { .. } | StoreError::TooNew { .. })
+    }
+
     fn sql(path: &Path, source: rusqlite::Error) -> StoreError {
         use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
         match source.sqlite_error_code() {
