@@ -102,6 +102,8 @@ pub struct Summary {
     pub puzzles_failed: usize,
     pub spares_used: usize,
     pub stats: ServiceStats,
+    /// Embeddings this run added to the cache database, and where it is.
+    pub cache: Option<(u64, std::path::PathBuf)>,
     pub elapsed: Duration,
     pub files: Vec<std::path::PathBuf>,
     pub stop: Option<Stop>,
@@ -164,6 +166,13 @@ impl std::fmt::Display for Summary {
             self.stats.limiter_wait_seconds,
             self.stats.peak_concurrency
         )?;
+        if let Some((written, path)) = &self.cache {
+            writeln!(
+                f,
+                "cache:   {written} new embedding(s) stored in {}",
+                path.display()
+            )?;
+        }
         write!(
             f,
             "time:    {:.2} s wall, {:.0} texts/s",
@@ -505,7 +514,11 @@ pub async fn run_with(
     service
         .cache()
         .record_run(stats.lookups, stats.cache_hits, stats.texts_embedded);
-    service.cache().close()?;
+    let closed = service.cache().close()?;
+    let cache = service
+        .cache()
+        .path()
+        .map(|p| (closed.written, p.to_owned()));
     let elapsed = started.elapsed();
     let stop = match service.fatal_error() {
         Some(e) => Some(Stop::Fatal(e)),
@@ -537,6 +550,7 @@ pub async fn run_with(
         puzzles_failed: failed_puzzles.len(),
         spares_used: replacements.len(),
         stats,
+        cache,
         // The summary's wall time includes writing the outputs.
         elapsed: started.elapsed(),
         files,
