@@ -146,6 +146,7 @@ mod raw {
     #[derive(Debug, Default, Deserialize)]
     pub struct Cache {
         pub path: Option<String>,
+        pub csv_export: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -219,6 +220,9 @@ pub struct OutputSettings {
     pub csv_precision: usize,
     /// The embedding cache database (`cache.path`, default `<paths.cache>/embeddings.sqlite3`).
     pub cache_db: PathBuf,
+    /// Optional CSV copy of the cache (`cache.csv_export`), rewritten every
+    /// `cache_backup_interval` during a run and at its end.
+    pub cache_csv_export: Option<PathBuf>,
     pub embedding_cache_file: PathBuf,
     pub puzzle_embeddings_file: PathBuf,
 }
@@ -456,12 +460,17 @@ impl Config {
             Some(file) => PathBuf::from(v.non_empty("cache.path", file)?),
             None => cache_dir.join("embeddings.sqlite3"),
         };
+        let cache_csv_export = match &p.cache.csv_export {
+            Some(file) => Some(PathBuf::from(v.non_empty("cache.csv_export", file)?)),
+            None => None,
+        };
         let output = OutputSettings {
             outputs_dir,
             reports_dir,
             cache_dir,
             csv_precision,
             cache_db,
+            cache_csv_export,
             embedding_cache_file,
             puzzle_embeddings_file,
         };

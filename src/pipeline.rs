@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::assemble::{Puzzle, assemble};
+use crate::cache::backup::CsvBackup;
 use crate::cache::csv::CsvError;
 use crate::cache::store::{Store, StoreError};
 use crate::cache::{Cache, CloseError};
@@ -56,7 +57,7 @@ pub enum RunError {
     #[error(transparent)]
     Cache(#[from] StoreError),
     #[error(transparent)]
-    Import(#[from] CsvError),
+    Csv(#[from] CsvError),
     #[error(transparent)]
     CacheClose(#[from] CloseError),
     #[error(transparent)]
@@ -70,10 +71,8 @@ impl RunError {
     pub fn is_user_error(&self) -> bool {
         match self {
             RunError::Output(_) | RunError::CacheClose(_) | RunError::Journal(_) => false,
-            RunError::Cache(e) => {
-                matches!(e, StoreError::Damaged { .. } | StoreError::TooNew { .. })
-            }
-            RunError::Import(e) => matches!(e, CsvError::Header { .. } | CsvError::Damaged { .. }),
+            RunError::Cache(e) => e.is_user_error(),
+            RunError::Csv(e) => e.is_user_error(),
             RunError::Provider(e) => {
                 matches!(e, EmbedError::Setup(_) | EmbedError::Rejected { .. })
             }
@@ -371,6 +370,15 @@ pub async fn run_with(
         Some(Arc::clone(&journal)),
     );
     let resumed = worker.clone();
+    let backup = match (&config.output.cache_csv_export, service.cache().path()) {
+        (Some(csv), Some(db)) => Some(CsvBackup::start(
+            db.to_owned(),
+            service.space().clone(),
+            csv.clone(),
+            config.engine.cache_backup_interval,
+        )),
+        _ => None,
+    };
 
     // Every distinct planned theme, once; all their texts queued up front so that requests
     // go out full and as fast as the limiter allows.
@@ -519,6 +527,9 @@ pub async fn run_with(
         .cache()
         .path()
         .map(|p| (closed.written, p.to_owned()));
+    if let Some(backup) = backup {
+        backup.finish().await?;
+    }
     let elapsed = started.elapsed();
     let stop = match service.fatal_error() {
         Some(e) => Some(Stop::Fatal(e)),

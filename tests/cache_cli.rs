@@ -349,3 +349,32 @@ fn a_damaged_journal_is_set_aside_and_the_run_goes_on_from_the_cache() {
     );
     assert!(dir.path().join("out/final_puzzles.json").is_file());
 }
+
+#[test]
+fn csv_export_setting_keeps_a_backup_layout_copy_of_the_cache() {
+    let server = start_blocking(MockConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    common::write_workload(dir.path(), 4, 10);
+    common::write_gemini_params(
+        dir.path(),
+        1,
+        &server.base_url(),
+        "cache:\n  csv_export: backup/cache.csv\n",
+    );
+    run(dir.path(), &["--quiet"]).success();
+    let csv = std::fs::read_to_string(dir.path().join("backup/cache.csv")).unwrap();
+    let mut lines = csv.lines();
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .starts_with("word,theme,word_type,similarity_to_theme,timestamp,embedding_dim_1,")
+    );
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 44, "every text of the run");
+    assert!(
+        rows.iter()
+            .any(|r| r.starts_with("Theme 000,Theme 000,theme,1,"))
+    );
+    assert!(rows.iter().all(|r| r.split(',').count() == 5 + 768));
+}

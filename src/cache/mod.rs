@@ -8,8 +8,10 @@
 //! - the durable [`store`] (SQLite, WAL), read one key at a time on a memory miss and written
 //!   by a [`writer`] thread that commits each answer within milliseconds.
 //!
-//! [`csv`] brings the Python pipeline's cache files in and writes them out again.
+//! [`csv`] brings the Python pipeline's cache files in and writes them out again; [`backup`]
+//! keeps an optional CSV copy up to date during a run.
 
+pub mod backup;
 pub mod csv;
 pub mod store;
 pub mod writer;
