@@ -378,3 +378,34 @@ fn csv_export_setting_keeps_a_backup_layout_copy_of_the_cache() {
     );
     assert!(rows.iter().all(|r| r.split(',').count() == 5 + 768));
 }
+
+#[test]
+fn python_sqlite3_reads_the_cache_as_the_readme_says() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("in.csv"),
+        "word,theme,embedding_dim_1,embedding_dim_2,embedding_dim_3\ncafé,Drinks,0.5,-0.25,1e-3\n",
+    )
+    .unwrap();
+    import(dir.path(), "in.csv").success();
+    // The README's recipe, without numpy: little-endian float32 blobs.
+    let script = "import sqlite3, struct, sys\n\
+        db = sqlite3.connect(sys.argv[1])\n\
+        for word, theme, dim, blob in db.execute('SELECT word, theme, dimension, vector FROM embeddings WHERE model_id = ?', ('m',)):\n\
+        \x20   print(word, theme, dim, list(struct.unpack('<%df' % dim, blob)))\n";
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(dir.path().join("c.sqlite3"))
+        .output()
+        .expect("python3 is needed for this test: apt-get install python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "café Drinks 3 [0.5, -0.25, 0.0010000000474974513]\n"
+    );
+}
