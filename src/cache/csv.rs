@@ -303,29 +303,30 @@ pub fn import(path: &Path, store: &mut Store, space: &Space) -> Result<ImportRep
         already_present: 0,
         bad: Vec::new(),
     };
-    let mut chunk: Vec<csv::ByteRecord> = Vec::with_capacity(CHUNK);
+    // Chunk n is stored while chunk n+1 is read and parsed: the SQLite write (about half the
+    // work, docs/PERFORMANCE.md) overlaps the parsing.
+    let mut rows: Vec<Row> = Vec::new();
     let mut done = false;
-    while !done {
-        chunk.clear();
-        while chunk.len() < CHUNK {
-            let mut record = csv::ByteRecord::new();
-            if !reader
-                .read_byte_record(&mut record)
-                .map_err(|e| read_error(path, e))?
-            {
-                done = true;
-                break;
-            }
-            chunk.push(record);
+    loop {
+        let (stored, next) = rayon::join(
+            || store.put(space, &rows, &[]),
+            || {
+                if done {
+                    Ok(Vec::new())
+                } else {
+                    next_chunk(&mut reader, &columns, path)
+                }
+            },
+        );
+        let added = stored? as u64;
+        report.added += added;
+        report.already_present += rows.len() as u64 - added;
+        let parsed = next?;
+        if parsed.is_empty() && done {
+            break;
         }
-        let parsed: Vec<(u64, Result<Row, String>)> = chunk
-            .par_iter()
-            .map(|r| {
-                let line = r.position().map(|p| p.line()).unwrap_or(0);
-                (line, columns.parse(r))
-            })
-            .collect();
-        let mut rows = Vec::with_capacity(parsed.len());
+        done = parsed.len() < CHUNK;
+        rows = Vec::with_capacity(parsed.len());
         for (line, row) in parsed {
             report.rows += 1;
             match row {
@@ -333,11 +334,35 @@ pub fn import(path: &Path, store: &mut Store, space: &Space) -> Result<ImportRep
                 Err(reason) => report.bad.push(BadRow { line, reason }),
             }
         }
-        let added = store.put(space, &rows, &[])? as u64;
-        report.added += added;
-        report.already_present += rows.len() as u64 - added;
     }
     Ok(report)
+}
+
+/// Reads up to [`CHUNK`] records and parses them in parallel: each with its line number.
+#[allow(clippy::type_complexity)]
+fn next_chunk(
+    reader: &mut csv::Reader<std::fs::File>,
+    columns: &Columns,
+    path: &Path,
+) -> Result<Vec<(u64, Result<Row, String>)>, CsvError> {
+    let mut chunk = Vec::with_capacity(CHUNK);
+    while chunk.len() < CHUNK {
+        let mut record = csv::ByteRecord::new();
+        if !reader
+            .read_byte_record(&mut record)
+            .map_err(|e| read_error(path, e))?
+        {
+            break;
+        }
+        chunk.push(record);
+    }
+    Ok(chunk
+        .par_iter()
+        .map(|r| {
+            let line = r.position().map(|p| p.line()).unwrap_or(0);
+            (line, columns.parse(r))
+        })
+        .collect())
 }
 
 /// The backup layout's header for `dimension`.

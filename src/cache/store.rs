@@ -263,6 +263,9 @@ impl Store {
         rows: &[Row],
         annotations: &[Annotation],
     ) -> Result<usize, StoreError> {
+        if rows.is_empty() && annotations.is_empty() {
+            return Ok(0);
+        }
         let path = self.path.clone();
         let e = |e| StoreError::sql(&path, e);
         let tx = self
