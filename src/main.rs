@@ -58,7 +58,8 @@ enum CacheCommand {
     /// told apart by their header: `word,theme,word_type,similarity_to_theme,timestamp,
     /// embedding_dim_1..N` and `theme,word,word_type,similarity_to_theme,rank,
     /// embedding_dim_1..N`. Rows that cannot be read are listed with their line numbers and
-    /// skipped; the good rows are kept. Texts already in the database keep their vector.
+    /// skipped; the good rows are kept (exit code 1 if any row was skipped). Texts already in
+    /// the database keep their vector.
     Import {
         /// The CSV file to read.
         file: PathBuf,

@@ -17,8 +17,9 @@ const WORDS: usize = 20;
 /// Texts of the workload: each theme and its words.
 const TEXTS: u64 = (THEMES * (WORDS + 1)) as u64;
 const DIMENSION: usize = 768;
-/// 10 texts per request: about 51 requests for the workload.
-const GEMINI: &str = "  batch_size: 10\n  request_timeout: 30\n";
+/// 10 texts per request: about 51 requests for the workload; a rate limit far above what the
+/// mock can serve, so the runs are quick.
+const GEMINI: &str = "  batch_size: 10\n  request_timeout: 30\n  requests_per_minute: 1000000\n";
 
 fn space() -> Space {
     Space {
@@ -37,7 +38,7 @@ fn setup(server: &BlockingMockServer) -> tempfile::TempDir {
 
 fn start(dir: &Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_puzzlegen"))
-        .args(["run", "--quiet", "--config", "params.yaml"])
+        .args(["run", "--config", "params.yaml"])
         .current_dir(dir)
         .env("PUZZLEGEN_TEST_KEY", common::KEY)
         .env_remove("RUST_LOG")
@@ -48,11 +49,12 @@ fn start(dir: &Path) -> Child {
         .unwrap()
 }
 
-/// Waits (up to 2 minutes) for a run to end; returns its exit code and stderr.
-fn finish(child: Child) -> (i32, String) {
+/// Waits for a run to end; returns its exit code, stdout and stderr.
+fn finish(child: Child) -> (i32, String, String) {
     let out = child.wait_with_output().unwrap();
     (
         out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
@@ -92,7 +94,7 @@ fn runs_killed_at_several_points_finish_the_rest_without_paying_twice() {
     // The reference: one uninterrupted run.
     let reference_server = start_blocking(MockConfig::default()).unwrap();
     let reference = setup(&reference_server);
-    let (code, stderr) = finish(start(reference.path()));
+    let (code, _, stderr) = finish(start(reference.path()));
     assert_eq!(code, 0, "{stderr}");
     let requests_needed = reference_server.stats().responses_ok;
     assert!(requests_needed >= 40, "{requests_needed} requests");
@@ -119,8 +121,9 @@ fn runs_killed_at_several_points_finish_the_rest_without_paying_twice() {
         "themes finished before the kills are journalled: {journal}"
     );
     server.hold_after(None);
-    let (code, stderr) = finish(start(dir.path()));
+    let (code, stdout, stderr) = finish(start(dir.path()));
     assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("resumed from the journal"), "{stdout}");
 
     let s = server.stats();
     assert_eq!(
@@ -147,12 +150,12 @@ fn runs_killed_at_several_points_finish_the_rest_without_paying_twice() {
 fn a_restart_after_the_last_answer_makes_no_request_at_all() {
     let server = start_blocking(MockConfig::default()).unwrap();
     let dir = setup(&server);
-    let (code, stderr) = finish(start(dir.path()));
+    let (code, _, stderr) = finish(start(dir.path()));
     assert_eq!(code, 0, "{stderr}");
     let first = server.stats();
     // Outputs lost, cache kept: a second run pays for nothing.
     std::fs::remove_dir_all(dir.path().join("out")).unwrap();
-    let (code, stderr) = finish(start(dir.path()));
+    let (code, _, stderr) = finish(start(dir.path()));
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(server.stats().requests, first.requests, "no new request");
     assert!(dir.path().join("out/final_puzzles.json").is_file());
@@ -161,7 +164,7 @@ fn a_restart_after_the_last_answer_makes_no_request_at_all() {
 #[test]
 fn two_processes_share_one_cache_file() {
     let server = start_blocking(MockConfig {
-        latency: Duration::from_millis(5),
+        latency: Duration::from_millis(20),
         ..MockConfig::default()
     })
     .unwrap();
@@ -183,12 +186,15 @@ fn two_processes_share_one_cache_file() {
             d.path(),
             6,
             &server.base_url(),
-            &format!("  batch_size: 5\ncache:\n  path: {}\n", db.display()),
+            &format!(
+                "  batch_size: 5\n  requests_per_minute: 1000000\ncache:\n  path: {}\n",
+                db.display()
+            ),
         );
     }
     let children: Vec<Child> = dirs.iter().map(|d| start(d.path())).collect();
     for child in children {
-        let (code, stderr) = finish(child);
+        let (code, _, stderr) = finish(child);
         assert_eq!(code, 0, "{stderr}");
         assert!(!stderr.contains("cache:"), "cache trouble: {stderr}");
     }

@@ -375,8 +375,10 @@ async fn process(
         return api.unavailable();
     }
 
-    if fault.is_none() {
-        shared.pass_gate().await;
+    if fault.is_none() && !shared.pass_gate().await {
+        let resp = api.unavailable();
+        shared.finish(Outcome::Status(resp.status().as_u16()));
+        return resp;
     }
     let mut body = api.success_body(&batch, fault);
     if fault.is_some() {

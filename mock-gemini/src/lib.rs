@@ -234,8 +234,9 @@ impl Handle {
 
     /// Answers at most `limit` requests successfully (counted since start or the last
     /// [`reset_stats`](Self::reset_stats)); later ones wait, unanswered and uncounted, until
-    /// the limit is raised or lifted (`None`), the server stops or the client goes away. Tests
-    /// use it to stop a client at a known point before killing it.
+    /// the client goes away, the server stops or the limit changes; then they get a 503 (a
+    /// client still there retries). Tests use it to stop a client at a known point before
+    /// killing it: requests the killed client left waiting are never counted as embedded.
     pub fn hold_after(&self, limit: Option<u64>) {
         self.shared.hold_after(limit);
     }

@@ -150,33 +150,29 @@ impl Shared {
         self.gate.send_replace(limit);
     }
 
-    /// Waits at the gate for the right to answer successfully.
-    pub(crate) async fn pass_gate(&self) {
+    /// Waits at the gate for the right to answer successfully: `true` when let through,
+    /// `false` when the request was held and the limit then changed (its client may be gone,
+    /// killed by a test: the request is refused with a 503 rather than answered into the void
+    /// and counted as embedded).
+    pub(crate) async fn pass_gate(&self) -> bool {
         let mut rx = self.gate.subscribe();
-        let mut waiting = false;
-        loop {
-            {
-                let limit = *rx.borrow_and_update();
-                let mut s = self.lock_stats();
-                if limit.is_none_or(|n| s.ok_admitted < n) {
-                    s.ok_admitted += 1;
-                    if waiting {
-                        s.held -= 1;
-                    }
-                    return;
-                }
-                if !waiting {
-                    waiting = true;
-                    s.held += 1;
-                }
+        {
+            let limit = *rx.borrow_and_update();
+            let mut s = self.lock_stats();
+            if limit.is_none_or(|n| s.ok_admitted < n) {
+                s.ok_admitted += 1;
+                return true;
             }
-            let _guard = HeldGuard { shared: self };
-            tokio::select! {
-                r = rx.changed() => if r.is_err() { return },
-                _ = self.shutting_down() => return,
-            }
-            std::mem::forget(_guard);
+            s.held += 1;
         }
+        // Takes the request off the held count however the wait ends (also when its future
+        // is dropped because the client went away).
+        let _held = HeldGuard { shared: self };
+        tokio::select! {
+            _ = rx.changed() => {}
+            _ = self.shutting_down() => {}
+        }
+        false
     }
 
     fn lock_stats(&self) -> MutexGuard<'_, StatsState> {

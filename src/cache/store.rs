@@ -190,17 +190,29 @@ impl Store {
 
     fn open_with(path: &Path, create: OpenFlags) -> Result<Store, StoreError> {
         check_header(path)?;
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | create,
-        )
-        .map_err(|e| StoreError::sql(path, e))?;
-        let store = Store {
-            path: path.to_owned(),
-            conn,
-        };
-        store.prepare()?;
-        Ok(store)
+        // Switching a new file to WAL and creating the schema can meet another process doing
+        // the same; SQLite then answers "locked" at once rather than through the busy
+        // timeout, so the whole setup is retried for as long as the busy timeout.
+        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+        loop {
+            let conn = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | create,
+            )
+            .map_err(|e| StoreError::sql(path, e))?;
+            let store = Store {
+                path: path.to_owned(),
+                conn,
+            };
+            match store.prepare() {
+                Err(StoreError::Sql { source, .. })
+                    if is_busy(&source) && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => return other.map(|()| store),
+            }
+        }
     }
 
     fn prepare(&self) -> Result<(), StoreError> {
@@ -452,6 +464,11 @@ impl Store {
             .map(|m| m.len())
             .sum()
     }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
+    matches!(e.sqlite_error_code(), Some(DatabaseBusy | DatabaseLocked))
 }
 
 /// Little-endian f32 bytes, the stored form of a vector.
