@@ -298,4 +298,32 @@ mod tests {
         .unwrap();
         assert!(other.get_many(&["a".into()])[0].is_none());
     }
+
+    #[test]
+    fn rows_the_database_refuses_are_saved_to_a_csv_not_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite3");
+        let cache = Cache::open(&path, space()).unwrap();
+        // Another process breaks the database under the run's feet.
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch("DROP TABLE embeddings")
+            .unwrap();
+        cache.insert_many(&["a, b".into()], &[Vector::from(vec![0.25f32, -1.0])]);
+        let closed = cache.close().unwrap();
+        assert_eq!(closed.written, 0);
+        let rescued = closed.rescued.expect("a rescue file");
+        assert!(
+            rescued
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("c.sqlite3.unsaved-")
+        );
+        assert_eq!(
+            std::fs::read_to_string(&rescued).unwrap(),
+            "word,theme,word_type,similarity_to_theme,timestamp,embedding_dim_1,embedding_dim_2\n\
+             \"a, b\",,,,,0.25,-1\n"
+        );
+    }
 }
