@@ -41,11 +41,18 @@ enum Command {
     /// 2: usage, configuration or input error; 3: the run could not finish (API refused to go
     /// on, output not writable); 130: stopped by a signal (outputs hold the finished work).
     ///
+    /// Every embedding is committed to the cache database as it arrives (see `puzzlegen
+    /// cache`) and each finished theme to <paths.outputs>/run_journal.jsonl: a run that was
+    /// killed, run again with the same command, finishes only the remaining work.
+    ///
     /// The API key is read from the environment variable named by gemini.api_key_env (or
     /// embedding.openai.api_key_env); it is never written anywhere.
     Run(RunArgs),
-    /// Look after the embedding cache: the SQLite database every run reads first and adds to
-    /// (default <paths.cache>/embeddings.sqlite3; the `cache.path` setting overrides it).
+    /// Import, export or inspect the embedding cache.
+    ///
+    /// The cache is the SQLite database every run reads first and adds to (default
+    /// <paths.cache>/embeddings.sqlite3; the `cache.path` setting overrides it). Its schema is
+    /// in the README.
     Cache {
         #[command(subcommand)]
         command: CacheCommand,
@@ -54,21 +61,25 @@ enum Command {
 
 #[derive(Subcommand)]
 enum CacheCommand {
-    /// Bring a cache CSV of the Python pipeline into the database. Both layouts are read,
-    /// told apart by their header: `word,theme,word_type,similarity_to_theme,timestamp,
-    /// embedding_dim_1..N` and `theme,word,word_type,similarity_to_theme,rank,
-    /// embedding_dim_1..N`. Rows that cannot be read are listed with their line numbers and
-    /// skipped; the good rows are kept (exit code 1 if any row was skipped). Texts already in
-    /// the database keep their vector.
+    /// Bring a cache CSV of the Python pipeline (either layout) into the database.
+    ///
+    /// Both layouts are read, told apart by their header:
+    /// word,theme,word_type,similarity_to_theme,timestamp,embedding_dim_1..N (the cache
+    /// backup) and theme,word,word_type,similarity_to_theme,rank,embedding_dim_1..N
+    /// (output.embedding_cache_file). Columns are found by name; only `word` and the
+    /// embedding_dim_* columns are required. Rows that cannot be read are listed with their
+    /// line numbers and skipped; the good rows are kept (exit code 1 if any row was skipped).
+    /// Texts already in the database keep their vector.
     Import {
         /// The CSV file to read.
         file: PathBuf,
         #[command(flatten)]
         target: CacheTarget,
     },
-    /// Write the vectors of one embedding space as a CSV in the Python cache backup layout
-    /// (`word,theme,word_type,similarity_to_theme,timestamp,embedding_dim_1..N`), full
-    /// precision.
+    /// Write the vectors of one embedding space to a CSV in the Python cache backup layout.
+    ///
+    /// Header: word,theme,word_type,similarity_to_theme,timestamp,embedding_dim_1..N; values
+    /// at full precision (the shortest text that reads back as the same float32).
     Export {
         /// The CSV file to write (replaced atomically).
         #[arg(short, long, value_name = "FILE")]
@@ -76,8 +87,7 @@ enum CacheCommand {
         #[command(flatten)]
         target: CacheTarget,
     },
-    /// Entries per embedding space (model, dimension, task type), size on disk, and the hit
-    /// rate of the last run.
+    /// Entries per embedding space, size on disk, and the hit rate of the last run.
     Stats {
         #[command(flatten)]
         target: CacheTarget,
