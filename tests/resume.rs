@@ -59,6 +59,13 @@ fn finish(child: Child) -> (i32, String, String) {
     )
 }
 
+/// Runs the job in `dir` to the end; it must succeed. Returns its stdout.
+fn run_to_end(dir: &Path) -> String {
+    let (code, stdout, stderr) = finish(start(dir));
+    assert_eq!(code, 0, "{stderr}");
+    stdout
+}
+
 /// Rows of the test space in the cache database of `dir` (0 if there is none yet).
 fn rows(db: &Path) -> u64 {
     if !db.exists() {
@@ -94,8 +101,7 @@ fn runs_killed_at_several_points_finish_the_rest_without_paying_twice() {
     // The reference: one uninterrupted run.
     let reference_server = start_blocking(MockConfig::default()).unwrap();
     let reference = setup(&reference_server);
-    let (code, _, stderr) = finish(start(reference.path()));
-    assert_eq!(code, 0, "{stderr}");
+    run_to_end(reference.path());
     let requests_needed = reference_server.stats().responses_ok;
     assert!(requests_needed >= 40, "{requests_needed} requests");
 
@@ -121,8 +127,7 @@ fn runs_killed_at_several_points_finish_the_rest_without_paying_twice() {
         "themes finished before the kills are journalled: {journal}"
     );
     server.hold_after(None);
-    let (code, stdout, stderr) = finish(start(dir.path()));
-    assert_eq!(code, 0, "{stderr}");
+    let stdout = run_to_end(dir.path());
     assert!(stdout.contains("resumed from the journal"), "{stdout}");
 
     let s = server.stats();
@@ -150,13 +155,11 @@ fn runs_killed_at_several_points_finish_the_rest_without_paying_twice() {
 fn a_restart_after_the_last_answer_makes_no_request_at_all() {
     let server = start_blocking(MockConfig::default()).unwrap();
     let dir = setup(&server);
-    let (code, _, stderr) = finish(start(dir.path()));
-    assert_eq!(code, 0, "{stderr}");
+    run_to_end(dir.path());
     let first = server.stats();
     // Outputs lost, cache kept: a second run pays for nothing.
     std::fs::remove_dir_all(dir.path().join("out")).unwrap();
-    let (code, _, stderr) = finish(start(dir.path()));
-    assert_eq!(code, 0, "{stderr}");
+    run_to_end(dir.path());
     assert_eq!(server.stats().requests, first.requests, "no new request");
     assert!(dir.path().join("out/final_puzzles.json").is_file());
 }
