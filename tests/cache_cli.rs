@@ -58,11 +58,11 @@ fn space3() -> Space {
     }
 }
 
-/// The stored vector of `text` in `db` (space `m`/3).
+/// The stored vector of `text` (looked up by its key) in `db` (space `m`/3).
 fn stored(db: &Path, text: &str) -> Option<Vec<f32>> {
     Store::open_existing(db)
         .unwrap()
-        .get_many(&space3(), &[text.to_owned()])
+        .get_many(&space3(), &[puzzlegen::cache::key(text)])
         .unwrap()[0]
         .as_ref()
         .map(|v| v.to_vec())
@@ -111,10 +111,11 @@ fn backup_layout_keeps_good_rows_and_names_the_lines_of_bad_ones() {
     assert_eq!(stored(&db, "say \"cheese\""), Some(vec![4.0, 5.0, 6.0]));
     assert_eq!(stored(&db, "crème brûlée"), Some(vec![7.0, 8.0, 9.0]));
     assert_eq!(
-        stored(&db, "two lines"),
+        stored(&db, "TWO\nlines "),
         Some(vec![1.0, 1.0, 1.0]),
-        "key normalised"
+        "key as the original's: lower case, trimmed, inner whitespace kept"
     );
+    assert_eq!(stored(&db, "two lines"), None);
     assert_eq!(stored(&db, "fork"), Some(vec![-1e-3, 250.0, 3.0]));
     assert_eq!(stored(&db, "short"), None);
 

@@ -210,7 +210,8 @@ fn two_processes_share_one_cache_file() {
         texts.extend((0..WORDS).map(|i| format!("word{t}x{i}")));
     }
     assert_eq!(rows(&db), texts.len() as u64, "one row per text");
-    let stored = store.get_many(&space(), &texts).unwrap();
+    let keys: Vec<String> = texts.iter().map(|t| puzzlegen::cache::key(t)).collect();
+    let stored = store.get_many(&space(), &keys).unwrap();
     for (text, v) in texts.iter().zip(stored) {
         let v = v.unwrap_or_else(|| panic!("{text:?} missing"));
         let mut expected = mock_gemini::vectors::gemini_embedding(text, DIMENSION);

@@ -464,7 +464,7 @@ mod tests {
         let mut a = Store::open(&dir.path().join("a.sqlite3")).unwrap();
         let rows = vec![
             Row {
-                key: "New York, NY".into(),
+                key: "new york, ny".into(),
                 word: "New York, NY".into(),
                 theme: Some("Cities \"big\"".into()),
                 word_type: Some("candidate".into()),

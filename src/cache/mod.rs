@@ -24,18 +24,12 @@ use crate::embed::{Space, Vector};
 use store::{Annotation, Row, Store, StoreError};
 use writer::Writer;
 
-/// The cache key of a text, which is also the text sent to the provider: surrounding
-/// whitespace removed and inner runs of whitespace made one space. Case is kept: embedding
-/// models tell `Turkey` from `turkey`.
+/// The cache key of a text, as the Python original's `text.lower().strip()`: surrounding
+/// whitespace removed, lower case. `Mercury`, `mercury` and ` MERCURY ` are one embedding;
+/// inner whitespace is kept as written. What is sent to the provider is the text as first
+/// asked for (trimmed, case kept), see [`crate::embed::service`].
 pub fn key(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for part in text.split_whitespace() {
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        out.push_str(part);
-    }
-    out
+    text.trim().to_lowercase()
 }
 
 /// How the durable layer ended (see [`Cache::close`]).
@@ -141,20 +135,32 @@ impl Cache {
             .cloned()
     }
 
-    /// Stores new vectors (same order as `keys`): in memory at once, on disk within
-    /// milliseconds.
-    pub fn insert_many(&self, keys: &[String], vectors: &[Vector]) {
+    /// Stores new vectors (same order as `texts`) under each text's [`key`], with the text
+    /// trimmed as the stored `word`: in memory at once, on disk within milliseconds. See
+    /// [`Cache::insert_words`] to give key and word yourself.
+    pub fn insert_many(&self, texts: &[String], vectors: &[Vector]) {
+        let texts: Vec<(String, String)> = texts
+            .iter()
+            .map(|t| (key(t), t.trim().to_owned()))
+            .collect();
+        self.insert_words(&texts, vectors);
+    }
+
+    /// Stores new vectors (same order as `texts`, each `(key, word)`: the [`key`] and the
+    /// text as it was sent, which the store keeps in its `word` column): in memory at once, on
+    /// disk within milliseconds.
+    pub fn insert_words(&self, texts: &[(String, String)], vectors: &[Vector]) {
         {
             let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
-            for (k, v) in keys.iter().zip(vectors) {
+            for ((k, _), v) in texts.iter().zip(vectors) {
                 memory.insert(k.clone(), v.clone());
             }
         }
         self.with_writer(|w| {
-            for (k, v) in keys.iter().zip(vectors) {
+            for ((k, word), v) in texts.iter().zip(vectors) {
                 w.put(Row {
                     key: k.clone(),
-                    word: k.clone(),
+                    word: word.clone(),
                     theme: None,
                     word_type: None,
                     similarity: None,
@@ -266,10 +272,12 @@ mod tests {
     }
 
     #[test]
-    fn keys_collapse_whitespace_but_keep_case() {
-        assert_eq!(key("  Rivers \t of\nEurope "), "Rivers of Europe");
-        assert_eq!(key("Turkey"), "Turkey");
-        assert_ne!(key("Turkey"), key("turkey"));
+    fn keys_are_the_originals_lower_strip() {
+        assert_eq!(key("  Rivers \t of\nEurope "), "rivers \t of\neurope");
+        assert_eq!(key("Mercury"), key("mercury "));
+        assert_eq!(key("\u{a0}MERCURY\n"), "mercury");
+        assert_eq!(key("ΟΔΟΣ"), "οδος", "final sigma, as Python's lower()");
+        assert_eq!(key("Turkey"), key("turkey"));
     }
 
     #[test]

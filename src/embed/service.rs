@@ -1,6 +1,11 @@
 //! The embedding service between theme workers and a provider (the heart of a paid run).
 //!
 //! - Cache first: a text already embedded in this space is never sent again.
+//! - One embedding per [`cache::key`] (the original's `text.lower().strip()`): `Mercury`,
+//!   `mercury` and ` MERCURY ` are looked up, waited for and cached as one. The text sent is
+//!   the first spelling asked for (trimmed, case as written): the first `embed`/`prefetch` call
+//!   to queue the key decides, and within a call the first text; the cache row keeps it as
+//!   its `word`.
 //! - In-flight de-duplication: a text already queued or in flight is not queued again; every
 //!   theme that needs it waits for the same answer.
 //! - Coalescing: misses from all themes go to one queue; a batcher cuts it into requests of up
@@ -95,10 +100,17 @@ impl ServiceStats {
 
 type Reply = oneshot::Sender<Result<Vector, EmbedError>>;
 
+/// A text to embed: its cache key and the spelling sent to the provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Text {
+    key: String,
+    spelling: String,
+}
+
 struct Inner {
     provider: Arc<dyn Provider>,
     cache: Cache,
-    /// Texts queued or in flight, with everyone waiting for them.
+    /// Keys queued or in flight, with everyone waiting for them.
     waiting: Mutex<HashMap<String, Vec<Reply>>>,
     limiter: Limiter,
     options: ServiceOptions,
@@ -124,7 +136,7 @@ struct Inner {
 /// Cache, coalescing batcher and limiter in front of a provider.
 pub struct EmbeddingService {
     inner: Arc<Inner>,
-    queue: mpsc::UnboundedSender<String>,
+    queue: mpsc::UnboundedSender<Text>,
     tasks: TaskTracker,
 }
 
@@ -202,8 +214,8 @@ impl EmbeddingService {
         let _ = self.enqueue(texts);
     }
 
-    /// One vector per text, in order. Texts are embedded (and cached) in their
-    /// [`cache::key`] form.
+    /// One vector per text, in order. Texts with the same [`cache::key`] (differing only in
+    /// case or surrounding whitespace) get the same vector, embedded once.
     pub async fn embed(&self, texts: &[String]) -> Result<Vec<Vector>, EmbedError> {
         let (mut found, receivers) = self.enqueue(texts)?;
         for (i, rx) in receivers {
@@ -241,17 +253,25 @@ impl EmbeddingService {
             return Err(e);
         }
         let keys: Vec<String> = texts.iter().map(|t| cache::key(t)).collect();
-        let texts = &keys[..];
-        let mut found = inner.cache.get_many(texts);
-        let mut positions: HashMap<&str, Vec<usize>> = HashMap::new();
-        for (i, text) in texts.iter().enumerate() {
+        let mut found = inner.cache.get_many(&keys);
+        // Each missing key with the positions it fills, in order of first appearance (the
+        // first position's text is the spelling sent).
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        let mut positions: Vec<(&str, Vec<usize>)> = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
             if found[i].is_none() {
-                positions.entry(text.as_str()).or_default().push(i);
+                match index.get(key.as_str()) {
+                    Some(&at) => positions[at].1.push(i),
+                    None => {
+                        index.insert(key, positions.len());
+                        positions.push((key, vec![i]));
+                    }
+                }
             }
         }
         {
             let mut seen = inner.seen.lock().unwrap_or_else(|e| e.into_inner());
-            for (text, v) in texts.iter().zip(&found) {
+            for (text, v) in keys.iter().zip(&found) {
                 if !seen.contains(text.as_str()) {
                     seen.insert(text.clone());
                     inner.lookups.fetch_add(1, Ordering::Relaxed);
@@ -263,23 +283,26 @@ impl EmbeddingService {
         }
         let mut receivers = Vec::with_capacity(positions.len());
         let mut waiting = inner.waiting.lock().unwrap_or_else(|e| e.into_inner());
-        for (text, slots) in positions {
+        for (key, slots) in positions {
             // Answered since the first look (dispatch fills the cache before replying).
-            if let Some(v) = inner.cache.get_in_memory(text) {
+            if let Some(v) = inner.cache.get_in_memory(key) {
                 for &s in &slots {
                     found[s] = Some(v.clone());
                 }
                 continue;
             }
             let (tx, rx) = oneshot::channel();
-            match waiting.get_mut(text) {
+            match waiting.get_mut(key) {
                 Some(replies) => {
                     replies.push(tx);
                     inner.in_flight_hits.fetch_add(1, Ordering::Relaxed);
                 }
                 None => {
-                    waiting.insert(text.to_owned(), vec![tx]);
-                    let _ = self.queue.send(text.to_owned());
+                    waiting.insert(key.to_owned(), vec![tx]);
+                    let _ = self.queue.send(Text {
+                        key: key.to_owned(),
+                        spelling: texts[slots[0]].trim().to_owned(),
+                    });
                 }
             }
             receivers.push((slots, rx));
@@ -329,7 +352,7 @@ impl Drop for EmbeddingService {
 }
 
 /// Cuts the queue into batches and starts a request for each.
-async fn batcher(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<String>, tasks: TaskTracker) {
+async fn batcher(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Text>, tasks: TaskTracker) {
     loop {
         let first = tokio::select! {
             t = rx.recv() => match t { Some(t) => t, None => return },
@@ -366,7 +389,7 @@ fn stop_reason(inner: &Inner) -> EmbedError {
 }
 
 /// Sends one batch, retrying as the error allows, and answers everyone waiting for it.
-async fn dispatch(inner: Arc<Inner>, batch: Vec<String>) {
+async fn dispatch(inner: Arc<Inner>, batch: Vec<Text>) {
     let o = &inner.options;
     let backoff = || {
         backon::ExponentialBuilder::default()
@@ -379,7 +402,8 @@ async fn dispatch(inner: Arc<Inner>, batch: Vec<String>) {
     let mut pacing = backoff()
         .with_max_times(o.max_retries as usize * 4 + 10)
         .build();
-    let tokens: usize = batch.iter().map(|t| estimate_tokens(t)).sum();
+    let tokens: usize = batch.iter().map(|t| estimate_tokens(&t.spelling)).sum();
+    let spellings: Vec<String> = batch.iter().map(|t| t.spelling.clone()).collect();
     loop {
         let permit = tokio::select! {
             p = inner.limiter.acquire(batch.len(), tokens) => p,
@@ -390,7 +414,7 @@ async fn dispatch(inner: Arc<Inner>, batch: Vec<String>) {
             .texts_sent
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         let result = tokio::select! {
-            r = inner.provider.embed(batch.clone()) => r,
+            r = inner.provider.embed(spellings.clone()) => r,
             _ = inner.stopped.cancelled() => return fail(&inner, &batch, &stop_reason(&inner)),
         };
         drop(permit);
@@ -451,24 +475,28 @@ async fn dispatch(inner: Arc<Inner>, batch: Vec<String>) {
     }
 }
 
-fn deliver(inner: &Inner, batch: &[String], vectors: Vec<Vec<f32>>) {
+fn deliver(inner: &Inner, batch: &[Text], vectors: Vec<Vec<f32>>) {
     let vectors: Vec<Vector> = vectors.into_iter().map(Vector::from).collect();
-    inner.cache.insert_many(batch, &vectors);
+    let texts: Vec<(String, String)> = batch
+        .iter()
+        .map(|t| (t.key.clone(), t.spelling.clone()))
+        .collect();
+    inner.cache.insert_words(&texts, &vectors);
     inner
         .texts_embedded
         .fetch_add(batch.len() as u64, Ordering::Relaxed);
     let mut waiting = inner.waiting.lock().unwrap_or_else(|e| e.into_inner());
     for (text, v) in batch.iter().zip(vectors) {
-        for reply in waiting.remove(text).unwrap_or_default() {
+        for reply in waiting.remove(&text.key).unwrap_or_default() {
             let _ = reply.send(Ok(v.clone()));
         }
     }
 }
 
-fn fail(inner: &Inner, batch: &[String], error: &EmbedError) {
+fn fail(inner: &Inner, batch: &[Text], error: &EmbedError) {
     let mut waiting = inner.waiting.lock().unwrap_or_else(|e| e.into_inner());
     for text in batch {
-        for reply in waiting.remove(text).unwrap_or_default() {
+        for reply in waiting.remove(&text.key).unwrap_or_default() {
             let _ = reply.send(Err(error.clone()));
         }
     }
@@ -536,6 +564,53 @@ mod tests {
         assert!(
             fake.calls.lock().unwrap().len() < 8,
             "misses were coalesced into batches"
+        );
+    }
+
+    #[tokio::test]
+    async fn texts_differing_in_case_or_spaces_are_one_text_sent_as_first_spelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Arc::new(FakeProvider::new(4, 100));
+        let cache = Cache::open(&dir.path().join("c.sqlite3"), fake.space().clone()).unwrap();
+        let service =
+            EmbeddingService::with_cache(fake.clone(), ServiceOptions::unlimited(), cache);
+        let v = service
+            .embed(&strings(&["Mercury", "mercury", " MERCURY "]))
+            .await
+            .unwrap();
+        assert_eq!(*fake.calls.lock().unwrap(), vec![strings(&["Mercury"])]);
+        assert_eq!(v.len(), 3);
+        assert!(v[0] == v[1] && v[1] == v[2]);
+        assert_eq!(&*v[0], &fake.vector_of("Mercury")[..]);
+
+        // Across calls: the first call to queue a key decides its spelling.
+        service.prefetch(&strings(&["  Venus\t"]));
+        let v = service.embed(&strings(&["VENUS", "venus"])).await.unwrap();
+        assert_eq!(&*v[0], &fake.vector_of("Venus")[..]);
+        assert_eq!(
+            fake.calls.lock().unwrap().concat(),
+            strings(&["Mercury", "Venus"])
+        );
+        let s = service.stats();
+        assert_eq!((s.lookups, s.texts_embedded), (2, 2));
+
+        // The cache row is keyed by the key and keeps the spelling sent.
+        service.cache().close().unwrap();
+        let store =
+            crate::cache::store::Store::open_existing(&dir.path().join("c.sqlite3")).unwrap();
+        let mut rows = Vec::new();
+        store
+            .for_each_row(fake.space(), |r| {
+                rows.push((r.key, r.word));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                ("mercury".to_owned(), "Mercury".to_owned()),
+                ("venus".to_owned(), "Venus".to_owned())
+            ]
         );
     }
 }
