@@ -372,10 +372,11 @@ fn python_sqlite3_reads_the_cache_as_the_readme_says() {
         "word,theme,embedding_dim_1,embedding_dim_2,embedding_dim_3\ncafé,Drinks,0.5,-0.25,1e-3\n",
     );
     import(dir.path(), "in.csv").success();
-    // The README's recipe, without numpy: little-endian float32 blobs.
+    // The README's recipe, without numpy: little-endian float32 blobs, looked up by
+    // text.lower().strip(), the oldest row of the key.
     let script = "import sqlite3, struct, sys\n\
         db = sqlite3.connect(sys.argv[1])\n\
-        for word, theme, dim, blob in db.execute('SELECT word, theme, dimension, vector FROM embeddings WHERE model_id = ?', ('m',)):\n\
+        for word, theme, dim, blob in db.execute('SELECT word, theme, dimension, vector FROM embeddings WHERE model_id = ? AND dimension = ? AND task_type = ? AND text_key = ? ORDER BY id LIMIT 1', ('m', 3, 'SEMANTIC_SIMILARITY', ' CAFÉ\\n'.lower().strip())):\n\
         \x20   print(word, theme, dim, list(struct.unpack('<%df' % dim, blob)))\n";
     let out = std::process::Command::new("python3")
         .arg("-c")

@@ -1,7 +1,7 @@
 //! The durable embedding store: one SQLite database (WAL mode) that any number of puzzlegen
 //! processes, and Python's own `sqlite3` module, can open at the same time.
 //!
-//! Schema (version 1, `PRAGMA user_version = 1`), documented for users in the README:
+//! Schema (version 2, `PRAGMA user_version = 2`), documented for users in the README:
 //!
 //! ```sql
 //! CREATE TABLE embeddings (
@@ -9,20 +9,29 @@
 //!     model_id            TEXT    NOT NULL,  -- e.g. gemini-embedding-001
 //!     dimension           INTEGER NOT NULL,  -- e.g. 3072
 //!     task_type           TEXT    NOT NULL,  -- e.g. SEMANTIC_SIMILARITY
-//!     text_key            TEXT    NOT NULL,  -- the normalised text that was embedded
-//!     word                TEXT    NOT NULL,  -- the text as first written
+//!     text_key            TEXT    NOT NULL,  -- cache::key: text.lower().strip() in Python
+//!     word                TEXT    NOT NULL,  -- the text as first sent or imported
 //!     theme               TEXT,              -- metadata of the Python cache CSV
 //!     word_type           TEXT,              -- 'theme' or 'candidate'
 //!     similarity_to_theme REAL,
 //!     timestamp           TEXT    NOT NULL,  -- when stored (ISO 8601 UTC, or as imported)
-//!     vector              BLOB    NOT NULL,  -- `dimension` little-endian f32
-//!     UNIQUE (model_id, dimension, task_type, text_key)
+//!     vector              BLOB    NOT NULL   -- `dimension` little-endian f32
 //! );
+//! CREATE INDEX embeddings_by_key ON embeddings (model_id, dimension, task_type, text_key);
 //! CREATE TABLE runs (...);  -- one row per finished run: lookups, cache hits (cache stats)
 //! ```
 //!
-//! Lookups go through the unique index, one row at a time: opening the store never reads it
-//! whole, so the time to the first lookup does not grow with its size.
+//! A key may have several rows (a v1 database held `Mercury` and `mercury` apart; another
+//! program may add rows): the oldest (lowest `id`) is the key's entry, for lookups, annotations,
+//! exports and counts. This build never adds a second row for a key: it inserts only if absent,
+//! inside an IMMEDIATE transaction, so two processes cannot both insert one.
+//!
+//! Version 1 (`UNIQUE (model_id, dimension, task_type, text_key)`, keys with inner whitespace
+//! collapsed and case kept) is migrated on open, in one transaction: every row is kept, keys are
+//! recomputed with [`crate::cache::key`].
+//!
+//! Lookups go through the index, one row at a time: opening the store never reads it whole, so
+//! the time to the first lookup does not grow with its size.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -33,13 +42,15 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use crate::embed::{Space, Vector};
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// How long a statement waits for another process's write lock before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS embeddings (
+/// The `embeddings` table (version 2) named `name`.
+fn embeddings_table(name: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {name} (
     id                  INTEGER PRIMARY KEY,
     model_id            TEXT    NOT NULL,
     dimension           INTEGER NOT NULL,
@@ -50,9 +61,15 @@ CREATE TABLE IF NOT EXISTS embeddings (
     word_type           TEXT,
     similarity_to_theme REAL,
     timestamp           TEXT    NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),
-    vector              BLOB    NOT NULL,
-    UNIQUE (model_id, dimension, task_type, text_key)
-);
+    vector              BLOB    NOT NULL
+);"
+    )
+}
+
+const INDEX: &str = "CREATE INDEX IF NOT EXISTS embeddings_by_key \
+     ON embeddings (model_id, dimension, task_type, text_key);";
+
+const RUNS: &str = "
 CREATE TABLE IF NOT EXISTS runs (
     id             INTEGER PRIMARY KEY,
     finished_at    TEXT    NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),
@@ -65,19 +82,39 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 ";
 
-const LOOKUP: &str = "SELECT vector FROM embeddings \
-     WHERE model_id = ?1 AND dimension = ?2 AND task_type = ?3 AND text_key = ?4";
+/// The columns of a row, in `embeddings_table` order (for the v1 -> v2 copy).
+const COLUMNS: &str = "id, model_id, dimension, task_type, text_key, word, theme, word_type, \
+     similarity_to_theme, timestamp, vector";
 
+/// The key's entry: its oldest row.
+const LOOKUP: &str = "SELECT vector FROM embeddings \
+     WHERE model_id = ?1 AND dimension = ?2 AND task_type = ?3 AND text_key = ?4 \
+     ORDER BY id LIMIT 1";
+
+/// Insert if absent: run inside an IMMEDIATE transaction, so no other writer can add the key
+/// between the check and the insert.
 const INSERT: &str = "INSERT INTO embeddings \
      (model_id, dimension, task_type, text_key, word, theme, word_type, similarity_to_theme, \
       timestamp, vector) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, \
-             coalesce(?9, strftime('%Y-%m-%dT%H:%M:%SZ', 'now')), ?10) \
-     ON CONFLICT (model_id, dimension, task_type, text_key) DO NOTHING";
+     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, \
+            coalesce(?9, strftime('%Y-%m-%dT%H:%M:%SZ', 'now')), ?10 \
+     WHERE NOT EXISTS (SELECT 1 FROM embeddings \
+         WHERE model_id = ?1 AND dimension = ?2 AND task_type = ?3 AND text_key = ?4)";
 
 const ANNOTATE: &str = "UPDATE embeddings SET theme = ?5, word_type = ?6, similarity_to_theme = ?7 \
-     WHERE model_id = ?1 AND dimension = ?2 AND task_type = ?3 AND text_key = ?4 \
+     WHERE id = (SELECT id FROM embeddings \
+         WHERE model_id = ?1 AND dimension = ?2 AND task_type = ?3 AND text_key = ?4 \
+         ORDER BY id LIMIT 1) \
        AND theme IS NULL";
+
+/// One row per key of a space (its oldest), in insertion order.
+const EACH_ROW: &str = "SELECT text_key, word, theme, word_type, similarity_to_theme, \
+     timestamp, vector FROM embeddings e \
+     WHERE model_id = ?1 AND dimension = ?2 AND task_type = ?3 \
+       AND NOT EXISTS (SELECT 1 FROM embeddings o \
+           WHERE o.model_id = e.model_id AND o.dimension = e.dimension \
+             AND o.task_type = e.task_type AND o.text_key = e.text_key AND o.id < e.id) \
+     ORDER BY id";
 
 /// A store problem, always naming the database file.
 #[derive(Debug, thiserror::Error)]
@@ -223,9 +260,7 @@ impl Store {
         // WAL + NORMAL: a committed transaction survives a crash of the process (kill -9);
         // only a power cut can lose the last ones.
         c.pragma_update(None, "synchronous", "NORMAL").map_err(e)?;
-        let found: i64 = c
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(e)?;
+        let found = self.user_version()?;
         if found > SCHEMA_VERSION {
             return Err(StoreError::TooNew {
                 path: self.path.clone(),
@@ -233,11 +268,92 @@ impl Store {
             });
         }
         if found < SCHEMA_VERSION {
-            c.execute_batch(&format!(
-                "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-            ))
-            .map_err(e)?;
+            self.upgrade()?;
         }
+        Ok(())
+    }
+
+    fn user_version(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| StoreError::sql(&self.path, e))
+    }
+
+    /// Creates the schema, or migrates a version 1 database, in one IMMEDIATE transaction.
+    /// Another process may be doing the same: the version is read again under the lock, and
+    /// whoever comes second finds the work done.
+    fn upgrade(&self) -> Result<(), StoreError> {
+        let e = |e| StoreError::sql(&self.path, e);
+        let tx = rusqlite::Transaction::new_unchecked(
+            &self.conn,
+            rusqlite::TransactionBehavior::Immediate,
+        )
+        .map_err(e)?;
+        match self.user_version()? {
+            0 => tx
+                .execute_batch(&format!(
+                    "{} {INDEX} {RUNS}",
+                    embeddings_table("embeddings")
+                ))
+                .map_err(e)?,
+            1 => self.migrate_v1(&tx)?,
+            SCHEMA_VERSION => return Ok(()),
+            found => {
+                return Err(StoreError::TooNew {
+                    path: self.path.clone(),
+                    found,
+                });
+            }
+        }
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(e)?;
+        tx.commit().map_err(e)
+    }
+
+    /// Version 1 -> 2: the UNIQUE constraint goes (rows whose keys now collide are all kept),
+    /// every key is recomputed with [`crate::cache::key`], an index replaces the constraint.
+    fn migrate_v1(&self, tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+        let e = |e| StoreError::sql(&self.path, e);
+        tx.execute_batch(&format!(
+            "{} INSERT INTO embeddings_v2 ({COLUMNS}) SELECT {COLUMNS} FROM embeddings ORDER BY id;",
+            embeddings_table("embeddings_v2")
+        ))
+        .map_err(e)?;
+        let changed: Vec<(i64, String)> = {
+            let mut stmt = tx
+                .prepare("SELECT id, text_key FROM embeddings_v2")
+                .map_err(e)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+                .map_err(e)?;
+            let mut changed = Vec::new();
+            for row in rows {
+                let (id, old) = row.map_err(e)?;
+                let new = crate::cache::key(&old);
+                if new != old {
+                    changed.push((id, new));
+                }
+            }
+            changed
+        };
+        {
+            let mut update = tx
+                .prepare("UPDATE embeddings_v2 SET text_key = ?2 WHERE id = ?1")
+                .map_err(e)?;
+            for (id, key) in &changed {
+                update.execute(params![id, key]).map_err(e)?;
+            }
+        }
+        tx.execute_batch(&format!(
+            "DROP TABLE embeddings; ALTER TABLE embeddings_v2 RENAME TO embeddings; {INDEX} {RUNS}"
+        ))
+        .map_err(e)?;
+        tracing::info!(
+            "{}: cache schema upgraded to version {SCHEMA_VERSION} ({} key(s) rewritten as \
+             text.lower().strip())",
+            self.path.display(),
+            changed.len()
+        );
         Ok(())
     }
 
@@ -245,7 +361,7 @@ impl Store {
         &self.path
     }
 
-    /// The stored vector of each key, `None` where it is missing.
+    /// The stored vector of each key (its oldest row's), `None` where it is missing.
     pub fn get_many(
         &self,
         space: &Space,
@@ -267,8 +383,9 @@ impl Store {
             .collect()
     }
 
-    /// Stores rows (a key already present keeps its first vector) and metadata, in one
-    /// transaction. Returns how many rows were new.
+    /// Stores rows (a key already present keeps its first vector: nothing is added) and
+    /// metadata (on the key's oldest row), in one IMMEDIATE transaction. Returns how many rows
+    /// were new.
     pub fn put(
         &mut self,
         space: &Space,
@@ -323,21 +440,14 @@ impl Store {
         Ok(added)
     }
 
-    /// Every row of one space, in insertion order, for `cache export`.
+    /// One row per key of one space (the key's oldest), in insertion order, as stored.
     pub fn for_each_row(
         &self,
         space: &Space,
         mut f: impl FnMut(Row) -> std::io::Result<()>,
     ) -> Result<u64, StoreError> {
         let e = |e| StoreError::sql(&self.path, e);
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT text_key, word, theme, word_type, similarity_to_theme, timestamp, vector \
-                 FROM embeddings WHERE model_id = ?1 AND dimension = ?2 AND task_type = ?3 \
-                 ORDER BY id",
-            )
-            .map_err(e)?;
+        let mut stmt = self.conn.prepare(EACH_ROW).map_err(e)?;
         let mut rows = stmt
             .query(params![
                 space.model_id,
@@ -377,13 +487,13 @@ impl Store {
         Ok(n)
     }
 
-    /// Entries per embedding space.
+    /// Entries (distinct keys) per embedding space.
     pub fn spaces(&self) -> Result<Vec<SpaceCount>, StoreError> {
         let e = |e| StoreError::sql(&self.path, e);
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT model_id, dimension, task_type, count(*) FROM embeddings \
+                "SELECT model_id, dimension, task_type, count(DISTINCT text_key) FROM embeddings \
                  GROUP BY model_id, dimension, task_type ORDER BY model_id, dimension, task_type",
             )
             .map_err(e)?;
@@ -631,5 +741,257 @@ mod tests {
         std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
         let e = Store::open(&cut).err().unwrap().to_string();
         assert!(e.contains("cut.sqlite3") && e.contains("truncated"), "{e}");
+    }
+
+    /// The version 1 schema, as released.
+    const SCHEMA_V1: &str = "
+CREATE TABLE IF NOT EXISTS embeddings (
+    id                  INTEGER PRIMARY KEY,
+    model_id            TEXT    NOT NULL,
+    dimension           INTEGER NOT NULL,
+    task_type           TEXT    NOT NULL,
+    text_key            TEXT    NOT NULL,
+    word                TEXT    NOT NULL,
+    theme               TEXT,
+    word_type           TEXT,
+    similarity_to_theme REAL,
+    timestamp           TEXT    NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),
+    vector              BLOB    NOT NULL,
+    UNIQUE (model_id, dimension, task_type, text_key)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id             INTEGER PRIMARY KEY,
+    finished_at    TEXT    NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),
+    model_id       TEXT    NOT NULL,
+    dimension      INTEGER NOT NULL,
+    task_type      TEXT    NOT NULL,
+    lookups        INTEGER NOT NULL,
+    cache_hits     INTEGER NOT NULL,
+    texts_embedded INTEGER NOT NULL
+);
+PRAGMA user_version = 1;
+";
+
+    /// A version 1 database at `path` holding `Mercury` then `mercury` (different vectors),
+    /// an uncollapsed key, a row of another space and a run.
+    fn v1_database(path: &Path) {
+        let c = Connection::open(path).unwrap();
+        c.execute_batch("PRAGMA journal_mode = WAL;").unwrap();
+        c.execute_batch(SCHEMA_V1).unwrap();
+        let rows: [(&str, &str, &str, [f32; 3]); 5] = [
+            ("m", "Mercury", "Mercury", [1.0, 0.0, 0.0]),
+            ("m", "mercury", "mercury", [0.0, 1.0, 0.0]),
+            (
+                "m",
+                "  Rivers  of Europe",
+                "Rivers  of Europe",
+                [0.0, 0.0, 1.0],
+            ),
+            ("m", "Rivers of Europe", "Rivers of Europe", [0.5, 0.5, 0.0]),
+            ("other", "Mercury", "Mercury", [2.0, 2.0, 2.0]),
+        ];
+        for (model, key, word, v) in rows {
+            c.execute(
+                "INSERT INTO embeddings (model_id, dimension, task_type, text_key, word, vector) \
+                 VALUES (?1, 3, 't', ?2, ?3, ?4)",
+                params![model, key, word, encode(&v)],
+            )
+            .unwrap();
+        }
+        c.execute(
+            "INSERT INTO runs (model_id, dimension, task_type, lookups, cache_hits, \
+             texts_embedded) VALUES ('m', 3, 't', 10, 4, 6)",
+            [],
+        )
+        .unwrap();
+    }
+
+    fn count(path: &Path, sql: &str) -> i64 {
+        Connection::open(path)
+            .unwrap()
+            .query_row(sql, [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated_keeping_every_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.sqlite3");
+        v1_database(&path);
+        let before = count(&path, "SELECT count(*) FROM embeddings");
+        assert_eq!(before, 5);
+
+        let mut s = Store::open(&path).unwrap();
+        assert_eq!(count(&path, "SELECT count(*) FROM embeddings"), before);
+        assert_eq!(count(&path, "PRAGMA user_version"), 2);
+        assert_eq!(count(&path, "SELECT count(*) FROM runs"), 1, "runs kept");
+        assert_eq!(
+            count(
+                &path,
+                "SELECT count(*) FROM pragma_index_list('embeddings') WHERE \"unique\""
+            ),
+            0,
+            "no UNIQUE constraint left"
+        );
+        assert_eq!(
+            count(
+                &path,
+                "SELECT count(*) FROM embeddings WHERE text_key IN ('mercury', 'rivers  of europe', 'rivers of europe')"
+            ),
+            5,
+            "every key recomputed as text.lower().strip(), in every space"
+        );
+
+        // Both `Mercury` and `mercury` are kept; the older answers for the key.
+        let key = |t: &str| crate::cache::key(t);
+        let got = s
+            .get_many(
+                &space(),
+                &[
+                    key("mercury"),
+                    key("  Rivers  of Europe"),
+                    key("Rivers of Europe"),
+                ],
+            )
+            .unwrap();
+        assert_eq!(&*got[0].clone().unwrap(), &[1.0, 0.0, 0.0]);
+        assert_eq!(&*got[1].clone().unwrap(), &[0.0, 0.0, 1.0]);
+        assert_eq!(&*got[2].clone().unwrap(), &[0.5, 0.5, 0.0]);
+        let other = Space {
+            model_id: "other".into(),
+            ..space()
+        };
+        assert_eq!(
+            &*s.get_many(&other, &[key("MERCURY")]).unwrap()[0]
+                .clone()
+                .unwrap(),
+            &[2.0, 2.0, 2.0]
+        );
+
+        // Export and stats: one row per key, the oldest; annotations go to that row.
+        s.put(
+            &space(),
+            &[],
+            &[Annotation {
+                key: "mercury".into(),
+                theme: "Planets".into(),
+                word_type: "candidate",
+                similarity: 0.5,
+            }],
+        )
+        .unwrap();
+        let mut seen = Vec::new();
+        s.for_each_row(&space(), |r| {
+            seen.push((r.key, r.word, r.theme, r.vector[0]));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            seen,
+            vec![
+                (
+                    "mercury".into(),
+                    "Mercury".into(),
+                    Some("Planets".into()),
+                    1.0
+                ),
+                (
+                    "rivers  of europe".into(),
+                    "Rivers  of Europe".into(),
+                    None,
+                    0.0
+                ),
+                (
+                    "rivers of europe".into(),
+                    "Rivers of Europe".into(),
+                    None,
+                    0.5
+                ),
+            ]
+        );
+        assert_eq!(
+            count(
+                &path,
+                "SELECT count(*) FROM embeddings WHERE theme IS NOT NULL"
+            ),
+            1
+        );
+        let entries: Vec<(String, u64)> = s
+            .spaces()
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.space.model_id, c.entries))
+            .collect();
+        assert_eq!(entries, vec![("m".into(), 3), ("other".into(), 1)]);
+
+        // A key present (in any case) is not stored again.
+        assert_eq!(
+            s.put(&space(), &[row("mercury", [9.0; 3])], &[]).unwrap(),
+            0
+        );
+        drop(s);
+
+        // Version 2 is used as it is; a newer version is refused.
+        Store::open(&path).unwrap();
+        assert_eq!(count(&path, "SELECT count(*) FROM embeddings"), before);
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("PRAGMA user_version = 3")
+            .unwrap();
+        assert!(matches!(
+            Store::open(&path).err().unwrap(),
+            StoreError::TooNew { found: 3, .. }
+        ));
+    }
+
+    #[test]
+    fn processes_opening_a_version_1_database_at_once_migrate_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.sqlite3");
+        v1_database(&path);
+        let barrier = std::sync::Barrier::new(4);
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    barrier.wait();
+                    let s = Store::open(&path).unwrap();
+                    let got = s.get_many(&space(), &["mercury".into()]).unwrap();
+                    assert_eq!(&*got[0].clone().unwrap(), &[1.0, 0.0, 0.0]);
+                });
+            }
+        });
+        assert_eq!(count(&path, "SELECT count(*) FROM embeddings"), 5);
+        assert_eq!(count(&path, "PRAGMA user_version"), 2);
+    }
+
+    #[test]
+    fn inserts_add_a_key_once_and_lookups_use_the_index_without_sorting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite3");
+        let mut s = Store::open(&path).unwrap();
+        let added = s
+            .put(
+                &space(),
+                &[row("a", [1.0; 3]), row("a", [2.0; 3]), row("b", [3.0; 3])],
+                &[],
+            )
+            .unwrap();
+        assert_eq!(added, 2, "the second `a` of one batch is not stored");
+        assert_eq!(count(&path, "SELECT count(*) FROM embeddings"), 2);
+        let plan: Vec<String> = {
+            let mut stmt = s
+                .conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {LOOKUP}"))
+                .unwrap();
+            stmt.query_map(params!["m", 3, "t", "a"], |r| r.get::<_, String>(3))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        assert!(
+            plan.iter().any(|p| p.contains("embeddings_by_key"))
+                && !plan.iter().any(|p| p.contains("TEMP B-TREE")),
+            "{plan:?}"
+        );
     }
 }
