@@ -210,12 +210,32 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating if needed) the database at `path` and its parent directory.
+    ///
+    /// A new file gets an ordinary mode, 0666 less the umask (SQLite itself would create it
+    /// 0644 whatever the umask): it is created empty here first, which SQLite takes for a new
+    /// database; its `-wal` and `-shm` files take the database's mode.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
                 path: dir.to_owned(),
                 source,
             })?;
+        }
+        // `create_new`: an existing file (perhaps created by another process a moment ago)
+        // is never truncated.
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(source) => {
+                return Err(StoreError::Io {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
         }
         Self::open_with(path, OpenFlags::SQLITE_OPEN_CREATE)
     }
@@ -992,6 +1012,63 @@ PRAGMA user_version = 1;
             plan.iter().any(|p| p.contains("embeddings_by_key"))
                 && !plan.iter().any(|p| p.contains("TEMP B-TREE")),
             "{plan:?}"
+        );
+    }
+
+    /// The process's umask, from /proc/self/status (setting it would race other test threads).
+    fn current_umask() -> u32 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Umask:"))
+            .expect("an Umask: line in /proc/self/status");
+        u32::from_str_radix(line.trim(), 8).unwrap()
+    }
+
+    /// Checks the modes of a new database's files under the current umask.
+    fn new_files_get_0666_less_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.sqlite3");
+        let mut s = Store::open(&path).unwrap();
+        s.put(&space(), &[row("a", [1.0; 3])], &[]).unwrap();
+        let expected = 0o666 & !current_umask();
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = path.clone().into_os_string();
+            p.push(suffix);
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, expected, "{suffix}: {mode:o}, expected {expected:o}");
+        }
+        // An empty file (created by another process a moment ago) is a new database.
+        let empty = dir.path().join("empty.sqlite3");
+        std::fs::write(&empty, b"").unwrap();
+        Store::open(&empty).unwrap();
+        assert!(std::fs::metadata(&empty).unwrap().len() > 0);
+    }
+
+    #[test]
+    fn a_new_database_file_gets_an_ordinary_mode() {
+        new_files_get_0666_less_the_umask();
+        if std::env::var_os("PUZZLEGEN_UMASK_CHILD").is_some() {
+            assert_eq!(current_umask(), 0o002);
+            return;
+        }
+        // Again under umask 0002, where SQLite's own 0644 would show, in a child process
+        // (setting the umask here would race the other test threads).
+        let name = "cache::store::tests::a_new_database_file_gets_an_ordinary_mode";
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("umask 0002 && exec \"$0\" --exact \"$1\" --test-threads=1")
+            .arg(std::env::current_exe().unwrap())
+            .arg(name)
+            .env("PUZZLEGEN_UMASK_CHILD", "1")
+            .output()
+            .expect("sh is needed for this test");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "under umask 0002: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
         );
     }
 }
