@@ -205,26 +205,32 @@ fn export_writes_the_backup_layout_that_import_reads() {
     let dir = dir_with(
         "in.csv",
         "word,theme,word_type,similarity_to_theme,timestamp,embedding_dim_1,embedding_dim_2,embedding_dim_3\n\
-         \"a, b\",T,candidate,0.5,t1,0.1,0.2,0.30000001\n",
+         \"a, b\",T,candidate,0.5,1735689600.25,0.1,0.2,0.30000001\n\
+         \" A, B \",X,candidate,0.5,1735689600.25,9,9,9\n\
+         iso,Y,,,2025-01-02T03:04:05Z,1,2,3\n",
     );
-    import(dir.path(), "in.csv").success();
+    import(dir.path(), "in.csv")
+        .success()
+        .stdout(predicate::str::contains("2 added, 1 already in the cache"));
     puzzlegen(dir.path())
         .args(["cache", "export", "-o", "out.csv", "--db", "c.sqlite3"])
         .args(["--model", "m", "--dimension", "3"])
         .assert()
         .success()
-        .stdout(predicate::str::contains("out.csv: 1 embedding(s)"));
+        .stdout(predicate::str::contains("out.csv: 2 embedding(s)"));
+    // One row per key; times in UNIX seconds (the original reads them with float()).
     assert_eq!(
         std::fs::read_to_string(dir.path().join("out.csv")).unwrap(),
         "word,theme,word_type,similarity_to_theme,timestamp,embedding_dim_1,embedding_dim_2,embedding_dim_3\n\
-         \"a, b\",T,candidate,0.5,t1,0.1,0.2,0.3\n"
+         \"a, b\",T,candidate,0.5,1735689600.25,0.1,0.2,0.3\n\
+         iso,Y,,,1735787045.000000,1,2,3\n"
     );
     puzzlegen(dir.path())
         .args(["cache", "stats", "--db", "c.sqlite3"])
         .assert()
         .success()
         .stdout(predicate::str::contains(
-            "entries:         1  m / 3 / SEMANTIC_SIMILARITY",
+            "entries:         2  m / 3 / SEMANTIC_SIMILARITY",
         ))
         .stdout(predicate::str::contains("last run: none recorded"));
 }

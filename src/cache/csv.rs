@@ -3,7 +3,8 @@
 //! Two layouts exist in users' hands, told apart by their header:
 //!
 //! - backup: `word,theme,word_type,similarity_to_theme,timestamp,embedding_dim_1..N`
-//!   (`SharedEmbeddingCache`'s periodic backup; what `cache export` writes);
+//!   (`SharedEmbeddingCache`'s periodic backup; what `cache export` and
+//!   [`BackupCsvWriter`](super::backup_csv::BackupCsvWriter) write);
 //! - theme: `theme,word,word_type,similarity_to_theme,rank,embedding_dim_1..N`
 //!   (`output.embedding_cache_file` / `output.puzzle_embeddings_file`).
 //!
@@ -12,7 +13,14 @@
 //! Only `word` and `embedding_dim_1..N` are required. A row that cannot be read (wrong number
 //! of fields, a value that is not a number) is reported with its line number and skipped; the
 //! good rows are kept.
+//!
+//! Written backup files are read back by the original with Python's `csv.DictReader`,
+//! `float()` of every `embedding_dim_*` and of `timestamp` (a row where either fails is
+//! skipped), keyed by `word.lower().strip()`. So: one row per key (the first), vector values in
+//! full precision (the shortest text that reads back as the same f32), `timestamp` in UNIX
+//! seconds (see [`backup_timestamp`]).
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -58,6 +66,11 @@ pub enum CsvError {
         line: u64,
         message: String,
     },
+    #[error("{path}: cannot write: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -67,6 +80,7 @@ impl CsvError {
     pub fn is_user_error(&self) -> bool {
         match self {
             CsvError::Store(e) => e.is_user_error(),
+            CsvError::Write { .. } => false,
             _ => true,
         }
     }
@@ -380,74 +394,257 @@ fn backup_header(dimension: usize) -> Vec<String> {
     names
 }
 
-fn write_backup_rows<'a>(
-    w: &mut dyn Write,
-    dimension: usize,
-    rows: impl IntoIterator<Item = &'a Row>,
-) -> std::io::Result<u64> {
-    let mut csv = csv::Writer::from_writer(w);
-    csv.write_record(backup_header(dimension))?;
-    let mut n = 0;
-    for r in rows {
-        write_backup_row(&mut csv, r)?;
-        n += 1;
-    }
-    csv.flush()?;
-    Ok(n)
+/// Rows formatted per parallel task.
+const FORMAT_CHUNK: usize = 64;
+
+/// Rows read from the database before they are formatted (in parallel) and written.
+pub(crate) const READ_CHUNK: usize = 1024;
+
+/// Writes a backup-layout CSV: the header, then rows, each key ([`super::key`] of `word`)
+/// once, the first row given for it. The one writer of the layout, shared by `cache export`,
+/// the rescue file and [`BackupCsvWriter`](super::backup_csv::BackupCsvWriter).
+pub(crate) struct BackupSink<'w> {
+    out: &'w mut dyn Write,
+    seen: HashSet<String>,
+    written: u64,
 }
 
-/// One row; values in full precision (the shortest text that reads back as the same f32).
-fn write_backup_row<W: Write>(csv: &mut csv::Writer<W>, r: &Row) -> std::io::Result<()> {
-    let opt = |s: &Option<String>| s.clone().unwrap_or_default();
-    csv.write_field(&r.word)?;
-    csv.write_field(opt(&r.theme))?;
-    csv.write_field(opt(&r.word_type))?;
-    csv.write_field(r.similarity.map(|s| s.to_string()).unwrap_or_default())?;
-    csv.write_field(opt(&r.timestamp))?;
+impl<'w> BackupSink<'w> {
+    /// Starts the file: writes the header.
+    pub(crate) fn new(out: &'w mut dyn Write, dimension: usize) -> std::io::Result<Self> {
+        let mut csv = csv::Writer::from_writer(Vec::new());
+        csv.write_record(backup_header(dimension))?;
+        out.write_all(
+            &csv.into_inner()
+                .map_err(|e| std::io::Error::other(e.to_string()))?,
+        )?;
+        Ok(BackupSink {
+            out,
+            seen: HashSet::new(),
+            written: 0,
+        })
+    }
+
+    /// Writes the rows of keys not written yet (formatted in parallel, written in order).
+    pub(crate) fn write<'r>(
+        &mut self,
+        rows: impl IntoIterator<Item = &'r Row>,
+    ) -> std::io::Result<()> {
+        let fresh: Vec<&Row> = rows
+            .into_iter()
+            .filter(|r| self.seen.insert(super::key(&r.word)))
+            .collect();
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        let now = unix_now();
+        let blocks = fresh
+            .par_chunks(FORMAT_CHUNK)
+            .map(|chunk| format_backup_rows(chunk, now))
+            .collect::<std::io::Result<Vec<Vec<u8>>>>()?;
+        for b in blocks {
+            self.out.write_all(&b)?;
+        }
+        self.written += fresh.len() as u64;
+        Ok(())
+    }
+
+    /// Rows written so far.
+    pub(crate) fn written(&self) -> u64 {
+        self.written
+    }
+}
+
+/// Seconds since the UNIX epoch, now.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Formats rows in the backup layout (no header); values in full precision: `{x}`, the
+/// shortest text that reads back as the same f32 (a faster formatter was measured and is not
+/// byte-identical: it breaks ties between two shortest texts differently).
+fn format_backup_rows(rows: &[&Row], now: f64) -> std::io::Result<Vec<u8>> {
+    use std::fmt::Write as _;
+    let width: usize = rows.first().map_or(0, |r| r.vector.len()) * 12 + 64;
+    let mut csv = csv::WriterBuilder::new()
+        .has_headers(false)
+        .from_writer(Vec::with_capacity(rows.len() * width));
     let mut number = String::new();
-    for x in r.vector.iter() {
+    for r in rows {
+        let opt = |s: &Option<String>| s.as_deref().unwrap_or("").to_owned();
+        csv.write_field(&r.word)?;
+        csv.write_field(opt(&r.theme))?;
+        csv.write_field(opt(&r.word_type))?;
         number.clear();
-        std::fmt::Write::write_fmt(&mut number, format_args!("{x}")).expect("in memory");
+        if let Some(s) = r.similarity {
+            let _ = write!(number, "{s}");
+        }
         csv.write_field(&number)?;
+        csv.write_field(backup_timestamp(r.timestamp.as_deref(), now))?;
+        for x in r.vector.iter() {
+            number.clear();
+            let _ = write!(number, "{x}");
+            csv.write_field(&number)?;
+        }
+        csv.write_record(None::<&[u8]>)?;
     }
-    csv.write_record(None::<&[u8]>)?;
-    Ok(())
+    csv.into_inner()
+        .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
-/// Writes `rows` to `path` in the backup layout (atomically: complete or not at all).
+/// The backup's `timestamp` field: UNIX seconds with a fractional part, which the original
+/// reads with Python's `float()` (a row where that fails is skipped). A stored number (the
+/// original's own `time.time()`, imported) is kept as written; an ISO 8601 time (what the
+/// database stores, `2025-11-27T14:29:38Z`) is converted; anything else, or none, is `now`.
+pub fn backup_timestamp(stored: Option<&str>, now: f64) -> String {
+    if let Some(s) = stored {
+        let t = s.trim();
+        if t.parse::<f64>().is_ok() {
+            return s.to_owned();
+        }
+        if let Some(secs) = parse_iso8601(t) {
+            return format!("{secs:.6}");
+        }
+    }
+    format!("{now:.6}")
+}
+
+/// Seconds since the UNIX epoch of `YYYY-MM-DD[T ]HH:MM[:SS[.fff]][Z|+HH:MM|-HH:MM]` (no zone:
+/// UTC, as SQLite reads it), `None` if `s` is not of that form.
+fn parse_iso8601(s: &str) -> Option<f64> {
+    let b = s.as_bytes();
+    let num = |from: usize, len: usize| -> Option<i64> {
+        let part = b.get(from..from + len)?;
+        part.iter()
+            .all(u8::is_ascii_digit)
+            .then(|| std::str::from_utf8(part).ok()?.parse().ok())?
+    };
+    let at = |i: usize, c: u8| b.get(i) == Some(&c);
+    let (year, month, day) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
+    if !(at(4, b'-') && at(7, b'-') && (at(10, b'T') || at(10, b' ')) && at(13, b':')) {
+        return None;
+    }
+    let (hour, minute) = (num(11, 2)?, num(14, 2)?);
+    let mut i = 16;
+    let mut second = 0.0;
+    if at(i, b':') {
+        second = num(i + 1, 2)? as f64;
+        i += 3;
+        if at(i, b'.') {
+            let digits = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+            if digits == 0 {
+                return None;
+            }
+            second += std::str::from_utf8(&b[i..i + 1 + digits])
+                .ok()?
+                .parse::<f64>()
+                .ok()?;
+            i += 1 + digits;
+        }
+    }
+    let offset = match b.get(i) {
+        None => 0,
+        Some(b'Z') if i + 1 == b.len() => 0,
+        Some(&sign @ (b'+' | b'-')) if i + 6 == b.len() && at(i + 3, b':') => {
+            let m = num(i + 1, 2)? * 60 + num(i + 4, 2)?;
+            if sign == b'+' { m * 60 } else { -m * 60 }
+        }
+        _ => return None,
+    };
+    let days_in_month = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if day < 1 || day > days_in_month || hour > 23 || minute > 59 || second >= 61.0 {
+        return None;
+    }
+    // Days from 1970-01-01 to the date (Howard Hinnant's days_from_civil).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + hour * 3600 + minute * 60 - offset) as f64 + second)
+}
+
+/// Writes `rows` to `path` in the backup layout (atomically: complete or not at all), each
+/// key once.
 pub fn write_backup<'a>(
     path: &Path,
     dimension: usize,
     rows: impl IntoIterator<Item = &'a Row>,
 ) -> std::io::Result<()> {
-    crate::report::write_atomic(path, |w| write_backup_rows(w, dimension, rows).map(|_| ()))
+    crate::report::write_atomic(path, |w| BackupSink::new(w, dimension)?.write(rows))
         .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
-/// Writes every row of `space` in `store` to `path` in the backup layout; returns the count.
+/// Writes every row of `space` in `store` (one per key, the oldest) to `path` in the backup
+/// layout, as [`BackupCsvWriter`](super::backup_csv::BackupCsvWriter) does; returns the count.
 pub fn export(store: &Store, space: &Space, path: &Path) -> Result<u64, CsvError> {
     let mut count = 0;
     let mut failure = None;
     crate::report::write_atomic(path, |w| {
-        let mut csv = csv::Writer::from_writer(w);
-        csv.write_record(backup_header(space.dimension))?;
-        match store.for_each_row(space, |r| write_backup_row(&mut csv, &r)) {
-            Ok(n) => count = n,
-            Err(e) => {
-                failure = Some(e);
-                return Err(std::io::Error::other("reading the cache failed"));
+        let mut sink = BackupSink::new(w, space.dimension)?;
+        match write_store_rows(&mut sink, store, space) {
+            Ok(()) => {
+                count = sink.written();
+                Ok(())
             }
+            Err(e) => Err(match e {
+                CsvError::Write { source, .. } => source,
+                other => {
+                    failure = Some(other);
+                    std::io::Error::other("reading the cache failed")
+                }
+            }),
         }
-        csv.flush()
     })
     .map_err(|e| match failure.take() {
-        Some(store) => CsvError::Store(store),
-        None => CsvError::Read {
+        Some(failure) => failure,
+        None => CsvError::Write {
             path: e.path,
             source: e.source,
         },
     })?;
     Ok(count)
+}
+
+/// Every row of `space` in `store` into `sink`, read and written in chunks. A write error comes
+/// back as [`CsvError::Write`] (with an empty path), a read error as [`CsvError::Store`].
+pub(crate) fn write_store_rows(
+    sink: &mut BackupSink<'_>,
+    store: &Store,
+    space: &Space,
+) -> Result<(), CsvError> {
+    let mut chunk: Vec<Row> = Vec::with_capacity(READ_CHUNK);
+    let mut write_error = None;
+    let read = store.for_each_row(space, |r| {
+        chunk.push(r);
+        if chunk.len() == READ_CHUNK {
+            let rows = std::mem::take(&mut chunk);
+            if let Err(e) = sink.write(&rows) {
+                write_error = Some(std::io::Error::new(e.kind(), e.to_string()));
+                return Err(e);
+            }
+        }
+        Ok(())
+    });
+    let as_write = |source| CsvError::Write {
+        path: PathBuf::new(),
+        source,
+    };
+    if let Some(e) = write_error {
+        return Err(as_write(e));
+    }
+    read?;
+    sink.write(&chunk).map_err(as_write)
 }
 
 #[cfg(test)]
@@ -469,7 +666,7 @@ mod tests {
                 theme: Some("Cities \"big\"".into()),
                 word_type: Some("candidate".into()),
                 similarity: Some(0.123_456_79),
-                timestamp: Some("2025-01-02T03:04:05".into()),
+                timestamp: Some("2025-01-02T03:04:05Z".into()),
                 vector: Vector::from(vec![0.1f32, -1.0e-7, 3.402_823_5e38]),
             },
             Row {
@@ -478,7 +675,7 @@ mod tests {
                 theme: None,
                 word_type: None,
                 similarity: None,
-                timestamp: Some("t".into()),
+                timestamp: Some("1735689600.5".into()),
                 vector: Vector::from(vec![1.0f32, 2.0, 3.0]),
             },
         ];
@@ -495,6 +692,35 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        assert_eq!(back, rows);
+        // Times come back in UNIX seconds, as the original writes and reads them.
+        let mut expected = rows;
+        expected[0].timestamp = Some("1735787045.000000".into());
+        assert_eq!(back, expected);
+    }
+
+    #[test]
+    fn backup_timestamps_are_unix_seconds_the_original_can_read_with_float() {
+        let now = 1_764_253_778.5;
+        let t = |s: Option<&str>| backup_timestamp(s, now);
+        assert_eq!(t(Some("2025-11-27T14:29:38Z")), "1764253778.000000");
+        assert_eq!(t(Some("1969-07-20 20:17:40")), "-14182940.000000");
+        assert_eq!(t(Some("2024-02-29T23:59:59.25")), "1709251199.250000");
+        assert_eq!(t(Some("2025-11-27T16:29:38+02:00")), "1764253778.000000");
+        assert_eq!(t(Some("2025-11-27T14:29")), "1764253740.000000");
+        // Numbers (the original's own time.time()) are kept as written.
+        assert_eq!(t(Some("1735689600.5")), "1735689600.5");
+        assert_eq!(t(Some(" 17e8 ")), " 17e8 ");
+        // Anything else is now: a row the original could not read would be lost to it.
+        for bad in [
+            "t",
+            "",
+            "2025-02-29T00:00:00Z",
+            "2025-11-27T24:00:00Z",
+            "2025-11-27T14:29:38Zjunk",
+            "2025-11-27",
+        ] {
+            assert_eq!(t(Some(bad)), "1764253778.500000", "{bad:?}");
+        }
+        assert_eq!(t(None), "1764253778.500000");
     }
 }

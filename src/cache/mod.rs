@@ -328,10 +328,22 @@ mod tests {
                 .to_string_lossy()
                 .starts_with("c.sqlite3.unsaved-")
         );
+        let text = std::fs::read_to_string(&rescued).unwrap();
+        let (header, row) = text.split_once('\n').unwrap();
         assert_eq!(
-            std::fs::read_to_string(&rescued).unwrap(),
-            "word,theme,word_type,similarity_to_theme,timestamp,embedding_dim_1,embedding_dim_2\n\
-             \"a, b\",,,,,0.25,-1\n"
+            header,
+            "word,theme,word_type,similarity_to_theme,timestamp,embedding_dim_1,embedding_dim_2"
         );
+        // The time it was not stored, in UNIX seconds (the original reads it with float()).
+        let secs: f64 = row
+            .strip_prefix("\"a, b\",,,,")
+            .and_then(|r| r.strip_suffix(",0.25,-1\n"))
+            .and_then(|secs| secs.parse().ok())
+            .unwrap_or_else(|| panic!("{row:?}"));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert!((now - 60.0..=now).contains(&secs), "{row:?}");
     }
 }
