@@ -8,10 +8,12 @@
 //! - the durable [`store`] (SQLite, WAL), read one key at a time on a memory miss and written
 //!   by a [`writer`] thread that commits each answer within milliseconds.
 //!
-//! [`csv`] brings the Python pipeline's cache files in and writes them out again; [`backup`]
-//! keeps an optional CSV copy up to date during a run.
+//! [`csv`] brings the Python pipeline's cache files in and writes them out again;
+//! [`backup_csv`] writes the Python pipeline's cache backup (`output.embedding_cache_file`)
+//! during a run; [`backup`] keeps an optional CSV copy up to date during a run.
 
 pub mod backup;
+pub mod backup_csv;
 pub mod csv;
 pub mod store;
 pub mod writer;

@@ -202,6 +202,11 @@ pub struct RunCount {
     pub texts_embedded: u64,
 }
 
+/// A read transaction on a [`Store`] (see [`Store::snapshot`]); ends when dropped.
+pub struct Snapshot<'a> {
+    _tx: rusqlite::Transaction<'a>,
+}
+
 /// An open connection to the store.
 pub struct Store {
     path: PathBuf,
@@ -458,6 +463,22 @@ impl Store {
         }
         tx.commit().map_err(e)?;
         Ok(added)
+    }
+
+    /// Starts a read transaction: until the [`Snapshot`] is dropped, every read through this
+    /// store sees the database as it is now, whatever other connections commit meanwhile.
+    pub fn snapshot(&self) -> Result<Snapshot<'_>, StoreError> {
+        let e = |e| StoreError::sql(&self.path, e);
+        let tx = rusqlite::Transaction::new_unchecked(
+            &self.conn,
+            rusqlite::TransactionBehavior::Deferred,
+        )
+        .map_err(e)?;
+        // A deferred transaction takes its snapshot at its first read.
+        tx.query_row("SELECT 1 FROM embeddings LIMIT 1", [], |_| Ok(()))
+            .optional()
+            .map_err(e)?;
+        Ok(Snapshot { _tx: tx })
     }
 
     /// One row per key of one space (the key's oldest), in insertion order, as stored.
