@@ -6,7 +6,7 @@
 //! [`BackupCsvWriter`] writes it on a background thread while the run goes on: first what the
 //! database held when the writer started, then each theme's rows as they are given, so that at
 //! the end of a run only the last rows and the rename are left (a 3072-dimension cache file is
-//! hundreds of megabytes). The layout and formatting are [`csv::export`](super::csv::export)'s.
+//! hundreds of megabytes). The layout and formatting are [`csv::export`]'s.
 
 use std::path::PathBuf;
 use std::sync::mpsc;
