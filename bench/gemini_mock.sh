@@ -148,9 +148,9 @@ EOF
 # --- run 1: throughput, 320 themes, 200 ms latency -----------------------------------------
 R1=$TMP/run1
 note "run 1: generating workload (320 themes x 50 candidates)"
-DISTINCT=$(python3 bench/gen_workload.py "$R1" --themes 320 | awk '$1=="distinct_texts"{print $2}') \
+DISTINCT=$(python3 bench/gen_workload.py "$R1" --themes 320 | awk '$1=="distinct_texts_ci"{print $2}') \
   || die "workload generation failed"
-[ -n "$DISTINCT" ] || die "workload generator printed no distinct_texts"
+[ -n "$DISTINCT" ] || die "workload generator printed no distinct_texts_ci"
 start_mock 200
 write_params "$R1" "$MOCK_URL" 80 2900 0.1
 note "run 1: puzzlegen against $MOCK_URL (latency 200 ms)"
@@ -170,7 +170,7 @@ floor_req = math.ceil(distinct / 100)
 floor_s = floor_req * 0.1
 es = meta.get("embedding_stats", {})
 rows = [
-    ("distinct_texts", distinct),
+    ("distinct_texts_ignoring_case", distinct),
     ("distinct_texts_embedded", s["distinct_texts_embedded"]),
     ("requests", s["requests"]),
     ("texts_sent", s["texts"]),
@@ -186,6 +186,7 @@ rows = [
     ("floor_requests", floor_req),
     ("floor_seconds", f"{floor_s:.1f}"),
     ("wall_over_floor", f"{wall / floor_s:.2f}"),
+    ("requests_over_floor", f"{s['requests'] / floor_req:.3f}"),
     ("python_original_wall_seconds", f"{py_wall:g}"),
     ("python_original_requests", f"{py_req:g}"),
     ("python_original_duplicate_texts", f"{py_dup:g}"),

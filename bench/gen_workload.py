@@ -13,8 +13,12 @@ distinct, so own words never collide with the pool or with other themes. The ful
 320-theme workload is always generated and then cut to the first `--themes` themes, so a
 smaller workload is an exact prefix of the full one.
 
-Prints `distinct_texts N` (theme names + distinct candidate words actually written) and
-`themes N` on stdout.
+Shared words are capitalised in every other theme, as real candidate lists spell one word
+differently from theme to theme.
+
+Prints `distinct_texts N` (theme names + distinct candidate words actually written),
+`distinct_texts_ci N` (the same ignoring case and surrounding whitespace, after the
+original's plural rule: what must be embedded) and `themes N` on stdout.
 """
 
 import argparse
@@ -46,6 +50,20 @@ def distinct_words(rng, count):
     return out
 
 
+def usable(words):
+    """The keys (lower().strip()) of the candidates the original keeps: its plural rule."""
+    kept = []
+    seen = set()
+    for w in words:
+        low = w.lower().strip()
+        if low in seen or (low.endswith("s") and len(low) > 1 and low[:-1] in seen) \
+                or low + "s" in seen:
+            continue
+        seen.add(low)
+        kept.append(low)
+    return kept
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("outdir")
@@ -67,7 +85,12 @@ def main():
     names = [f"Theme {i + 1:03d}" for i in range(FULL_THEMES)]
     candidates = {}
     for i, name in enumerate(names):
-        words = own[i * a.own:(i + 1) * a.own] + rng.sample(pool, a.shared)
+        shared = rng.sample(pool, a.shared)
+        if i % 2:
+            # Real candidate lists spell a word differently from theme to theme
+            # ("Mercury", "mercury"): the original's cache (and puzzlegen) embed it once.
+            shared = [w.capitalize() for w in shared]
+        words = own[i * a.own:(i + 1) * a.own] + shared
         rng.shuffle(words)
         scores = sorted((round(rng.uniform(0.2, 0.95), 4) for _ in words), reverse=True)
         candidates[name] = {"words": words, "similarity_scores": scores,
@@ -76,8 +99,10 @@ def main():
     names = names[: a.themes]
     candidates = {n: candidates[n] for n in names}
     texts = set(names)
+    texts_ci = {n.strip().lower() for n in names}
     for c in candidates.values():
         texts.update(c["words"])
+        texts_ci.update(usable(c["words"]))
 
     os.makedirs(a.outdir, exist_ok=True)
     with open(os.path.join(a.outdir, "themes.json"), "w") as f:
@@ -88,6 +113,7 @@ def main():
                                 "own_per_theme": a.own, "shared_per_theme": a.shared,
                                 "pool": a.pool}}, f)
     print(f"distinct_texts {len(texts)}")
+    print(f"distinct_texts_ci {len(texts_ci)}")
     print(f"themes {len(names)}")
 
 

@@ -87,6 +87,15 @@ mod raw {
         pub words_per_theme: Option<i64>,
         pub themes_per_puzzle: Option<i64>,
         pub random_seed: Option<i64>,
+        /// The original's older name for `words_per_theme` (used when that is absent).
+        pub words_per_puzzle: Option<i64>,
+        // Keys of the original's file used by its earlier stages, not by this one.
+        #[allow(dead_code)]
+        pub candidate_words_per_theme: Option<serde_json::Value>,
+        #[allow(dead_code)]
+        pub min_similarity_threshold: Option<serde_json::Value>,
+        #[allow(dead_code)]
+        pub theme_selection_method: Option<serde_json::Value>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -116,6 +125,13 @@ mod raw {
         pub task_timeout_seconds: Option<f64>,
         pub cache_backup_interval: Option<f64>,
         pub max_concurrent_requests: Option<i64>,
+        // Queue sizes and sync interval of the original's process pool: nothing to size here.
+        #[allow(dead_code)]
+        pub task_queue_size: Option<serde_json::Value>,
+        #[allow(dead_code)]
+        pub result_queue_size: Option<serde_json::Value>,
+        #[allow(dead_code)]
+        pub cache_sync_interval: Option<serde_json::Value>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -123,6 +139,13 @@ mod raw {
         pub csv_precision: Option<i64>,
         pub embedding_cache_file: Option<String>,
         pub puzzle_embeddings_file: Option<String>,
+        // The original's output switches: its outputs are always JSON with metadata and scores.
+        #[allow(dead_code)]
+        pub format: Option<serde_json::Value>,
+        #[allow(dead_code)]
+        pub include_metadata: Option<serde_json::Value>,
+        #[allow(dead_code)]
+        pub include_similarity_scores: Option<serde_json::Value>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -132,6 +155,9 @@ mod raw {
         pub cache: Option<String>,
         pub themes: Option<String>,
         pub candidates: Option<String>,
+        /// The folder of the original's puzzle CSV (default home of
+        /// `output.puzzle_embeddings_file` when that is not set).
+        pub embeddings: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -146,7 +172,6 @@ mod raw {
     #[derive(Debug, Default, Deserialize)]
     pub struct Cache {
         pub path: Option<String>,
-        pub csv_export: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -220,9 +245,6 @@ pub struct OutputSettings {
     pub csv_precision: usize,
     /// The embedding cache database (`cache.path`, default `<paths.cache>/embeddings.sqlite3`).
     pub cache_db: PathBuf,
-    /// Optional CSV copy of the cache (`cache.csv_export`), rewritten every
-    /// `cache_backup_interval` during a run and at its end.
-    pub cache_csv_export: Option<PathBuf>,
     pub embedding_cache_file: PathBuf,
     pub puzzle_embeddings_file: PathBuf,
 }
@@ -265,6 +287,25 @@ pub struct Config {
     pub candidates_file: PathBuf,
     /// Keys present in the file that this tool does not know (warned about, not fatal).
     pub unknown_keys: Vec<String>,
+}
+
+/// The themes file the original reads inside the `paths.themes` folder.
+pub const THEMES_FILE_NAME: &str = "selected_themes.json";
+/// The candidates file the original reads inside the `paths.candidates` folder.
+pub const CANDIDATES_FILE_NAME: &str = "candidate_words.json";
+
+/// Where Gemini is reached when neither `gemini.base_url` nor `GOOGLE_GEMINI_BASE_URL` says.
+pub const DEFAULT_GEMINI_BASE_URL: &str = "https://generativelanguage.googleapis.com";
+
+/// The environment variable Google's own SDK reads to reach another Gemini endpoint; read here
+/// too (after `gemini.base_url`) so a project that points the original at a proxy or a mock
+/// points puzzlegen at it unchanged.
+pub const GEMINI_BASE_URL_ENV: &str = "GOOGLE_GEMINI_BASE_URL";
+
+fn gemini_base_url_from_env() -> Option<String> {
+    std::env::var(GEMINI_BASE_URL_ENV)
+        .ok()
+        .filter(|u| !u.trim().is_empty())
 }
 
 /// Default location of the local model, relative to the working directory.
@@ -315,11 +356,10 @@ impl Config {
                 pg.total_puzzle_count.unwrap_or(10),
                 1,
             )?,
-            words_per_theme: v.at_least(
-                "puzzle_generation.words_per_theme",
-                pg.words_per_theme.unwrap_or(4),
-                1,
-            )?,
+            words_per_theme: match (pg.words_per_theme, pg.words_per_puzzle) {
+                (None, Some(n)) => v.at_least("puzzle_generation.words_per_puzzle", n, 1)?,
+                (n, _) => v.at_least("puzzle_generation.words_per_theme", n.unwrap_or(4), 1)?,
+            },
             themes_per_puzzle: v.at_least(
                 "puzzle_generation.themes_per_puzzle",
                 pg.themes_per_puzzle.unwrap_or(4),
@@ -358,12 +398,11 @@ impl Config {
             retry_base_delay: v
                 .seconds("gemini.retry_base_delay", g.retry_base_delay.unwrap_or(1.0))?,
             max_retries: v.at_least("gemini.max_retries", g.max_retries.unwrap_or(5), 0)? as u32,
-            base_url: v.non_empty(
-                "gemini.base_url",
-                g.base_url
-                    .as_deref()
-                    .unwrap_or("https://generativelanguage.googleapis.com"),
-            )?,
+            base_url: match (&g.base_url, gemini_base_url_from_env()) {
+                (Some(url), _) => v.non_empty("gemini.base_url", url)?,
+                (None, Some(url)) => url,
+                (None, None) => DEFAULT_GEMINI_BASE_URL.to_owned(),
+            },
             rpm_counts: g.rpm_counts.unwrap_or(crate::limit::RpmCounts::Items),
             tokens_per_minute: match g.tokens_per_minute {
                 Some(t) => Some(v.positive("gemini.tokens_per_minute", t)?),
@@ -440,29 +479,31 @@ impl Config {
                 &csv_precision.to_string(),
             ));
         }
-        let embedding_cache_file = cache_dir.join(
-            v.non_empty(
-                "output.embedding_cache_file",
-                out.embedding_cache_file
-                    .as_deref()
-                    .unwrap_or("embedding_cache.csv"),
-            )?,
-        );
-        let puzzle_embeddings_file = outputs_dir.join(
-            v.non_empty(
-                "output.puzzle_embeddings_file",
-                out.puzzle_embeddings_file
-                    .as_deref()
-                    .unwrap_or("puzzle_embeddings.csv"),
-            )?,
-        );
+        // As in the original, both CSV paths are used as written (relative to the working
+        // directory), not joined with `paths.*`; only their defaults live under `paths.*`.
+        let embedding_cache_file = match &out.embedding_cache_file {
+            Some(file) => PathBuf::from(v.non_empty("output.embedding_cache_file", file)?),
+            None => cache_dir.join("all_embeddings.csv"),
+        };
+        let puzzle_embeddings_file = match (&o.out, &out.puzzle_embeddings_file) {
+            (Some(dir), Some(file)) => dir.join(
+                Path::new(&v.non_empty("output.puzzle_embeddings_file", file)?)
+                    .file_name()
+                    .unwrap_or(std::ffi::OsStr::new("puzzle_embeddings.csv")),
+            ),
+            (None, Some(file)) => {
+                PathBuf::from(v.non_empty("output.puzzle_embeddings_file", file)?)
+            }
+            (Some(dir), None) => dir.join("puzzle_embeddings.csv"),
+            (None, None) => match &p.paths.embeddings {
+                Some(dir) => PathBuf::from(v.non_empty("paths.embeddings", dir)?),
+                None => outputs_dir.clone(),
+            }
+            .join("puzzle_embeddings.csv"),
+        };
         let cache_db = match &p.cache.path {
             Some(file) => PathBuf::from(v.non_empty("cache.path", file)?),
             None => cache_dir.join("embeddings.sqlite3"),
-        };
-        let cache_csv_export = match &p.cache.csv_export {
-            Some(file) => Some(PathBuf::from(v.non_empty("cache.csv_export", file)?)),
-            None => None,
         };
         let output = OutputSettings {
             outputs_dir,
@@ -470,7 +511,6 @@ impl Config {
             cache_dir,
             csv_precision,
             cache_db,
-            cache_csv_export,
             embedding_cache_file,
             puzzle_embeddings_file,
         };
@@ -496,10 +536,17 @@ impl Config {
             },
         };
 
-        let themes_file = v.input_path("paths.themes", "--themes", &o.themes, &p.paths.themes)?;
+        let themes_file = v.input_path(
+            "paths.themes",
+            "--themes",
+            THEMES_FILE_NAME,
+            &o.themes,
+            &p.paths.themes,
+        )?;
         let candidates_file = v.input_path(
             "paths.candidates",
             "--candidates",
+            CANDIDATES_FILE_NAME,
             &o.candidates,
             &p.paths.candidates,
         )?;
@@ -586,18 +633,28 @@ impl Validator<'_> {
         &self,
         key: &str,
         flag: &str,
+        file_name: &str,
         flag_value: &Option<PathBuf>,
         value: &Option<String>,
     ) -> Result<PathBuf, ConfigError> {
-        match (flag_value, value) {
-            (Some(p), _) => Ok(p.clone()),
-            (None, Some(v)) => Ok(PathBuf::from(self.non_empty(key, v)?)),
-            (None, None) => Err(self.invalid(
-                key,
-                &format!("the path of the input file (or {flag} FILE)"),
-                "nothing",
-            )),
-        }
+        let given = match (flag_value, value) {
+            (Some(p), _) => p.clone(),
+            (None, Some(v)) => PathBuf::from(self.non_empty(key, v)?),
+            (None, None) => {
+                return Err(self.invalid(
+                    key,
+                    &format!("a folder holding {file_name}, or a file (or {flag} PATH)"),
+                    "nothing",
+                ));
+            }
+        };
+        // The original names folders (`data/themes/`) and reads its file inside them.
+        let is_folder = given.is_dir() || given.as_os_str().to_string_lossy().ends_with('/');
+        Ok(if is_folder {
+            given.join(file_name)
+        } else {
+            given
+        })
     }
 }
 
@@ -732,5 +789,57 @@ mod tests {
         assert!(
             matches!(c.provider, ProviderSettings::Local { ref model_dir } if model_dir == Path::new(DEFAULT_MODEL_DIR))
         );
+    }
+
+    #[test]
+    fn the_originals_file_has_no_unknown_key_and_its_paths_mean_what_they_meant() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/dvc/params.yaml");
+        let c = Config::load(&path, &Overrides::default()).unwrap();
+        assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
+        // Folders, as the original names them: its file names inside.
+        assert_eq!(c.themes_file, Path::new("data/themes/selected_themes.json"));
+        assert_eq!(
+            c.candidates_file,
+            Path::new("data/candidates/candidate_words.json")
+        );
+        // Output CSV paths as written, not joined under paths.*.
+        assert_eq!(
+            c.output.embedding_cache_file,
+            Path::new("data/cache/all_embeddings.csv")
+        );
+        assert_eq!(
+            c.output.puzzle_embeddings_file,
+            Path::new("data/embeddings/puzzle_embeddings.csv")
+        );
+        assert_eq!(
+            c.output.cache_db,
+            Path::new("data/cache/embeddings.sqlite3")
+        );
+        assert_eq!(c.engine.worker_count, 8);
+        assert_eq!(c.gemini.requests_per_minute, 2880.0);
+    }
+
+    #[test]
+    fn an_existing_folder_gets_the_originals_file_name_a_file_is_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let folder = d.path().join("themes");
+        std::fs::create_dir(&folder).unwrap();
+        let yaml = format!(
+            "paths:\n  outputs: out\n  themes: {}\n  candidates: c.json\n",
+            folder.display()
+        );
+        let c = load(&yaml).unwrap();
+        assert_eq!(c.themes_file, folder.join(THEMES_FILE_NAME));
+        assert_eq!(c.candidates_file, Path::new("c.json"));
+    }
+
+    #[test]
+    fn words_per_puzzle_is_the_older_name_of_words_per_theme() {
+        let c = load(&format!(
+            "{MINIMAL}puzzle_generation:\n  words_per_puzzle: 3\n"
+        ))
+        .unwrap();
+        assert_eq!(c.puzzle.words_per_theme, 3);
+        assert!(c.unknown_keys.is_empty());
     }
 }

@@ -10,6 +10,7 @@
 //! - the server's own back-off: after a 429 every request waits until the server's delay has
 //!   passed, for the whole run, not per worker.
 
+use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -78,6 +79,9 @@ pub struct Limiter {
     waited_micros: AtomicU64,
     in_flight: AtomicUsize,
     peak_in_flight: AtomicUsize,
+    /// When each request of the last minute was let through (the original's
+    /// `requests_this_minute`).
+    recent: Mutex<VecDeque<Instant>>,
 }
 
 /// Held while a request is in flight; counts concurrency.
@@ -117,6 +121,7 @@ impl Limiter {
             waited_micros: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             peak_in_flight: AtomicUsize::new(0),
+            recent: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -148,6 +153,14 @@ impl Limiter {
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
         self.peak_in_flight.fetch_max(now, Ordering::Relaxed);
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            recent.push_back(now);
+            while recent.front().is_some_and(|t| now - *t > MINUTE) {
+                recent.pop_front();
+            }
+        }
         Permit {
             _slot: slot,
             limiter: self,
@@ -183,11 +196,20 @@ impl Limiter {
         Duration::from_micros(self.waited_micros.load(Ordering::Relaxed))
     }
 
+    /// Requests let through in the last 60 seconds.
+    pub fn requests_last_minute(&self) -> usize {
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        recent.iter().filter(|t| now - **t <= MINUTE).count()
+    }
+
     /// Most requests in flight at once so far.
     pub fn peak_concurrency(&self) -> usize {
         self.peak_in_flight.load(Ordering::Relaxed)
     }
 }
+
+const MINUTE: Duration = Duration::from_secs(60);
 
 /// A rough token count for the tokens-per-minute budget: about four characters a token.
 pub fn estimate_tokens(text: &str) -> usize {

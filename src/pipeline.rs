@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::assemble::{Puzzle, assemble};
-use crate::cache::backup::CsvBackup;
+use crate::cache::backup_csv::BackupCsvWriter;
 use crate::cache::csv::CsvError;
+use crate::cache::store::Row;
 use crate::cache::store::{Store, StoreError};
 use crate::cache::{Cache, CloseError};
 use crate::config::{Config, ProviderSettings};
@@ -27,9 +28,8 @@ use crate::journal::{self, Journal, JournalError};
 use crate::limit::LimitSettings;
 use crate::plan::{Plan, PlanError};
 use crate::progress::{Progress, ProgressMode};
-use crate::report::{
-    self, FailedPuzzle, FailedTheme, OutputError, Replacement, RunRecord, ThemeCsvWriter,
-};
+use crate::report::shapes::{FailedPuzzle, FailedTheme, Replacement, puzzle_key};
+use crate::report::{self, CacheRecord, OutputError, RunRecord};
 use crate::theme::{ThemeResult, ThemeWorker, texts_of, usable_candidates};
 
 /// How long requests and themes in flight may take to finish once the run is told to stop.
@@ -278,13 +278,23 @@ pub fn open_cache(config: &Config, space: &crate::embed::Space) -> Result<Cache,
             db.display()
         );
         if !r.bad.is_empty() {
+            // The run rewrites this file from the database: keep the rows it could not read.
+            let mut kept = csv.clone().into_os_string();
+            kept.push(".before-puzzlegen");
+            let kept = std::path::PathBuf::from(kept);
+            let copied = std::fs::copy(csv, &kept).map(|_| ());
             let lines: Vec<String> = r.bad.iter().take(5).map(|b| b.line.to_string()).collect();
             tracing::warn!(
-                "{}: {} row(s) skipped (lines {}{}); `puzzlegen cache import` lists them all",
+                "{}: {} row(s) skipped (lines {}{}); `puzzlegen cache import` lists them all; \
+                 the file as it was is kept {}",
                 csv.display(),
                 r.bad.len(),
                 lines.join(", "),
-                if r.bad.len() > 5 { ", ..." } else { "" }
+                if r.bad.len() > 5 { ", ..." } else { "" },
+                match copied {
+                    Ok(()) => format!("as {}", kept.display()),
+                    Err(e) => format!("nowhere ({}: {e})", kept.display()),
+                }
             );
         }
     }
@@ -370,15 +380,12 @@ pub async fn run_with(
         Some(Arc::clone(&journal)),
     );
     let resumed = worker.clone();
-    let backup = match (&config.output.cache_csv_export, service.cache().path()) {
-        (Some(csv), Some(db)) => Some(CsvBackup::start(
-            db.to_owned(),
-            service.space().clone(),
-            csv.clone(),
-            config.engine.cache_backup_interval,
-        )),
-        _ => None,
-    };
+    // The cache CSV: what the database holds now, then each theme's texts as it finishes.
+    let cache_csv = BackupCsvWriter::start(
+        service.cache().path().map(std::path::Path::to_owned),
+        service.space().clone(),
+        config.output.embedding_cache_file.clone(),
+    )?;
 
     // Every distinct planned theme, once; all their texts queued up front so that requests
     // go out full and as fast as the limiter allows.
@@ -400,16 +407,13 @@ pub async fn run_with(
         SHUTDOWN_GRACE,
     );
     let bar = Progress::new(progress, "themes", order.len() as u64);
-    let theme_csv = ThemeCsvWriter::start(
-        config.output.embedding_cache_file.clone(),
-        service.space().dimension,
-        config.output.csv_precision,
-    );
-    let mut csv_index = 0;
     let outcomes = engine
-        .process(&order, &bar, &mut |i, o| theme_csv.add(i, o.as_ref().ok()))
+        .process(&order, &bar, &mut |_, o| {
+            if let Ok(t) = o {
+                cache_csv.add(cache_rows(t));
+            }
+        })
         .await;
-    csv_index += order.len();
     bar.finish();
     let mut processed: Vec<(String, ThemeOutcome)> = order.into_iter().zip(outcomes).collect();
 
@@ -441,11 +445,12 @@ pub async fn run_with(
         }
         let bar = Progress::new(progress, "spares", batch.len() as u64);
         let outcomes = engine
-            .process(&batch, &bar, &mut |i, o| {
-                theme_csv.add(csv_index + i, o.as_ref().ok())
+            .process(&batch, &bar, &mut |_, o| {
+                if let Ok(t) = o {
+                    cache_csv.add(cache_rows(t));
+                }
             })
             .await;
-        csv_index += batch.len();
         bar.finish();
         let mut good = batch
             .iter()
@@ -460,11 +465,11 @@ pub async fn run_with(
                 Ok(_) => unreachable!("only failed slots are replaced"),
             };
             tracing::info!(
-                "puzzle_{}: theme {failed:?} failed ({reason}); using spare theme {spare:?}",
-                plan.puzzles[p].id
+                "{}: theme {failed:?} failed ({reason}); using spare theme {spare:?}",
+                puzzle_key(plan.puzzles[p].id)
             );
             replacements.push(Replacement {
-                puzzle_id: format!("puzzle_{}", plan.puzzles[p].id),
+                puzzle_id: plan.puzzles[p].id,
                 failed_theme: failed,
                 reason,
                 spare_theme: spare,
@@ -480,7 +485,7 @@ pub async fn run_with(
     let mut failed_puzzles = Vec::new();
     for (planned, themes) in plan.puzzles.iter().zip(&slots) {
         let fail = |error: String| FailedPuzzle {
-            puzzle_id: format!("puzzle_{}", planned.id),
+            puzzle_id: planned.id,
             themes: themes.clone(),
             error,
         };
@@ -500,8 +505,13 @@ pub async fn run_with(
         }
     }
     for f in &failed_puzzles {
-        tracing::warn!("{} failed: {}", f.puzzle_id, f.error);
+        tracing::warn!("{} failed: {}", puzzle_key(f.puzzle_id), f.error);
     }
+    let slots_filled = slots
+        .iter()
+        .flatten()
+        .filter(|t| outcome_of[t.as_str()].is_ok())
+        .count();
 
     let themes_ok: Vec<&ThemeResult> = processed
         .iter()
@@ -523,13 +533,19 @@ pub async fn run_with(
         .cache()
         .record_run(stats.lookups, stats.cache_hits, stats.texts_embedded);
     let closed = service.cache().close()?;
-    let cache = service
-        .cache()
-        .path()
-        .map(|p| (closed.written, p.to_owned()));
-    if let Some(backup) = backup {
-        backup.finish().await?;
-    }
+    let database = service.cache().path().map(std::path::Path::to_owned);
+    let rest = service.cache().memory_rows();
+    let csv_rows = cache_csv.finish(rest)?;
+    let cache_record = CacheRecord {
+        entries: match &database {
+            Some(db) => cache_entries(db, service.space()).unwrap_or(csv_rows),
+            None => csv_rows,
+        },
+        written: closed.written,
+        database: database.clone().unwrap_or_default(),
+        csv_written_at: unix_now(),
+    };
+    let cache = database.map(|p| (closed.written, p));
     let elapsed = started.elapsed();
     let stop = match service.fatal_error() {
         Some(e) => Some(Stop::Fatal(e)),
@@ -545,10 +561,12 @@ pub async fn run_with(
         themes_failed: &themes_failed,
         replacements: &replacements,
         stats: &stats,
+        cache: &cache_record,
+        slots_filled,
         elapsed,
     };
-    theme_csv.finish()?;
-    let files = report::write_all(&record)?;
+    let mut files = report::write_all(&record)?;
+    files.push(config.output.embedding_cache_file.clone());
     if stop.is_none() {
         // Every theme was tried and the outputs are written: nothing left to resume.
         journal.remove();
@@ -567,4 +585,43 @@ pub async fn run_with(
         files,
         stop,
     })
+}
+
+/// A finished theme's texts as cache CSV rows: the theme, then its candidates with their
+/// similarity (the original's `word_type` values `theme` and `candidate`).
+fn cache_rows(t: &ThemeResult) -> Vec<Row> {
+    let row = |word: &str, word_type: &str, similarity, vector: &crate::embed::Vector| Row {
+        key: crate::cache::key(word),
+        word: word.to_owned(),
+        theme: Some(t.theme.clone()),
+        word_type: Some(word_type.to_owned()),
+        similarity,
+        timestamp: None,
+        vector: vector.clone(),
+    };
+    std::iter::once(row(&t.theme, "theme", None, &t.vector))
+        .chain(
+            t.ranked
+                .iter()
+                .map(|w| row(&w.word, "candidate", Some(w.similarity), &w.vector)),
+        )
+        .collect()
+}
+
+/// Embeddings of `space` in the database at `db` (for `cache_stats.cache_size`).
+fn cache_entries(db: &std::path::Path, space: &crate::embed::Space) -> Option<u64> {
+    let store = Store::open_existing(db).ok()?;
+    let spaces = store.spaces().ok()?;
+    Some(
+        spaces
+            .iter()
+            .find(|s| &s.space == space)
+            .map_or(0, |s| s.entries),
+    )
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }

@@ -2,7 +2,7 @@
 //!
 //! Rules kept from the original `ImprovedThemeWorker`: candidates are deduplicated
 //! case-insensitively and by the naive plural rule (`x` and `xs` are one word, see
-//! [`dedupe_key`]); the theme text is embedded alongside its candidates; each candidate is
+//! [`usable_candidates`]); the theme text is embedded alongside its candidates; each candidate is
 //! scored by cosine similarity to the theme; a theme with fewer usable words than a puzzle
 //! group needs fails with a reason and the run goes on.
 
@@ -16,15 +16,14 @@ use crate::embed::service::EmbeddingService;
 use crate::embed::{EmbedError, Vector, cosine};
 use crate::journal::Journal;
 
-/// The identity of a word for deduplication: trimmed, lowercased, trailing `s` removed, so
-/// `Spoon`, `spoon` and `spoons` share one key (the naive plural rule, made transitive).
+/// The identity of a word when a puzzle's groups are chosen (a word may sit in one group
+/// only): trimmed, lowercased, one trailing `s` removed, so `Spoon`, `spoon` and `spoons` are
+/// one word while `glass` and `glasses` are two.
 pub fn dedupe_key(word: &str) -> String {
     let lower = word.trim().to_lowercase();
-    let stripped = lower.trim_end_matches('s');
-    if stripped.is_empty() {
-        lower
-    } else {
-        stripped.to_owned()
+    match lower.strip_suffix('s') {
+        Some(stem) if !stem.is_empty() => stem.to_owned(),
+        _ => lower,
     }
 }
 
@@ -65,15 +64,29 @@ impl From<EmbedError> for ThemeError {
     }
 }
 
-/// Candidates with empty strings and duplicates (by [`dedupe_key`]) removed, first form kept.
+/// Candidates with empty strings and duplicates removed, first form kept, by the original
+/// `ImprovedThemeWorker`'s rule: a word is dropped when its lowercase form, that form minus
+/// one trailing `s`, or that form plus one `s` is a word already kept. The rule compares with
+/// kept words only, so `zorpa` and `zorpass` both stay (`zorpas` would not).
 pub fn usable_candidates(candidates: &[String]) -> Vec<String> {
-    let mut seen = HashSet::new();
-    candidates
+    let mut kept: HashSet<String> = HashSet::new();
+    let mut usable = Vec::new();
+    for word in candidates
         .iter()
         .map(|w| w.trim())
-        .filter(|w| !w.is_empty() && seen.insert(dedupe_key(w)))
-        .map(str::to_owned)
-        .collect()
+        .filter(|w| !w.is_empty())
+    {
+        let lower = word.to_lowercase();
+        let singular = lower.strip_suffix('s').filter(|s| !s.is_empty());
+        let duplicate = kept.contains(&lower)
+            || singular.is_some_and(|s| kept.contains(s))
+            || kept.contains(&format!("{lower}s"));
+        if !duplicate {
+            kept.insert(lower);
+            usable.push(word.to_owned());
+        }
+    }
+    usable
 }
 
 /// The texts a theme needs embedded: the theme itself, then its usable candidates.
@@ -191,9 +204,24 @@ mod tests {
     }
 
     #[test]
+    fn plural_rule_is_the_originals() {
+        // One `s` either way, compared with kept words only.
+        assert_eq!(
+            usable_candidates(&strings(&["zorpa", "zorpass", "Zorpas", "ZORPA"])),
+            strings(&["zorpa", "zorpass"])
+        );
+        assert_eq!(
+            usable_candidates(&strings(&["cats", "cat", "catss"])),
+            strings(&["cats"])
+        );
+        assert_eq!(usable_candidates(&strings(&["s", "ss"])), strings(&["s"]));
+    }
+
+    #[test]
     fn dedupe_is_case_insensitive_and_plural_naive() {
         assert_eq!(dedupe_key("Spoons"), dedupe_key("spoon"));
-        assert_eq!(dedupe_key(" Glass "), dedupe_key("glas"));
+        assert_eq!(dedupe_key(" Glass "), "glas");
+        assert_ne!(dedupe_key("glass"), dedupe_key("glasss"));
         assert_ne!(dedupe_key("glasses"), dedupe_key("glass"));
         assert_eq!(dedupe_key("s"), "s");
         assert_eq!(

@@ -265,14 +265,14 @@ fn first_run_imports_the_python_cache_csv_and_pays_only_for_the_rest() {
     }
     std::fs::create_dir_all(dir.path().join("cache")).unwrap();
     std::fs::write(
-        dir.path().join("cache/embedding_cache.csv"),
+        dir.path().join("cache/all_embeddings.csv"),
         python_cache_csv(&known),
     )
     .unwrap();
     run(dir.path(), &[])
         .success()
         .stderr(predicate::str::contains(
-            "first run with a cache database: imported 22 embedding(s) from cache/embedding_cache.csv",
+            "first run with a cache database: imported 22 embedding(s) from cache/all_embeddings.csv",
         ));
     let s = server.stats();
     assert_eq!(s.distinct_texts_embedded, 88 - 22, "{s:?}");
@@ -351,10 +351,10 @@ fn a_damaged_journal_is_set_aside_and_the_run_goes_on_from_the_cache() {
 }
 
 #[test]
-fn csv_export_setting_keeps_a_backup_layout_copy_of_the_cache() {
-    let (_server, dir) = gemini_job(4, 1, "cache:\n  csv_export: backup/cache.csv\n");
+fn every_run_leaves_the_cache_in_the_originals_backup_layout_csv() {
+    let (_server, dir) = gemini_job(4, 1, "");
     run(dir.path(), &["--quiet"]).success();
-    let csv = std::fs::read_to_string(dir.path().join("backup/cache.csv")).unwrap();
+    let csv = std::fs::read_to_string(dir.path().join("cache/all_embeddings.csv")).unwrap();
     let mut lines = csv.lines();
     assert!(
         lines
@@ -366,7 +366,8 @@ fn csv_export_setting_keeps_a_backup_layout_copy_of_the_cache() {
     assert_eq!(rows.len(), 44, "every text of the run");
     assert!(
         rows.iter()
-            .any(|r| r.starts_with("Theme 000,Theme 000,theme,1,"))
+            .any(|r| r.starts_with("Theme 000,Theme 000,theme,,")),
+        "a theme row has no similarity, as the original's"
     );
     assert!(rows.iter().all(|r| r.split(',').count() == 5 + 768));
 }

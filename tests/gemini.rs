@@ -250,9 +250,15 @@ fn daily_quota_stops_gracefully_and_names_the_quota() {
     )
     .unwrap();
     assert!(!meta["failed_puzzles"].as_array().unwrap().is_empty());
-    // Whatever was embedded before the quota ran out is in the cache CSV.
-    let csv = std::fs::read_to_string(dir.path().join("cache/embedding_cache.csv")).unwrap();
-    assert!(csv.lines().count() >= 1);
+    // Whatever was embedded before the quota ran out is in the cache CSV, once.
+    let csv = std::fs::read_to_string(dir.path().join("cache/all_embeddings.csv")).unwrap();
+    assert!(run.stats.distinct_texts_embedded > 0, "{:?}", run.stats);
+    assert_eq!(
+        csv.lines().count() - 1,
+        run.stats.distinct_texts_embedded as usize,
+        "{:?}",
+        run.stats
+    );
 }
 
 #[test]

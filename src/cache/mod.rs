@@ -10,9 +10,8 @@
 //!
 //! [`csv`] brings the Python pipeline's cache files in and writes them out again;
 //! [`backup_csv`] writes the Python pipeline's cache backup (`output.embedding_cache_file`)
-//! during a run; [`backup`] keeps an optional CSV copy up to date during a run.
+//! during a run.
 
-pub mod backup;
 pub mod backup_csv;
 pub mod csv;
 pub mod store;
@@ -135,6 +134,25 @@ impl Cache {
             .unwrap_or_else(|e| e.into_inner())
             .get(key)
             .cloned()
+    }
+
+    /// Every vector of this run's memory layer as a bare row (no theme yet), for the cache CSV's
+    /// last rows: texts answered for themes that did not finish.
+    pub fn memory_rows(&self) -> Vec<Row> {
+        self.memory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| Row {
+                key: k.clone(),
+                word: k.clone(),
+                theme: None,
+                word_type: None,
+                similarity: None,
+                timestamp: None,
+                vector: v.clone(),
+            })
+            .collect()
     }
 
     /// Stores new vectors (same order as `texts`) under each text's [`key`], with the text

@@ -86,6 +86,8 @@ pub struct ServiceStats {
     pub limiter_wait_seconds: f64,
     /// Most requests in flight at once.
     pub peak_concurrency: usize,
+    /// Requests let through in the last 60 s (the original's `requests_this_minute`).
+    pub requests_last_minute: u64,
 }
 
 impl ServiceStats {
@@ -323,6 +325,7 @@ impl EmbeddingService {
             rate_limited: i.rate_limited.load(Ordering::Relaxed),
             limiter_wait_seconds: i.limiter.waited().as_secs_f64(),
             peak_concurrency: i.limiter.peak_concurrency(),
+            requests_last_minute: i.limiter.requests_last_minute() as u64,
         }
     }
 

@@ -1,0 +1,546 @@
+//! Output files, with the Python pipeline's names and shapes, each written atomically.
+//!
+//! - `<paths.outputs>/final_puzzles.json`, `<paths.outputs>/puzzle_metadata.json`,
+//!   `<paths.reports>/embedding_analysis.json`: built as the typed [`shapes`], the contract
+//!   with the original's readers;
+//! - `output.puzzle_embeddings_file` (a path as written, relative to the working directory):
+//!   `theme,word,word_type,similarity_to_theme,rank,embedding_dim_1..N`, for each group of each
+//!   finished puzzle a `theme` row (rank 0) then its words as `selected_word` (rank 1..), values
+//!   rounded to `output.csv_precision`;
+//! - `output.embedding_cache_file` (the cache CSV in the original's backup layout) is written
+//!   by [`crate::cache`], not here.
+//!
+//! Every file goes to a temporary file in the same directory first and is renamed over the
+//! target only when complete, so a crash never leaves a half-written output. New files get the
+//! usual mode (0666 less the umask); a replaced file keeps its mode.
+
+pub mod shapes;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::assemble::Puzzle;
+use crate::config::Config;
+use crate::embed::Space;
+use crate::embed::service::ServiceStats;
+use crate::plan::Plan;
+use crate::theme::ThemeResult;
+use shapes::{
+    CacheStats, Describe, EmbeddingAnalysis, EmbeddingQuality, EmbeddingStats, FailedPuzzle,
+    FailedTheme, FinalPuzzles, GeminiConfig, MultiprocessingStats, PerformanceMetrics,
+    PipelineInfo, PuzzleEntry, PuzzleGeneration, PuzzleMetadata, PuzzleQuality, RateLimiterStats,
+    Replacement, SimilarityStats, yaml_number,
+};
+
+/// Writing an output failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: cannot write: {source}")]
+pub struct OutputError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+/// What the run did to the cache, for `cache_stats`.
+#[derive(Debug, Clone, Default)]
+pub struct CacheRecord {
+    /// Embeddings of this run's space in the cache at the end.
+    pub entries: u64,
+    /// Embeddings newly stored by this run.
+    pub written: u64,
+    /// The database file (empty without one).
+    pub database: PathBuf,
+    /// When the cache CSV was last written (UNIX seconds; 0 if never).
+    pub csv_written_at: f64,
+}
+
+/// Everything a run produced, as the reports need it.
+pub struct RunRecord<'a> {
+    pub config: &'a Config,
+    pub plan: &'a Plan,
+    pub space: &'a Space,
+    pub puzzles: &'a [Puzzle],
+    pub failed_puzzles: &'a [FailedPuzzle],
+    /// Every theme processed successfully, in processing order.
+    pub themes_ok: &'a [&'a ThemeResult],
+    pub themes_failed: &'a [FailedTheme],
+    pub replacements: &'a [Replacement],
+    pub stats: &'a ServiceStats,
+    pub cache: &'a CacheRecord,
+    /// Theme slots of the plan filled with a usable theme (the original's completed tasks).
+    pub slots_filled: usize,
+    pub elapsed: Duration,
+}
+
+impl RunRecord<'_> {
+    pub fn texts_per_second(&self) -> f64 {
+        per_second(self.stats.texts_embedded as f64, self.elapsed)
+    }
+}
+
+fn per_second(n: f64, elapsed: Duration) -> f64 {
+    let secs = elapsed.as_secs_f64();
+    if secs > 0.0 { n / secs } else { 0.0 }
+}
+
+/// Writes the JSON files and the puzzle CSV of a run; returns their paths.
+pub fn write_all(r: &RunRecord) -> Result<Vec<PathBuf>, OutputError> {
+    let out = &r.config.output;
+    let files = vec![
+        out.outputs_dir.join("final_puzzles.json"),
+        out.outputs_dir.join("puzzle_metadata.json"),
+        out.reports_dir.join("embedding_analysis.json"),
+        out.puzzle_embeddings_file.clone(),
+    ];
+    write_json(&files[0], &final_puzzles(r.puzzles))?;
+    write_json(&files[1], &metadata(r))?;
+    write_json(&files[2], &analysis(r))?;
+    write_csv(
+        &files[3],
+        r.space.dimension,
+        out.csv_precision,
+        &puzzle_blocks(r),
+    )?;
+    Ok(files)
+}
+
+/// Rounds to six decimals so JSON shows `0.8123` rather than an f32's binary tail.
+fn round6(x: f32) -> f64 {
+    (f64::from(x) * 1e6).round() / 1e6
+}
+
+/// `final_puzzles.json`.
+pub fn final_puzzles(puzzles: &[Puzzle]) -> FinalPuzzles {
+    FinalPuzzles(
+        puzzles
+            .iter()
+            .map(|p| {
+                let words = p.groups.iter().flat_map(|g| &g.words);
+                let scores: Vec<f64> = words.clone().map(|w| round6(w.similarity)).collect();
+                let entry = PuzzleEntry {
+                    words: words.map(|w| w.word.clone()).collect(),
+                    theme_similarity_scores: scores.clone(),
+                    themes: p.groups.iter().map(|g| g.theme.clone()).collect(),
+                    all_candidates: Vec::new(),
+                    all_similarities: scores,
+                    quality: PuzzleQuality {
+                        min_margin: round6(p.min_margin),
+                    },
+                };
+                (p.id, entry)
+            })
+            .collect(),
+    )
+}
+
+fn metadata(r: &RunRecord) -> PuzzleMetadata {
+    let c = r.config;
+    let secs = r.elapsed.as_secs_f64();
+    let total_tasks = r.plan.themes_needed;
+    let completed_tasks = r.slots_filled.min(total_tasks);
+    let failed_tasks = total_tasks - completed_tasks;
+    let s = r.stats;
+    PuzzleMetadata {
+        total_themes_needed: r.plan.themes_needed,
+        total_themes_available: r.plan.themes_available,
+        themes_reused: r.plan.themes_reused(),
+        successful_puzzles: r.puzzles.len(),
+        failed_puzzles: r.failed_puzzles.to_vec(),
+        processing_time: secs,
+        gemini_config: GeminiConfig {
+            model_id: r.space.model_id.clone(),
+            embedding_dimension: r.space.dimension,
+            words_per_theme: c.puzzle.words_per_theme,
+            themes_per_puzzle: c.puzzle.themes_per_puzzle,
+            provider: c.provider.kind().to_string(),
+            task_type: r.space.task_type.clone(),
+            requests_per_minute: yaml_number(c.gemini.requests_per_minute),
+            min_request_interval: c.gemini.min_request_interval.as_secs_f64(),
+            max_retries: c.gemini.max_retries,
+            rpm_counts: c.gemini.rpm_counts,
+            max_concurrent_requests: c.engine.max_concurrent_requests,
+        },
+        multiprocessing_enabled: true,
+        multiprocessing_implementation: concat!("puzzlegen ", env!("CARGO_PKG_VERSION")).into(),
+        multiprocessing_stats: MultiprocessingStats {
+            total_tasks,
+            completed_tasks,
+            failed_tasks,
+            success_rate: if total_tasks > 0 {
+                completed_tasks as f64 / total_tasks as f64
+            } else {
+                0.0
+            },
+            processing_time: secs,
+            tasks_per_second: per_second(total_tasks as f64, r.elapsed),
+            worker_count: c.engine.worker_count,
+            cache_stats: CacheStats {
+                cache_size: r.cache.entries,
+                hit_rate: s.hit_rate(),
+                total_requests: s.lookups,
+                cache_file: c.output.embedding_cache_file.display().to_string(),
+                hits: s.cache_hits,
+                misses: s.lookups - s.cache_hits,
+                writes: r.cache.written,
+                backups: u64::from(r.cache.csv_written_at > 0.0),
+                last_backup: r.cache.csv_written_at,
+                database: r.cache.database.display().to_string(),
+            },
+            rate_limiter_stats: RateLimiterStats {
+                active_requests: 0,
+                total_requests: s.requests,
+                requests_this_minute: s.requests_last_minute,
+                requests_per_second: per_second(s.requests as f64, r.elapsed),
+                requests_per_minute_limit: yaml_number(c.gemini.requests_per_minute),
+                max_concurrent_limit: c.engine.max_concurrent_requests,
+                min_request_interval: c.gemini.min_request_interval.as_secs_f64(),
+            },
+            task_timeout_seconds: c.engine.task_timeout.as_secs_f64(),
+            themes_processed: r.themes_ok.len() + r.themes_failed.len(),
+            themes_succeeded: r.themes_ok.len(),
+            themes_failed: r.themes_failed.len(),
+        },
+        failed_themes: r.themes_failed.to_vec(),
+        spare_themes_used: r.replacements.to_vec(),
+        embedding_stats: EmbeddingStats {
+            lookups: s.lookups,
+            cache_hits: s.cache_hits,
+            cache_hit_rate: s.hit_rate(),
+            in_flight_hits: s.in_flight_hits,
+            texts_embedded: s.texts_embedded,
+            texts_sent: s.texts_sent,
+            requests: s.requests,
+            retries: s.retries.clone(),
+            rate_limited_429: s.rate_limited,
+            limiter_wait_seconds: s.limiter_wait_seconds,
+            peak_concurrency: s.peak_concurrency,
+            texts_per_second: r.texts_per_second(),
+        },
+        puzzle_generation: PuzzleGeneration {
+            total_puzzle_count: c.puzzle.total_puzzle_count,
+            words_per_theme: c.puzzle.words_per_theme,
+            themes_per_puzzle: c.puzzle.themes_per_puzzle,
+            random_seed: c.puzzle.random_seed,
+        },
+    }
+}
+
+/// Sample variance (n - 1) of each dimension over `vectors` (zeros for fewer than two).
+fn dimension_variances(vectors: &[&[f32]], dimension: usize) -> Vec<f64> {
+    let n = vectors.len();
+    if n < 2 {
+        return vec![0.0; dimension];
+    }
+    let mut mean = vec![0.0f64; dimension];
+    for v in vectors {
+        for (m, x) in mean.iter_mut().zip(v.iter()) {
+            *m += f64::from(*x);
+        }
+    }
+    mean.iter_mut().for_each(|m| *m /= n as f64);
+    let mut var = vec![0.0f64; dimension];
+    for v in vectors {
+        for ((s, m), x) in var.iter_mut().zip(&mean).zip(v.iter()) {
+            *s += (f64::from(*x) - m).powi(2);
+        }
+    }
+    var.iter_mut().for_each(|s| *s /= (n - 1) as f64);
+    var
+}
+
+/// Sample standard deviation (n - 1), 0 for fewer than two values, as the original.
+fn sample_std(xs: &[f64]) -> f64 {
+    if xs.len() < 2 {
+        return 0.0;
+    }
+    let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+    (xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (xs.len() - 1) as f64).sqrt()
+}
+
+fn analysis(r: &RunRecord) -> EmbeddingAnalysis {
+    let blocks = puzzle_blocks(r);
+    let vectors: Vec<&[f32]> = blocks
+        .iter()
+        .flat_map(|b| std::iter::once(&b.vector[..]).chain(b.words.iter().map(|w| &w.vector[..])))
+        .collect();
+    let themes: std::collections::HashSet<&str> = blocks.iter().map(|b| b.theme).collect();
+    let variances = dimension_variances(&vectors, r.space.dimension);
+    let selected: Vec<f64> = blocks
+        .iter()
+        .flat_map(|b| b.words.iter().map(|w| f64::from(w.similarity)))
+        .collect();
+    let candidates: Vec<f64> = r
+        .themes_ok
+        .iter()
+        .flat_map(|t| t.ranked.iter().map(|w| f64::from(w.similarity)))
+        .collect();
+    let margins: Vec<f64> = r.puzzles.iter().map(|p| f64::from(p.min_margin)).collect();
+    let all = Describe::of(&candidates);
+    let secs = r.elapsed.as_secs_f64();
+    EmbeddingAnalysis {
+        pipeline_info: PipelineInfo {
+            gemini_model: r.space.model_id.clone(),
+            embedding_dimension: r.space.dimension,
+            total_embeddings: vectors.len(),
+            themes_processed: themes.len(),
+            successful_puzzles: r.puzzles.len(),
+            processing_time: secs,
+            provider: r.config.provider.kind().to_string(),
+            task_type: r.space.task_type.clone(),
+            puzzles_requested: r.config.puzzle.total_puzzle_count,
+            tool: concat!("puzzlegen ", env!("CARGO_PKG_VERSION")).into(),
+        },
+        similarity_stats: SimilarityStats {
+            min_similarity: all.min,
+            max_similarity: all.max,
+            mean_similarity: all.mean,
+            std_similarity: sample_std(&candidates),
+            candidate_count: candidates.len(),
+            selected_words: Describe::of(&selected),
+        },
+        embedding_quality: EmbeddingQuality {
+            embedding_dimension: r.space.dimension,
+            mean_dimension_variance: variances.iter().sum::<f64>() / variances.len().max(1) as f64,
+            min_dimension_variance: variances.iter().copied().fold(f64::INFINITY, f64::min),
+            max_dimension_variance: variances.iter().copied().fold(0.0, f64::max),
+            total_vectors: vectors.len(),
+            puzzle_min_margin: Describe::of(&margins),
+            puzzles_with_negative_margin: margins.iter().filter(|m| **m < 0.0).count(),
+        },
+        performance_metrics: PerformanceMetrics {
+            avg_time_per_puzzle: secs / r.puzzles.len().max(1) as f64,
+            memory_estimate_mb: (vectors.len() * r.space.dimension * 8) as f64 / (1024.0 * 1024.0),
+            wall_time_seconds: secs,
+            texts_embedded: r.stats.texts_embedded,
+            texts_per_second: r.texts_per_second(),
+            cache_hits: r.stats.cache_hits,
+            cache_hit_rate: r.stats.hit_rate(),
+            requests: r.stats.requests,
+        },
+    }
+}
+
+/// The puzzle CSV's blocks: each group of each finished puzzle, in puzzle order.
+fn puzzle_blocks<'a>(r: &'a RunRecord) -> Vec<Block<'a>> {
+    r.puzzles
+        .iter()
+        .flat_map(|p| {
+            p.groups.iter().map(|g| {
+                let theme = r
+                    .themes_ok
+                    .iter()
+                    .find(|t| t.theme == g.theme)
+                    .expect("every group comes from a processed theme");
+                Block {
+                    theme: &g.theme,
+                    vector: &theme.vector,
+                    words: &g.words,
+                }
+            })
+        })
+        .collect()
+}
+
+/// Writes `path` through a temporary file in the same directory, renamed into place at the end.
+pub fn write_atomic(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<(), OutputError> {
+    let err = |source| OutputError {
+        path: path.to_owned(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".puzzlegen-")
+        .permissions(new_file_permissions())
+        .tempfile_in(dir)
+        .map_err(err)?;
+    // A replaced file keeps its mode (set explicitly: the umask does not apply).
+    if let Ok(old) = std::fs::metadata(path) {
+        tmp.as_file()
+            .set_permissions(old.permissions())
+            .map_err(err)?;
+    }
+    {
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
+        fill(&mut w).map_err(err)?;
+        w.flush().map_err(err)?;
+    }
+    tmp.as_file().sync_all().map_err(err)?;
+    tmp.persist(path).map_err(|e| err(e.error))?;
+    Ok(())
+}
+
+/// The mode an ordinary new file gets: 0666, less the umask (applied by the kernel).
+fn new_file_permissions() -> std::fs::Permissions {
+    std::os::unix::fs::PermissionsExt::from_mode(0o666)
+}
+
+fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), OutputError> {
+    write_atomic(path, |w| {
+        serde_json::to_writer_pretty(&mut *w, value)?;
+        writeln!(w)
+    })
+}
+
+/// A theme's rows in a CSV: the theme row (rank 0) then its words (rank 1..).
+struct Block<'a> {
+    theme: &'a str,
+    vector: &'a crate::embed::Vector,
+    words: &'a [crate::theme::ScoredWord],
+}
+
+/// The CSV header: `theme,word,word_type,similarity_to_theme,rank,embedding_dim_1..N`.
+fn write_header(w: &mut dyn Write, dimension: usize) -> std::io::Result<()> {
+    let mut header = csv::Writer::from_writer(w);
+    let mut names = vec![
+        "theme".to_owned(),
+        "word".into(),
+        "word_type".into(),
+        "similarity_to_theme".into(),
+        "rank".into(),
+    ];
+    names.extend((1..=dimension).map(|d| format!("embedding_dim_{d}")));
+    header.write_record(&names)?;
+    header.flush()
+}
+
+/// Formats one block. Blocks are formatted in parallel: a 3072-dim run writes ~40 million
+/// numbers (docs/PERFORMANCE.md).
+fn format_block(b: &Block, precision: usize) -> std::io::Result<Vec<u8>> {
+    let mut csv = csv::WriterBuilder::new()
+        .has_headers(false)
+        .from_writer(Vec::with_capacity(
+            (b.words.len() + 1) * b.vector.len() * (precision + 4),
+        ));
+    let mut number = String::new();
+    let mut row = |theme: &str, word: &str, kind: &str, sim: f32, rank: usize, v: &[f32]| {
+        csv.write_field(theme)?;
+        csv.write_field(word)?;
+        csv.write_field(kind)?;
+        fixed(&mut number, sim, precision);
+        csv.write_field(&number)?;
+        csv.write_field(rank.to_string())?;
+        for &x in v {
+            fixed(&mut number, x, precision);
+            csv.write_field(&number)?;
+        }
+        csv.write_record(None::<&[u8]>)
+    };
+    row(b.theme, b.theme, "theme", 1.0, 0, b.vector).map_err(std::io::Error::other)?;
+    for (rank, w) in b.words.iter().enumerate() {
+        row(
+            b.theme,
+            &w.word,
+            "selected_word",
+            w.similarity,
+            rank + 1,
+            &w.vector,
+        )
+        .map_err(std::io::Error::other)?;
+    }
+    csv.into_inner()
+        .map_err(|e| std::io::Error::other(e.to_string()))
+}
+
+fn write_csv(
+    path: &Path,
+    dimension: usize,
+    precision: usize,
+    blocks: &[Block],
+) -> Result<(), OutputError> {
+    use rayon::prelude::*;
+    write_atomic(path, |w| {
+        write_header(&mut *w, dimension)?;
+        // Bounded memory: a few dozen blocks formatted at a time.
+        for chunk in blocks.chunks(32) {
+            let parts: Vec<Vec<u8>> = chunk
+                .par_iter()
+                .map(|b| format_block(b, precision))
+                .collect::<std::io::Result<_>>()?;
+            for part in parts {
+                w.write_all(&part)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Writes `x` rounded to `precision` decimals into `out`, as `format!("{:.p$}")` would, but
+/// with integer arithmetic: the CSVs hold millions of numbers (docs/PERFORMANCE.md).
+fn fixed(out: &mut String, x: f32, precision: usize) {
+    use std::fmt::Write as _;
+    out.clear();
+    let x = f64::from(x);
+    if precision > 9 || !x.is_finite() || x.abs() >= 1e9 {
+        let _ = write!(out, "{x:.precision$}");
+        return;
+    }
+    let scale = 10u64.pow(precision as u32);
+    let scaled = (x.abs() * scale as f64).round_ties_even() as u64;
+    if x < 0.0 && scaled != 0 {
+        out.push('-');
+    }
+    let _ = write!(out, "{}", scaled / scale);
+    if precision > 0 {
+        let _ = write!(out, ".{:0width$}", scaled % scale, width = precision);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_matches_format_rounding() {
+        let mut s = String::new();
+        for &(x, p) in &[
+            (0.1234567f32, 6usize),
+            (-0.0000004, 6),
+            (-0.5, 0),
+            (2.5, 0),
+            (1.0, 3),
+            (-12.25, 1),
+            (0.999_999_7, 6),
+            (3.0e-7, 6),
+        ] {
+            fixed(&mut s, x, p);
+            let expected = format!("{:.*}", p, f64::from(x));
+            // Both round to nearest; they may differ only on exact binary ties.
+            let a: f64 = s.parse().unwrap();
+            let b: f64 = expected.parse().unwrap();
+            assert!(
+                (a - b).abs() <= 0.5 * 10f64.powi(-(p as i32)) + 1e-12,
+                "{x} {p}: {s} vs {expected}"
+            );
+            assert_eq!(s.split('.').nth(1).map_or(0, str::len), p, "{s}");
+        }
+        fixed(&mut s, -0.0000004, 6);
+        assert_eq!(s, "0.000000");
+    }
+
+    #[test]
+    fn atomic_write_leaves_the_old_file_when_filling_fails() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("out.json");
+        std::fs::write(&p, "old").unwrap();
+        let e = write_atomic(&p, |w| {
+            w.write_all(b"half")?;
+            Err(std::io::Error::other("disk full"))
+        });
+        assert!(e.is_err());
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "old");
+        assert_eq!(
+            std::fs::read_dir(d.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
+        write_atomic(&p, |w| w.write_all(b"new")).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "new");
+    }
+}

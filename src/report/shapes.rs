@@ -1,0 +1,307 @@
+//! The output files' JSON shapes: the compatibility contract with the Python pipeline's
+//! readers, one typed struct per file.
+//!
+//! Every key the original writes (`ResultAggregator.aggregate_results`, the
+//! `ImprovedGeminiTaskProcessor`'s `multiprocessing_*` keys, `gemini_enhancer.save_results`)
+//! is here with the JSON type the original gives it; keys the original does not have are marked
+//! "extra". Serialisation keeps field order, so the files read in the original's order.
+
+use serde::Serialize;
+use serde::ser::SerializeMap;
+
+/// `final_puzzles.json`: `puzzle_<id>` to its puzzle, in puzzle order.
+#[derive(Debug, Clone, Default)]
+pub struct FinalPuzzles(pub Vec<(usize, PuzzleEntry)>);
+
+impl Serialize for FinalPuzzles {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (id, puzzle) in &self.0 {
+            map.serialize_entry(&puzzle_key(*id), puzzle)?;
+        }
+        map.end()
+    }
+}
+
+/// The key of puzzle `id` in `final_puzzles.json`.
+pub fn puzzle_key(id: usize) -> String {
+    format!("puzzle_{id}")
+}
+
+/// One puzzle: `words` holds the groups in the order of `themes`, `words_per_theme` each,
+/// scores aligned with the words.
+#[derive(Debug, Clone, Serialize)]
+pub struct PuzzleEntry {
+    pub words: Vec<String>,
+    pub theme_similarity_scores: Vec<f64>,
+    pub themes: Vec<String>,
+    /// Always empty, as in the original's multiprocessing version.
+    pub all_candidates: Vec<String>,
+    /// The same as `theme_similarity_scores`, as in the original.
+    pub all_similarities: Vec<f64>,
+    /// Extra: how cleanly the groups separate.
+    pub quality: PuzzleQuality,
+}
+
+/// Extra per-puzzle quality figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct PuzzleQuality {
+    /// Smallest (own-theme minus best-other-theme similarity) over the puzzle's words.
+    pub min_margin: f64,
+}
+
+/// `puzzle_metadata.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PuzzleMetadata {
+    pub total_themes_needed: usize,
+    pub total_themes_available: usize,
+    pub themes_reused: bool,
+    pub successful_puzzles: usize,
+    pub failed_puzzles: Vec<FailedPuzzle>,
+    /// Wall-clock seconds of the run (the original summed its workers' seconds).
+    pub processing_time: f64,
+    pub gemini_config: GeminiConfig,
+    pub multiprocessing_enabled: bool,
+    pub multiprocessing_implementation: String,
+    pub multiprocessing_stats: MultiprocessingStats,
+    /// Extra: themes that could not be used, with the reason.
+    pub failed_themes: Vec<FailedTheme>,
+    /// Extra: failed themes replaced by spare ones.
+    pub spare_themes_used: Vec<Replacement>,
+    /// Extra: the embedding service's counters.
+    pub embedding_stats: EmbeddingStats,
+    /// Extra: the puzzle settings of the run.
+    pub puzzle_generation: PuzzleGeneration,
+}
+
+/// A puzzle that could not be made.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailedPuzzle {
+    /// An integer, as in the original.
+    pub puzzle_id: usize,
+    pub themes: Vec<String>,
+    pub error: String,
+}
+
+/// A failed theme replaced by a spare one.
+#[derive(Debug, Clone, Serialize)]
+pub struct Replacement {
+    pub puzzle_id: usize,
+    pub failed_theme: String,
+    pub reason: String,
+    pub spare_theme: String,
+}
+
+/// A theme that could not be used, with the reason.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailedTheme {
+    pub theme: String,
+    pub error: String,
+}
+
+/// `gemini_config`: the original's four keys, then extras.
+#[derive(Debug, Clone, Serialize)]
+pub struct GeminiConfig {
+    pub model_id: String,
+    pub embedding_dimension: usize,
+    pub words_per_theme: usize,
+    pub themes_per_puzzle: usize,
+    pub provider: String,
+    pub task_type: String,
+    /// As written in params.yaml: an integer stays an integer.
+    pub requests_per_minute: serde_json::Number,
+    pub min_request_interval: f64,
+    pub max_retries: u32,
+    pub rpm_counts: crate::limit::RpmCounts,
+    pub max_concurrent_requests: usize,
+}
+
+/// `multiprocessing_stats`, as the original's processor reports them. A task is one theme
+/// slot of one puzzle.
+#[derive(Debug, Clone, Serialize)]
+pub struct MultiprocessingStats {
+    pub total_tasks: usize,
+    pub completed_tasks: usize,
+    pub failed_tasks: usize,
+    pub success_rate: f64,
+    pub processing_time: f64,
+    pub tasks_per_second: f64,
+    pub worker_count: usize,
+    pub cache_stats: CacheStats,
+    pub rate_limiter_stats: RateLimiterStats,
+    /// Extra.
+    pub task_timeout_seconds: f64,
+    /// Extra: distinct themes processed (spares included), succeeded, failed.
+    pub themes_processed: usize,
+    pub themes_succeeded: usize,
+    pub themes_failed: usize,
+}
+
+/// `cache_stats`, with the original `SharedEmbeddingCache.get_stats()` keys.
+#[derive(Debug, Clone, Serialize)]
+pub struct CacheStats {
+    /// Embeddings in the cache for this run's model, dimension and task type.
+    pub cache_size: u64,
+    pub hit_rate: f64,
+    /// Distinct texts looked up.
+    pub total_requests: u64,
+    /// The cache CSV (`output.embedding_cache_file`).
+    pub cache_file: String,
+    pub hits: u64,
+    pub misses: u64,
+    /// Embeddings newly stored by this run.
+    pub writes: u64,
+    /// Times the cache CSV was written (once per run).
+    pub backups: u64,
+    /// When it was last written (UNIX seconds; 0 if never).
+    pub last_backup: f64,
+    /// Extra: the cache database.
+    pub database: String,
+}
+
+/// `rate_limiter_stats`, with the original `SharedRateLimiter.get_stats()` keys.
+#[derive(Debug, Clone, Serialize)]
+pub struct RateLimiterStats {
+    /// In flight when the stats were taken (always 0 at the end of a run).
+    pub active_requests: u64,
+    pub total_requests: u64,
+    /// Requests in the last 60 s of the run.
+    pub requests_this_minute: u64,
+    /// Mean requests per second over the run.
+    pub requests_per_second: f64,
+    /// As written in params.yaml: an integer stays an integer.
+    pub requests_per_minute_limit: serde_json::Number,
+    pub max_concurrent_limit: usize,
+    pub min_request_interval: f64,
+}
+
+/// Extra: the embedding service's counters.
+#[derive(Debug, Clone, Serialize)]
+pub struct EmbeddingStats {
+    pub lookups: u64,
+    pub cache_hits: u64,
+    pub cache_hit_rate: f64,
+    pub in_flight_hits: u64,
+    pub texts_embedded: u64,
+    pub texts_sent: u64,
+    pub requests: u64,
+    pub retries: std::collections::BTreeMap<String, u64>,
+    pub rate_limited_429: u64,
+    pub limiter_wait_seconds: f64,
+    pub peak_concurrency: usize,
+    pub texts_per_second: f64,
+}
+
+/// Extra: the puzzle settings of the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct PuzzleGeneration {
+    pub total_puzzle_count: usize,
+    pub words_per_theme: usize,
+    pub themes_per_puzzle: usize,
+    pub random_seed: i64,
+}
+
+/// `<paths.reports>/embedding_analysis.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct EmbeddingAnalysis {
+    pub pipeline_info: PipelineInfo,
+    pub similarity_stats: SimilarityStats,
+    pub embedding_quality: EmbeddingQuality,
+    pub performance_metrics: PerformanceMetrics,
+}
+
+/// "The embeddings" of the analysis are the puzzle CSV's rows: each successful puzzle's themes
+/// and chosen words.
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineInfo {
+    pub gemini_model: String,
+    pub embedding_dimension: usize,
+    pub total_embeddings: usize,
+    pub themes_processed: usize,
+    pub successful_puzzles: usize,
+    pub processing_time: f64,
+    /// Extras.
+    pub provider: String,
+    pub task_type: String,
+    pub puzzles_requested: usize,
+    pub tool: String,
+}
+
+/// Similarity of every usable candidate of every processed theme to its theme (the original
+/// leaves this `{}` when it has no candidates; here it always has the keys).
+#[derive(Debug, Clone, Serialize)]
+pub struct SimilarityStats {
+    pub min_similarity: f64,
+    pub max_similarity: f64,
+    pub mean_similarity: f64,
+    /// Sample standard deviation (n - 1), as the original.
+    pub std_similarity: f64,
+    pub candidate_count: usize,
+    /// Extra: the words chosen for the puzzles.
+    pub selected_words: Describe,
+}
+
+/// Per-dimension sample variance over the analysed vectors.
+#[derive(Debug, Clone, Serialize)]
+pub struct EmbeddingQuality {
+    pub embedding_dimension: usize,
+    pub mean_dimension_variance: f64,
+    pub min_dimension_variance: f64,
+    pub max_dimension_variance: f64,
+    pub total_vectors: usize,
+    /// Extras.
+    pub puzzle_min_margin: Describe,
+    pub puzzles_with_negative_margin: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PerformanceMetrics {
+    /// Wall seconds per successful puzzle.
+    pub avg_time_per_puzzle: f64,
+    /// The original's estimate: vectors x dimension x 8 bytes, in MiB.
+    pub memory_estimate_mb: f64,
+    /// Extras.
+    pub wall_time_seconds: f64,
+    pub texts_embedded: u64,
+    pub texts_per_second: f64,
+    pub cache_hits: u64,
+    pub cache_hit_rate: f64,
+    pub requests: u64,
+}
+
+/// Count, mean, population standard deviation, min and max (all zero when empty).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Describe {
+    pub count: usize,
+    pub mean: f64,
+    pub std: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Describe {
+    pub fn of(xs: &[f64]) -> Describe {
+        if xs.is_empty() {
+            return Describe::default();
+        }
+        let n = xs.len() as f64;
+        let mean = xs.iter().sum::<f64>() / n;
+        let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+        Describe {
+            count: xs.len(),
+            mean,
+            std: var.sqrt(),
+            min: xs.iter().copied().fold(f64::INFINITY, f64::min),
+            max: xs.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        }
+    }
+}
+
+/// A number as YAML gave it: integral values are written as integers (`2900`, not `2900.0`).
+pub fn yaml_number(x: f64) -> serde_json::Number {
+    if x.fract() == 0.0 && x.abs() < 9.0e15 {
+        serde_json::Number::from(x as i64)
+    } else {
+        serde_json::Number::from_f64(x).unwrap_or_else(|| serde_json::Number::from(0))
+    }
+}
