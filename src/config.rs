@@ -2,7 +2,7 @@
 //!
 //! Two steps, as in ripgrep: the YAML is first parsed into raw, all-optional structs
 //! (`raw::Params`) that mirror the original Python pipeline's file section by section, then
-//! [`Config::resolve`] checks every value and fills defaults. Unknown keys are collected as
+//! `Config::resolve` checks every value and fills defaults. Unknown keys are collected as
 //! warnings (never fatal) so an original `params.yaml` loads unchanged. Sections the Rust tool
 //! does not use (`themes`, `vector_search`, `logging`) are accepted whole and ignored.
 
@@ -123,7 +123,9 @@ mod raw {
         pub worker_count: Option<i64>,
         pub tasks_per_batch: Option<i64>,
         pub task_timeout_seconds: Option<f64>,
-        pub cache_backup_interval: Option<f64>,
+        /// The original's CSV backup period: the cache database commits continuously.
+        #[allow(dead_code)]
+        pub cache_backup_interval: Option<serde_json::Value>,
         pub max_concurrent_requests: Option<i64>,
         // Queue sizes and sync interval of the original's process pool: nothing to size here.
         #[allow(dead_code)]
@@ -232,7 +234,6 @@ pub struct GeminiSettings {
 pub struct EngineSettings {
     pub worker_count: usize,
     pub task_timeout: Duration,
-    pub cache_backup_interval: Duration,
     pub max_concurrent_requests: usize,
 }
 
@@ -435,10 +436,6 @@ impl Config {
                 1,
             )?,
             task_timeout,
-            cache_backup_interval: v.seconds(
-                "multiprocessing.cache_backup_interval",
-                m.cache_backup_interval.unwrap_or(60.0),
-            )?,
             max_concurrent_requests: v.at_least(
                 "multiprocessing.max_concurrent_requests",
                 m.max_concurrent_requests.unwrap_or(6),
