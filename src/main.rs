@@ -84,7 +84,8 @@ enum CacheCommand {
     /// Header: word,theme,word_type,similarity_to_theme,timestamp,embedding_dim_1..N; values
     /// at full precision (the shortest text that reads back as the same float32).
     Export {
-        /// The CSV file to write (replaced atomically).
+        /// The CSV file to write (replaced atomically; a symlink's target is replaced, a device,
+        /// FIFO or /dev/fd/N written through). Never the cache database itself.
         #[arg(short, long, value_name = "FILE")]
         out: PathBuf,
         #[command(flatten)]
@@ -221,7 +222,11 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     if !cli.quiet {
         println!("{summary}");
-        println!("outputs: {}", config.output.outputs_dir.display());
+        let outputs = summary
+            .partial
+            .as_ref()
+            .unwrap_or(&config.output.outputs_dir);
+        println!("outputs: {}", outputs.display());
     }
     match summary.stop {
         Some(Stop::Fatal(e)) => Err(Failure {
@@ -286,6 +291,21 @@ fn cache_command(command: CacheCommand) -> Result<ExitCode, Failure> {
         CacheCommand::Export { out, target } => {
             let (db, space) = target.resolve(true)?;
             let space = space.expect("resolve(true) gives a space");
+            // Checked before the database is opened: never write the CSV over it.
+            if let Some(file) = puzzlegen::report::database_files(&db)
+                .iter()
+                .find(|f| puzzlegen::report::same_file(&out, f))
+            {
+                return Err(Failure {
+                    message: format!(
+                        "--out: {} is the cache database {} (--db or the config's cache.path); \
+                         refusing to write the CSV over it, nothing was written",
+                        out.display(),
+                        file.display()
+                    ),
+                    code: 2,
+                });
+            }
             let store = existing_store(&db)?;
             let n = csv::export(&store, &space, &out).map_err(csv_failed)?;
             println!(
