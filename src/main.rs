@@ -7,7 +7,8 @@
 //! SIGINT/SIGTERM.
 //!
 //! Signals: the first SIGINT or SIGTERM stops new work, lets requests in flight finish within
-//! a short grace period, writes everything finished so far and prints the summary; a second
+//! a short grace period, writes everything finished so far (to `<paths.outputs>/partial/`,
+//! leaving a complete earlier output set as it was) and prints the summary; a second
 //! one exits at once.
 
 use std::path::PathBuf;
@@ -42,7 +43,8 @@ enum Command {
     /// Exit code 0: the outputs were written (puzzles that failed, if any, are listed in
     /// puzzle_metadata.json, as the original does); 1: with --strict, some puzzles failed;
     /// 2: usage, configuration or input error; 3: the run could not finish (API refused to go
-    /// on, output not writable); 130: stopped by a signal (outputs hold the finished work).
+    /// on, output not writable); 130: stopped by a signal. A run that stops early writes the
+    /// finished work to <paths.outputs>/partial/, never over a complete earlier output set.
     ///
     /// Every embedding is committed to the cache database as it arrives (see `puzzlegen
     /// cache`) and each finished theme to <paths.outputs>/run_journal.jsonl: a run that was
@@ -211,6 +213,14 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
     let summary = runtime
         .block_on(async {
             let stop = CancellationToken::new();
+            // A file size limit (`ulimit -f`) makes a write fail ("cannot write: File too
+            // large") instead of killing the run without a word: tokio's handler, once
+            // installed, replaces SIGXFSZ's default action for the life of the process.
+            #[cfg(all(
+                target_os = "linux",
+                not(any(target_arch = "mips", target_arch = "mips64"))
+            ))]
+            let _ = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(25));
             tokio::spawn(watch_signals(stop.clone()));
             pipeline::run(&config, progress, stop).await
         })
@@ -230,7 +240,10 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
     }
     match summary.stop {
         Some(Stop::Fatal(e)) => Err(Failure {
-            message: format!("{e} (finished work was written)"),
+            message: format!(
+                "{e} (finished work written to {})",
+                puzzlegen::report::partial_dir(&config).display()
+            ),
             code: 3,
         }),
         Some(Stop::Interrupted) => Ok(ExitCode::from(130)),
