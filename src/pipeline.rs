@@ -194,8 +194,8 @@ impl std::fmt::Display for Summary {
         if let Some(dir) = &self.partial {
             write!(
                 f,
-                "; partial outputs in {} (complete outputs of an earlier run left as they \
-                 were; run again to finish the work)",
+                "; partial outputs in {} (any complete outputs of an earlier run are left as \
+                 they were; run again to finish the work)",
                 dir.display()
             )?;
         }

@@ -10,7 +10,8 @@
 //! - A target that is not a regular file (character or block device, FIFO, socket, an open
 //!   descriptor such as `/dev/fd/3`) is written through in place when staged, never replaced.
 //! - [`check_targets`] refuses outputs that would land on the cache database, the run journal
-//!   or an input file; [`remove_stale_temps`] removes temporary files a killed run left.
+//!   or an input file; [`remove_stale_temps`] removes temporary files a killed run left (a
+//!   live temporary file is held locked with `flock`, so a run never removes another's).
 
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
@@ -92,22 +93,36 @@ fn ensure_dir(dir: &Path) -> std::io::Result<()> {
     }
 }
 
-/// A temporary file of ours, removed when dropped unless renamed into place.
+/// A temporary file of ours, removed when dropped unless renamed into place. It is held
+/// locked (`flock`) while it lives, so that [`remove_stale_temps`] in another run never removes
+/// it: only the files of a run that died are unlocked.
 #[derive(Debug)]
-struct TempFile(Option<PathBuf>);
+struct TempFile {
+    path: Option<PathBuf>,
+    lock: Option<std::fs::File>,
+}
 
 impl TempFile {
     fn path(&self) -> &Path {
-        self.0.as_deref().expect("a live temporary file")
+        self.path.as_deref().expect("a live temporary file")
     }
-    fn disarm(mut self) -> PathBuf {
-        self.0.take().expect("a live temporary file")
+    /// Put in place: no longer ours to remove.
+    fn disarm(mut self) {
+        self.path = None;
+    }
+    /// The same file, renamed to `to` (the lock goes with it).
+    fn moved_to(mut self, to: PathBuf) -> TempFile {
+        self.path = None;
+        TempFile {
+            path: Some(to),
+            lock: self.lock.take(),
+        }
     }
 }
 
 impl Drop for TempFile {
     fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
+        if let Some(p) = self.path.take() {
             let _ = std::fs::remove_file(p);
         }
     }
@@ -182,7 +197,11 @@ fn fill_temp(
         .permissions(new_file_permissions())
         .tempfile_in(dir)?;
     let (mut file, tmp) = named.keep().map_err(|e| e.error)?;
-    let tmp = TempFile(Some(tmp));
+    file.lock()?;
+    let tmp = TempFile {
+        path: Some(tmp),
+        lock: file.try_clone().ok(),
+    };
     // A replaced file keeps its mode (set explicitly: the umask does not apply).
     if let Ok(old) = std::fs::metadata(dest) {
         file.set_permissions(old.permissions())?;
@@ -244,8 +263,7 @@ impl Staged {
                 let tmp = match moved {
                     Ok(p) => {
                         let p = p.into_temp_path().keep().map_err(|e| err(e.error))?;
-                        tmp.disarm();
-                        TempFile(Some(p))
+                        tmp.moved_to(p)
                     }
                     // Another file system: copied.
                     Err(e) if e.raw_os_error() == Some(18) => {
@@ -461,22 +479,32 @@ pub fn remove_stale_temps(config: &Config) -> usize {
             Ok(d) if !seen.contains(&d) => seen.push(d),
             _ => continue,
         }
-        let Ok(entries) = std::fs::read_dir(&dir) else {
+        removed += remove_stale_in(&dir);
+    }
+    removed
+}
+
+/// Removes the temporary files of ours in `dir` that no live process holds locked.
+fn remove_stale_in(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let ours = e.file_name().to_str().is_some_and(is_our_temp);
+        if !ours || !e.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        // Locked: another run is writing it right now.
+        let Ok(f) = std::fs::File::open(e.path()) else {
             continue;
         };
-        for e in entries.flatten() {
-            let name = e.file_name();
-            let ours = name.to_str().is_some_and(is_our_temp);
-            if ours
-                && e.file_type().is_ok_and(|t| t.is_file())
-                && std::fs::remove_file(e.path()).is_ok()
-            {
-                tracing::info!(
-                    "removed {}, left by an earlier run that was killed",
-                    e.path().display()
-                );
-                removed += 1;
-            }
+        if f.try_lock().is_ok() && std::fs::remove_file(e.path()).is_ok() {
+            tracing::info!(
+                "removed {}, left by an earlier run that was killed",
+                e.path().display()
+            );
+            removed += 1;
         }
     }
     removed
@@ -578,6 +606,25 @@ mod tests {
         write_atomic(&out.join("f.json"), |w| w.write_all(b"{}")).unwrap();
         assert!(out.symlink_metadata().unwrap().file_type().is_symlink());
         assert!(d.path().join("elsewhere/out/f.json").is_file());
+    }
+
+    #[test]
+    fn stale_temps_go_and_live_ones_stay() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("out.csv");
+        let live = stage(&out, |w| w.write_all(b"new")).unwrap();
+        std::fs::write(d.path().join(".puzzlegen-tmp-DEAD01"), "x").unwrap();
+        assert_eq!(remove_stale_in(d.path()), 1);
+        assert_eq!(names(d.path()).len(), 1, "the live temp file stays");
+        let moved = live.retarget(&d.path().join("partial/out.csv")).unwrap();
+        assert_eq!(
+            remove_stale_in(&d.path().join("partial")),
+            0,
+            "still locked"
+        );
+        moved.commit().unwrap();
+        assert_eq!(names(&d.path().join("partial")), ["out.csv"]);
+        assert_eq!(names(d.path()), ["partial"]);
     }
 
     #[test]
