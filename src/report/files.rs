@@ -162,12 +162,21 @@ pub fn stage(
     let err = error(path);
     match resolve(path).map_err(&err)? {
         Target::Through(target) => {
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .truncate(true)
-                .open(&target)
-                .map_err(&err)?;
-            let mut w = std::io::BufWriter::with_capacity(1 << 16, file);
+            use std::os::unix::fs::FileTypeExt;
+            let socket = std::fs::metadata(&target).is_ok_and(|m| m.file_type().is_socket());
+            // A socket is connected to (it cannot be opened); anything else opened for writing.
+            let out: Box<dyn Write> = if socket {
+                Box::new(std::os::unix::net::UnixStream::connect(&target).map_err(&err)?)
+            } else {
+                Box::new(
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .truncate(true)
+                        .open(&target)
+                        .map_err(&err)?,
+                )
+            };
+            let mut w = std::io::BufWriter::with_capacity(1 << 16, out);
             fill(&mut w).map_err(&err)?;
             w.flush().map_err(&err)?;
             Ok(Staged {

@@ -225,7 +225,7 @@ fn export_onto_the_database_is_refused_and_the_database_kept() {
 }
 
 #[test]
-fn export_writes_through_a_fifo_a_descriptor_and_a_link() {
+fn export_writes_through_a_fifo_a_descriptor_a_socket_and_a_link() {
     let d = tempfile::tempdir().unwrap();
     small_database(d.path());
     let expected = {
@@ -256,6 +256,24 @@ fn export_writes_through_a_fifo_a_descriptor_and_a_link() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(out.stdout == expected, "{}", text(&out.stdout));
+
+    // A Unix socket: connected to and written, not replaced.
+    let sock = d.path().join("sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let (tx, got) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut bytes = Vec::new();
+        conn.read_to_end(&mut bytes).unwrap();
+        let _ = tx.send(bytes);
+    });
+    let out = export(d.path(), "sock");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let kind = std::fs::symlink_metadata(&sock).unwrap().file_type();
+    assert!(kind.is_socket(), "the socket was replaced");
+    let got = got.recv_timeout(Duration::from_secs(60)).unwrap();
+    assert!(got == expected, "the socket's reader got {}", text(&got));
 
     std::fs::write(d.path().join("real.csv"), "old").unwrap();
     std::os::unix::fs::symlink("real.csv", d.path().join("link.csv")).unwrap();
