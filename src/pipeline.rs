@@ -42,6 +42,9 @@ pub enum RunError {
     Input(#[from] InputError),
     #[error("{path}: {source}")]
     Plan { path: String, source: PlanError },
+    /// A signal stopped the run before any theme was processed: nothing was written.
+    #[error("stopped by a signal while planning, before any work: nothing written")]
+    Interrupted,
     #[error(
         "{config}: puzzle_generation.words_per_theme is {needed} but the largest candidate list \
          in {candidates} has {largest} usable word(s): no theme could fill a group"
@@ -70,7 +73,10 @@ impl RunError {
     /// True for mistakes in the user's configuration or inputs (exit code 2).
     pub fn is_user_error(&self) -> bool {
         match self {
-            RunError::Output(_) | RunError::CacheClose(_) | RunError::Journal(_) => false,
+            RunError::Output(_)
+            | RunError::CacheClose(_)
+            | RunError::Journal(_)
+            | RunError::Interrupted => false,
             RunError::Cache(e) => e.is_user_error(),
             RunError::Csv(e) => e.is_user_error(),
             RunError::Provider(e) => {
@@ -254,9 +260,17 @@ pub async fn run(
     stop: CancellationToken,
 ) -> Result<Summary, RunError> {
     let inputs = Inputs::load(&config.themes_file, &config.candidates_file)?;
-    let plan = make_plan(config, &inputs)?;
+    // Planning millions of slots takes a while: it stops as soon as a signal says so (the
+    // signal watcher runs on the runtime's worker threads meanwhile).
+    let plan = make_plan_until(config, &inputs, &stop)?;
+    if stop.is_cancelled() {
+        return Err(RunError::Interrupted);
+    }
     let provider = build_provider(config).await?;
     let cache = open_cache(config, provider.space())?;
+    if stop.is_cancelled() {
+        return Err(RunError::Interrupted);
+    }
     run_with(config, inputs, plan, provider, cache, progress, stop).await
 }
 
@@ -303,6 +317,15 @@ pub fn open_cache(config: &Config, space: &crate::embed::Space) -> Result<Cache,
 
 /// Checks the inputs against the config and plans the slots.
 pub fn make_plan(config: &Config, inputs: &Inputs) -> Result<Plan, RunError> {
+    make_plan_until(config, inputs, &CancellationToken::new())
+}
+
+/// As [`make_plan`], ending with [`RunError::Interrupted`] as soon as `stop` is cancelled.
+pub fn make_plan_until(
+    config: &Config,
+    inputs: &Inputs,
+    stop: &CancellationToken,
+) -> Result<Plan, RunError> {
     let needed = config.puzzle.words_per_theme;
     let largest = inputs
         .themes
@@ -328,15 +351,34 @@ pub fn make_plan(config: &Config, inputs: &Inputs) -> Result<Plan, RunError> {
             );
         }
     }
-    let plan = Plan::new(
-        &inputs.themes,
+    let (puzzles, per_puzzle) = (
         config.puzzle.total_puzzle_count,
         config.puzzle.themes_per_puzzle,
-    )
-    .map_err(|source| RunError::Plan {
-        path: config.themes_file.display().to_string(),
-        source,
-    })?;
+    );
+    // The config refuses more than MAX_SLOTS; checked again here for plans made in code.
+    match puzzles.checked_mul(per_puzzle) {
+        Some(slots) if slots <= crate::config::MAX_SLOTS => {
+            tracing::info!("planning {slots} theme slots ({puzzles} puzzle(s) x {per_puzzle})")
+        }
+        _ => {
+            return Err(RunError::Plan {
+                path: config.source.display().to_string(),
+                source: PlanError::TooManySlots {
+                    puzzles,
+                    per_puzzle,
+                    largest: crate::config::MAX_SLOTS / per_puzzle.max(1),
+                },
+            });
+        }
+    }
+    let plan = Plan::new_until(&inputs.themes, puzzles, per_puzzle, || stop.is_cancelled())
+        .map_err(|source| match source {
+            PlanError::Cancelled => RunError::Interrupted,
+            source => RunError::Plan {
+                path: config.themes_file.display().to_string(),
+                source,
+            },
+        })?;
     if plan.themes_reused() {
         tracing::warn!(
             "{} theme slots to fill but only {} themes given: cycling through the list, so \
