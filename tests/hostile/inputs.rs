@@ -353,3 +353,37 @@ fn a_yaml_bomb_is_refused_plainly() {
     assert!(!stderr.contains("budget"), "{stderr}");
     assert!(started.elapsed().as_secs_f64() < 10.0);
 }
+
+// `cache import`: vectors must be finite and non-zero; rows are numbered as an editor shows
+// them (header line 1), also in CRLF files, which Python's csv module writes by default.
+
+#[test]
+fn import_refuses_an_all_zero_vector_and_numbers_lines_from_the_header() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("cache.csv"),
+        "word,theme,word_type,similarity_to_theme,timestamp,embedding_dim_1,embedding_dim_2\r\n\
+         mars,Planets,candidate,0.5,1735689600,0.6,0.8\r\n\
+         venus,Planets,candidate,0.5,1735689600,0,0.0\r\n\
+         pluto,Planets,candidate,0.5,1735689600,inf,1\r\n",
+    )
+    .unwrap();
+    let out = puzzlegen(dir.path())
+        .args(["cache", "import", "cache.csv", "--db", "c.sqlite3"])
+        .args(["--model", "m", "--dimension", "2"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("cache.csv: line 3: all-zero vector") && stderr.contains("(skipped)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("cache.csv: line 4: embedding_dim_1"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("1 added"), "{stdout}");
+    assert!(stdout.contains("2 skipped"), "{stdout}");
+}
