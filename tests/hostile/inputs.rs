@@ -387,3 +387,40 @@ fn import_refuses_an_all_zero_vector_and_numbers_lines_from_the_header() {
     assert!(stdout.contains("1 added"), "{stdout}");
     assert!(stdout.contains("2 skipped"), "{stdout}");
 }
+
+#[test]
+fn a_bad_model_file_is_one_line_naming_it_and_the_fetch_script() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(common::model_dir().join(f), model.join(f)).unwrap();
+    }
+    // A well-formed safetensors file without the model's tensors: candle's error for it
+    // carries a backtrace (printed when RUST_BACKTRACE is set, as `puzzlegen()` sets it).
+    let header = br#"{"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header);
+    bytes.extend_from_slice(&[0; 4]);
+    std::fs::write(model.join("model.safetensors"), bytes).unwrap();
+    common::write_params(dir.path(), 1, "");
+    common::write_workload(dir.path(), 4, 6);
+    let out = puzzlegen(dir.path())
+        .args(["run", "--config", "params.yaml", "--model-dir", "model"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains("model/model.safetensors: not a usable")
+            && errors[0].contains("scripts/fetch-model.sh"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("candle_core"), "{stderr}");
+    assert!(!stderr.contains("   0: "), "{stderr}");
+}
