@@ -747,7 +747,7 @@ pub(crate) fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, LimitedRe
 /// `1048576` -> `1 MB`, `268435456` -> `256 MB`.
 pub(crate) fn human_bytes(n: u64) -> String {
     const MB: u64 = 1024 * 1024;
-    if n >= MB && n % MB == 0 {
+    if n >= MB && n.is_multiple_of(MB) {
         format!("{} MB", n / MB)
     } else {
         format!("{n} bytes")
