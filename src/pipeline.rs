@@ -35,6 +35,12 @@ use crate::theme::{ThemeResult, ThemeWorker, texts_of, usable_candidates};
 /// How long requests and themes in flight may take to finish once the run is told to stop.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// How long assembly goes on once the run is told to stop (then the puzzles left are skipped).
+pub const ASSEMBLY_GRACE: Duration = Duration::from_millis(300);
+
+/// Failed puzzles logged one by one; the rest are counted (all are in the metadata file).
+const MAX_LOGGED_FAILURES: usize = 50;
+
 /// Why a run could not produce its outputs.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -525,7 +531,21 @@ pub async fn run_with(
         processed.iter().map(|(t, o)| (t.as_str(), o)).collect();
     let mut puzzles: Vec<Puzzle> = Vec::new();
     let mut failed_puzzles = Vec::new();
-    for (planned, themes) in plan.puzzles.iter().zip(&slots) {
+    // A signal stops assembly too: what is assembled within ASSEMBLY_GRACE of it is kept.
+    let mut assembly_deadline = None;
+    for (i, (planned, themes)) in plan.puzzles.iter().zip(&slots).enumerate() {
+        if i % 16 == 0 && stop.is_cancelled() {
+            let deadline =
+                *assembly_deadline.get_or_insert_with(|| Instant::now() + ASSEMBLY_GRACE);
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    "stopping: {} of {} puzzle(s) not assembled",
+                    plan.puzzles.len() - i,
+                    plan.puzzles.len()
+                );
+                break;
+            }
+        }
         let fail = |error: String| FailedPuzzle {
             puzzle_id: planned.id,
             themes: themes.clone(),
@@ -546,8 +566,14 @@ pub async fn run_with(
             },
         }
     }
-    for f in &failed_puzzles {
+    for f in failed_puzzles.iter().take(MAX_LOGGED_FAILURES) {
         tracing::warn!("{} failed: {}", puzzle_key(f.puzzle_id), f.error);
+    }
+    if failed_puzzles.len() > MAX_LOGGED_FAILURES {
+        tracing::warn!(
+            "... and {} more failed puzzle(s) (all listed in puzzle_metadata.json)",
+            failed_puzzles.len() - MAX_LOGGED_FAILURES
+        );
     }
     let slots_filled = slots
         .iter()
