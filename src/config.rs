@@ -43,6 +43,11 @@ pub enum ConfigError {
     NotUtf8 { path: PathBuf, line: usize },
     #[error("{path}: {message}")]
     Yaml { path: PathBuf, message: String },
+    #[error(
+        "{path}: too large: a configuration file may hold at most {} (is this the right file?)",
+        human_bytes(*limit)
+    )]
+    TooLarge { path: PathBuf, limit: u64 },
     #[error("{path}: {key}: expected {expected}, got {got}")]
     Invalid {
         path: PathBuf,
@@ -315,9 +320,15 @@ pub const DEFAULT_MODEL_DIR: &str = "models/all-MiniLM-L6-v2";
 impl Config {
     /// Reads, parses and validates `path`, applying command-line overrides.
     pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
-        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
+        let bytes = read_limited(path, MAX_CONFIG_BYTES).map_err(|e| match e {
+            LimitedReadError::Io(source) => ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            },
+            LimitedReadError::TooLarge => ConfigError::TooLarge {
+                path: path.to_owned(),
+                limit: MAX_CONFIG_BYTES,
+            },
         })?;
         Self::from_yaml_bytes(path, &bytes, overrides)
     }
@@ -338,7 +349,7 @@ impl Config {
         })
         .map_err(|e| ConfigError::Yaml {
             path: path.to_owned(),
-            message: one_line(&e.without_snippet().to_string()),
+            message: yaml_message(text, &e),
         })?;
         Self::resolve(path, params, unknown_keys, overrides)
     }
@@ -368,6 +379,29 @@ impl Config {
             )?,
             random_seed: pg.random_seed.unwrap_or(42),
         };
+        // Checked before any work: a plan that cannot fit must not start (nor abort later).
+        if puzzle.themes_per_puzzle > MAX_SLOTS {
+            return Err(v.invalid(
+                "puzzle_generation.themes_per_puzzle",
+                &format!(
+                    "at most {MAX_SLOTS} (a run plans at most {MAX_SLOTS} theme slots, a fixed \
+                     cap that keeps the plan within memory)"
+                ),
+                &puzzle.themes_per_puzzle.to_string(),
+            ));
+        }
+        let most_puzzles = MAX_SLOTS / puzzle.themes_per_puzzle;
+        if puzzle.total_puzzle_count > most_puzzles {
+            return Err(v.invalid(
+                "puzzle_generation.total_puzzle_count",
+                &format!(
+                    "at most {most_puzzles} with {} themes per puzzle (a run plans at most \
+                     {MAX_SLOTS} theme slots, a fixed cap that keeps the plan within memory)",
+                    puzzle.themes_per_puzzle
+                ),
+                &puzzle.total_puzzle_count.to_string(),
+            ));
+        }
 
         let g = &p.gemini;
         let gemini = GeminiSettings {
@@ -375,10 +409,11 @@ impl Config {
                 "gemini.model_id",
                 g.model_id.as_deref().unwrap_or("gemini-embedding-001"),
             )?,
-            embedding_dimension: v.at_least(
+            embedding_dimension: v.between(
                 "gemini.embedding_dimension",
                 g.embedding_dimension.unwrap_or(3072),
                 1,
+                65_536,
             )?,
             api_key_env: v.non_empty(
                 "gemini.api_key_env",
@@ -398,7 +433,8 @@ impl Config {
             )?,
             retry_base_delay: v
                 .seconds("gemini.retry_base_delay", g.retry_base_delay.unwrap_or(1.0))?,
-            max_retries: v.at_least("gemini.max_retries", g.max_retries.unwrap_or(5), 0)? as u32,
+            max_retries: v.between("gemini.max_retries", g.max_retries.unwrap_or(5), 0, 1000)?
+                as u32,
             base_url: match (&g.base_url, gemini_base_url_from_env()) {
                 (Some(url), _) => v.non_empty("gemini.base_url", url)?,
                 (None, Some(url)) => url,
@@ -430,16 +466,18 @@ impl Config {
             ));
         }
         let engine = EngineSettings {
-            worker_count: v.at_least(
+            worker_count: v.between(
                 "multiprocessing.worker_count",
                 m.worker_count.unwrap_or(4),
                 1,
+                MAX_CONCURRENCY,
             )?,
             task_timeout,
-            max_concurrent_requests: v.at_least(
+            max_concurrent_requests: v.between(
                 "multiprocessing.max_concurrent_requests",
                 m.max_concurrent_requests.unwrap_or(6),
                 1,
+                MAX_CONCURRENCY,
             )?,
         };
         if let Some(n) = m.tasks_per_batch {
@@ -605,16 +643,27 @@ impl Validator<'_> {
         Ok(value as usize)
     }
 
+    fn between(&self, key: &str, value: i64, min: i64, max: i64) -> Result<usize, ConfigError> {
+        if !(min..=max).contains(&value) {
+            return Err(self.invalid(
+                key,
+                &format!("an integer from {min} to {max}"),
+                &value.to_string(),
+            ));
+        }
+        Ok(value as usize)
+    }
+
     fn positive(&self, key: &str, value: f64) -> Result<f64, ConfigError> {
         if !(value.is_finite() && value > 0.0) {
-            return Err(self.invalid(key, "a number > 0", &value.to_string()));
+            return Err(self.invalid(key, "a number > 0", &fmt_number(value)));
         }
         Ok(value)
     }
 
     fn seconds(&self, key: &str, value: f64) -> Result<Duration, ConfigError> {
         if !(0.0..1e9).contains(&value) {
-            return Err(self.invalid(key, "a number of seconds >= 0", &value.to_string()));
+            return Err(self.invalid(key, "a number of seconds from 0 to 1e9", &fmt_number(value)));
         }
         Ok(Duration::from_secs_f64(value))
     }
@@ -653,6 +702,205 @@ impl Validator<'_> {
             given
         })
     }
+}
+
+/// Largest `params.yaml` read (the original's is 3 KB): anything bigger is the wrong file.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// Most theme slots (`total_puzzle_count x themes_per_puzzle`) one run plans: a fixed cap, so
+/// that the plan, the assembled puzzles and their outputs stay within a few GB of memory.
+pub const MAX_SLOTS: usize = 10_000_000;
+
+/// Most concurrent theme workers or API requests: tasks beyond this only wait on each other.
+pub const MAX_CONCURRENCY: i64 = 10_000;
+
+/// Why [`read_limited`] gave up.
+#[derive(Debug)]
+pub(crate) enum LimitedReadError {
+    Io(std::io::Error),
+    TooLarge,
+}
+
+/// Reads `path` whole, refusing (before reading, when the size is known, else after `limit + 1`
+/// bytes) a file larger than `limit` bytes: `/dev/zero` or a huge file never fills memory.
+pub(crate) fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, LimitedReadError> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(LimitedReadError::Io)?;
+    let meta = file.metadata().map_err(LimitedReadError::Io)?;
+    if meta.is_file() && meta.len() > limit {
+        return Err(LimitedReadError::TooLarge);
+    }
+    let mut bytes = Vec::with_capacity(if meta.is_file() {
+        meta.len() as usize
+    } else {
+        0
+    });
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(LimitedReadError::Io)?;
+    if bytes.len() as u64 > limit {
+        return Err(LimitedReadError::TooLarge);
+    }
+    Ok(bytes)
+}
+
+/// `1048576` -> `1 MB`, `268435456` -> `256 MB`.
+pub(crate) fn human_bytes(n: u64) -> String {
+    const MB: u64 = 1024 * 1024;
+    if n >= MB && n.is_multiple_of(MB) {
+        format!("{} MB", n / MB)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+/// A number for a message: `1e308`, never its 309 digits.
+pub(crate) fn fmt_number(v: f64) -> String {
+    let a = v.abs();
+    if v.is_finite() && a != 0.0 && !(1e-4..1e9).contains(&a) {
+        format!("{v:e}")
+    } else {
+        v.to_string()
+    }
+}
+
+/// At most `max` characters of `s`, with `...` when cut.
+pub(crate) fn cut(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        let head: String = s.chars().take(max).collect();
+        format!("{head}... ({} characters)", s.chars().count())
+    }
+}
+
+/// A YAML parser error as a user reads it: the line and the key at fault, what was expected,
+/// and never the parser's own advice ("set DuplicateKeyPolicy in Options").
+fn yaml_message(text: &str, e: &serde_saphyr::Error) -> String {
+    use serde_saphyr::Error as E;
+    let mut err = e;
+    while let E::WithSnippet { error, .. } | E::AliasError { error, .. } = err {
+        err = error;
+    }
+    let line = err.location().map(|l| l.line() as usize).filter(|&l| l > 0);
+    let column = err.location().map(|l| l.column() as usize).unwrap_or(0);
+    let key = line.and_then(|l| key_at_line(text, l));
+    let at = |rest: String| match (line, &key) {
+        (Some(l), Some(k)) => format!("line {l}: {k}: {rest}"),
+        (Some(l), None) => format!("line {l}: {rest}"),
+        (None, _) => rest,
+    };
+    let got = || match line {
+        Some(l) => scalar_at(text, l, column),
+        None => "something else".into(),
+    };
+    match err {
+        E::Budget { .. } => "too large or too deeply nested (alias expansion)".into(),
+        E::InvalidScalar { ty, .. } => {
+            let expected = match *ty {
+                t if t.starts_with('i') || t.starts_with('u') => "an integer".to_owned(),
+                "f64" | "f32" => "a number".to_owned(),
+                "bool" => "true or false".to_owned(),
+                t => format!("a value of type {t}"),
+            };
+            at(format!("expected {expected}, got {}", got()))
+        }
+        E::NonFiniteFloat { value, .. } => {
+            at(format!("expected a finite number, got {}", cut(value, 30)))
+        }
+        E::SerdeInvalidType {
+            unexpected,
+            expected,
+            ..
+        }
+        | E::SerdeInvalidValue {
+            unexpected,
+            expected,
+            ..
+        } => at(format!(
+            "expected {}, got {}",
+            cut(expected, 80),
+            cut(unexpected, 40)
+        )),
+        E::SerdeUnknownVariant {
+            variant, expected, ..
+        } => at(format!(
+            "expected one of {}, got {}",
+            expected.join(", "),
+            cut(variant, 40)
+        )),
+        E::DuplicateMappingKey { key: k, .. } => {
+            let name = key
+                .clone()
+                .or_else(|| k.clone())
+                .unwrap_or_else(|| "a key".into());
+            match line {
+                Some(l) => format!(
+                    "line {l}: duplicate key {name}: a key may appear only once in its section; \
+                     remove one of them"
+                ),
+                None => {
+                    format!("duplicate key {name}: a key may appear only once in its section")
+                }
+            }
+        }
+        other => cut(&one_line(&other.to_string()), 300),
+    }
+}
+
+/// The value written at `line`, `column` (1-based) of `text`, cut for a message.
+fn scalar_at(text: &str, line: usize, column: usize) -> String {
+    let Some(l) = text.lines().nth(line - 1) else {
+        return "nothing".into();
+    };
+    let rest: String = l.chars().skip(column.saturating_sub(1)).collect();
+    let rest = match rest.find(" #") {
+        Some(i) => &rest[..i],
+        None => &rest,
+    };
+    let rest = rest.trim();
+    if rest.is_empty() {
+        "nothing".into()
+    } else {
+        cut(rest, 30)
+    }
+}
+
+/// The dotted path of the block-style key written on `line` (1-based) of `text`, found from
+/// the indentation of the lines above it: `puzzle_generation.total_puzzle_count`.
+fn key_at_line(text: &str, line: usize) -> Option<String> {
+    fn key_of(l: &str) -> Option<(usize, String)> {
+        let indent = l.len() - l.trim_start_matches(' ').len();
+        let body = l.trim_start_matches(' ');
+        if body.is_empty() || body.starts_with('#') {
+            return None;
+        }
+        let (indent, body) = match body.strip_prefix("- ") {
+            Some(b) => (indent + 2, b.trim_start()),
+            None => (indent, body),
+        };
+        let end = body
+            .find(": ")
+            .or_else(|| body.strip_suffix(':').map(str::len))?;
+        let key = body[..end].trim().trim_matches(|c| c == '"' || c == '\'');
+        (!key.is_empty() && !key.starts_with(['{', '['])).then(|| (indent, key.to_owned()))
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    let (mut indent, first) = key_of(lines.get(line.checked_sub(1)?)?)?;
+    let mut path = vec![first];
+    for l in lines[..line - 1].iter().rev() {
+        if indent == 0 {
+            break;
+        }
+        if let Some((i, k)) = key_of(l)
+            && i < indent
+        {
+            path.push(k);
+            indent = i;
+        }
+    }
+    path.reverse();
+    Some(cut(&path.join("."), 120))
 }
 
 /// 1-based line number of byte `offset` in `bytes`.
@@ -838,5 +1086,97 @@ mod tests {
         .unwrap();
         assert_eq!(c.puzzle.words_per_theme, 3);
         assert!(c.unknown_keys.is_empty());
+    }
+    #[test]
+    fn wrong_integer_names_key_and_line() {
+        let e = load("puzzle_generation:\n  total_puzzle_count: 12x\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "params.yaml: line 2: puzzle_generation.total_puzzle_count: expected an integer, got 12x"
+        );
+    }
+
+    #[test]
+    fn duplicate_key_is_named_plainly() {
+        let e = load(&format!(
+            "{MINIMAL}puzzle_generation:\n  words_per_theme: 3\n  words_per_theme: 4\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("line 7: duplicate key puzzle_generation.words_per_theme"),
+            "{e}"
+        );
+        assert!(!e.contains("DuplicateKeyPolicy"), "{e}");
+    }
+
+    #[test]
+    fn yaml_bomb_is_refused_plainly() {
+        // The classic "billion laughs": 10^9 nodes from a few lines, under a section the tool
+        // reads whole (`themes`).
+        let mut y = String::from("themes:\n  a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 0..8 {
+            let prev = if i == 0 {
+                "a".to_owned()
+            } else {
+                format!("b{}", i - 1)
+            };
+            let refs = vec![format!("*{prev}"); 10].join(", ");
+            y.push_str(&format!("  b{i}: &b{i} [{refs}]\n"));
+        }
+        let e = load(&format!("{MINIMAL}{y}")).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "params.yaml: too large or too deeply nested (alias expansion)"
+        );
+    }
+
+    #[test]
+    fn huge_numbers_are_not_echoed_in_full() {
+        let e = load(&format!("{MINIMAL}gemini:\n  retry_base_delay: 1e308\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("got 1e308"), "{e}");
+        assert!(e.len() < 200, "{e}");
+    }
+
+    #[test]
+    fn a_plan_that_cannot_fit_names_the_key_and_the_largest_value() {
+        let e = load(&format!(
+            "{MINIMAL}puzzle_generation:\n  total_puzzle_count: 1000000000000\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("puzzle_generation.total_puzzle_count: expected at most 2500000 with 4"),
+            "{e}"
+        );
+        let e = load(&format!(
+            "{MINIMAL}multiprocessing:\n  worker_count: 1000000000\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("multiprocessing.worker_count: expected an integer from 1 to 10000"),
+            "{e}"
+        );
+        let c = load(&format!(
+            "{MINIMAL}puzzle_generation:\n  total_puzzle_count: 2500000\n"
+        ))
+        .unwrap();
+        assert_eq!(c.puzzle.total_puzzle_count, 2_500_000);
+    }
+
+    #[test]
+    fn an_endless_config_file_is_refused_without_reading_it_all() {
+        let e = Config::load(Path::new("/dev/zero"), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "/dev/zero: too large: a configuration file may hold at most 1 MB (is this the right file?)"
+        );
     }
 }

@@ -225,7 +225,11 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             pipeline::run(&config, progress, stop).await
         })
         .map_err(|e| Failure {
-            code: if e.is_user_error() { 2 } else { 3 },
+            code: match e {
+                pipeline::RunError::Interrupted => 130,
+                _ if e.is_user_error() => 2,
+                _ => 3,
+            },
             message: e.to_string(),
         })?;
     // Nothing of the run may outlive it: background tasks end with the runtime.

@@ -35,6 +35,12 @@ use crate::theme::{ThemeResult, ThemeWorker, texts_of, usable_candidates};
 /// How long requests and themes in flight may take to finish once the run is told to stop.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// How long assembly goes on once the run is told to stop (then the puzzles left are skipped).
+pub const ASSEMBLY_GRACE: Duration = Duration::from_millis(300);
+
+/// Failed puzzles logged one by one; the rest are counted (all are in the metadata file).
+const MAX_LOGGED_FAILURES: usize = 50;
+
 /// Why a run could not produce its outputs.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -42,6 +48,9 @@ pub enum RunError {
     Input(#[from] InputError),
     #[error("{path}: {source}")]
     Plan { path: String, source: PlanError },
+    /// A signal stopped the run before any theme was processed: nothing was written.
+    #[error("stopped by a signal while planning, before any work: nothing written")]
+    Interrupted,
     #[error(
         "{config}: puzzle_generation.words_per_theme is {needed} but the largest candidate list \
          in {candidates} has {largest} usable word(s): no theme could fill a group"
@@ -73,7 +82,10 @@ impl RunError {
     /// True for mistakes in the user's configuration or inputs (exit code 2).
     pub fn is_user_error(&self) -> bool {
         match self {
-            RunError::Output(_) | RunError::CacheClose(_) | RunError::Journal(_) => false,
+            RunError::Output(_)
+            | RunError::CacheClose(_)
+            | RunError::Journal(_)
+            | RunError::Interrupted => false,
             RunError::Cache(e) => e.is_user_error(),
             RunError::Csv(e) => e.is_user_error(),
             RunError::Provider(e) => {
@@ -271,9 +283,17 @@ pub async fn run(
     report::check_targets(config)?;
     report::remove_stale_temps(config);
     let inputs = Inputs::load(&config.themes_file, &config.candidates_file)?;
-    let plan = make_plan(config, &inputs)?;
+    // Planning millions of slots takes a while: it stops as soon as a signal says so (the
+    // signal watcher runs on the runtime's worker threads meanwhile).
+    let plan = make_plan_until(config, &inputs, &stop)?;
+    if stop.is_cancelled() {
+        return Err(RunError::Interrupted);
+    }
     let provider = build_provider(config).await?;
     let cache = open_cache(config, provider.space())?;
+    if stop.is_cancelled() {
+        return Err(RunError::Interrupted);
+    }
     run_with(config, inputs, plan, provider, cache, progress, stop).await
 }
 
@@ -320,6 +340,15 @@ pub fn open_cache(config: &Config, space: &crate::embed::Space) -> Result<Cache,
 
 /// Checks the inputs against the config and plans the slots.
 pub fn make_plan(config: &Config, inputs: &Inputs) -> Result<Plan, RunError> {
+    make_plan_until(config, inputs, &CancellationToken::new())
+}
+
+/// As [`make_plan`], ending with [`RunError::Interrupted`] as soon as `stop` is cancelled.
+pub fn make_plan_until(
+    config: &Config,
+    inputs: &Inputs,
+    stop: &CancellationToken,
+) -> Result<Plan, RunError> {
     let needed = config.puzzle.words_per_theme;
     let largest = inputs
         .themes
@@ -345,15 +374,34 @@ pub fn make_plan(config: &Config, inputs: &Inputs) -> Result<Plan, RunError> {
             );
         }
     }
-    let plan = Plan::new(
-        &inputs.themes,
+    let (puzzles, per_puzzle) = (
         config.puzzle.total_puzzle_count,
         config.puzzle.themes_per_puzzle,
-    )
-    .map_err(|source| RunError::Plan {
-        path: config.themes_file.display().to_string(),
-        source,
-    })?;
+    );
+    // The config refuses more than MAX_SLOTS; checked again here for plans made in code.
+    match puzzles.checked_mul(per_puzzle) {
+        Some(slots) if slots <= crate::config::MAX_SLOTS => {
+            tracing::info!("planning {slots} theme slots ({puzzles} puzzle(s) x {per_puzzle})")
+        }
+        _ => {
+            return Err(RunError::Plan {
+                path: config.source.display().to_string(),
+                source: PlanError::TooManySlots {
+                    puzzles,
+                    per_puzzle,
+                    largest: crate::config::MAX_SLOTS / per_puzzle.max(1),
+                },
+            });
+        }
+    }
+    let plan = Plan::new_until(&inputs.themes, puzzles, per_puzzle, || stop.is_cancelled())
+        .map_err(|source| match source {
+            PlanError::Cancelled => RunError::Interrupted,
+            source => RunError::Plan {
+                path: config.themes_file.display().to_string(),
+                source,
+            },
+        })?;
     if plan.themes_reused() {
         tracing::warn!(
             "{} theme slots to fill but only {} themes given: cycling through the list, so \
@@ -500,7 +548,21 @@ pub async fn run_with(
         processed.iter().map(|(t, o)| (t.as_str(), o)).collect();
     let mut puzzles: Vec<Puzzle> = Vec::new();
     let mut failed_puzzles = Vec::new();
-    for (planned, themes) in plan.puzzles.iter().zip(&slots) {
+    // A signal stops assembly too: what is assembled within ASSEMBLY_GRACE of it is kept.
+    let mut assembly_deadline = None;
+    for (i, (planned, themes)) in plan.puzzles.iter().zip(&slots).enumerate() {
+        if i % 16 == 0 && stop.is_cancelled() {
+            let deadline =
+                *assembly_deadline.get_or_insert_with(|| Instant::now() + ASSEMBLY_GRACE);
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    "stopping: {} of {} puzzle(s) not assembled",
+                    plan.puzzles.len() - i,
+                    plan.puzzles.len()
+                );
+                break;
+            }
+        }
         let fail = |error: String| FailedPuzzle {
             puzzle_id: planned.id,
             themes: themes.clone(),
@@ -521,8 +583,14 @@ pub async fn run_with(
             },
         }
     }
-    for f in &failed_puzzles {
+    for f in failed_puzzles.iter().take(MAX_LOGGED_FAILURES) {
         tracing::warn!("{} failed: {}", puzzle_key(f.puzzle_id), f.error);
+    }
+    if failed_puzzles.len() > MAX_LOGGED_FAILURES {
+        tracing::warn!(
+            "... and {} more failed puzzle(s) (all listed in puzzle_metadata.json)",
+            failed_puzzles.len() - MAX_LOGGED_FAILURES
+        );
     }
     let slots_filled = slots
         .iter()

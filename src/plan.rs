@@ -42,11 +42,38 @@ pub enum PlanError {
          (puzzle_generation.themes_per_puzzle)"
     )]
     TooFewThemes { available: usize, per_puzzle: usize },
+    #[error(
+        "puzzle_generation.total_puzzle_count: expected at most {largest} with {per_puzzle} \
+         themes per puzzle (a run plans at most 10000000 theme slots, a fixed cap that keeps \
+         the plan within memory), got {puzzles}"
+    )]
+    TooManySlots {
+        puzzles: usize,
+        per_puzzle: usize,
+        largest: usize,
+    },
+    #[error("planning stopped: the run was told to stop")]
+    Cancelled,
 }
+
+/// How many puzzles are planned between two looks at the cancellation flag.
+const CANCEL_CHECK_EVERY: usize = 4096;
 
 impl Plan {
     /// Fills `puzzles x per_puzzle` slots from `themes`, cycling when there are too few.
     pub fn new(themes: &[String], puzzles: usize, per_puzzle: usize) -> Result<Plan, PlanError> {
+        Self::new_until(themes, puzzles, per_puzzle, || false)
+    }
+
+    /// As [`Plan::new`], giving up with [`PlanError::Cancelled`] as soon as `cancelled` says so
+    /// (asked every few thousand puzzles, so a signal is honoured within milliseconds even for
+    /// millions of slots).
+    pub fn new_until(
+        themes: &[String],
+        puzzles: usize,
+        per_puzzle: usize,
+        cancelled: impl Fn() -> bool,
+    ) -> Result<Plan, PlanError> {
         if themes.len() < per_puzzle {
             return Err(PlanError::TooFewThemes {
                 available: themes.len(),
@@ -54,14 +81,18 @@ impl Plan {
             });
         }
         let needed = puzzles * per_puzzle;
-        let planned = (0..puzzles)
-            .map(|p| PlannedPuzzle {
+        let mut planned = Vec::with_capacity(puzzles);
+        for p in 0..puzzles {
+            if p.is_multiple_of(CANCEL_CHECK_EVERY) && cancelled() {
+                return Err(PlanError::Cancelled);
+            }
+            planned.push(PlannedPuzzle {
                 id: p + 1,
                 themes: (0..per_puzzle)
                     .map(|t| themes[(p * per_puzzle + t) % themes.len()].clone())
                     .collect(),
-            })
-            .collect();
+            });
+        }
         let spares = themes.iter().skip(needed).cloned().collect();
         Ok(Plan {
             puzzles: planned,
@@ -78,11 +109,12 @@ impl Plan {
 
     /// Distinct planned themes in first-use order: each is processed once, however often used.
     pub fn distinct_themes(&self) -> Vec<String> {
-        let mut seen = std::collections::HashSet::new();
+        // Slots are filled cycling through the (distinct) themes in order, so the first
+        // `min(needed, available)` slots hold each planned theme once: no pass over millions.
         self.puzzles
             .iter()
             .flat_map(|p| p.themes.iter())
-            .filter(|t| seen.insert(t.as_str()))
+            .take(self.themes_needed.min(self.themes_available))
             .cloned()
             .collect()
     }
@@ -117,6 +149,30 @@ mod tests {
             assert_eq!(set.len(), 4);
         }
         assert_eq!(p.distinct_themes().len(), 5);
+    }
+
+    #[test]
+    fn distinct_themes_in_first_use_order() {
+        assert_eq!(
+            Plan::new(&names(10), 2, 4).unwrap().distinct_themes().len(),
+            8
+        );
+        assert_eq!(
+            Plan::new(&names(6), 3, 4).unwrap().distinct_themes(),
+            names(6)
+        );
+    }
+
+    #[test]
+    fn planning_stops_when_cancelled() {
+        let calls = std::cell::Cell::new(0);
+        let e = Plan::new_until(&names(4), 1_000_000, 4, || {
+            calls.set(calls.get() + 1);
+            calls.get() > 2
+        })
+        .unwrap_err();
+        assert_eq!(e, PlanError::Cancelled);
+        assert_eq!(calls.get(), 3);
     }
 
     #[test]

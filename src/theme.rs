@@ -64,6 +64,32 @@ impl From<EmbedError> for ThemeError {
     }
 }
 
+/// Characters that show as nothing: zero-width space, non-joiner and joiner, word joiner, byte
+/// order mark, soft hyphen. A word made of them is no word; inside a word they only hide that
+/// two spellings are the same.
+pub fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200B}' | '\u{200C}' | '\u{200D}' | '\u{2060}' | '\u{FEFF}' | '\u{00AD}'
+    )
+}
+
+/// A theme name or word as the tool uses it: invisible characters removed, Unicode whitespace
+/// trimmed. Identity (which spellings are one theme) also ignores case: [`identity`].
+pub fn normalize_text(text: &str) -> String {
+    let visible: String = text.chars().filter(|&c| !is_invisible(c)).collect();
+    match visible.trim() {
+        t if t.len() == visible.len() => visible,
+        t => t.to_owned(),
+    }
+}
+
+/// The identity of a theme name or candidates key: normalised and lowercased, so `" Planets "`,
+/// `"planets"` and `"PLANETS"` are one theme.
+pub fn identity(text: &str) -> String {
+    normalize_text(text).to_lowercase()
+}
+
 /// Candidates with empty strings and duplicates removed, first form kept, by the original
 /// `ImprovedThemeWorker`'s rule: a word is dropped when its lowercase form, that form minus
 /// one trailing `s`, or that form plus one `s` is a word already kept. The rule compares with
@@ -73,7 +99,7 @@ pub fn usable_candidates(candidates: &[String]) -> Vec<String> {
     let mut usable = Vec::new();
     for word in candidates
         .iter()
-        .map(|w| w.trim())
+        .map(|w| normalize_text(w))
         .filter(|w| !w.is_empty())
     {
         let lower = word.to_lowercase();
@@ -83,7 +109,7 @@ pub fn usable_candidates(candidates: &[String]) -> Vec<String> {
             || kept.contains(&format!("{lower}s"));
         if !duplicate {
             kept.insert(lower);
-            usable.push(word.to_owned());
+            usable.push(word);
         }
     }
     usable

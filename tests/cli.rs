@@ -197,7 +197,7 @@ fn invalid_value_names_the_key() {
     common::write_params(dir.path(), 1, "multiprocessing:\n  worker_count: 0\n");
     assert_user_error(
         puzzlegen(dir.path()).args(["run", "--config", "params.yaml"]),
-        "params.yaml: multiprocessing.worker_count: expected an integer >= 1, got 0",
+        "params.yaml: multiprocessing.worker_count: expected an integer from 1 to 10000, got 0",
     );
 }
 

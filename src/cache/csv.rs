@@ -243,6 +243,10 @@ impl Columns {
                 })?;
             vector.push(x);
         }
+        if vector.iter().all(|&x| x == 0.0) {
+            // Its similarity to every text would be 0: groups chosen at random.
+            return Err("all-zero vector: it has no direction, so it cannot be compared".into());
+        }
         Ok(Row {
             key,
             word,
@@ -286,8 +290,67 @@ fn open(path: &Path, dimension: usize) -> Result<(csv::Reader<std::fs::File>, Co
     Ok((reader, columns))
 }
 
+/// Line numbers of byte offsets in a file, for the few rows that are reported. The csv crate's
+/// own line count is off after a CRLF or a blank line, so lines are counted here, reading the
+/// file forward once however many rows are asked about (in increasing order).
+struct LineCounter {
+    reader: std::io::BufReader<std::fs::File>,
+    at: u64,
+    line: u64,
+}
+
+impl LineCounter {
+    fn open(path: &Path) -> std::io::Result<LineCounter> {
+        Ok(LineCounter {
+            reader: std::io::BufReader::new(std::fs::File::open(path)?),
+            at: 0,
+            line: 1,
+        })
+    }
+
+    /// The 1-based line holding byte `offset` (offsets asked in increasing order).
+    fn line_of(&mut self, offset: u64) -> u64 {
+        use std::io::BufRead;
+        while self.at < offset {
+            let Ok(buf) = self.reader.fill_buf() else {
+                break;
+            };
+            if buf.is_empty() {
+                break;
+            }
+            let n = buf.len().min((offset - self.at) as usize);
+            self.line += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+            self.at += n as u64;
+            self.reader.consume(n);
+        }
+        // The csv crate may place a record at the line end before it (a CRLF's `\n`, blank
+        // lines): the record starts at the first byte that is not a line end.
+        while let Ok(buf) = self.reader.fill_buf() {
+            let n = buf
+                .iter()
+                .take_while(|&&b| b == b'\r' || b == b'\n')
+                .count();
+            if n == 0 {
+                break;
+            }
+            self.line += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+            self.at += n as u64;
+            self.reader.consume(n);
+        }
+        self.line
+    }
+}
+
+/// The 1-based line of byte `offset` of `path` (0 when the file cannot be read again).
+fn line_of_byte(path: &Path, offset: u64) -> u64 {
+    LineCounter::open(path).map_or(0, |mut c| c.line_of(offset))
+}
+
 fn read_error(path: &Path, e: csv::Error) -> CsvError {
-    let line = e.position().map(|p| p.line()).unwrap_or(0);
+    let line = e
+        .position()
+        .map(|p| line_of_byte(path, p.byte()))
+        .unwrap_or(0);
     match e.into_kind() {
         csv::ErrorKind::Io(source) => CsvError::Read {
             path: path.to_owned(),
@@ -321,6 +384,8 @@ pub fn import(path: &Path, store: &mut Store, space: &Space) -> Result<ImportRep
     // work, docs/PERFORMANCE.md) overlaps the parsing.
     let mut rows: Vec<Row> = Vec::new();
     let mut done = false;
+    // Opened at the first bad row: the line numbers of the rows reported.
+    let mut lines: Option<LineCounter> = None;
     loop {
         let (stored, next) = rayon::join(
             || store.put(space, &rows, &[]),
@@ -341,18 +406,27 @@ pub fn import(path: &Path, store: &mut Store, space: &Space) -> Result<ImportRep
         }
         done = parsed.len() < CHUNK;
         rows = Vec::with_capacity(parsed.len());
-        for (line, row) in parsed {
+        for (byte, row) in parsed {
             report.rows += 1;
             match row {
                 Ok(row) => rows.push(row),
-                Err(reason) => report.bad.push(BadRow { line, reason }),
+                Err(reason) => {
+                    if lines.is_none() {
+                        lines = Some(LineCounter::open(path).map_err(|source| CsvError::Read {
+                            path: path.to_owned(),
+                            source,
+                        })?);
+                    }
+                    let line = lines.as_mut().map_or(0, |l| l.line_of(byte));
+                    report.bad.push(BadRow { line, reason })
+                }
             }
         }
     }
     Ok(report)
 }
 
-/// Reads up to [`CHUNK`] records and parses them in parallel: each with its line number.
+/// Reads up to [`CHUNK`] records and parses them in parallel: each with its byte offset.
 #[allow(clippy::type_complexity)]
 fn next_chunk(
     reader: &mut csv::Reader<std::fs::File>,
@@ -373,8 +447,8 @@ fn next_chunk(
     Ok(chunk
         .par_iter()
         .map(|r| {
-            let line = r.position().map(|p| p.line()).unwrap_or(0);
-            (line, columns.parse(r))
+            let byte = r.position().map(|p| p.byte()).unwrap_or(0);
+            (byte, columns.parse(r))
         })
         .collect())
 }
@@ -653,6 +727,25 @@ mod tests {
 
     fn space(dimension: usize) -> Space {
         crate::embed::test_space(dimension)
+    }
+
+    #[test]
+    fn zero_vectors_are_refused_and_lines_counted_from_the_header_as_1() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("in.csv");
+        std::fs::write(
+            &csv,
+            "word,embedding_dim_1,embedding_dim_2\r\nzero,0,0.0\r\n\r\ngood,0.5,1\r\nbad,x,1\r\n",
+        )
+        .unwrap();
+        let mut store = Store::open(&dir.path().join("a.sqlite3")).unwrap();
+        let r = import(&csv, &mut store, &space(2)).unwrap();
+        assert_eq!(r.added, 1);
+        let bad: Vec<(u64, &str)> = r.bad.iter().map(|b| (b.line, b.reason.as_str())).collect();
+        assert_eq!(bad.len(), 2, "{bad:?}");
+        assert_eq!(bad[0].0, 2, "{bad:?}");
+        assert!(bad[0].1.starts_with("all-zero vector"), "{bad:?}");
+        assert_eq!(bad[1].0, 5, "{bad:?}");
     }
 
     #[test]

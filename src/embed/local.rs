@@ -48,6 +48,9 @@ pub struct LocalModel {
 
 impl LocalModel {
     /// Loads `model.safetensors`, `config.json` and `tokenizer.json` from `dir`.
+    ///
+    /// A damaged or foreign file is a one-line error naming it and the fetch script: candle's
+    /// errors carry a backtrace in their `Display` when `RUST_BACKTRACE` is set, which is cut.
     pub fn load(dir: &Path) -> Result<LocalModel, EmbedError> {
         let file = |name: &str| -> Result<PathBuf, EmbedError> {
             let p = dir.join(name);
@@ -63,7 +66,12 @@ impl LocalModel {
             }
         };
         let setup = |what: &str, e: &dyn std::fmt::Display| {
-            EmbedError::Setup(format!("local model in {}: {what}: {e}", dir.display()))
+            let e = e.to_string();
+            EmbedError::Setup(format!(
+                "local model in {}: {what}: {}; fetch it again with scripts/fetch-model.sh",
+                dir.display(),
+                e.lines().next().unwrap_or_default()
+            ))
         };
         let weights = file("model.safetensors")?;
         let config_text = std::fs::read_to_string(file("config.json")?)
@@ -83,10 +91,23 @@ impl LocalModel {
             .map_err(|e| setup("tokenizer truncation", &e))?;
         // SAFETY: the weights file is opened read-only and not modified while mapped; this is
         // candle's documented way to load safetensors without copying them.
-        let vb =
-            unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &Device::Cpu) }
-                .map_err(|e| setup("model.safetensors", &e))?;
-        let model = BertModel::load(vb, &config).map_err(|e| setup("model.safetensors", &e))?;
+        let damaged = |e: candle_core::Error| {
+            EmbedError::Setup(format!(
+                "{}: not a usable all-MiniLM-L6-v2 model ({}); fetch it again with \
+                 scripts/fetch-model.sh",
+                weights.display(),
+                candle_message(&e)
+            ))
+        };
+        let vb = unsafe {
+            VarBuilder::from_mmaped_safetensors(
+                std::slice::from_ref(&weights),
+                DType::F32,
+                &Device::Cpu,
+            )
+        }
+        .map_err(damaged)?;
+        let model = BertModel::load(vb, &config).map_err(damaged)?;
         Ok(LocalModel {
             model,
             tokenizer,
@@ -260,5 +281,17 @@ impl Provider for LocalProvider {
         tokio::task::spawn_blocking(move || model.embed_blocking(&texts))
             .await
             .map_err(|e| EmbedError::Transient(format!("local model thread: {e}")))?
+    }
+}
+
+/// A candle error in one line: without the backtrace candle embeds (and prints) when
+/// `RUST_BACKTRACE` is set.
+fn candle_message(e: &candle_core::Error) -> String {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => candle_message(inner),
+        e => {
+            let text = e.to_string();
+            crate::config::cut(text.lines().next().unwrap_or_default().trim(), 200)
+        }
     }
 }

@@ -6,6 +6,7 @@
 mod common;
 
 mod cache;
+mod fuzz;
 mod inputs;
 mod limits;
 mod network;
