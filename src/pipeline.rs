@@ -229,7 +229,10 @@ pub async fn build_provider(config: &Config) -> Result<Arc<dyn Provider>, RunErr
 pub fn service_options(config: &Config) -> ServiceOptions {
     let g = &config.gemini;
     match config.provider {
-        ProviderSettings::Local { .. } => ServiceOptions::unlimited(),
+        ProviderSettings::Local { .. } => ServiceOptions {
+            stall_timeout: g.stall_timeout,
+            ..ServiceOptions::unlimited()
+        },
         _ => ServiceOptions {
             limits: LimitSettings {
                 requests_per_minute: g.requests_per_minute,
@@ -242,6 +245,7 @@ pub fn service_options(config: &Config) -> ServiceOptions {
             retry_base_delay: g.retry_base_delay,
             linger: Duration::from_millis(20),
             batch_size: g.batch_size,
+            stall_timeout: g.stall_timeout,
         },
     }
 }
