@@ -536,7 +536,18 @@ pub async fn run_with(
     service
         .cache()
         .record_run(stats.lookups, stats.cache_hits, stats.texts_embedded);
-    let closed = service.cache().close()?;
+    // Rows the cache could neither store nor save: the outputs are still written, then the
+    // run fails (exit 3) and the journal is kept.
+    let (closed, close_error) = match service.cache().close() {
+        Ok(c) => (c, None),
+        Err(e) => (
+            crate::cache::Closed {
+                written: e.written(),
+                ..Default::default()
+            },
+            Some(e),
+        ),
+    };
     let database = service.cache().path().map(std::path::Path::to_owned);
     let rest = service.cache().memory_rows();
     let csv_rows = cache_csv.finish(rest)?;
@@ -571,6 +582,9 @@ pub async fn run_with(
     };
     let mut files = report::write_all(&record)?;
     files.push(config.output.embedding_cache_file.clone());
+    if let Some(e) = close_error {
+        return Err(e.into());
+    }
     if stop.is_none() {
         // Every theme was tried and the outputs are written: nothing left to resume.
         journal.remove();

@@ -579,7 +579,8 @@ async fn dispatch(inner: Arc<Inner>, batch: Vec<Text>) {
                 if !matches!(error, EmbedError::RateLimited { .. }) {
                     inner.notice(error.cause(), || {
                         format!(
-                            "{error}; retrying {} text(s) in {:.1} s",
+                            "{}; retrying {} text(s) in {:.1} s",
+                            error.to_string().trim_end_matches('.'),
                             batch.len(),
                             d.as_secs_f64()
                         )
