@@ -47,6 +47,10 @@ pub const SCHEMA_VERSION: i64 = 2;
 /// How long a statement waits for another process's write lock before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long a wait for a lock lasts before it is reported (a commit of our own other
+/// connection takes milliseconds).
+const LOCK_NOTICE_AFTER: Duration = Duration::from_millis(250);
+
 /// Shortest time between two default-level "waiting for the lock" lines of one connection.
 const LOCK_NOTICE_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -754,8 +758,8 @@ impl Store {
     }
 }
 
-/// Waits for another process's lock as a busy timeout of [`BUSY_TIMEOUT`] would, but says so
-/// at once: the first time a statement meets the lock, a line names the database (at most one
+/// Waits for another process's lock as a busy timeout of [`BUSY_TIMEOUT`] would, but says so:
+/// once a statement has waited [`LOCK_NOTICE_AFTER`], a line names the database (at most one
 /// line every [`LOCK_NOTICE_INTERVAL`] per connection; the rest at debug).
 fn install_busy_handler(
     conn: &mut Connection,
@@ -764,11 +768,21 @@ fn install_busy_handler(
 ) -> rusqlite::Result<()> {
     let path = path.to_owned();
     let mut started = std::time::Instant::now();
+    let mut told = false;
     let mut last_notice: Option<std::time::Instant> = None;
     conn.busy_handler(Some(move |count: i32| {
         let now = std::time::Instant::now();
         if count == 0 {
             started = now;
+            told = false;
+            waiting_since
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert(now);
+        }
+        // Our own connections wait on each other for milliseconds: say nothing about those.
+        if !told && now.duration_since(started) >= LOCK_NOTICE_AFTER {
+            told = true;
             let line = format!(
                 "waiting for the lock on {}, held by another process (up to {} s)",
                 path.display(),
@@ -780,10 +794,6 @@ fn install_busy_handler(
             } else {
                 tracing::debug!("{line}");
             }
-            waiting_since
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get_or_insert(now);
         }
         if now.duration_since(started) >= BUSY_TIMEOUT {
             waiting_since

@@ -306,3 +306,80 @@ fn rows_the_database_refuses_mid_run_are_saved_and_the_outputs_still_written() {
     );
     assert_eq!(embedded, 4 * 9);
 }
+
+#[test]
+fn a_full_cache_disk_loses_nothing_and_the_outputs_are_still_written() {
+    let server = mock();
+    let dir = workspace(&server.base_url());
+    // The cache CSV goes with the outputs: only the database sits on the full disk.
+    let params = dir.path().join("params.yaml");
+    let mut yaml = std::fs::read_to_string(&params).unwrap();
+    yaml.push_str("output:\n  embedding_cache_file: out/all_embeddings.csv\n");
+    std::fs::write(&params, yaml).unwrap();
+    std::fs::create_dir(dir.path().join("cache")).unwrap();
+    // A 96 KB tmpfs as the cache folder, in a private mount namespace: room for the empty
+    // database, not for 36 vectors of 768 dimensions (nor for the rescue file).
+    let probe = StdCommand::new("unshare")
+        .args(["-m", "sh", "-c", "mount -t tmpfs -o size=96k tmpfs cache"])
+        .current_dir(dir.path())
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: cannot mount a small tmpfs here (unshare -m and mount need root)");
+        return;
+    }
+    let mut cmd = StdCommand::new("unshare");
+    cmd.args([
+        "-m",
+        "sh",
+        "-c",
+        "mount -t tmpfs -o size=96k tmpfs cache && exec \"$0\" \"$@\"",
+    ])
+    .arg(bin())
+    .args(["run", "--config", "params.yaml"])
+    .current_dir(dir.path())
+    .env("PUZZLEGEN_TEST_KEY", KEY)
+    .env_remove("RUST_LOG")
+    .env_remove("GOOGLE_GEMINI_BASE_URL")
+    .stdin(Stdio::null());
+    let (code, stdout, stderr, _) = spawn(cmd).finish();
+    let all = format!("exit {code}\n{stdout}\n{stderr}");
+    assert_eq!(code, 0, "{all}");
+    assert!(
+        dir.path().join("out/final_puzzles.json").is_file(),
+        "outputs not written:\n{all}"
+    );
+    assert!(
+        stderr.contains("the disk holding the cache database is full: free some space"),
+        "{all}"
+    );
+    // The folder next to the database is full too: the rows went to the working directory.
+    let rescue: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("embeddings.sqlite3.unsaved-"))
+        .collect();
+    assert_eq!(rescue.len(), 1, "{rescue:?}\n{all}");
+    let rows = std::fs::read_to_string(&rescue[0]).unwrap().lines().count() - 1;
+    // What fitted was stored (the summary says how many), the rest saved.
+    let stored: usize = stdout
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("cache:")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no cache line in the summary:\n{all}"));
+    assert_eq!(
+        rows + stored,
+        server.stats().distinct_texts_embedded as usize,
+        "{all}"
+    );
+    assert!(rows > 0, "{all}");
+    assert!(
+        stderr.contains(&format!("{rows} embedding(s) could not be stored"))
+            && stderr.contains("puzzlegen cache import"),
+        "{all}"
+    );
+}
