@@ -546,12 +546,6 @@ async fn dispatch(inner: Arc<Inner>, batch: Vec<Text>) {
             inner.stop_fatal(&error);
             return fail(&inner, &batch, &error);
         }
-        *inner
-            .retries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(error.cause().to_owned())
-            .or_default() += 1;
         let delay = match &error {
             EmbedError::RateLimited { retry_after } => {
                 let n = inner.rate_limited.fetch_add(1, Ordering::Relaxed) + 1;
@@ -576,6 +570,13 @@ async fn dispatch(inner: Arc<Inner>, batch: Vec<Text>) {
         };
         match delay {
             Some(d) => {
+                // Counted when it is retried (a last failure given up on is no retry).
+                *inner
+                    .retries
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(error.cause().to_owned())
+                    .or_default() += 1;
                 if !matches!(error, EmbedError::RateLimited { .. }) {
                     inner.notice(error.cause(), || {
                         format!(
@@ -736,5 +737,77 @@ mod tests {
                 ("venus".to_owned(), "Venus".to_owned())
             ]
         );
+    }
+
+    /// A provider whose every answer is `error`.
+    struct Failing {
+        space: Space,
+        error: EmbedError,
+    }
+
+    #[async_trait::async_trait]
+    impl Provider for Failing {
+        fn space(&self) -> &Space {
+            &self.space
+        }
+        fn max_batch(&self) -> usize {
+            10
+        }
+        async fn embed(&self, _: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
+            Err(self.error.clone())
+        }
+    }
+
+    #[tokio::test]
+    async fn no_success_for_the_stall_timeout_stops_the_service_naming_the_last_error() {
+        let provider = Arc::new(Failing {
+            space: crate::embed::test_space(2),
+            error: EmbedError::RateLimited {
+                retry_after: Some(Duration::from_millis(20)),
+            },
+        });
+        let options = ServiceOptions {
+            stall_timeout: Duration::from_millis(300),
+            max_retries: 100,
+            ..ServiceOptions::unlimited()
+        };
+        let service = EmbeddingService::new(provider, options);
+        let t = Instant::now();
+        let e = service.embed(&strings(&["a", "b"])).await.unwrap_err();
+        let waited = t.elapsed();
+        match &e {
+            EmbedError::Stalled { last_error, .. } => {
+                assert!(last_error.contains("HTTP 429"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(e.is_fatal());
+        assert!(
+            (Duration::from_millis(280)..Duration::from_secs(3)).contains(&waited),
+            "{waited:?}"
+        );
+        assert!(matches!(
+            service.fatal_error(),
+            Some(EmbedError::Stalled { .. })
+        ));
+        assert!(service.stats().rate_limited > 3);
+    }
+
+    #[tokio::test]
+    async fn requests_that_could_not_connect_are_not_counted_as_sent() {
+        let provider = Arc::new(Failing {
+            space: crate::embed::test_space(2),
+            error: EmbedError::Unreachable("cannot connect: refused".into()),
+        });
+        let options = ServiceOptions {
+            max_retries: 2,
+            retry_base_delay: Duration::from_millis(1),
+            ..ServiceOptions::unlimited()
+        };
+        let service = EmbeddingService::new(provider, options);
+        assert!(service.embed(&strings(&["a"])).await.is_err());
+        let s = service.stats();
+        assert_eq!((s.requests, s.texts_sent), (0, 0));
+        assert_eq!(s.retries.get("unreachable"), Some(&2));
     }
 }
