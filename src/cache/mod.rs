@@ -409,4 +409,36 @@ mod tests {
             .as_secs_f64();
         assert!((now - 60.0..=now).contains(&secs), "{row:?}");
     }
+
+    #[test]
+    fn rows_refused_for_a_while_are_kept_and_stored_when_the_database_takes_them_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite3");
+        let cache = Cache::open(&path, space()).unwrap();
+        let other = rusqlite::Connection::open(&path).unwrap();
+        other
+            .execute_batch("ALTER TABLE embeddings RENAME TO away")
+            .unwrap();
+        cache.insert_many(&["a".into()], &[Vector::from(vec![0.6f32, 0.8])]);
+        cache.flush();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        other
+            .execute_batch("ALTER TABLE away RENAME TO embeddings")
+            .unwrap();
+        cache.insert_many(&["b".into()], &[Vector::from(vec![0.8f32, 0.6])]);
+        // The writer tries again 1 s after the failure, with everything that came meanwhile.
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let n: i64 = other
+            .query_row("SELECT count(*) FROM embeddings", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 2, "stored before the run ends");
+        let closed = cache.close().unwrap();
+        assert_eq!((closed.written, closed.rescued), (2, None));
+        let files: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().contains("unsaved"))
+            .collect();
+        assert!(files.is_empty(), "{files:?}");
+    }
 }
