@@ -91,6 +91,32 @@ fn a_server_answering_429_forever_stops_the_run_at_the_stall_timeout() {
 }
 
 #[test]
+fn a_server_that_never_answers_stops_the_run_at_the_stall_timeout() {
+    let server = mock(|m| m.rate_hang = 1.0);
+    let dir = workspace(
+        &server.base_url(),
+        "  stall_timeout: 2\n  request_timeout: 0.5\n",
+    );
+    let r = run(dir.path(), KEY);
+    assert_eq!(r.code, 3, "{}", r.all());
+    assert!(
+        r.stderr
+            .contains("no request to the embedding API succeeded for 2 s")
+            && r.stderr
+                .contains("last error: embedding failed: request timed out"),
+        "{}",
+        r.all()
+    );
+    assert!(r.seconds < 15.0, "{:.1} s\n{}", r.seconds, r.all());
+    // The timeouts were reported as they happened, at the default level.
+    assert!(
+        r.stderr.contains("request timed out") && r.stderr.contains("; retrying"),
+        "{}",
+        r.all()
+    );
+}
+
+#[test]
 fn rate_limit_pauses_are_reported_at_the_default_level_a_line_every_few_seconds() {
     let server = mock(|m| m.rate_429 = 0.5);
     let dir = workspace(&server.base_url(), "  batch_size: 2\n");
