@@ -7,7 +7,8 @@
 //! SIGINT/SIGTERM.
 //!
 //! Signals: the first SIGINT or SIGTERM stops new work, lets requests in flight finish within
-//! a short grace period, writes everything finished so far and prints the summary; a second
+//! a short grace period, writes everything finished so far (to `<paths.outputs>/partial/`,
+//! leaving a complete earlier output set as it was) and prints the summary; a second
 //! one exits at once.
 
 use std::path::PathBuf;
@@ -42,7 +43,8 @@ enum Command {
     /// Exit code 0: the outputs were written (puzzles that failed, if any, are listed in
     /// puzzle_metadata.json, as the original does); 1: with --strict, some puzzles failed;
     /// 2: usage, configuration or input error; 3: the run could not finish (API refused to go
-    /// on, output not writable); 130: stopped by a signal (outputs hold the finished work).
+    /// on, output not writable); 130: stopped by a signal. A run that stops early writes the
+    /// finished work to <paths.outputs>/partial/, never over a complete earlier output set.
     ///
     /// Every embedding is committed to the cache database as it arrives (see `puzzlegen
     /// cache`) and each finished theme to <paths.outputs>/run_journal.jsonl: a run that was
@@ -84,7 +86,8 @@ enum CacheCommand {
     /// Header: word,theme,word_type,similarity_to_theme,timestamp,embedding_dim_1..N; values
     /// at full precision (the shortest text that reads back as the same float32).
     Export {
-        /// The CSV file to write (replaced atomically).
+        /// The CSV file to write (replaced atomically; a symlink's target is replaced, a device,
+        /// FIFO or /dev/fd/N written through). Never the cache database itself.
         #[arg(short, long, value_name = "FILE")]
         out: PathBuf,
         #[command(flatten)]
@@ -210,6 +213,14 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
     let summary = runtime
         .block_on(async {
             let stop = CancellationToken::new();
+            // A file size limit (`ulimit -f`) makes a write fail ("cannot write: File too
+            // large") instead of killing the run without a word: tokio's handler, once
+            // installed, replaces SIGXFSZ's default action for the life of the process.
+            #[cfg(all(
+                target_os = "linux",
+                not(any(target_arch = "mips", target_arch = "mips64"))
+            ))]
+            let _ = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(25));
             tokio::spawn(watch_signals(stop.clone()));
             pipeline::run(&config, progress, stop).await
         })
@@ -221,11 +232,18 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     if !cli.quiet {
         println!("{summary}");
-        println!("outputs: {}", config.output.outputs_dir.display());
+        let outputs = summary
+            .partial
+            .as_ref()
+            .unwrap_or(&config.output.outputs_dir);
+        println!("outputs: {}", outputs.display());
     }
     match summary.stop {
         Some(Stop::Fatal(e)) => Err(Failure {
-            message: format!("{e} (finished work was written)"),
+            message: format!(
+                "{e} (finished work written to {})",
+                puzzlegen::report::partial_dir(&config).display()
+            ),
             code: 3,
         }),
         Some(Stop::Interrupted) => Ok(ExitCode::from(130)),
@@ -286,6 +304,21 @@ fn cache_command(command: CacheCommand) -> Result<ExitCode, Failure> {
         CacheCommand::Export { out, target } => {
             let (db, space) = target.resolve(true)?;
             let space = space.expect("resolve(true) gives a space");
+            // Checked before the database is opened: never write the CSV over it.
+            if let Some(file) = puzzlegen::report::database_files(&db)
+                .iter()
+                .find(|f| puzzlegen::report::same_file(&out, f))
+            {
+                return Err(Failure {
+                    message: format!(
+                        "--out: {} is the cache database {} (--db or the config's cache.path); \
+                         refusing to write the CSV over it, nothing was written",
+                        out.display(),
+                        file.display()
+                    ),
+                    code: 2,
+                });
+            }
             let store = existing_store(&db)?;
             let n = csv::export(&store, &space, &out).map_err(csv_failed)?;
             println!(

@@ -29,7 +29,7 @@ use crate::limit::LimitSettings;
 use crate::plan::{Plan, PlanError};
 use crate::progress::{Progress, ProgressMode};
 use crate::report::shapes::{FailedPuzzle, FailedTheme, Replacement, puzzle_key};
-use crate::report::{self, CacheRecord, OutputError, RunRecord};
+use crate::report::{self, CacheRecord, OutputError, OutputPaths, RunRecord};
 use crate::theme::{ThemeResult, ThemeWorker, texts_of, usable_candidates};
 
 /// How long requests and themes in flight may take to finish once the run is told to stop.
@@ -64,6 +64,9 @@ pub enum RunError {
     Journal(#[from] JournalError),
     #[error(transparent)]
     Output(#[from] OutputError),
+    /// An output would replace the cache database, the journal or an input (nothing written).
+    #[error(transparent)]
+    Target(#[from] report::TargetError),
 }
 
 impl RunError {
@@ -81,7 +84,8 @@ impl RunError {
     }
 }
 
-/// Why a run ended before doing all its work (its outputs hold what was finished).
+/// Why a run ended before doing all its work (its outputs, in `<paths.outputs>/partial/`, hold
+/// what was finished).
 #[derive(Debug, Clone)]
 pub enum Stop {
     /// A signal asked the run to stop.
@@ -106,6 +110,9 @@ pub struct Summary {
     pub elapsed: Duration,
     pub files: Vec<std::path::PathBuf>,
     pub stop: Option<Stop>,
+    /// Where a run that stopped early wrote its outputs (`<paths.outputs>/partial`); the
+    /// complete outputs of an earlier run were left as they were.
+    pub partial: Option<std::path::PathBuf>,
 }
 
 impl Summary {
@@ -178,13 +185,21 @@ impl std::fmt::Display for Summary {
             self.elapsed.as_secs_f64(),
             self.texts_per_second()
         )?;
-        match &self.stop {
-            None => Ok(()),
-            Some(Stop::Interrupted) => {
-                write!(f, "\nstopped: interrupted; outputs hold the work finished")
-            }
-            Some(Stop::Fatal(e)) => write!(f, "\nstopped: {e}; outputs hold the work finished"),
+        let why = match &self.stop {
+            None => return Ok(()),
+            Some(Stop::Interrupted) => "interrupted".to_owned(),
+            Some(Stop::Fatal(e)) => e.to_string(),
+        };
+        write!(f, "\nstopped: {why}")?;
+        if let Some(dir) = &self.partial {
+            write!(
+                f,
+                "; partial outputs in {} (any complete outputs of an earlier run are left as \
+                 they were; run again to finish the work)",
+                dir.display()
+            )?;
         }
+        Ok(())
     }
 }
 
@@ -257,6 +272,8 @@ pub async fn run(
     progress: ProgressMode,
     stop: CancellationToken,
 ) -> Result<Summary, RunError> {
+    report::check_targets(config)?;
+    report::remove_stale_temps(config);
     let inputs = Inputs::load(&config.themes_file, &config.candidates_file)?;
     let plan = make_plan(config, &inputs)?;
     let provider = build_provider(config).await?;
@@ -550,7 +567,7 @@ pub async fn run_with(
     };
     let database = service.cache().path().map(std::path::Path::to_owned);
     let rest = service.cache().memory_rows();
-    let csv_rows = cache_csv.finish(rest)?;
+    let (csv_rows, cache_csv) = cache_csv.finish(rest)?;
     let cache_record = CacheRecord {
         entries: match &database {
             Some(db) => cache_entries(db, service.space()).unwrap_or(csv_rows),
@@ -580,14 +597,26 @@ pub async fn run_with(
         slots_filled,
         elapsed,
     };
-    let mut files = report::write_all(&record)?;
-    files.push(config.output.embedding_cache_file.clone());
+    // A run that stopped early never replaces a complete set: its outputs go to partial/.
+    let to = match stop {
+        None => OutputPaths::of(config),
+        Some(_) => OutputPaths::partial(config),
+    };
+    let cache_csv = match stop {
+        None => cache_csv,
+        Some(_) => cache_csv.retarget(&to.cache_csv)?,
+    };
+    let mut set = vec![cache_csv];
+    set.extend(report::stage_all(&record, &to)?);
+    let files = report::commit_all(set)?;
+    let partial = stop.as_ref().map(|_| report::partial_dir(config));
     if let Some(e) = close_error {
         return Err(e.into());
     }
     if stop.is_none() {
         // Every theme was tried and the outputs are written: nothing left to resume.
         journal.remove();
+        report::remove_partial(config);
     }
     Ok(Summary {
         themes_ok: themes_ok.len(),
@@ -602,6 +631,7 @@ pub async fn run_with(
         elapsed: started.elapsed(),
         files,
         stop,
+        partial,
     })
 }
 

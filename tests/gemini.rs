@@ -245,13 +245,14 @@ fn daily_quota_stops_gracefully_and_names_the_quota() {
     assert_eq!(run.code, 3, "{}", run.stderr);
     assert!(run.stderr.contains("PerDay"), "{}", run.stderr);
     assert!(run.seconds < 20.0, "took {:.1} s", run.seconds);
+    // A run that stopped early writes its outputs to out/partial/.
     let meta: Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.path().join("out/puzzle_metadata.json")).unwrap(),
+        &std::fs::read_to_string(dir.path().join("out/partial/puzzle_metadata.json")).unwrap(),
     )
     .unwrap();
     assert!(!meta["failed_puzzles"].as_array().unwrap().is_empty());
     // Whatever was embedded before the quota ran out is in the cache CSV, once.
-    let csv = std::fs::read_to_string(dir.path().join("cache/all_embeddings.csv")).unwrap();
+    let csv = std::fs::read_to_string(dir.path().join("out/partial/all_embeddings.csv")).unwrap();
     assert!(run.stats.distinct_texts_embedded > 0, "{:?}", run.stats);
     assert_eq!(
         csv.lines().count() - 1,
@@ -347,10 +348,11 @@ fn sigterm_writes_partial_outputs_and_exits_cleanly() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("stopped: interrupted"), "{stdout}");
+    // A run that stopped early writes its outputs to out/partial/.
     for f in [
-        "out/final_puzzles.json",
-        "out/puzzle_metadata.json",
-        "out/reports/embedding_analysis.json",
+        "out/partial/final_puzzles.json",
+        "out/partial/puzzle_metadata.json",
+        "out/partial/embedding_analysis.json",
     ] {
         let text = std::fs::read_to_string(dir.path().join(f)).unwrap();
         serde_json::from_str::<Value>(&text).unwrap();

@@ -5,8 +5,10 @@
 //!
 //! [`BackupCsvWriter`] writes it on a background thread while the run goes on: first what the
 //! database held when the writer started, then each theme's rows as they are given, so that at
-//! the end of a run only the last rows and the rename are left (a 3072-dimension cache file is
-//! hundreds of megabytes). The layout and formatting are [`csv::export`]'s.
+//! the end of a run only the last rows are left (a 3072-dimension cache file is hundreds of
+//! megabytes). The file is staged ([`crate::report::stage`]): [`BackupCsvWriter::finish`]
+//! hands it back complete but not in place, so the run puts it in place with its other outputs,
+//! as a set. The layout and formatting are [`csv::export`]'s.
 
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -15,6 +17,10 @@ use std::thread::JoinHandle;
 use super::csv::{self, BackupSink, CsvError};
 use super::store::{Row, Store};
 use crate::embed::Space;
+use crate::report::Staged;
+
+/// What the writer thread ends with: rows written, and the file (none if it never started).
+type Written = Result<(u64, Option<Staged>), CsvError>;
 
 enum Msg {
     Rows(Vec<Row>),
@@ -25,11 +31,11 @@ enum Msg {
 pub struct BackupCsvWriter {
     path: PathBuf,
     tx: Option<mpsc::Sender<Msg>>,
-    thread: Option<JoinHandle<Result<u64, CsvError>>>,
+    thread: Option<JoinHandle<Written>>,
 }
 
 impl BackupCsvWriter {
-    /// Starts writing `path` (atomically: a temporary file renamed into place at the end) in
+    /// Starts writing `path` (staged: a temporary file next to it, put in place by the caller) in
     /// the backup layout: first every row the database `db` holds for `space` at the moment
     /// this returns (one per key, the oldest), then the rows given to [`add`](Self::add) and
     /// [`finish`](Self::finish), each key ([`cache::key`](super::key) of `word`) once: the
@@ -82,12 +88,19 @@ impl BackupCsvWriter {
     }
 
     /// Writes `rest` (rows of keys not written yet; others are skipped) after everything
-    /// queued, puts the file in place and returns the number of rows written.
-    pub fn finish(mut self, rest: Vec<Row>) -> Result<u64, CsvError> {
+    /// queued; returns the number of rows written and the file, complete and synced, for the
+    /// caller to put in place ([`Staged::commit`]; dropped, it is removed).
+    pub fn finish(mut self, rest: Vec<Row>) -> Result<(u64, Staged), CsvError> {
         if let Some(tx) = self.tx.take() {
             let _ = tx.send(Msg::Finish(rest));
         }
-        self.join()
+        match self.join()? {
+            (n, Some(staged)) => Ok((n, staged)),
+            (_, None) => Err(CsvError::Write {
+                path: self.path.clone(),
+                source: std::io::Error::other("the backup writer stopped"),
+            }),
+        }
     }
 
     /// The file being written.
@@ -95,17 +108,17 @@ impl BackupCsvWriter {
         &self.path
     }
 
-    fn join(&mut self) -> Result<u64, CsvError> {
+    fn join(&mut self) -> Written {
         self.tx.take();
         match self.thread.take() {
             Some(t) => t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
-            None => Ok(0),
+            None => Ok((0, None)),
         }
     }
 }
 
 impl Drop for BackupCsvWriter {
-    /// Not finished (a run that failed): what was given so far is written and put in place.
+    /// Not finished (a run that failed): the file is not put in place; the old one stays.
     fn drop(&mut self) {
         if self.thread.is_some()
             && let Err(e) = self.join()
@@ -123,25 +136,25 @@ fn write(
     path: PathBuf,
     ready: mpsc::SyncSender<Result<(), CsvError>>,
     rx: mpsc::Receiver<Msg>,
-) -> Result<u64, CsvError> {
+) -> Written {
     let store = match db.as_deref().map(Store::open_existing).transpose() {
         Ok(store) => store,
         Err(e) => {
             let _ = ready.send(Err(e.into()));
-            return Ok(0);
+            return Ok((0, None));
         }
     };
     let snapshot = match store.as_ref().map(Store::snapshot).transpose() {
         Ok(s) => s,
         Err(e) => {
             let _ = ready.send(Err(e.into()));
-            return Ok(0);
+            return Ok((0, None));
         }
     };
     let _ = ready.send(Ok(()));
     let mut written = 0;
     let mut failure = None;
-    crate::report::write_atomic(&path, |w| {
+    let staged = crate::report::stage(&path, |w| {
         let mut sink = BackupSink::new(w, space.dimension)?;
         if let Some(store) = &store {
             let r = csv::write_store_rows(&mut sink, store, &space);
@@ -183,7 +196,7 @@ fn write(
             source: e.source,
         },
     })?;
-    Ok(written)
+    Ok((written, Some(staged)))
 }
 
 #[cfg(test)]
@@ -332,12 +345,14 @@ print(json.dumps({'entries': entries, 'skipped': skipped}))
             Some("1764253778.123456"),
             [-0.5, 0.5, 1e-3],
         );
-        let written = writer
+        let (written, staged) = writer
             .finish(vec![
                 row("VENUS", None, None, None, None, [9.0; 3]),
                 saturn.clone(),
             ])
             .unwrap();
+        assert!(!out.exists(), "staged, not yet in place");
+        staged.commit().unwrap();
         let finished = now();
         assert_eq!(written, 6);
 
@@ -417,7 +432,9 @@ print(json.dumps({'entries': entries, 'skipped': skipped}))
         let out = dir.path().join("b.csv");
         let writer = BackupCsvWriter::start(None, space(), out.clone()).unwrap();
         writer.add(vec![row("a", None, None, None, Some("1.5"), [1.0; 3])]);
-        assert_eq!(writer.finish(Vec::new()).unwrap(), 1);
+        let (n, staged) = writer.finish(Vec::new()).unwrap();
+        assert_eq!(n, 1);
+        staged.commit().unwrap();
         assert_eq!(
             std::fs::read_to_string(&out).unwrap(),
             "word,theme,word_type,similarity_to_theme,timestamp,embedding_dim_1,embedding_dim_2,\

@@ -10,11 +10,20 @@
 //! - `output.embedding_cache_file` (the cache CSV in the original's backup layout) is written
 //!   by [`crate::cache`], not here.
 //!
-//! Every file goes to a temporary file in the same directory first and is renamed over the
-//! target only when complete, so a crash never leaves a half-written output. New files get the
-//! usual mode (0666 less the umask); a replaced file keeps its mode.
+//! The outputs are replaced as a set ([`files`]): every file is written complete and synced to
+//! a temporary file next to its target first, then all are renamed into place; if any cannot
+//! be written, none is replaced. A device, FIFO or descriptor as a target is written through,
+//! a symlink's target is replaced (the link stays). A run that stopped early writes its set to
+//! `<paths.outputs>/partial/` instead ([`OutputPaths::partial`]). New files get the usual mode
+//! (0666 less the umask); a replaced file keeps its mode.
 
+mod files;
 pub mod shapes;
+
+pub use files::{
+    PARTIAL_DIR, Staged, TEMP_PREFIX, TargetError, check_targets, commit_all, database_files,
+    remove_stale_temps, same_file, stage, write_atomic,
+};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -83,25 +92,110 @@ fn per_second(n: f64, elapsed: Duration) -> f64 {
     if secs > 0.0 { n / secs } else { 0.0 }
 }
 
-/// Writes the JSON files and the puzzle CSV of a run; returns their paths.
-pub fn write_all(r: &RunRecord) -> Result<Vec<PathBuf>, OutputError> {
-    let out = &r.config.output;
-    let files = vec![
-        out.outputs_dir.join("final_puzzles.json"),
-        out.outputs_dir.join("puzzle_metadata.json"),
-        out.reports_dir.join("embedding_analysis.json"),
-        out.puzzle_embeddings_file.clone(),
-    ];
-    write_json(&files[0], &final_puzzles(r.puzzles))?;
-    write_json(&files[1], &metadata(r))?;
-    write_json(&files[2], &analysis(r))?;
-    write_csv(
-        &files[3],
+/// Where a run's output set goes: the configured places, or `<paths.outputs>/partial/` for a
+/// run that stopped early (see [`OutputPaths::partial`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputPaths {
+    pub final_puzzles: PathBuf,
+    pub metadata: PathBuf,
+    pub analysis: PathBuf,
+    pub puzzle_csv: PathBuf,
+    pub cache_csv: PathBuf,
+}
+
+impl OutputPaths {
+    /// The places the config names.
+    pub fn of(config: &Config) -> OutputPaths {
+        let o = &config.output;
+        OutputPaths {
+            final_puzzles: o.outputs_dir.join("final_puzzles.json"),
+            metadata: o.outputs_dir.join("puzzle_metadata.json"),
+            analysis: o.reports_dir.join("embedding_analysis.json"),
+            puzzle_csv: o.puzzle_embeddings_file.clone(),
+            cache_csv: o.embedding_cache_file.clone(),
+        }
+    }
+
+    /// `<paths.outputs>/partial/`, each file by its own name: where a run that stopped early
+    /// writes, so that it never replaces a complete earlier set.
+    pub fn partial(config: &Config) -> OutputPaths {
+        let dir = partial_dir(config);
+        let name = |p: &Path, default: &str| {
+            dir.join(
+                p.file_name()
+                    .unwrap_or_else(|| std::ffi::OsStr::new(default)),
+            )
+        };
+        let o = &config.output;
+        let puzzle_csv = name(&o.puzzle_embeddings_file, "puzzle_embeddings.csv");
+        let mut cache_csv = name(&o.embedding_cache_file, "all_embeddings.csv");
+        if cache_csv == puzzle_csv {
+            cache_csv = dir.join("cache-all_embeddings.csv");
+        }
+        OutputPaths {
+            final_puzzles: dir.join("final_puzzles.json"),
+            metadata: dir.join("puzzle_metadata.json"),
+            analysis: dir.join("embedding_analysis.json"),
+            puzzle_csv,
+            cache_csv,
+        }
+    }
+
+    /// The files in the order they are put in place: `final_puzzles.json` last, so that a
+    /// reader that sees it new sees the rest new too.
+    pub fn all(&self) -> [&Path; 5] {
+        [
+            &self.cache_csv,
+            &self.puzzle_csv,
+            &self.analysis,
+            &self.metadata,
+            &self.final_puzzles,
+        ]
+    }
+}
+
+/// `<paths.outputs>/partial`.
+pub fn partial_dir(config: &Config) -> PathBuf {
+    config.output.outputs_dir.join(PARTIAL_DIR)
+}
+
+/// Removes what an earlier, stopped run left in `<paths.outputs>/partial/` (the file names it
+/// writes there, then the folder if that left it empty).
+pub fn remove_partial(config: &Config) {
+    let dir = partial_dir(config);
+    if !dir.is_dir() {
+        return;
+    }
+    for f in OutputPaths::partial(config).all() {
+        let _ = std::fs::remove_file(f);
+    }
+    if std::fs::remove_dir(&dir).is_ok() {
+        tracing::info!(
+            "removed {} (outputs of an earlier run that stopped early)",
+            dir.display()
+        );
+    }
+}
+
+/// Stages the JSON files and the puzzle CSV of a run at `to` (the cache CSV is staged by
+/// [`crate::cache::backup_csv`]); in the order of [`OutputPaths::all`] less the cache CSV.
+pub fn stage_all(r: &RunRecord, to: &OutputPaths) -> Result<Vec<Staged>, OutputError> {
+    let puzzle_csv = stage_csv(
+        &to.puzzle_csv,
         r.space.dimension,
-        out.csv_precision,
+        r.config.output.csv_precision,
         &puzzle_blocks(r),
     )?;
-    Ok(files)
+    let analysis = stage_json(&to.analysis, &analysis(r))?;
+    let metadata = stage_json(&to.metadata, &metadata(r))?;
+    let final_puzzles = stage_json(&to.final_puzzles, &final_puzzles(r.puzzles))?;
+    Ok(vec![puzzle_csv, analysis, metadata, final_puzzles])
+}
+
+/// Writes the JSON files and the puzzle CSV of a run at the configured places, as a set;
+/// returns their paths.
+pub fn write_all(r: &RunRecord) -> Result<Vec<PathBuf>, OutputError> {
+    commit_all(stage_all(r, &OutputPaths::of(r.config))?)
 }
 
 /// Rounds to six decimals so JSON shows `0.8123` rather than an f32's binary tail.
@@ -341,48 +435,8 @@ fn puzzle_blocks<'a>(r: &'a RunRecord) -> Vec<Block<'a>> {
         .collect()
 }
 
-/// Writes `path` through a temporary file in the same directory, renamed into place at the end.
-pub fn write_atomic(
-    path: &Path,
-    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
-) -> Result<(), OutputError> {
-    let err = |source| OutputError {
-        path: path.to_owned(),
-        source,
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(dir).map_err(err)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".puzzlegen-")
-        .permissions(new_file_permissions())
-        .tempfile_in(dir)
-        .map_err(err)?;
-    // A replaced file keeps its mode (set explicitly: the umask does not apply).
-    if let Ok(old) = std::fs::metadata(path) {
-        tmp.as_file()
-            .set_permissions(old.permissions())
-            .map_err(err)?;
-    }
-    {
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
-        fill(&mut w).map_err(err)?;
-        w.flush().map_err(err)?;
-    }
-    tmp.as_file().sync_all().map_err(err)?;
-    tmp.persist(path).map_err(|e| err(e.error))?;
-    Ok(())
-}
-
-/// The mode an ordinary new file gets: 0666, less the umask (applied by the kernel).
-fn new_file_permissions() -> std::fs::Permissions {
-    std::os::unix::fs::PermissionsExt::from_mode(0o666)
-}
-
-fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), OutputError> {
-    write_atomic(path, |w| {
+fn stage_json(path: &Path, value: &impl serde::Serialize) -> Result<Staged, OutputError> {
+    stage(path, |w| {
         serde_json::to_writer_pretty(&mut *w, value)?;
         writeln!(w)
     })
@@ -448,14 +502,14 @@ fn format_block(b: &Block, precision: usize) -> std::io::Result<Vec<u8>> {
         .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
-fn write_csv(
+fn stage_csv(
     path: &Path,
     dimension: usize,
     precision: usize,
     blocks: &[Block],
-) -> Result<(), OutputError> {
+) -> Result<Staged, OutputError> {
     use rayon::prelude::*;
-    write_atomic(path, |w| {
+    stage(path, |w| {
         write_header(&mut *w, dimension)?;
         // Bounded memory: a few dozen blocks formatted at a time.
         for chunk in blocks.chunks(32) {
