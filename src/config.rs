@@ -118,6 +118,7 @@ mod raw {
         pub tokens_per_minute: Option<f64>,
         pub request_timeout: Option<f64>,
         pub batch_size: Option<i64>,
+        pub stall_timeout: Option<f64>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -232,6 +233,8 @@ pub struct GeminiSettings {
     pub request_timeout: Duration,
     /// Most texts in one request (at most the provider's own limit, 100 for Gemini).
     pub batch_size: usize,
+    /// The run stops when no request has succeeded for this long while work is waiting.
+    pub stall_timeout: Duration,
 }
 
 /// Concurrency and deadlines (`multiprocessing`; now tasks, not processes).
@@ -436,8 +439,8 @@ impl Config {
             max_retries: v.between("gemini.max_retries", g.max_retries.unwrap_or(5), 0, 1000)?
                 as u32,
             base_url: match (&g.base_url, gemini_base_url_from_env()) {
-                (Some(url), _) => v.non_empty("gemini.base_url", url)?,
-                (None, Some(url)) => url,
+                (Some(url), _) => v.url("gemini.base_url", url)?,
+                (None, Some(url)) => v.url(GEMINI_BASE_URL_ENV, &url)?,
                 (None, None) => DEFAULT_GEMINI_BASE_URL.to_owned(),
             },
             rpm_counts: g.rpm_counts.unwrap_or(crate::limit::RpmCounts::Items),
@@ -448,7 +451,11 @@ impl Config {
             request_timeout: v
                 .seconds("gemini.request_timeout", g.request_timeout.unwrap_or(60.0))?,
             batch_size: v.at_least("gemini.batch_size", g.batch_size.unwrap_or(100), 1)?,
+            stall_timeout: v.seconds("gemini.stall_timeout", g.stall_timeout.unwrap_or(600.0))?,
         };
+        if gemini.stall_timeout.is_zero() {
+            return Err(v.invalid("gemini.stall_timeout", "a number of seconds > 0", "0"));
+        }
         if gemini.request_timeout.is_zero() {
             return Err(v.invalid("gemini.request_timeout", "a number of seconds > 0", "0"));
         }
@@ -559,7 +566,7 @@ impl Config {
             },
             ProviderKind::Gemini => ProviderSettings::Gemini,
             ProviderKind::Openai => ProviderSettings::Openai {
-                base_url: v.non_empty(
+                base_url: v.url(
                     "embedding.openai.base_url",
                     e.openai.base_url.as_deref().unwrap_or(""),
                 )?,
@@ -673,6 +680,19 @@ impl Validator<'_> {
             return Err(self.invalid(key, "a non-empty string", "an empty value"));
         }
         Ok(value.to_owned())
+    }
+
+    /// An `http://` or `https://` URL with a host.
+    fn url(&self, key: &str, value: &str) -> Result<String, ConfigError> {
+        let value = self.non_empty(key, value)?;
+        match reqwest::Url::parse(value.trim()) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(value),
+            _ => Err(self.invalid(
+                key,
+                "an http:// or https:// URL such as https://generativelanguage.googleapis.com",
+                &format!("{value:?}"),
+            )),
+        }
     }
 
     fn input_path(

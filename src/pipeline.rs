@@ -256,7 +256,10 @@ pub async fn build_provider(config: &Config) -> Result<Arc<dyn Provider>, RunErr
 pub fn service_options(config: &Config) -> ServiceOptions {
     let g = &config.gemini;
     match config.provider {
-        ProviderSettings::Local { .. } => ServiceOptions::unlimited(),
+        ProviderSettings::Local { .. } => ServiceOptions {
+            stall_timeout: g.stall_timeout,
+            ..ServiceOptions::unlimited()
+        },
         _ => ServiceOptions {
             limits: LimitSettings {
                 requests_per_minute: g.requests_per_minute,
@@ -269,6 +272,7 @@ pub fn service_options(config: &Config) -> ServiceOptions {
             retry_base_delay: g.retry_base_delay,
             linger: Duration::from_millis(20),
             batch_size: g.batch_size,
+            stall_timeout: g.stall_timeout,
         },
     }
 }
@@ -617,7 +621,18 @@ pub async fn run_with(
     service
         .cache()
         .record_run(stats.lookups, stats.cache_hits, stats.texts_embedded);
-    let closed = service.cache().close()?;
+    // Rows the cache could neither store nor save: the outputs are still written, then the
+    // run fails (exit 3) and the journal is kept.
+    let (closed, close_error) = match service.cache().close() {
+        Ok(c) => (c, None),
+        Err(e) => (
+            crate::cache::Closed {
+                written: e.written(),
+                ..Default::default()
+            },
+            Some(e),
+        ),
+    };
     let database = service.cache().path().map(std::path::Path::to_owned);
     let rest = service.cache().memory_rows();
     let (csv_rows, cache_csv) = cache_csv.finish(rest)?;
@@ -663,6 +678,9 @@ pub async fn run_with(
     set.extend(report::stage_all(&record, &to)?);
     let files = report::commit_all(set)?;
     let partial = stop.as_ref().map(|_| report::partial_dir(config));
+    if let Some(e) = close_error {
+        return Err(e.into());
+    }
     if stop.is_none() {
         // Every theme was tried and the outputs are written: nothing left to resume.
         journal.remove();

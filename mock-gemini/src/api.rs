@@ -332,6 +332,19 @@ async fn process(
     let (seq, _in_flight) = shared.arrive(texts);
     let latency = shared.config.latency;
 
+    if let Some(fixed) = &shared.config.fixed_answer {
+        shared.finish(Outcome::Status(fixed.status));
+        let mut resp = (
+            StatusCode::from_u16(fixed.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            fixed.body.clone(),
+        )
+            .into_response();
+        if let Ok(v) = HeaderValue::from_str(&fixed.content_type) {
+            resp.headers_mut().insert(header::CONTENT_TYPE, v);
+        }
+        return resp;
+    }
+
     let auth_ok = match &shared.config.api_key {
         None => true,
         Some(expected) => key.as_deref() == Some(expected.as_str()),

@@ -99,6 +99,35 @@ pub struct MockConfig {
     pub rate_nan: f64,
     /// Seed of the per-request fault RNG.
     pub seed: u64,
+    /// Answers every embedding request with this status and body instead (after counting it),
+    /// e.g. a 431 with an HTML page, as a proxy in front of the API might.
+    pub fixed_answer: Option<FixedAnswer>,
+}
+
+/// A canned answer for every embedding request (see [`MockConfig::fixed_answer`]).
+#[derive(Clone, Debug)]
+pub struct FixedAnswer {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+}
+
+impl FixedAnswer {
+    /// `status` with an HTML page of about `lines` lines, as nginx or a CDN sends.
+    pub fn html(status: u16, title: &str, lines: usize) -> FixedAnswer {
+        let mut body = format!(
+            "<!DOCTYPE html>\n<html>\n<head><title>{status} {title}</title></head>\n<body>\n<center><h1>{status} {title}</h1></center>\n"
+        );
+        for i in 0..lines {
+            body.push_str(&format!("<p>padding line {i}</p>\n"));
+        }
+        body.push_str("<hr><center>nginx</center>\n</body>\n</html>\n");
+        FixedAnswer {
+            status,
+            content_type: "text/html".into(),
+            body,
+        }
+    }
 }
 
 impl Default for MockConfig {
@@ -120,6 +149,7 @@ impl Default for MockConfig {
             rate_wrong_dimension: 0.0,
             rate_nan: 0.0,
             seed: 0,
+            fixed_answer: None,
         }
     }
 }

@@ -86,6 +86,7 @@ impl Args {
             rate_wrong_dimension: self.rate_wrong_dimension,
             rate_nan: self.rate_nan,
             seed: self.seed,
+            fixed_answer: None,
         }
     }
 }

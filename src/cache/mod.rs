@@ -40,6 +40,8 @@ pub struct Closed {
     pub written: u64,
     /// Where rows that could not be committed were saved instead (import them later).
     pub rescued: Option<PathBuf>,
+    /// How many rows were saved there.
+    pub rescued_rows: u64,
 }
 
 struct Durable {
@@ -223,9 +225,11 @@ impl Cache {
         }
     }
 
-    /// Commits everything queued and stops the writer. Rows the store refused are written to
-    /// `<database>.unsaved-<unix time>.csv` (the backup layout `cache import` reads), never
-    /// dropped. Later inserts stay in memory only.
+    /// Commits everything queued and stops the writer. Rows the store refused to the end are
+    /// written to `<database>.unsaved-<unix time>.csv` (the backup layout `cache import` reads)
+    /// or, if that folder cannot take it, to the same name in the working directory or the
+    /// temporary directory: never dropped, and no file when there is nothing to save. Later
+    /// inserts stay in memory only.
     pub fn close(&self) -> Result<Closed, CloseError> {
         let Some(d) = &self.durable else {
             return Ok(Closed::default());
@@ -237,30 +241,55 @@ impl Cache {
         let mut closed = Closed {
             written: report.written,
             rescued: None,
+            rescued_rows: 0,
         };
-        if let Some(error) = report.error {
-            let secs = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            let mut name = d.path.clone().into_os_string();
-            name.push(format!(".unsaved-{secs}.csv"));
-            let rescue = PathBuf::from(name);
-            csv::write_backup(&rescue, self.space.dimension, report.unsaved.iter()).map_err(
-                |source| CloseError::Rescue {
-                    error: error.to_string(),
-                    path: rescue.clone(),
-                    source,
-                },
-            )?;
-            tracing::error!(
-                "cache: {error}; the embeddings not stored were saved to {} (bring them back \
-                 with `puzzlegen cache import`)",
-                rescue.display()
-            );
-            closed.rescued = Some(rescue);
+        let error = match &report.error {
+            Some(e) => e.to_string(),
+            None => return Ok(closed),
+        };
+        if report.unsaved.is_empty() {
+            if report.unsaved_notes > 0 {
+                tracing::warn!(
+                    "cache: the theme and similarity of {} stored embedding(s) could not be \
+                     recorded ({error}); the vectors themselves are stored",
+                    report.unsaved_notes
+                );
+            }
+            return Ok(closed);
         }
-        Ok(closed)
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut name = d.path.file_name().unwrap_or_default().to_os_string();
+        name.push(format!(".unsaved-{secs}.csv"));
+        let mut places = vec![d.path.with_file_name(&name), PathBuf::from(&name)];
+        places.push(std::env::temp_dir().join(&name));
+        let mut failures = Vec::new();
+        for rescue in places {
+            match csv::write_backup(&rescue, self.space.dimension, report.unsaved.iter()) {
+                Ok(()) => {
+                    tracing::warn!(
+                        "cache: {} embedding(s) could not be stored in {} ({error}); they were \
+                         saved to {} instead: bring them back with `puzzlegen cache import {}`",
+                        report.unsaved.len(),
+                        d.path.display(),
+                        rescue.display(),
+                        rescue.display()
+                    );
+                    closed.rescued = Some(rescue);
+                    closed.rescued_rows = report.unsaved.len() as u64;
+                    return Ok(closed);
+                }
+                Err(e) => failures.push(format!("{}: {e}", rescue.display())),
+            }
+        }
+        Err(CloseError::Rescue {
+            rows: report.unsaved.len(),
+            written: report.written,
+            error,
+            failures: failures.join("; "),
+        })
     }
 }
 
@@ -275,12 +304,26 @@ impl Drop for Cache {
 /// Rows could be neither committed nor saved elsewhere.
 #[derive(Debug, thiserror::Error)]
 pub enum CloseError {
-    #[error("cache: {error}; saving the embeddings not stored to {path} failed too: {source}")]
+    #[error(
+        "cache: {rows} embedding(s) could not be stored ({error}) nor saved to a file ({failures}); \
+         they are lost"
+    )]
     Rescue {
+        rows: usize,
+        /// Rows that were stored.
+        written: u64,
         error: String,
-        path: PathBuf,
-        source: std::io::Error,
+        failures: String,
     },
+}
+
+impl CloseError {
+    /// Rows the run did store before the failure.
+    pub fn written(&self) -> u64 {
+        match self {
+            CloseError::Rescue { written, .. } => *written,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -365,5 +408,37 @@ mod tests {
             .unwrap()
             .as_secs_f64();
         assert!((now - 60.0..=now).contains(&secs), "{row:?}");
+    }
+
+    #[test]
+    fn rows_refused_for_a_while_are_kept_and_stored_when_the_database_takes_them_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite3");
+        let cache = Cache::open(&path, space()).unwrap();
+        let other = rusqlite::Connection::open(&path).unwrap();
+        other
+            .execute_batch("ALTER TABLE embeddings RENAME TO away")
+            .unwrap();
+        cache.insert_many(&["a".into()], &[Vector::from(vec![0.6f32, 0.8])]);
+        cache.flush();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        other
+            .execute_batch("ALTER TABLE away RENAME TO embeddings")
+            .unwrap();
+        cache.insert_many(&["b".into()], &[Vector::from(vec![0.8f32, 0.6])]);
+        // The writer tries again 1 s after the failure, with everything that came meanwhile.
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let n: i64 = other
+            .query_row("SELECT count(*) FROM embeddings", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 2, "stored before the run ends");
+        let closed = cache.close().unwrap();
+        assert_eq!((closed.written, closed.rescued), (2, None));
+        let files: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().contains("unsaved"))
+            .collect();
+        assert!(files.is_empty(), "{files:?}");
     }
 }

@@ -47,6 +47,16 @@ pub const SCHEMA_VERSION: i64 = 2;
 /// How long a statement waits for another process's write lock before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long a wait for a lock lasts before it is reported (a commit of our own other
+/// connection takes milliseconds).
+const LOCK_NOTICE_AFTER: Duration = Duration::from_millis(250);
+
+/// Shortest time between two default-level "waiting for the lock" lines of one connection.
+const LOCK_NOTICE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// What to do when the cache cannot be written, named in every such message.
+const MOVE_HINT: &str = "or point `cache.path` (or `paths.cache`) at a writable place";
+
 /// The `embeddings` table (version 2) named `name`.
 fn embeddings_table(name: &str) -> String {
     format!(
@@ -134,25 +144,95 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}: {source}{}", busy_hint(source))]
     Sql {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    /// The database (or its folder) cannot be written: read-only, immutable, disk full.
+    #[error("{path}: {cause}: {fix}")]
+    Unwritable {
+        path: PathBuf,
+        cause: String,
+        fix: String,
+    },
+}
+
+/// What to say after a lock that was held too long.
+fn busy_hint(e: &rusqlite::Error) -> String {
+    if is_busy(e) {
+        format!(
+            " (another process held the lock for over {} s: let it finish, or stop it)",
+            BUSY_TIMEOUT.as_secs()
+        )
+    } else {
+        String::new()
+    }
+}
+
+/// Why `path` (a `folder` or the database file) cannot be written, from the error of an
+/// attempt to write it; `None` when the error says something else.
+fn unwritable(path: &Path, folder: bool, e: &std::io::Error) -> Option<StoreError> {
+    let what = if folder {
+        "the cache folder"
+    } else {
+        "the cache database"
+    };
+    let shown = path.display();
+    let (cause, fix) = match e.raw_os_error() {
+        Some(13) => (
+            format!("{what} is read-only (permission denied)"),
+            format!("make it writable (chmod u+w {shown}) {MOVE_HINT}"),
+        ),
+        Some(1) => (
+            format!("{what} is immutable (chattr +i)"),
+            format!("remove the flag (chattr -i {shown}) {MOVE_HINT}"),
+        ),
+        Some(30) => (
+            format!("{what} is on a read-only file system"),
+            format!("remount it read-write {MOVE_HINT}"),
+        ),
+        Some(28 | 122) => (
+            format!("the disk holding {what} is full"),
+            format!("free some space {MOVE_HINT}"),
+        ),
+        _ => return None,
+    };
+    Some(StoreError::Unwritable {
+        path: path.to_owned(),
+        cause,
+        fix,
+    })
 }
 
 impl StoreError {
     /// True when the file itself is at fault (the user's to fix), not the system.
     pub fn is_user_error(&self) -> bool {
-        matches!(self, StoreError::Damaged { .. } | StoreError::TooNew { .. })
+        matches!(
+            self,
+            StoreError::Damaged { .. } | StoreError::TooNew { .. } | StoreError::Unwritable { .. }
+        )
     }
 
     fn sql(path: &Path, source: rusqlite::Error) -> StoreError {
-        use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+        use rusqlite::ErrorCode::{DatabaseCorrupt, DiskFull, NotADatabase, ReadOnly};
         match source.sqlite_error_code() {
             Some(DatabaseCorrupt | NotADatabase) => StoreError::Damaged {
                 path: path.to_owned(),
                 detail: source.to_string(),
+            },
+            Some(DiskFull) => StoreError::Unwritable {
+                path: path.to_owned(),
+                cause: "the disk holding the cache database is full".into(),
+                fix: format!("free some space {MOVE_HINT}"),
+            },
+            Some(ReadOnly) => StoreError::Unwritable {
+                path: path.to_owned(),
+                cause: "the cache database became read-only".into(),
+                fix: format!(
+                    "make it and its folder writable again (chmod u+w, chattr -i, a read-write \
+                     mount) {MOVE_HINT}"
+                ),
             },
             _ => StoreError::Sql {
                 path: path.to_owned(),
@@ -210,6 +290,8 @@ pub struct Snapshot<'a> {
 pub struct Store {
     path: PathBuf,
     conn: Connection,
+    /// When this connection started waiting for another process's lock, if it is waiting.
+    waiting_since: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 impl Store {
@@ -218,13 +300,21 @@ impl Store {
     /// A new file gets an ordinary mode, 0666 less the umask (SQLite itself would create it
     /// 0644 whatever the umask): it is created empty here first, which SQLite takes for a new
     /// database; its `-wal` and `-shm` files take the database's mode.
+    ///
+    /// A database that cannot be written (a read-only or immutable file or folder, a
+    /// read-only file system, a full disk) is refused here, before any work, naming the
+    /// cause and the fix: SQLite itself would open it read-only and fail at the first write.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|source| {
+            unwritable(dir, true, &source).unwrap_or_else(|| StoreError::Io {
                 path: dir.to_owned(),
                 source,
-            })?;
-        }
+            })
+        })?;
         // `create_new`: an existing file (perhaps created by another process a moment ago)
         // is never truncated.
         match std::fs::OpenOptions::new()
@@ -233,12 +323,39 @@ impl Store {
             .open(path)
         {
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                // SQLite would quietly open a file it cannot write read-only.
+                if let Err(source) = std::fs::OpenOptions::new().write(true).open(path)
+                    && let Some(e) = unwritable(path, false, &source)
+                {
+                    return Err(e);
+                }
+            }
             Err(source) => {
-                return Err(StoreError::Io {
+                return Err(unwritable(dir, true, &source).unwrap_or(StoreError::Io {
                     path: path.to_owned(),
                     source,
-                });
+                }));
+            }
+        }
+        // The folder must take the database's `-wal` and `-shm` files too.
+        let probe = dir.join(format!(
+            ".puzzlegen-write-check-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&probe)
+        {
+            Ok(_) => {
+                let _ = std::fs::remove_file(&probe);
+            }
+            Err(source) => {
+                if let Some(e) = unwritable(dir, true, &source) {
+                    return Err(e);
+                }
             }
         }
         Self::open_with(path, OpenFlags::SQLITE_OPEN_CREATE)
@@ -254,21 +371,35 @@ impl Store {
         // Switching a new file to WAL and creating the schema can meet another process doing
         // the same; SQLite then answers "locked" at once rather than through the busy
         // timeout, so the whole setup is retried for as long as the busy timeout.
-        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+        let started = std::time::Instant::now();
+        let deadline = started + BUSY_TIMEOUT;
+        let mut told = false;
         loop {
-            let conn = Connection::open_with_flags(
+            let mut conn = Connection::open_with_flags(
                 path,
                 OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | create,
             )
             .map_err(|e| StoreError::sql(path, e))?;
+            let waiting_since = std::sync::Arc::default();
+            install_busy_handler(&mut conn, path, std::sync::Arc::clone(&waiting_since))
+                .map_err(|e| StoreError::sql(path, e))?;
             let store = Store {
                 path: path.to_owned(),
                 conn,
+                waiting_since,
             };
             match store.prepare() {
                 Err(StoreError::Sql { source, .. })
                     if is_busy(&source) && std::time::Instant::now() < deadline =>
                 {
+                    if !told && started.elapsed() > Duration::from_millis(500) {
+                        told = true;
+                        tracing::warn!(
+                            "waiting for the lock on {}, held by another process (up to {} s)",
+                            path.display(),
+                            BUSY_TIMEOUT.as_secs()
+                        );
+                    }
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 other => return other.map(|()| store),
@@ -279,7 +410,6 @@ impl Store {
     fn prepare(&self) -> Result<(), StoreError> {
         let c = &self.conn;
         let e = |e| StoreError::sql(&self.path, e);
-        c.busy_timeout(BUSY_TIMEOUT).map_err(e)?;
         c.pragma_update(None, "journal_mode", "WAL").map_err(e)?;
         // WAL + NORMAL: a committed transaction survives a crash of the process (kill -9);
         // only a power cut can lose the last ones.
@@ -461,6 +591,18 @@ impl Store {
             }
         }
         tx.commit().map_err(e)?;
+        let waited = self
+            .waiting_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(since) = waited {
+            tracing::info!(
+                "got the lock on {} after {:.1} s",
+                self.path.display(),
+                since.elapsed().as_secs_f64()
+            );
+        }
         Ok(added)
     }
 
@@ -614,6 +756,58 @@ impl Store {
             .map(|m| m.len())
             .sum()
     }
+}
+
+/// Waits for another process's lock as a busy timeout of [`BUSY_TIMEOUT`] would, but says so:
+/// once a statement has waited [`LOCK_NOTICE_AFTER`], a line names the database (at most one
+/// line every [`LOCK_NOTICE_INTERVAL`] per connection; the rest at debug).
+fn install_busy_handler(
+    conn: &mut Connection,
+    path: &Path,
+    waiting_since: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+) -> rusqlite::Result<()> {
+    let path = path.to_owned();
+    let mut started = std::time::Instant::now();
+    let mut told = false;
+    let mut last_notice: Option<std::time::Instant> = None;
+    conn.busy_handler(Some(move |count: i32| {
+        let now = std::time::Instant::now();
+        if count == 0 {
+            started = now;
+            told = false;
+            waiting_since
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert(now);
+        }
+        // Our own connections wait on each other for milliseconds: say nothing about those.
+        if !told && now.duration_since(started) >= LOCK_NOTICE_AFTER {
+            told = true;
+            let line = format!(
+                "waiting for the lock on {}, held by another process (up to {} s)",
+                path.display(),
+                BUSY_TIMEOUT.as_secs()
+            );
+            if last_notice.is_none_or(|t| now.duration_since(t) >= LOCK_NOTICE_INTERVAL) {
+                last_notice = Some(now);
+                tracing::warn!("{line}");
+            } else {
+                tracing::debug!("{line}");
+            }
+        }
+        if now.duration_since(started) >= BUSY_TIMEOUT {
+            waiting_since
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            return false;
+        }
+        // 1, 2, 4 ... ms, then every 50 ms.
+        let pause =
+            Duration::from_millis(1 << count.clamp(0, 6) as u32).min(Duration::from_millis(50));
+        std::thread::sleep(pause);
+        true
+    }))
 }
 
 fn is_busy(e: &rusqlite::Error) -> bool {

@@ -11,7 +11,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::http::{ApiKey, client, parse_seconds, status_error, transport_error};
+use super::http::{
+    ApiKey, check_url, client, error_message, parse_seconds, status_error, transport_error,
+};
 use super::{EmbedError, Provider, Space, check_answer, normalize};
 
 /// Most texts one `batchEmbedContents` request accepts.
@@ -40,6 +42,7 @@ pub struct GeminiProvider {
 
 impl GeminiProvider {
     pub fn new(o: &GeminiOptions) -> Result<GeminiProvider, EmbedError> {
+        check_url(&o.base_url, "gemini.base_url")?;
         let key = ApiKey::from_env(&o.api_key_env, "gemini.api_key_env")?;
         let model = o.model_id.trim_start_matches("models/").to_owned();
         Ok(GeminiProvider {
@@ -73,10 +76,7 @@ struct Values {
 fn google_error(status: u16, body: &str) -> EmbedError {
     let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
     let error = &v["error"];
-    let message = error["message"]
-        .as_str()
-        .map(str::to_owned)
-        .unwrap_or_else(|| body.chars().take(200).collect());
+    let message = error_message(body, 200);
     let details = error["details"].as_array().cloned().unwrap_or_default();
     let detail = |suffix: &str| {
         details
@@ -99,6 +99,22 @@ fn google_error(status: u16, body: &str) -> EmbedError {
         return EmbedError::RateLimited { retry_after };
     }
     status_error(status, message)
+}
+
+/// What to check after a refusal that is most likely the key's fault.
+pub(super) fn hint(status: u16, key: &ApiKey) -> String {
+    match status {
+        401 | 403 => format!(
+            " (check the API key in the environment variable {})",
+            key.var()
+        ),
+        431 => format!(
+            " (the request headers are too large: check the API key in the environment \
+             variable {})",
+            key.var()
+        ),
+        _ => String::new(),
+    }
 }
 
 #[async_trait::async_trait]
@@ -141,8 +157,9 @@ impl Provider for GeminiProvider {
             return Err(match google_error(status, &body) {
                 EmbedError::Rejected { status, message } => EmbedError::Rejected {
                     status,
-                    message: self.key.redact(&message),
+                    message: format!("{}{}", self.key.redact(&message), hint(status, &self.key)),
                 },
+                EmbedError::Transient(message) => EmbedError::Transient(self.key.redact(&message)),
                 other => other,
             });
         }
@@ -183,5 +200,14 @@ mod tests {
         }
         assert!(google_error(400, r#"{"error":{"message":"API key not valid."}}"#).is_fatal());
         assert!(!google_error(503, "<html>").is_fatal());
+        match google_error(
+            431,
+            "<html><title>431 Too Large</title>\n<body>\n</body></html>",
+        ) {
+            EmbedError::Rejected { status, message } => {
+                assert_eq!((status, message.as_str()), (431, "431 Too Large"))
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

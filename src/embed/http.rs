@@ -6,26 +6,63 @@ use super::EmbedError;
 
 /// An API key read from the environment. Its `Debug` and `Display` never show it.
 #[derive(Clone)]
-pub struct ApiKey(String);
+pub struct ApiKey {
+    value: String,
+    /// The environment variable it came from (named in hints, never the value).
+    var: String,
+}
 
 impl ApiKey {
     /// Reads the key from the environment variable `var` (named by the config key `key`).
+    /// Refuses, before any request, a variable that is unset, empty, not UTF-8 or holds
+    /// characters an HTTP header cannot carry (a line break, a control character, non-ASCII),
+    /// naming the variable and never showing its value.
     pub fn from_env(var: &str, key: &str) -> Result<ApiKey, EmbedError> {
-        match std::env::var(var) {
-            Ok(v) if !v.trim().is_empty() => Ok(ApiKey(v.trim().to_owned())),
-            _ => Err(EmbedError::Setup(format!(
-                "{key}: the environment variable {var} is not set (it must hold the API key)"
-            ))),
+        let refuse = |why: &str| {
+            EmbedError::Setup(format!(
+                "{key}: the environment variable {var} {why} (it must hold the API key: one \
+                 line of printable ASCII, as the provider issued it)"
+            ))
+        };
+        let value = match std::env::var(var) {
+            Ok(v) => v,
+            Err(std::env::VarError::NotPresent) => return Err(refuse("is not set")),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                return Err(refuse("is not valid UTF-8"));
+            }
+        };
+        let value = value.trim();
+        if value.is_empty() {
+            return Err(refuse("is empty"));
         }
+        if let Some(c) = value.chars().find(|c| !(' '..='~').contains(c)) {
+            let what = match c {
+                '\r' | '\n' => "a line break".to_owned(),
+                c if c.is_control() => format!("a control character (U+{:04X})", c as u32),
+                c => format!("a non-ASCII character (U+{:04X})", c as u32),
+            };
+            return Err(refuse(&format!(
+                "holds {what}, which an HTTP header cannot carry"
+            )));
+        }
+        Ok(ApiKey {
+            value: value.to_owned(),
+            var: var.to_owned(),
+        })
     }
 
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.value
+    }
+
+    /// The environment variable the key came from.
+    pub fn var(&self) -> &str {
+        &self.var
     }
 
     /// Replaces every occurrence of the key in `text` (belt and braces for error messages).
     pub fn redact(&self, text: &str) -> String {
-        text.replace(&self.0, "[redacted]")
+        text.replace(&self.value, "[redacted]")
     }
 }
 
@@ -46,28 +83,100 @@ pub fn client(timeout: Duration) -> Result<reqwest::Client, EmbedError> {
         .map_err(|e| EmbedError::Setup(format!("cannot create the HTTP client: {e}")))
 }
 
-/// A transport failure (timeout, connection refused, reset) as a retryable error.
-pub fn transport_error(e: &reqwest::Error, key: Option<&ApiKey>) -> EmbedError {
-    let kind = if e.is_timeout() {
-        "request timed out"
-    } else if e.is_connect() {
-        "cannot connect"
-    } else {
-        "transport error"
-    };
-    // The URL never holds the key, but redact anyway.
-    let mut text = format!("{kind}: {e}");
-    if let Some(k) = key {
-        text = k.redact(&text);
+/// Checks an endpoint URL before any request: an `http` or `https` URL with a host.
+pub fn check_url(url: &str, key: &str) -> Result<reqwest::Url, EmbedError> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(u),
+        Ok(_) | Err(_) => Err(EmbedError::Setup(format!(
+            "{key}: {url:?} is not an http:// or https:// URL (expected e.g. \
+             https://generativelanguage.googleapis.com)"
+        ))),
     }
-    EmbedError::Transient(text)
 }
 
-/// Classifies a non-success status that is not a 429.
+/// A failure of `send()` as an [`EmbedError`]: a request that could not be built is a setup
+/// error (fatal, never sent); a connection that could not be made was never sent either
+/// ([`EmbedError::Unreachable`], retried); a timeout or a reset is [`EmbedError::Transient`].
+pub fn transport_error(e: &reqwest::Error, key: Option<&ApiKey>) -> EmbedError {
+    // The URL never holds the key, but redact anyway.
+    let text = |kind: &str| {
+        let mut text = format!("{kind}: {}", one_line(&e.to_string(), 300));
+        if let Some(k) = key {
+            text = k.redact(&text);
+        }
+        text
+    };
+    if e.is_builder() {
+        EmbedError::Setup(text("the request could not be built"))
+    } else if e.is_connect() {
+        EmbedError::Unreachable(text("cannot connect"))
+    } else if e.is_timeout() {
+        EmbedError::Transient(text("request timed out"))
+    } else {
+        EmbedError::Transient(text("transport error"))
+    }
+}
+
+/// Classifies a non-success status that is not a 429: every 4xx but 408 (a timeout) is the
+/// server refusing the request itself, which no retry can change.
 pub fn status_error(status: u16, message: String) -> EmbedError {
     match status {
-        400 | 401 | 403 | 404 | 405 | 422 => EmbedError::Rejected { status, message },
+        408 => EmbedError::Transient(format!("HTTP {status}: {message}")),
+        400..=499 => EmbedError::Rejected { status, message },
         _ => EmbedError::Transient(format!("HTTP {status}: {message}")),
+    }
+}
+
+/// The message of an error body in one line of at most `max` characters: the JSON error's
+/// `message` when there is one; for HTML, its `<title>` or else its text without tags.
+pub fn error_message(body: &str, max: usize) -> String {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    if let Some(m) = v["error"]["message"].as_str().or(v["message"].as_str()) {
+        return one_line(m, max);
+    }
+    let lower = body.to_ascii_lowercase();
+    if let (Some(a), Some(b)) = (lower.find("<title>"), lower.find("</title>"))
+        && a + 7 <= b
+    {
+        let title = one_line(&body[a + 7..b], max);
+        if !title.is_empty() {
+            return title;
+        }
+    }
+    let mut text = String::with_capacity(body.len().min(4096));
+    let mut in_tag = false;
+    for c in body.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => {
+                in_tag = false;
+                text.push(' ');
+            }
+            c if !in_tag => text.push(c),
+            _ => {}
+        }
+        if text.len() > max * 8 {
+            break;
+        }
+    }
+    let text = one_line(&text, max);
+    if text.is_empty() {
+        "(no message)".into()
+    } else {
+        text
+    }
+}
+
+/// `text` with every run of whitespace (line breaks included) as one space, cut to `max`
+/// characters (an ellipsis marks the cut).
+pub fn one_line(text: &str, max: usize) -> String {
+    let joined = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if joined.chars().count() <= max {
+        joined
+    } else {
+        let mut cut: String = joined.chars().take(max).collect();
+        cut.push('…');
+        cut
     }
 }
 
@@ -83,7 +192,10 @@ mod tests {
 
     #[test]
     fn key_never_shows_in_debug() {
-        let k = ApiKey("sekrit-123".into());
+        let k = ApiKey {
+            value: "sekrit-123".into(),
+            var: "V".into(),
+        };
         assert_eq!(format!("{k:?}"), "ApiKey([redacted])");
         assert_eq!(k.redact("x sekrit-123 y"), "x [redacted] y");
     }
@@ -102,5 +214,38 @@ mod tests {
     fn auth_errors_are_fatal_5xx_are_not() {
         assert!(status_error(403, "no".into()).is_fatal());
         assert!(!status_error(503, "busy".into()).is_fatal());
+        assert!(status_error(431, "too large".into()).is_fatal());
+        assert!(status_error(413, "too large".into()).is_fatal());
+        assert!(!status_error(408, "slow".into()).is_fatal());
+    }
+
+    #[test]
+    fn html_bodies_become_one_short_line() {
+        let page = format!(
+            "<!DOCTYPE html>\n<html><head>\n<title>431 Request Header\n Fields Too Large</title></head>\n<body>{}</body></html>",
+            "<p>x</p>\n".repeat(500)
+        );
+        assert_eq!(
+            error_message(&page, 200),
+            "431 Request Header Fields Too Large"
+        );
+        let bare = format!(
+            "<html><body><h1>Bad\ngateway</h1>{}</body></html>",
+            "y ".repeat(900)
+        );
+        let m = error_message(&bare, 200);
+        assert!(m.starts_with("Bad gateway y y") && !m.contains('\n'), "{m}");
+        assert_eq!(m.chars().count(), 201, "{m}");
+        assert_eq!(
+            error_message(r#"{"error":{"message":"line one\n* line two"}}"#, 200),
+            "line one * line two"
+        );
+    }
+
+    #[test]
+    fn urls_must_be_http_with_a_host() {
+        assert!(check_url("not a url", "gemini.base_url").is_err());
+        assert!(check_url("ftp://x", "k").is_err());
+        assert!(check_url("http://127.0.0.1:9/v1", "k").is_ok());
     }
 }

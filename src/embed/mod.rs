@@ -42,7 +42,8 @@ pub enum EmbedError {
     /// The provider cannot start at all (missing model files, unset key, bad settings).
     #[error("{0}")]
     Setup(String),
-    /// The server refused the request itself (400, 401, 403, 404): retrying cannot help.
+    /// The server refused the request itself (any 4xx but 408 and 429: a bad key, a header
+    /// too large, an unknown model): retrying cannot help.
     #[error("the embedding API refused the request (HTTP {status}): {message}")]
     Rejected { status: u16, message: String },
     /// Too many requests (429); `retry_after` is the server's own delay when it gave one.
@@ -53,9 +54,20 @@ pub enum EmbedError {
     /// A per-day quota is used up: nothing more can be done today.
     #[error("the daily quota {quota} of the embedding API is used up; run again when it resets")]
     DailyQuota { quota: String },
-    /// A failure that may pass: 5xx, timeout, connection error, a local backend error.
+    /// A failure that may pass: 5xx, 408, timeout, reset, a local backend error.
     #[error("embedding failed: {0}")]
     Transient(String),
+    /// The server could not be reached (connection refused, no route): nothing was sent, so the
+    /// request is not counted; retried like [`EmbedError::Transient`].
+    #[error("embedding failed: {0}")]
+    Unreachable(String),
+    /// No request succeeded for `gemini.stall_timeout` while work was waiting: the run stops
+    /// rather than wait forever.
+    #[error(
+        "no request to the embedding API succeeded for {seconds:.0} s (gemini.stall_timeout); \
+         last error: {last_error}"
+    )]
+    Stalled { seconds: f64, last_error: String },
     /// The backend answered, but not with one finite vector of the right size per text.
     #[error("bad embedding answer: {0}")]
     BadAnswer(String),
@@ -66,7 +78,10 @@ impl EmbedError {
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,
-            EmbedError::Setup(_) | EmbedError::Rejected { .. } | EmbedError::DailyQuota { .. }
+            EmbedError::Setup(_)
+                | EmbedError::Rejected { .. }
+                | EmbedError::DailyQuota { .. }
+                | EmbedError::Stalled { .. }
         )
     }
 
@@ -78,6 +93,8 @@ impl EmbedError {
             EmbedError::RateLimited { .. } => "rate_limited",
             EmbedError::DailyQuota { .. } => "daily_quota",
             EmbedError::Transient(_) => "transient",
+            EmbedError::Unreachable(_) => "unreachable",
+            EmbedError::Stalled { .. } => "stalled",
             EmbedError::BadAnswer(_) => "bad_answer",
         }
     }

@@ -11,7 +11,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::http::{ApiKey, client, parse_seconds, status_error, transport_error};
+use super::http::{
+    ApiKey, check_url, client, error_message, parse_seconds, status_error, transport_error,
+};
 use super::{EmbedError, Provider, Space, check_answer, normalize};
 
 /// Texts per request: a size every server named above accepts.
@@ -47,6 +49,7 @@ struct Item {
 impl OpenAiProvider {
     /// Connects and learns the model's dimension from one short request.
     pub async fn connect(o: &OpenAiOptions) -> Result<OpenAiProvider, EmbedError> {
+        check_url(&o.base_url, "embedding.openai.base_url")?;
         let key = match &o.api_key_env {
             Some(var) => Some(ApiKey::from_env(var, "embedding.openai.api_key_env")?),
             None => None,
@@ -94,12 +97,11 @@ impl OpenAiProvider {
             return Err(EmbedError::RateLimited { retry_after });
         }
         if status != 200 {
-            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-            let message = v["error"]["message"]
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| body.chars().take(200).collect());
-            let message = key.map_or(message.clone(), |k| k.redact(&message));
+            let message = error_message(&body, 200);
+            let message = match key {
+                Some(k) => format!("{}{}", k.redact(&message), super::gemini::hint(status, k)),
+                None => message,
+            };
             return Err(status_error(status, message));
         }
         let mut answer: Answer = serde_json::from_str(&body).map_err(|e| {

@@ -15,7 +15,12 @@
 //!   delay; other failures are retried with exponential back-off and jitter (`backon`) up to
 //!   `max_retries`; errors no retry can fix (bad key, daily quota) stop the service at once and
 //!   every waiting theme gets that error.
-//! - Counters for the summary and the reports.
+//! - Never silent: 429 pauses and retries are logged at the default level, at most one line per
+//!   cause every few seconds (the rest at debug).
+//! - Never endless: when no request has succeeded for `stall_timeout` while texts are waiting,
+//!   the service stops with [`EmbedError::Stalled`] (fatal), naming the last error seen.
+//! - Counters for the summary and the reports; a request counts once it was sent (one that
+//!   could not be built or connect never left).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,7 +47,16 @@ pub struct ServiceOptions {
     pub linger: Duration,
     /// Most texts per request (the provider's own limit applies too).
     pub batch_size: usize,
+    /// The run stops when no request has succeeded for this long while texts are waiting
+    /// (`gemini.stall_timeout`).
+    pub stall_timeout: Duration,
 }
+
+/// Default of `gemini.stall_timeout`.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Shortest time between two default-level lines about the same kind of retry.
+const NOTICE_INTERVAL: Duration = Duration::from_secs(5);
 
 impl ServiceOptions {
     /// No rate limit, generous concurrency: for the local model and tests.
@@ -59,6 +73,7 @@ impl ServiceOptions {
             retry_base_delay: Duration::from_millis(100),
             linger: Duration::from_millis(5),
             batch_size: usize::MAX,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
         }
     }
 }
@@ -133,6 +148,45 @@ struct Inner {
     requests: AtomicU64,
     rate_limited: AtomicU64,
     retries: Mutex<BTreeMap<String, u64>>,
+    /// Requests answered correctly (the stall watchdog watches it move).
+    successes: AtomicU64,
+    /// The last error a request met, for the stall message.
+    last_error: Mutex<Option<String>>,
+    /// When each kind of retry was last logged at the default level.
+    notices: Mutex<HashMap<&'static str, Instant>>,
+}
+
+impl Inner {
+    /// Logs `line` at warn level unless a line of this `kind` was logged in the last
+    /// [`NOTICE_INTERVAL`] (then at debug).
+    fn notice(&self, kind: &'static str, line: impl FnOnce() -> String) {
+        let now = Instant::now();
+        let due = {
+            let mut notices = self.notices.lock().unwrap_or_else(|e| e.into_inner());
+            match notices.get(kind) {
+                Some(t) if now.duration_since(*t) < NOTICE_INTERVAL => false,
+                _ => {
+                    notices.insert(kind, now);
+                    true
+                }
+            }
+        };
+        if due {
+            tracing::warn!("{}", line());
+        } else {
+            tracing::debug!("{}", line());
+        }
+    }
+
+    /// Stops the service with `error`: every waiting theme gets it, nothing more is sent.
+    fn stop_fatal(&self, error: &EmbedError) {
+        tracing::error!("{error}");
+        self.fatal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(error.clone());
+        self.stopped.cancel();
+    }
 }
 
 /// Cache, coalescing batcher and limiter in front of a provider.
@@ -180,10 +234,14 @@ impl EmbeddingService {
             requests: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
             retries: Mutex::new(BTreeMap::new()),
+            successes: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            notices: Mutex::new(HashMap::new()),
         });
         let (queue, rx) = mpsc::unbounded_channel();
         let tasks = TaskTracker::new();
         tasks.spawn(batcher(Arc::clone(&inner), rx, tasks.clone()));
+        tasks.spawn(watchdog(Arc::clone(&inner)));
         EmbeddingService {
             inner,
             queue,
@@ -382,6 +440,46 @@ async fn batcher(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Text>, tasks
     fail(&inner, &rest, &e);
 }
 
+/// Stops the service when no request has succeeded for `stall_timeout` while texts were
+/// waiting (queued, paused or in flight). The clock starts when texts start waiting.
+async fn watchdog(inner: Arc<Inner>) {
+    let limit = inner.options.stall_timeout;
+    let tick = (limit / 20).clamp(Duration::from_millis(20), Duration::from_secs(1));
+    let mut since = Instant::now();
+    let mut seen = inner.successes.load(Ordering::Relaxed);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = inner.draining.cancelled() => return,
+        }
+        let now = Instant::now();
+        let successes = inner.successes.load(Ordering::Relaxed);
+        let idle = inner
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty();
+        if idle || successes != seen {
+            seen = successes;
+            since = now;
+            continue;
+        }
+        if now.duration_since(since) >= limit {
+            let last_error = inner
+                .last_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+                .unwrap_or_else(|| "none (requests were still waiting for an answer)".into());
+            inner.stop_fatal(&EmbedError::Stalled {
+                seconds: limit.as_secs_f64(),
+                last_error,
+            });
+            return;
+        }
+    }
+}
+
 fn stop_reason(inner: &Inner) -> EmbedError {
     inner
         .fatal
@@ -412,59 +510,83 @@ async fn dispatch(inner: Arc<Inner>, batch: Vec<Text>) {
             p = inner.limiter.acquire(batch.len(), tokens) => p,
             _ = inner.draining.cancelled() => return fail(&inner, &batch, &stop_reason(&inner)),
         };
-        inner.requests.fetch_add(1, Ordering::Relaxed);
-        inner
-            .texts_sent
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         let result = tokio::select! {
             r = inner.provider.embed(spellings.clone()) => r,
-            _ = inner.stopped.cancelled() => return fail(&inner, &batch, &stop_reason(&inner)),
+            _ = inner.stopped.cancelled() => {
+                // Abandoned in flight: it was sent.
+                inner.requests.fetch_add(1, Ordering::Relaxed);
+                inner.texts_sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                return fail(&inner, &batch, &stop_reason(&inner));
+            }
         };
         drop(permit);
+        // A request that could not be built or connect never left: it is not counted.
+        if !matches!(
+            result,
+            Err(EmbedError::Setup(_) | EmbedError::Unreachable(_))
+        ) {
+            inner.requests.fetch_add(1, Ordering::Relaxed);
+            inner
+                .texts_sent
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        }
         let result = result.and_then(|v| {
             check_answer(&v, batch.len(), inner.cache.space().dimension)?;
             Ok(v)
         });
         let error = match result {
-            Ok(vectors) => return deliver(&inner, &batch, vectors),
+            Ok(vectors) => {
+                inner.successes.fetch_add(1, Ordering::Relaxed);
+                return deliver(&inner, &batch, vectors);
+            }
             Err(e) => e,
         };
+        *inner.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_string());
         if error.is_fatal() {
-            tracing::error!("{error}");
-            inner
-                .fatal
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get_or_insert(error.clone());
-            inner.stopped.cancel();
+            inner.stop_fatal(&error);
             return fail(&inner, &batch, &error);
         }
-        *inner
-            .retries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(error.cause().to_owned())
-            .or_default() += 1;
         let delay = match &error {
             EmbedError::RateLimited { retry_after } => {
-                inner.rate_limited.fetch_add(1, Ordering::Relaxed);
+                let n = inner.rate_limited.fetch_add(1, Ordering::Relaxed) + 1;
                 let d = pacing.next();
                 match (retry_after, d) {
                     (_, None) => None,
                     (Some(server), Some(_)) => Some(*server),
                     (None, Some(d)) => Some(d),
                 }
-                .inspect(|d| inner.limiter.back_off(*d))
+                .inspect(|d| {
+                    inner.limiter.back_off(*d);
+                    inner.notice("rate_limited", || {
+                        format!(
+                            "rate limited by the API (HTTP 429): pausing all requests for \
+                             {:.1} s ({n} so far)",
+                            d.as_secs_f64()
+                        )
+                    });
+                })
             }
             _ => delays.next(),
         };
         match delay {
             Some(d) => {
-                tracing::debug!(
-                    "{} texts: {error}; retrying in {:.2} s",
-                    batch.len(),
-                    d.as_secs_f64()
-                );
+                // Counted when it is retried (a last failure given up on is no retry).
+                *inner
+                    .retries
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(error.cause().to_owned())
+                    .or_default() += 1;
+                if !matches!(error, EmbedError::RateLimited { .. }) {
+                    inner.notice(error.cause(), || {
+                        format!(
+                            "{}; retrying {} text(s) in {:.1} s",
+                            error.to_string().trim_end_matches('.'),
+                            batch.len(),
+                            d.as_secs_f64()
+                        )
+                    });
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(d) => {}
                     _ = inner.draining.cancelled() => return fail(&inner, &batch, &stop_reason(&inner)),
@@ -615,5 +737,77 @@ mod tests {
                 ("venus".to_owned(), "Venus".to_owned())
             ]
         );
+    }
+
+    /// A provider whose every answer is `error`.
+    struct Failing {
+        space: Space,
+        error: EmbedError,
+    }
+
+    #[async_trait::async_trait]
+    impl Provider for Failing {
+        fn space(&self) -> &Space {
+            &self.space
+        }
+        fn max_batch(&self) -> usize {
+            10
+        }
+        async fn embed(&self, _: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
+            Err(self.error.clone())
+        }
+    }
+
+    #[tokio::test]
+    async fn no_success_for_the_stall_timeout_stops_the_service_naming_the_last_error() {
+        let provider = Arc::new(Failing {
+            space: crate::embed::test_space(2),
+            error: EmbedError::RateLimited {
+                retry_after: Some(Duration::from_millis(20)),
+            },
+        });
+        let options = ServiceOptions {
+            stall_timeout: Duration::from_millis(300),
+            max_retries: 100,
+            ..ServiceOptions::unlimited()
+        };
+        let service = EmbeddingService::new(provider, options);
+        let t = Instant::now();
+        let e = service.embed(&strings(&["a", "b"])).await.unwrap_err();
+        let waited = t.elapsed();
+        match &e {
+            EmbedError::Stalled { last_error, .. } => {
+                assert!(last_error.contains("HTTP 429"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(e.is_fatal());
+        assert!(
+            (Duration::from_millis(280)..Duration::from_secs(3)).contains(&waited),
+            "{waited:?}"
+        );
+        assert!(matches!(
+            service.fatal_error(),
+            Some(EmbedError::Stalled { .. })
+        ));
+        assert!(service.stats().rate_limited > 3);
+    }
+
+    #[tokio::test]
+    async fn requests_that_could_not_connect_are_not_counted_as_sent() {
+        let provider = Arc::new(Failing {
+            space: crate::embed::test_space(2),
+            error: EmbedError::Unreachable("cannot connect: refused".into()),
+        });
+        let options = ServiceOptions {
+            max_retries: 2,
+            retry_base_delay: Duration::from_millis(1),
+            ..ServiceOptions::unlimited()
+        };
+        let service = EmbeddingService::new(provider, options);
+        assert!(service.embed(&strings(&["a"])).await.is_err());
+        let s = service.stats();
+        assert_eq!((s.requests, s.texts_sent), (0, 0));
+        assert_eq!(s.retries.get("unreachable"), Some(&2));
     }
 }
