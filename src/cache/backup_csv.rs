@@ -189,13 +189,7 @@ fn write(
         written = sink.written();
         Ok(())
     })
-    .map_err(|e| match failure.take() {
-        Some(failure) => failure,
-        None => CsvError::Write {
-            path: e.path,
-            source: e.source,
-        },
-    })?;
+    .map_err(|e| failure.take().unwrap_or_else(|| e.into()))?;
     Ok((written, Some(staged)))
 }
 

@@ -86,6 +86,15 @@ impl CsvError {
     }
 }
 
+impl From<crate::report::OutputError> for CsvError {
+    fn from(e: crate::report::OutputError) -> Self {
+        CsvError::Write {
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
 /// A row skipped by an import.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BadRow {
@@ -680,13 +689,7 @@ pub fn export(store: &Store, space: &Space, path: &Path) -> Result<u64, CsvError
             }),
         }
     })
-    .map_err(|e| match failure.take() {
-        Some(failure) => failure,
-        None => CsvError::Write {
-            path: e.path,
-            source: e.source,
-        },
-    })?;
+    .map_err(|e| failure.take().unwrap_or_else(|| e.into()))?;
     Ok(count)
 }
 

@@ -85,6 +85,19 @@ fn spawn(mut cmd: StdCommand) -> Child {
     }
 }
 
+/// Waits for `child`; it must exit 0 with the outputs written. Returns (stdout, stderr,
+/// everything).
+fn outputs_written(dir: &Path, child: Child) -> (String, String, String) {
+    let (code, stdout, stderr, _) = child.finish();
+    let all = format!("exit {code}\n{stdout}\n{stderr}");
+    assert_eq!(code, 0, "{all}");
+    assert!(
+        dir.join("out/final_puzzles.json").is_file(),
+        "outputs not written:\n{all}"
+    );
+    (stdout, stderr, all)
+}
+
 impl Child {
     /// Waits (at most 120 s) and returns the exit code, stdout and stderr.
     fn finish(mut self) -> (i32, String, String, Vec<(Instant, String)>) {
@@ -269,13 +282,7 @@ fn rows_the_database_refuses_mid_run_are_saved_and_the_outputs_still_written() {
         .execute_batch("DROP TABLE embeddings")
         .unwrap();
     server.hold_after(None);
-    let (code, stdout, stderr, _) = child.finish();
-    let all = format!("exit {code}\n{stdout}\n{stderr}");
-    assert_eq!(code, 0, "{all}");
-    assert!(
-        dir.path().join("out/final_puzzles.json").is_file(),
-        "outputs not written:\n{all}"
-    );
+    let (_, stderr, all) = outputs_written(dir.path(), child);
     // Logged once when it happened, naming the count, then where they went.
     assert!(
         stderr.contains("not stored yet") && stderr.contains("kept in memory"),
@@ -341,13 +348,7 @@ fn a_full_cache_disk_loses_nothing_and_the_outputs_are_still_written() {
     .env_remove("RUST_LOG")
     .env_remove("GOOGLE_GEMINI_BASE_URL")
     .stdin(Stdio::null());
-    let (code, stdout, stderr, _) = spawn(cmd).finish();
-    let all = format!("exit {code}\n{stdout}\n{stderr}");
-    assert_eq!(code, 0, "{all}");
-    assert!(
-        dir.path().join("out/final_puzzles.json").is_file(),
-        "outputs not written:\n{all}"
-    );
+    let (stdout, stderr, all) = outputs_written(dir.path(), spawn(cmd));
     assert!(
         stderr.contains("the disk holding the cache database is full: free some space"),
         "{all}"

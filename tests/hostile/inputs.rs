@@ -67,19 +67,13 @@ fn read_json(path: &Path) -> Value {
 
 /// The words of `theme`'s group in `puzzle_1` (groups in the order of `themes`, 4 each).
 fn group_of(dir: &Path, theme: &str) -> Vec<String> {
-    let p = read_json(&dir.join("out/final_puzzles.json"));
-    let p = &p["puzzle_1"];
-    let themes: Vec<&str> = p["themes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_str().unwrap())
-        .collect();
+    let themes = puzzle_themes(dir);
     let i = themes
         .iter()
-        .position(|t| *t == theme)
+        .position(|t| t == theme)
         .unwrap_or_else(|| panic!("{theme} not in {themes:?}"));
-    p["words"].as_array().unwrap()[i * 4..i * 4 + 4]
+    let p = read_json(&dir.join("out/final_puzzles.json"));
+    p["puzzle_1"]["words"].as_array().unwrap()[i * 4..i * 4 + 4]
         .iter()
         .map(|w| w.as_str().unwrap().to_owned())
         .collect()
@@ -286,53 +280,46 @@ fn an_oversized_input_file_is_refused_unread() {
 
 // params.yaml messages: the line, the key, what was expected.
 
-fn write_yaml(dir: &Path, yaml: &str) {
-    std::fs::write(dir.join("params.yaml"), yaml).unwrap();
-    write_raw(dir, r#"{"themes": ["Planets"]}"#, r#"{"candidates": {}}"#);
+/// Runs `yaml` as params.yaml and expects exit 2 with one error line containing `needle`;
+/// returns stderr.
+fn yaml_error(yaml: &str, needle: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("params.yaml"), yaml).unwrap();
+    write_raw(
+        dir.path(),
+        r#"{"themes": ["Planets"]}"#,
+        r#"{"candidates": {}}"#,
+    );
+    assert_user_error(dir.path(), needle)
 }
 
 #[test]
-fn a_wrong_integer_names_the_key() {
-    let dir = tempfile::tempdir().unwrap();
-    write_yaml(
-        dir.path(),
-        "puzzle_generation:\n  total_puzzle_count: 1e308\npaths:\n  outputs: out\n",
-    );
-    let stderr = assert_user_error(
-        dir.path(),
-        "params.yaml: line 2: puzzle_generation.total_puzzle_count: expected an integer, got 1e308",
-    );
-    assert!(!stderr.contains("column"), "{stderr}");
-}
-
-#[test]
-fn a_huge_number_is_not_echoed_in_full() {
-    let dir = tempfile::tempdir().unwrap();
-    write_yaml(
-        dir.path(),
-        "gemini:\n  requests_per_minute: -1e308\npaths:\n  outputs: out\n",
-    );
-    let stderr = assert_user_error(
-        dir.path(),
-        "params.yaml: gemini.requests_per_minute: expected a number > 0, got -1e308",
-    );
-    assert!(!stderr.contains("00000000"), "{stderr}");
-}
-
-#[test]
-fn a_duplicate_yaml_key_is_named_plainly() {
-    let dir = tempfile::tempdir().unwrap();
-    write_yaml(dir.path(), "paths:\n  outputs: out\n  outputs: elsewhere\n");
-    let stderr = assert_user_error(
-        dir.path(),
-        "params.yaml: line 3: duplicate key paths.outputs",
-    );
-    assert!(!stderr.contains("DuplicateKeyPolicy"), "{stderr}");
+fn yaml_mistakes_name_the_line_and_key_in_plain_words() {
+    // (params.yaml, the message expected, what it must not show)
+    for (yaml, needle, not) in [
+        (
+            "puzzle_generation:\n  total_puzzle_count: 1e308\npaths:\n  outputs: out\n",
+            "params.yaml: line 2: puzzle_generation.total_puzzle_count: expected an integer, got 1e308",
+            "column",
+        ),
+        (
+            "gemini:\n  requests_per_minute: -1e308\npaths:\n  outputs: out\n",
+            "params.yaml: gemini.requests_per_minute: expected a number > 0, got -1e308",
+            "00000000",
+        ),
+        (
+            "paths:\n  outputs: out\n  outputs: elsewhere\n",
+            "params.yaml: line 3: duplicate key paths.outputs",
+            "DuplicateKeyPolicy",
+        ),
+    ] {
+        let stderr = yaml_error(yaml, needle);
+        assert!(!stderr.contains(not), "{stderr}");
+    }
 }
 
 #[test]
 fn a_yaml_bomb_is_refused_plainly() {
-    let dir = tempfile::tempdir().unwrap();
     let mut y =
         String::from("paths:\n  outputs: out\nlogging:\n  a: &a [x, x, x, x, x, x, x, x, x, x]\n");
     for i in 0..9 {
@@ -344,10 +331,9 @@ fn a_yaml_bomb_is_refused_plainly() {
         let refs = vec![format!("*{prev}"); 10].join(", ");
         y.push_str(&format!("  b{i}: &b{i} [{refs}]\n"));
     }
-    write_yaml(dir.path(), &y);
     let started = std::time::Instant::now();
-    let stderr = assert_user_error(
-        dir.path(),
+    let stderr = yaml_error(
+        &y,
         "params.yaml: too large or too deeply nested (alias expansion)",
     );
     assert!(!stderr.contains("budget"), "{stderr}");

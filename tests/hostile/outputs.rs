@@ -151,41 +151,24 @@ fn small_database(dir: &Path) -> PathBuf {
          alpha,1,0,0\nbeta,0,1,0\ngamma,0,0,1\n",
     )
     .unwrap();
-    let out = run(
-        dir,
-        &[
-            "cache",
-            "import",
-            "rows.csv",
-            "--db",
-            "cache/x.sqlite3",
-            "--model",
-            "m",
-            "--dimension",
-            "3",
-        ],
-    );
+    let out = run(dir, &[&["cache", "import", "rows.csv"][..], &DB].concat());
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     dir.join("cache/x.sqlite3")
 }
 
 fn export(dir: &Path, to: &str) -> Output {
-    run(
-        dir,
-        &[
-            "cache",
-            "export",
-            "-o",
-            to,
-            "--db",
-            "cache/x.sqlite3",
-            "--model",
-            "m",
-            "--dimension",
-            "3",
-        ],
-    )
+    run(dir, &[&["cache", "export", "-o", to][..], &DB].concat())
 }
+
+/// The test database and its embedding space, as `cache` command flags.
+const DB: [&str; 6] = [
+    "--db",
+    "cache/x.sqlite3",
+    "--model",
+    "m",
+    "--dimension",
+    "3",
+];
 
 #[test]
 fn export_onto_the_database_is_refused_and_the_database_kept() {
@@ -575,15 +558,7 @@ fn a_complete_set_survives_a_rerun_stopped_by_sigint() {
     assert!(sent.success());
     let out = child.wait_with_output().unwrap();
     server.hold_after(None);
-    let stdout = text(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(130),
-        "{stdout}\n{}",
-        text(&out.stderr)
-    );
-    assert_unchanged(d.path(), &before, "SIGINT");
-    assert_partial_set(d.path(), &stdout);
+    assert_stopped(d.path(), &out, 130, &before, "SIGINT");
     assert!(d.path().join("out/run_journal.jsonl").exists());
 
     // The next run finishes the work, and its complete set replaces partial/.
@@ -597,6 +572,25 @@ fn a_complete_set_survives_a_rerun_stopped_by_sigint() {
             .unwrap();
     assert_eq!(meta["successful_puzzles"], 3, "{meta}");
     assert!(temps(d.path()).is_empty(), "{:?}", temps(d.path()));
+}
+
+/// A stopped rerun: exit `code`, the complete earlier set untouched, its work in partial/.
+fn assert_stopped(
+    dir: &Path,
+    out: &Output,
+    code: i32,
+    before: &[(&'static str, Vec<u8>)],
+    what: &str,
+) {
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{what}: {stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert_unchanged(dir, before, what);
+    assert_partial_set(dir, &stdout);
 }
 
 #[test]
@@ -617,14 +611,6 @@ fn a_complete_set_survives_a_rerun_stopped_by_a_wrong_key() {
         .args(["run", "--config", "params.yaml"])
         .output()
         .unwrap();
-    let stdout = text(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{stdout}\n{}",
-        text(&out.stderr)
-    );
-    assert_unchanged(d.path(), &before, "wrong key");
-    assert_partial_set(d.path(), &stdout);
+    assert_stopped(d.path(), &out, 3, &before, "wrong key");
     assert!(temps(d.path()).is_empty(), "{:?}", temps(d.path()));
 }
