@@ -226,7 +226,8 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         })
         .map_err(|e| Failure {
             code: match e {
-                pipeline::RunError::Interrupted => 130,
+                pipeline::RunError::Interrupted
+                | pipeline::RunError::StoppedWhileWriting { .. } => 130,
                 _ if e.is_user_error() => 2,
                 _ => 3,
             },

@@ -38,6 +38,10 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How long assembly goes on once the run is told to stop (then the puzzles left are skipped).
 pub const ASSEMBLY_GRACE: Duration = Duration::from_millis(300);
 
+/// How long a run stopped by a signal may spend writing its partial outputs; past that they are
+/// given up (the journal and the cache hold the finished work for the next run).
+pub const PARTIAL_WRITE_BUDGET: Duration = Duration::from_millis(500);
+
 /// Failed puzzles logged one by one; the rest are counted (all are in the metadata file).
 const MAX_LOGGED_FAILURES: usize = 50;
 
@@ -73,9 +77,19 @@ pub enum RunError {
     Journal(#[from] JournalError),
     #[error(transparent)]
     Output(#[from] OutputError),
+    /// A signal stopped the run while it wrote its outputs: none was replaced.
+    #[error(
+        "stopped by a signal before the outputs were written (earlier outputs left as they \
+         were); the journal {journal} holds the {themes} finished theme(s), so running again \
+         writes the outputs without a request for them"
+    )]
+    StoppedWhileWriting { journal: String, themes: usize },
     /// An output would replace the cache database, the journal or an input (nothing written).
     #[error(transparent)]
     Target(#[from] report::TargetError),
+    /// The outputs cannot fit on their disk (checked before any work).
+    #[error(transparent)]
+    Space(#[from] report::SpaceError),
 }
 
 impl RunError {
@@ -85,7 +99,8 @@ impl RunError {
             RunError::Output(_)
             | RunError::CacheClose(_)
             | RunError::Journal(_)
-            | RunError::Interrupted => false,
+            | RunError::Interrupted
+            | RunError::StoppedWhileWriting { .. } => false,
             RunError::Cache(e) => e.is_user_error(),
             RunError::Csv(e) => e.is_user_error(),
             RunError::Provider(e) => {
@@ -287,13 +302,14 @@ pub async fn run(
     report::check_targets(config)?;
     report::remove_stale_temps(config);
     let inputs = Inputs::load(&config.themes_file, &config.candidates_file)?;
+    let provider = build_provider(config).await?;
+    report::check_space(config, provider.space().dimension)?;
     // Planning millions of slots takes a while: it stops as soon as a signal says so (the
     // signal watcher runs on the runtime's worker threads meanwhile).
     let plan = make_plan_until(config, &inputs, &stop)?;
     if stop.is_cancelled() {
         return Err(RunError::Interrupted);
     }
-    let provider = build_provider(config).await?;
     let cache = open_cache(config, provider.space())?;
     if stop.is_cancelled() {
         return Err(RunError::Interrupted);
@@ -647,6 +663,7 @@ pub async fn run_with(
     };
     let cache = database.map(|p| (closed.written, p));
     let elapsed = started.elapsed();
+    let signal = stop.clone();
     let stop = match service.fatal_error() {
         Some(e) => Some(Stop::Fatal(e)),
         None => stop.is_cancelled().then_some(Stop::Interrupted),
@@ -674,8 +691,42 @@ pub async fn run_with(
         None => cache_csv,
         Some(_) => cache_csv.retarget(&to.cache_csv)?,
     };
+    // Writing honours a signal too: a complete set is given up at once (the journal keeps the
+    // work), a partial one once it has taken PARTIAL_WRITE_BUDGET.
+    let write_deadline = Instant::now() + PARTIAL_WRITE_BUDGET;
+    let abort = || match stop {
+        Some(Stop::Interrupted) => Instant::now() >= write_deadline,
+        _ => signal.is_cancelled(),
+    };
+    let csv_size = report::min_csv_bytes_per_puzzle(config, service.space().dimension)
+        .saturating_mul(puzzles.len() as u64);
+    if csv_size > 100 << 20 {
+        tracing::info!(
+            "writing the outputs: the puzzle CSV alone is at least {} (a signal gives this up, \
+             leaving earlier outputs as they were)",
+            report::Bytes(csv_size)
+        );
+    }
+    let staged = match report::stage_all(&record, &to, &abort) {
+        Ok(staged) => staged,
+        Err(e) if e.is_abandoned() => {
+            drop(cache_csv);
+            // Only removed if empty (a partial set given up).
+            let _ = std::fs::remove_dir(report::partial_dir(config));
+            return Err(RunError::StoppedWhileWriting {
+                journal: config
+                    .output
+                    .outputs_dir
+                    .join(journal::FILE_NAME)
+                    .display()
+                    .to_string(),
+                themes: themes_ok.len(),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
     let mut set = vec![cache_csv];
-    set.extend(report::stage_all(&record, &to)?);
+    set.extend(staged);
     let files = report::commit_all(set)?;
     let partial = stop.as_ref().map(|_| report::partial_dir(config));
     if let Some(e) = close_error {

@@ -159,6 +159,64 @@ pub fn stage(
     path: &Path,
     fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> Result<Staged, OutputError> {
+    stage_until(path, &|| false, fill)
+}
+
+/// Asked now and then while an output is written (every [`ABORT_CHECK_BYTES`]): true gives
+/// the write up ([`OutputError::is_abandoned`]), leaving nothing behind and nothing replaced.
+pub type Abort<'a> = &'a (dyn Fn() -> bool + Sync);
+
+/// How many bytes are written between two questions to an [`Abort`].
+pub const ABORT_CHECK_BYTES: usize = 1 << 16;
+
+/// Why a write was given up (the source of an abandoned [`OutputError`]).
+#[derive(Debug, thiserror::Error)]
+#[error("given up: the run was told to stop")]
+pub struct Abandoned;
+
+impl OutputError {
+    /// True when the write was given up by its [`Abort`], not failed.
+    pub fn is_abandoned(&self) -> bool {
+        self.source.get_ref().is_some_and(|e| e.is::<Abandoned>())
+    }
+}
+
+/// A writer that asks `abort` every [`ABORT_CHECK_BYTES`] and fails with [`Abandoned`] on yes.
+struct Abortable<'a> {
+    inner: &'a mut dyn Write,
+    abort: Abort<'a>,
+    unchecked: usize,
+}
+
+impl Write for Abortable<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.unchecked += buf.len();
+        if self.unchecked >= ABORT_CHECK_BYTES {
+            self.unchecked = 0;
+            if (self.abort)() {
+                return Err(std::io::Error::other(Abandoned));
+            }
+        }
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// As [`stage`], giving the write up as soon as `abort` says so.
+pub fn stage_until(
+    path: &Path,
+    abort: Abort,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<Staged, OutputError> {
+    let fill = |w: &mut dyn Write| {
+        fill(&mut Abortable {
+            inner: w,
+            abort,
+            unchecked: 0,
+        })
+    };
     let err = error(path);
     match resolve(path).map_err(&err)? {
         Target::Through(target) => {

@@ -19,11 +19,13 @@
 
 mod files;
 pub mod shapes;
+mod space;
 
 pub use files::{
-    PARTIAL_DIR, Staged, TEMP_PREFIX, TargetError, check_targets, commit_all, database_files,
-    remove_stale_temps, same_file, stage, write_atomic,
+    Abort, PARTIAL_DIR, Staged, TEMP_PREFIX, TargetError, check_targets, commit_all,
+    database_files, remove_stale_temps, same_file, stage, stage_until, write_atomic,
 };
+pub use space::{Bytes, SpaceError, check_space, min_csv_bytes_per_puzzle};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -179,23 +181,23 @@ pub fn remove_partial(config: &Config) {
 
 /// Stages the JSON files and the puzzle CSV of a run at `to` (the cache CSV is staged by
 /// [`crate::cache::backup_csv`]); in the order of [`OutputPaths::all`] less the cache CSV.
-pub fn stage_all(r: &RunRecord, to: &OutputPaths) -> Result<Vec<Staged>, OutputError> {
+/// `abort` gives the set up part way (nothing is left behind; see [`stage_until`]).
+pub fn stage_all(
+    r: &RunRecord,
+    to: &OutputPaths,
+    abort: Abort,
+) -> Result<Vec<Staged>, OutputError> {
     let puzzle_csv = stage_csv(
         &to.puzzle_csv,
         r.space.dimension,
         r.config.output.csv_precision,
         &puzzle_blocks(r),
+        abort,
     )?;
-    let analysis = stage_json(&to.analysis, &analysis(r))?;
-    let metadata = stage_json(&to.metadata, &metadata(r))?;
-    let final_puzzles = stage_json(&to.final_puzzles, &final_puzzles(r.puzzles))?;
+    let analysis = stage_json(&to.analysis, &analysis(r), abort)?;
+    let metadata = stage_json(&to.metadata, &metadata(r), abort)?;
+    let final_puzzles = stage_json(&to.final_puzzles, &final_puzzles(r.puzzles), abort)?;
     Ok(vec![puzzle_csv, analysis, metadata, final_puzzles])
-}
-
-/// Writes the JSON files and the puzzle CSV of a run at the configured places, as a set;
-/// returns their paths.
-pub fn write_all(r: &RunRecord) -> Result<Vec<PathBuf>, OutputError> {
-    commit_all(stage_all(r, &OutputPaths::of(r.config))?)
 }
 
 /// Rounds to six decimals so JSON shows `0.8123` rather than an f32's binary tail.
@@ -435,8 +437,12 @@ fn puzzle_blocks<'a>(r: &'a RunRecord) -> Vec<Block<'a>> {
         .collect()
 }
 
-fn stage_json(path: &Path, value: &impl serde::Serialize) -> Result<Staged, OutputError> {
-    stage(path, |w| {
+fn stage_json(
+    path: &Path,
+    value: &impl serde::Serialize,
+    abort: Abort,
+) -> Result<Staged, OutputError> {
+    stage_until(path, abort, |w| {
         serde_json::to_writer_pretty(&mut *w, value)?;
         writeln!(w)
     })
@@ -507,9 +513,10 @@ fn stage_csv(
     dimension: usize,
     precision: usize,
     blocks: &[Block],
+    abort: Abort,
 ) -> Result<Staged, OutputError> {
     use rayon::prelude::*;
-    stage(path, |w| {
+    stage_until(path, abort, |w| {
         write_header(&mut *w, dimension)?;
         // Bounded memory: a few dozen blocks formatted at a time.
         for chunk in blocks.chunks(32) {

@@ -62,7 +62,18 @@ fn an_endless_config_file_is_refused_without_filling_memory() {
 fn sigterm_during_a_ten_million_slot_plan_ends_the_run_within_a_second() {
     let dir = tempfile::tempdir().unwrap();
     // 2 500 000 puzzles x 4 themes: the largest plan the cap allows, 10 million slots.
-    common::write_params(dir.path(), 2_500_000, "");
+    // The puzzle CSV goes to a FIFO (never opened: the run stops while planning), so the
+    // run is not refused for disk space first.
+    common::write_params(
+        dir.path(),
+        2_500_000,
+        "output:\n  puzzle_embeddings_file: fifo\n",
+    );
+    let made = std::process::Command::new("mkfifo")
+        .arg(dir.path().join("fifo"))
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfifo");
     common::write_workload(dir.path(), 6, 10);
     let bin = assert_cmd::cargo::cargo_bin("puzzlegen");
     let mut child = std::process::Command::new(bin)
@@ -117,4 +128,40 @@ fn sigterm_during_a_ten_million_slot_plan_ends_the_run_within_a_second() {
         "{seen}{rest}"
     );
     assert!(!rest.contains("panicked"), "{rest}");
+}
+
+#[test]
+fn outputs_that_cannot_fit_on_the_disk_are_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_workload(dir.path(), 6, 10);
+    // 2 500 000 puzzles of 3072 numbers at 17 decimals: nearly 3 TiB of puzzle CSV. The
+    // server address is never contacted: the run is refused first.
+    std::fs::write(
+        dir.path().join("params.yaml"),
+        "puzzle_generation:\n  total_puzzle_count: 2500000\n\
+         embedding:\n  provider: gemini\n\
+         gemini:\n  base_url: http://127.0.0.1:9\n  api_key_env: PUZZLEGEN_TEST_KEY\n  \
+         embedding_dimension: 3072\n\
+         output:\n  csv_precision: 17\n\
+         paths:\n  themes: themes.json\n  candidates: candidates.json\n  outputs: out\n  cache: cache\n",
+    )
+    .unwrap();
+    let started = Instant::now();
+    let out = puzzlegen(dir.path())
+        .env("PUZZLEGEN_TEST_KEY", common::KEY)
+        .args(["run", "--config", "params.yaml"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "error: params.yaml: puzzle_generation.total_puzzle_count is 2500000, whose puzzle \
+             CSV (out/puzzle_embeddings.csv) needs at least 2.8 TiB"
+        ) && stderr.contains("puzzle(s) fit there"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(!dir.path().join("out").exists(), "outputs begun");
+    assert!(!dir.path().join("cache").exists(), "cache begun");
 }

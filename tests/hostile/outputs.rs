@@ -123,6 +123,25 @@ fn temps(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
+/// Starts `run --config params.yaml` in `dir`, its output piped.
+fn spawn_run(dir: &Path) -> std::process::Child {
+    puzzlegen(dir)
+        .args(["run", "--config", "params.yaml"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Sends `signal` (`-INT`, `-TERM`) to `child`.
+fn send(signal: &str, child: &std::process::Child) {
+    let sent = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill {signal}");
+}
+
 fn mkfifo(path: &Path) {
     let ok = Command::new("mkfifo").arg(path).status().unwrap();
     assert!(ok.success(), "mkfifo {}", path.display());
@@ -406,7 +425,7 @@ fn disk_full_while_writing_leaves_the_old_set_whole() {
     let out = d.path().join("out");
     std::fs::create_dir(&out).unwrap();
     let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
         .arg(&out)
         .status()
         .is_ok_and(|s| s.success());
@@ -418,8 +437,8 @@ fn disk_full_while_writing_leaves_the_old_set_whole() {
     }
     run_ok(d.path());
     let before = snapshot(d.path());
-    // Fill the outputs' file system but for 48 KiB: room for the journal, not for the
-    // new puzzle CSV (~150 KB for two puzzles).
+    // Fill the outputs' file system but for 1400 KiB: enough for the run to start (twenty
+    // puzzles need at least 1350 KiB of puzzle CSV), not for the CSV it writes (~1440 KiB).
     let filler = out.join("filler");
     {
         use std::io::Write;
@@ -428,9 +447,9 @@ fn disk_full_while_writing_leaves_the_old_set_whole() {
         while f.write_all(&block).is_ok() {}
         let _ = f.sync_all();
         let len = f.metadata().unwrap().len();
-        f.set_len(len.saturating_sub(48 * 1024)).unwrap();
+        f.set_len(len.saturating_sub(1400 * 1024)).unwrap();
     }
-    common::write_params(d.path(), 2, "");
+    common::write_params(d.path(), 20, "");
     let run = run(d.path(), &["run", "--config", "params.yaml"]);
     let stderr = text(&run.stderr);
     assert_eq!(run.status.code(), Some(3), "{stderr}");
@@ -537,12 +556,7 @@ fn a_complete_set_survives_a_rerun_stopped_by_sigint() {
     list_themes(d.path(), 12);
     let answered = server.stats().responses_ok + 2;
     server.hold_after(Some(answered));
-    let child = puzzlegen(d.path())
-        .args(["run", "--config", "params.yaml"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(d.path());
     let t = Instant::now();
     while !(server.stats().responses_ok == answered && server.held() > 0) {
         assert!(
@@ -551,11 +565,7 @@ fn a_complete_set_survives_a_rerun_stopped_by_sigint() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    let sent = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    send("-INT", &child);
     let out = child.wait_with_output().unwrap();
     server.hold_after(None);
     assert_stopped(d.path(), &out, 130, &before, "SIGINT");
@@ -613,4 +623,81 @@ fn a_complete_set_survives_a_rerun_stopped_by_a_wrong_key() {
         .unwrap();
     assert_stopped(d.path(), &out, 3, &before, "wrong key");
     assert!(temps(d.path()).is_empty(), "{:?}", temps(d.path()));
+}
+
+/// Reads the FIFO at `path` slowly (16 KB per 10 ms) to its end, so that a writer is still
+/// writing when the test acts; `started` gets a message at the first bytes.
+fn read_fifo_slowly(
+    path: &Path,
+    started: std::sync::mpsc::Sender<()>,
+) -> std::thread::JoinHandle<usize> {
+    let path = path.to_owned();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut f = std::fs::File::open(&path).unwrap();
+        let mut buf = vec![0u8; 16 << 10];
+        let mut total = 0;
+        loop {
+            let n = f.read(&mut buf).unwrap();
+            if n == 0 {
+                return total;
+            }
+            if total == 0 {
+                let _ = started.send(());
+            }
+            total += n;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    })
+}
+
+#[test]
+fn sigterm_while_writing_the_outputs_ends_the_run_at_once_and_replaces_nothing() {
+    let d = local_setup(4, 200, "");
+    run_ok(d.path());
+    let before = snapshot(d.path());
+
+    // The rerun writes its puzzle CSV (~15 MB) into a FIFO read slowly: the signal lands while
+    // it writes, whatever the machine's speed.
+    let params = d.path().join("params.yaml");
+    let mut yaml = std::fs::read_to_string(&params).unwrap();
+    yaml.push_str("output:\n  puzzle_embeddings_file: fifo\n");
+    std::fs::write(&params, yaml).unwrap();
+    let fifo = d.path().join("fifo");
+    mkfifo(&fifo);
+    let (tx, started) = std::sync::mpsc::channel();
+    let reader = read_fifo_slowly(&fifo, tx);
+    let child = spawn_run(d.path());
+    started
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the run never began writing its puzzle CSV");
+    let signalled = Instant::now();
+    send("-TERM", &child);
+    let out = child.wait_with_output().unwrap();
+    let took = signalled.elapsed();
+    let read = reader.join().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(took < Duration::from_secs(1), "took {took:?}: {stderr}");
+    assert!(
+        read < 15 << 20,
+        "the whole CSV ({read} bytes) was written after the signal: {stderr}"
+    );
+    assert!(
+        stderr.contains("stopped by a signal before the outputs were written")
+            && stderr.contains("run_journal.jsonl holds the 4 finished theme(s)"),
+        "{stderr}"
+    );
+    assert_unchanged(d.path(), &before, "SIGTERM while writing");
+    assert!(temps(d.path()).is_empty(), "{:?}", temps(d.path()));
+    assert!(!d.path().join("out/partial").exists(), "partial/ left");
+
+    // The journal holds the work: the next run writes the outputs from it.
+    std::fs::remove_file(&fifo).unwrap();
+    let out = run_ok(d.path());
+    assert!(
+        text(&out.stdout).contains("4 resumed from the journal"),
+        "{}",
+        text(&out.stdout)
+    );
 }
