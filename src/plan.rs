@@ -44,8 +44,7 @@ pub enum PlanError {
     TooFewThemes { available: usize, per_puzzle: usize },
     #[error(
         "puzzle_generation.total_puzzle_count: expected at most {largest} with {per_puzzle} \
-         themes per puzzle (a run plans at most 10000000 theme slots, a fixed cap that keeps \
-         the plan within memory), got {puzzles}"
+         themes per puzzle (a run plans at most 10000000 theme slots), got {puzzles}"
     )]
     TooManySlots {
         puzzles: usize,

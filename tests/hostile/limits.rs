@@ -17,11 +17,18 @@ fn a_huge_puzzle_count_exits_2_at_once_naming_the_largest_that_fits() {
     let started = Instant::now();
     let stderr = assert_user_error(
         dir.path(),
-        "params.yaml: puzzle_generation.total_puzzle_count: expected at most 2500000 with 4 \
-         themes per puzzle (a run plans at most 10000000 theme slots",
+        "params.yaml: puzzle_generation.total_puzzle_count: expected at most ",
     );
     let took = started.elapsed();
     assert!(took < Duration::from_secs(1), "took {took:?}");
+    // 2500000 on a machine with 10 GB free, fewer (and said so) on a smaller one.
+    assert!(
+        stderr.contains(
+            "expected at most 2500000 with 4 themes per puzzle (a run plans at most 10000000 \
+             theme slots)"
+        ) || stderr.contains("of memory available, at about 1 KB per theme slot"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("memory allocation"), "{stderr}");
 }
 
