@@ -111,16 +111,19 @@ fn main() {
     let run = |provider: Arc<dyn puzzlegen::embed::Provider>| {
         let t = Instant::now();
         let cache = puzzlegen::cache::Cache::in_memory(provider.space().clone());
-        rt.block_on(pipeline::run_with(
-            &config,
-            inputs.clone(),
-            plan.clone(),
-            provider,
-            cache,
-            ProgressMode::Hidden,
-            tokio_util::sync::CancellationToken::new(),
-        ))
-        .unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let result = rt
+            .block_on(pipeline::run_with(
+                &config,
+                inputs.clone(),
+                plan.clone(),
+                provider,
+                cache,
+                ProgressMode::Hidden,
+                stop.clone(),
+            ))
+            .unwrap();
+        pipeline::write_outputs(&config, result, &stop).unwrap();
         t.elapsed().as_secs_f64()
     };
     let fake = (0..5)

@@ -1,0 +1,635 @@
+//! One run, start to finish: inputs -> plan -> engine -> assemble -> report.
+//!
+//! This is the only place that knows the order of the steps. Failed themes are replaced by
+//! spare themes (themes the plan did not place) before a puzzle is given up; each spare is used
+//! at most once.
+
+mod setup;
+pub mod spares;
+mod summary;
+
+pub use setup::{build_provider, make_plan, make_plan_until, open_cache, service_options};
+pub use summary::{Stop, Summary};
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::assemble::{Puzzle, assemble};
+use crate::cache::backup_csv::BackupCsvWriter;
+use crate::cache::csv::CsvError;
+use crate::cache::store::{Row, Store, StoreError};
+use crate::cache::{Cache, CloseError};
+use crate::config::Config;
+use crate::embed::service::{EmbeddingService, ServiceStats};
+use crate::embed::{EmbedError, Provider, Space};
+use crate::engine::{Engine, ThemeOutcome};
+use crate::input::{InputError, Inputs};
+use crate::journal::{self, Journal, JournalError};
+use crate::plan::{Plan, PlanError};
+use crate::progress::{Progress, ProgressMode};
+use crate::report::shapes::{FailedPuzzle, FailedTheme, Replacement, puzzle_key};
+use crate::report::{self, CacheRecord, OutputError, OutputPaths, RunRecord};
+use crate::theme::{ThemeResult, ThemeWorker, texts_of, usable_candidates};
+
+/// How long requests and themes in flight may take to finish once the run is told to stop.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// How long assembly goes on once the run is told to stop (then the puzzles left are skipped).
+pub const ASSEMBLY_GRACE: Duration = Duration::from_millis(300);
+
+/// How long a run stopped by a signal may spend writing its partial outputs; past that they are
+/// given up (the journal and the cache hold the finished work for the next run).
+pub const PARTIAL_WRITE_BUDGET: Duration = Duration::from_millis(500);
+
+/// Failed puzzles logged one by one; the rest are counted (all are in the metadata file).
+const MAX_LOGGED_FAILURES: usize = 50;
+
+/// Why a run could not produce its outputs.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error("{path}: {source}")]
+    Plan { path: String, source: PlanError },
+    /// A signal stopped the run before any theme was processed: nothing was written.
+    #[error("stopped by a signal while planning, before any work: nothing written")]
+    Interrupted,
+    #[error(
+        "{config}: puzzle_generation.words_per_theme is {needed} but the largest candidate list \
+         in {candidates} has {largest} usable word(s): no theme could fill a group"
+    )]
+    WordsPerThemeTooLarge {
+        config: String,
+        candidates: String,
+        needed: usize,
+        largest: usize,
+    },
+    #[error("{0}")]
+    Provider(EmbedError),
+    #[error(transparent)]
+    Cache(#[from] StoreError),
+    #[error(transparent)]
+    Csv(#[from] CsvError),
+    #[error(transparent)]
+    CacheClose(#[from] CloseError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    /// A signal stopped the run while it wrote its outputs: none was replaced.
+    #[error(
+        "stopped by a signal before the outputs were written (earlier outputs left as they \
+         were); the journal {journal} holds the {themes} finished theme(s), so running again \
+         writes the outputs without a request for them"
+    )]
+    StoppedWhileWriting { journal: String, themes: usize },
+    /// An output would replace the cache database, the journal or an input (nothing written).
+    #[error(transparent)]
+    Target(#[from] report::TargetError),
+    /// The outputs cannot fit on their disk (checked before any work).
+    #[error(transparent)]
+    Space(#[from] report::SpaceError),
+}
+
+impl RunError {
+    /// True for mistakes in the user's configuration or inputs (exit code 2).
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            RunError::Output(_)
+            | RunError::CacheClose(_)
+            | RunError::Journal(_)
+            | RunError::Interrupted
+            | RunError::StoppedWhileWriting { .. } => false,
+            RunError::Cache(e) => e.is_user_error(),
+            RunError::Csv(e) => e.is_user_error(),
+            RunError::Provider(e) => {
+                matches!(e, EmbedError::Setup(_) | EmbedError::Rejected { .. })
+            }
+            _ => true,
+        }
+    }
+}
+
+/// What a run produced, before any output file is written ([`write_outputs`] writes them).
+pub struct RunResult {
+    pub plan: Plan,
+    /// The puzzles assembled, in plan order.
+    pub puzzles: Vec<Puzzle>,
+    pub failed_puzzles: Vec<FailedPuzzle>,
+    /// Every theme processed (planned themes, then spares), with its scored words and vectors
+    /// or why it failed.
+    pub themes: Vec<(String, ThemeOutcome)>,
+    pub replacements: Vec<Replacement>,
+    /// Themes taken from the journal of an earlier, interrupted run.
+    pub themes_resumed: usize,
+    /// Theme slots of the plan filled with a usable theme.
+    pub slots_filled: usize,
+    pub space: Space,
+    pub stats: ServiceStats,
+    pub cache: CacheRecord,
+    /// Why the run ended before doing all its work, if it did.
+    pub stop: Option<Stop>,
+    /// Time from the start of the run to the end of its work.
+    pub elapsed: Duration,
+    /// Embeddings the cache could neither store nor save: the outputs are still written, then
+    /// the run fails.
+    cache_error: Option<CloseError>,
+    /// The cache CSV, written during the run: put in place with the other outputs.
+    cache_csv: report::Staged,
+    journal: Arc<Journal>,
+    started: Instant,
+}
+
+impl RunResult {
+    /// The themes that were processed successfully, in processing order.
+    pub fn themes_ok(&self) -> impl Iterator<Item = &ThemeResult> {
+        themes_ok(&self.themes)
+    }
+
+    /// The themes that failed, with the reason.
+    pub fn themes_failed(&self) -> Vec<FailedTheme> {
+        self.themes
+            .iter()
+            .filter_map(|(t, o)| {
+                o.as_ref().err().map(|e| FailedTheme {
+                    theme: t.clone(),
+                    error: e.to_string(),
+                })
+            })
+            .collect()
+    }
+}
+
+fn themes_ok(themes: &[(String, ThemeOutcome)]) -> impl Iterator<Item = &ThemeResult> {
+    themes.iter().filter_map(|(_, o)| o.as_ref().ok())
+}
+
+/// Runs the whole job with the provider the configuration names. `stop` ends it early, with
+/// the work finished so far in the result. Nothing but the cache, the journal and the cache
+/// CSV's temporary file is written: [`write_outputs`] writes the output files.
+pub async fn run(
+    config: &Config,
+    progress: ProgressMode,
+    stop: CancellationToken,
+) -> Result<RunResult, RunError> {
+    report::check_targets(config)?;
+    report::remove_stale_temps(config);
+    let inputs = Inputs::load(&config.themes_file, &config.candidates_file)?;
+    let provider = build_provider(config).await?;
+    report::check_space(config, provider.space().dimension)?;
+    // Planning millions of slots takes a while: it stops as soon as a signal says so (the
+    // signal watcher runs on the runtime's worker threads meanwhile).
+    let plan = make_plan_until(config, &inputs, &stop)?;
+    if stop.is_cancelled() {
+        return Err(RunError::Interrupted);
+    }
+    let cache = open_cache(config, provider.space())?;
+    if stop.is_cancelled() {
+        return Err(RunError::Interrupted);
+    }
+    run_with(config, inputs, plan, provider, cache, progress, stop).await
+}
+
+/// A run under way: the service, the journal and the cache CSV being written.
+struct OpenRun {
+    service: Arc<EmbeddingService>,
+    journal: Arc<Journal>,
+    worker: ThemeWorker,
+    cache_csv: BackupCsvWriter,
+    started: Instant,
+}
+
+/// Opens the journal, starts the service and the cache CSV, and queues every text of the
+/// plan's themes so that requests go out full and as fast as the limiter allows.
+fn open_run(
+    config: &Config,
+    inputs: &Inputs,
+    plan: &Plan,
+    provider: Arc<dyn Provider>,
+    cache: Cache,
+) -> Result<OpenRun, RunError> {
+    let started = Instant::now();
+    let journal = Arc::new(Journal::open(
+        &config.output.outputs_dir.join(journal::FILE_NAME),
+        provider.space(),
+    )?);
+    if !journal.is_empty() {
+        tracing::info!(
+            "resuming: the run journal holds {} finished theme(s)",
+            journal.len()
+        );
+    }
+    let service = Arc::new(EmbeddingService::with_cache(
+        provider,
+        service_options(config),
+        cache,
+    ));
+    let worker = ThemeWorker::new(
+        Arc::clone(&service),
+        config.puzzle.words_per_theme,
+        Some(Arc::clone(&journal)),
+    );
+    // The cache CSV: what the database holds now, then each theme's texts as it finishes.
+    let cache_csv = BackupCsvWriter::start(
+        service.cache().path().map(std::path::Path::to_owned),
+        service.space().clone(),
+        config.output.embedding_cache_file.clone(),
+    )?;
+    for theme in &plan.distinct_themes() {
+        if let Some(words) = inputs.candidates_of(theme) {
+            let usable = usable_candidates(words);
+            if usable.len() >= config.puzzle.words_per_theme {
+                service.prefetch(&texts_of(theme, &usable));
+            }
+        }
+    }
+    Ok(OpenRun {
+        service,
+        journal,
+        worker,
+        cache_csv,
+        started,
+    })
+}
+
+/// Runs the job on an already built provider and cache (tests pass a fake provider here):
+/// open, process the planned themes, replace failed ones with spares, assemble, close.
+pub async fn run_with(
+    config: &Config,
+    inputs: Inputs,
+    plan: Plan,
+    provider: Arc<dyn Provider>,
+    cache: Cache,
+    progress: ProgressMode,
+    stop: CancellationToken,
+) -> Result<RunResult, RunError> {
+    let run = open_run(config, &inputs, &plan, provider, cache)?;
+    let engine = Engine::new(
+        run.worker.clone(),
+        Arc::new(inputs),
+        config.engine.worker_count,
+        config.engine.task_timeout,
+        stop.clone(),
+        SHUTDOWN_GRACE,
+    );
+    let processed = process(&engine, &run, plan.distinct_themes(), progress, "themes").await;
+    let mut slots: Vec<Vec<String>> = plan.puzzles.iter().map(|p| p.themes.clone()).collect();
+    let (processed, replacements) =
+        replace_failed_with_spares(&engine, &run, &plan, &mut slots, processed, progress, &stop)
+            .await;
+    let outcome_of: HashMap<&str, &ThemeOutcome> =
+        processed.iter().map(|(t, o)| (t.as_str(), o)).collect();
+    let (puzzles, failed_puzzles) = assemble_all(
+        &plan,
+        &slots,
+        &outcome_of,
+        config.puzzle.words_per_theme,
+        &stop,
+    );
+    let slots_filled = slots
+        .iter()
+        .flatten()
+        .filter(|t| outcome_of[t.as_str()].is_ok())
+        .count();
+    close_run(
+        run,
+        plan,
+        Assembled {
+            themes: processed,
+            puzzles,
+            failed_puzzles,
+            replacements,
+            slots_filled,
+        },
+        &stop,
+    )
+    .await
+}
+
+/// Processes `themes` on the engine with a progress bar named `what`; each finished theme's
+/// texts go to the cache CSV at once.
+async fn process(
+    engine: &Engine,
+    run: &OpenRun,
+    themes: Vec<String>,
+    progress: ProgressMode,
+    what: &str,
+) -> Vec<(String, ThemeOutcome)> {
+    let bar = Progress::new(progress, what, themes.len() as u64);
+    let outcomes = engine
+        .process(&themes, &bar, &mut |_, o| {
+            if let Ok(t) = o {
+                run.cache_csv.add(cache_rows(t));
+            }
+        })
+        .await;
+    bar.finish();
+    themes.into_iter().zip(outcomes).collect()
+}
+
+/// Replaces failed slots with spare themes, processing spares in rounds as needed (each spare
+/// at most once); returns every theme processed and the replacements made.
+async fn replace_failed_with_spares(
+    engine: &Engine,
+    run: &OpenRun,
+    plan: &Plan,
+    slots: &mut [Vec<String>],
+    mut processed: Vec<(String, ThemeOutcome)>,
+    progress: ProgressMode,
+    stop: &CancellationToken,
+) -> (Vec<(String, ThemeOutcome)>, Vec<Replacement>) {
+    let mut replacements = Vec::new();
+    let mut spares = plan.spares.iter();
+    loop {
+        let reason_of: HashMap<&str, String> = processed
+            .iter()
+            .filter_map(|(t, o)| Some((t.as_str(), o.as_ref().err()?.to_string())))
+            .collect();
+        let failed = spares::failed_slots(slots, |t| reason_of.contains_key(t));
+        if failed.is_empty() || stop.is_cancelled() || run.service.fatal_error().is_some() {
+            break;
+        }
+        let batch: Vec<String> = spares.by_ref().take(failed.len()).cloned().collect();
+        if batch.is_empty() {
+            break;
+        }
+        let done = process(engine, run, batch, progress, "spares").await;
+        let good = done
+            .iter()
+            .filter(|(_, o)| o.is_ok())
+            .map(|(t, _)| t.clone());
+        replacements.extend(spares::fill_with_spares(
+            slots,
+            &failed,
+            good,
+            |p| plan.puzzles[p].id,
+            |t| reason_of[t].clone(),
+        ));
+        drop(reason_of);
+        processed.extend(done);
+    }
+    (processed, replacements)
+}
+
+/// Assembles each puzzle from its slots. A signal stops assembly too: what is assembled within
+/// [`ASSEMBLY_GRACE`] of it is kept, the rest skipped with a warning.
+fn assemble_all(
+    plan: &Plan,
+    slots: &[Vec<String>],
+    outcome_of: &HashMap<&str, &ThemeOutcome>,
+    words_per_theme: usize,
+    stop: &CancellationToken,
+) -> (Vec<Puzzle>, Vec<FailedPuzzle>) {
+    let mut puzzles = Vec::new();
+    let mut failed = Vec::new();
+    let mut deadline = None;
+    for (i, (planned, themes)) in plan.puzzles.iter().zip(slots).enumerate() {
+        if i % 16 == 0 && stop.is_cancelled() {
+            let deadline = *deadline.get_or_insert_with(|| Instant::now() + ASSEMBLY_GRACE);
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    "stopping: {} of {} puzzle(s) not assembled",
+                    plan.puzzles.len() - i,
+                    plan.puzzles.len()
+                );
+                break;
+            }
+        }
+        let results: Result<Vec<&ThemeResult>, String> = themes
+            .iter()
+            .map(|t| match outcome_of[t.as_str()] {
+                Ok(r) => Ok(r),
+                Err(e) => Err(format!("theme {t:?} failed: {e} (no spare theme left)")),
+            })
+            .collect();
+        let assembled = results.and_then(|results| {
+            assemble(planned.id, &results, words_per_theme).map_err(|e| e.to_string())
+        });
+        match assembled {
+            Ok(p) => puzzles.push(p),
+            Err(error) => failed.push(FailedPuzzle {
+                puzzle_id: planned.id,
+                themes: themes.clone(),
+                error,
+            }),
+        }
+    }
+    for f in failed.iter().take(MAX_LOGGED_FAILURES) {
+        tracing::warn!("{} failed: {}", puzzle_key(f.puzzle_id), f.error);
+    }
+    if failed.len() > MAX_LOGGED_FAILURES {
+        tracing::warn!(
+            "... and {} more failed puzzle(s) (all listed in puzzle_metadata.json)",
+            failed.len() - MAX_LOGGED_FAILURES
+        );
+    }
+    (puzzles, failed)
+}
+
+/// What processing and assembly made of the plan.
+struct Assembled {
+    themes: Vec<(String, ThemeOutcome)>,
+    puzzles: Vec<Puzzle>,
+    failed_puzzles: Vec<FailedPuzzle>,
+    replacements: Vec<Replacement>,
+    slots_filled: usize,
+}
+
+/// Ends the run's work: requests in flight finish (or are given up), the cache is closed, the
+/// cache CSV completed (staged, not yet in place).
+async fn close_run(
+    run: OpenRun,
+    plan: Plan,
+    done: Assembled,
+    stop: &CancellationToken,
+) -> Result<RunResult, RunError> {
+    let service = run.service;
+    service.shutdown(SHUTDOWN_GRACE).await;
+    let stats = service.stats();
+    service
+        .cache()
+        .record_run(stats.lookups, stats.cache_hits, stats.texts_embedded);
+    // Rows the cache could neither store nor save: the outputs are still written, then the
+    // run fails (exit 3) and the journal is kept.
+    let (closed, cache_error) = match service.cache().close() {
+        Ok(c) => (c, None),
+        Err(e) => (
+            crate::cache::Closed {
+                written: e.written(),
+                ..Default::default()
+            },
+            Some(e),
+        ),
+    };
+    let database = service.cache().path().map(std::path::Path::to_owned);
+    let (csv_rows, cache_csv) = run.cache_csv.finish(service.cache().memory_rows())?;
+    let cache = CacheRecord {
+        entries: match &database {
+            Some(db) => cache_entries(db, service.space()).unwrap_or(csv_rows),
+            None => csv_rows,
+        },
+        written: closed.written,
+        database: database.unwrap_or_default(),
+        csv_written_at: unix_now(),
+    };
+    let stop = match service.fatal_error() {
+        Some(e) => Some(Stop::Fatal(e)),
+        None => stop.is_cancelled().then_some(Stop::Interrupted),
+    };
+    Ok(RunResult {
+        plan,
+        puzzles: done.puzzles,
+        failed_puzzles: done.failed_puzzles,
+        themes: done.themes,
+        replacements: done.replacements,
+        themes_resumed: run.worker.resumed(),
+        slots_filled: done.slots_filled,
+        space: service.space().clone(),
+        stats,
+        cache,
+        stop,
+        elapsed: run.started.elapsed(),
+        cache_error,
+        cache_csv,
+        journal: run.journal,
+        started: run.started,
+    })
+}
+
+/// Writes a run's output files as a set: to the configured places, or to
+/// `<paths.outputs>/partial/` for a run that stopped early (never over a complete earlier set).
+/// A signal (`stop`) while writing a complete set gives it up at once; a partial set is given
+/// up once it has taken [`PARTIAL_WRITE_BUDGET`]. Either way nothing is replaced and the
+/// journal keeps the work. A complete run's journal is removed once its outputs are in place.
+pub fn write_outputs(
+    config: &Config,
+    result: RunResult,
+    stop: &CancellationToken,
+) -> Result<Summary, RunError> {
+    let themes_failed = result.themes_failed();
+    let themes_ok: Vec<&ThemeResult> = themes_ok(&result.themes).collect();
+    let record = RunRecord {
+        config,
+        plan: &result.plan,
+        space: &result.space,
+        puzzles: &result.puzzles,
+        failed_puzzles: &result.failed_puzzles,
+        themes_ok: &themes_ok,
+        themes_failed: &themes_failed,
+        replacements: &result.replacements,
+        stats: &result.stats,
+        cache: &result.cache,
+        slots_filled: result.slots_filled,
+        elapsed: result.elapsed,
+    };
+    let to = match result.stop {
+        None => OutputPaths::of(config),
+        Some(_) => OutputPaths::partial(config),
+    };
+    let cache_csv = match result.stop {
+        None => result.cache_csv,
+        Some(_) => result.cache_csv.retarget(&to.cache_csv)?,
+    };
+    let csv_size = report::min_csv_bytes_per_puzzle(config, result.space.dimension)
+        .saturating_mul(result.puzzles.len() as u64);
+    if csv_size > 100 << 20 {
+        tracing::info!(
+            "writing the outputs: the puzzle CSV alone is at least {} (a signal gives this up, \
+             leaving earlier outputs as they were)",
+            report::Bytes(csv_size)
+        );
+    }
+    let write_deadline = Instant::now() + PARTIAL_WRITE_BUDGET;
+    let abort = || match result.stop {
+        Some(Stop::Interrupted) => Instant::now() >= write_deadline,
+        _ => stop.is_cancelled(),
+    };
+    let staged = match report::stage_all(&record, &to, &abort) {
+        Ok(staged) => staged,
+        Err(e) if e.is_abandoned() => {
+            drop(cache_csv);
+            // Only removed if empty (a partial set given up).
+            let _ = std::fs::remove_dir(report::partial_dir(config));
+            return Err(RunError::StoppedWhileWriting {
+                journal: config
+                    .output
+                    .outputs_dir
+                    .join(journal::FILE_NAME)
+                    .display()
+                    .to_string(),
+                themes: themes_ok.len(),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut set = vec![cache_csv];
+    set.extend(staged);
+    let files = report::commit_all(set)?;
+    let partial = result.stop.as_ref().map(|_| report::partial_dir(config));
+    if let Some(e) = result.cache_error {
+        return Err(e.into());
+    }
+    if result.stop.is_none() {
+        // Every theme was tried and the outputs are written: nothing left to resume.
+        result.journal.remove();
+        report::remove_partial(config);
+    }
+    Ok(Summary {
+        themes_ok: themes_ok.len(),
+        themes_failed: themes_failed.len(),
+        themes_resumed: result.themes_resumed,
+        puzzles_ok: result.puzzles.len(),
+        puzzles_failed: result.failed_puzzles.len(),
+        spares_used: result.replacements.len(),
+        stats: result.stats,
+        cache: (!result.cache.database.as_os_str().is_empty())
+            .then(|| (result.cache.written, result.cache.database.clone())),
+        // The summary's wall time includes writing the outputs.
+        elapsed: result.started.elapsed(),
+        files,
+        stop: result.stop,
+        partial,
+    })
+}
+
+/// A finished theme's texts as cache CSV rows: the theme, then its candidates with their
+/// similarity (the original's `word_type` values `theme` and `candidate`).
+fn cache_rows(t: &ThemeResult) -> Vec<Row> {
+    let row = |word: &str, word_type: &str, similarity, vector: &crate::embed::Vector| Row {
+        key: crate::cache::key(word),
+        word: word.to_owned(),
+        theme: Some(t.theme.clone()),
+        word_type: Some(word_type.to_owned()),
+        similarity,
+        timestamp: None,
+        vector: vector.clone(),
+    };
+    std::iter::once(row(&t.theme, "theme", None, &t.vector))
+        .chain(
+            t.ranked
+                .iter()
+                .map(|w| row(&w.word, "candidate", Some(w.similarity), &w.vector)),
+        )
+        .collect()
+}
+
+/// Embeddings of `space` in the database at `db` (for `cache_stats.cache_size`).
+fn cache_entries(db: &std::path::Path, space: &crate::embed::Space) -> Option<u64> {
+    let store = Store::open_existing(db).ok()?;
+    let spaces = store.spaces().ok()?;
+    Some(
+        spaces
+            .iter()
+            .find(|s| &s.space == space)
+            .map_or(0, |s| s.entries),
+    )
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}

@@ -1,0 +1,199 @@
+//! Everything a run needs before its first theme: the provider, the service's limits, the
+//! cache (importing the original's CSV on a first run) and the plan.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::RunError;
+use crate::cache::Cache;
+use crate::cache::store::Store;
+use crate::config::{Config, ProviderSettings};
+use crate::embed::Provider;
+use crate::embed::gemini::{GeminiOptions, GeminiProvider};
+use crate::embed::local::LocalProvider;
+use crate::embed::openai::{OpenAiOptions, OpenAiProvider};
+use crate::embed::service::ServiceOptions;
+use crate::input::Inputs;
+use crate::limit::LimitSettings;
+use crate::plan::{Plan, PlanError};
+use crate::theme::usable_candidates;
+
+/// Creates the provider the configuration names.
+pub async fn build_provider(config: &Config) -> Result<Arc<dyn Provider>, RunError> {
+    let g = &config.gemini;
+    let provider: Arc<dyn Provider> = match &config.provider {
+        ProviderSettings::Local { model_dir } => {
+            Arc::new(LocalProvider::load(model_dir).map_err(RunError::Provider)?)
+        }
+        ProviderSettings::Gemini => Arc::new(
+            GeminiProvider::new(&GeminiOptions {
+                base_url: g.base_url.clone(),
+                model_id: g.model_id.clone(),
+                dimension: g.embedding_dimension,
+                task_type: g.task_type.clone(),
+                api_key_env: g.api_key_env.clone(),
+                request_timeout: g.request_timeout,
+            })
+            .map_err(RunError::Provider)?,
+        ),
+        ProviderSettings::Openai {
+            base_url,
+            model,
+            api_key_env,
+        } => Arc::new(
+            OpenAiProvider::connect(&OpenAiOptions {
+                base_url: base_url.clone(),
+                model: model.clone(),
+                api_key_env: api_key_env.clone(),
+                request_timeout: g.request_timeout,
+            })
+            .await
+            .map_err(RunError::Provider)?,
+        ),
+    };
+    Ok(provider)
+}
+
+/// The embedding service's limits and retries, from the config. The local model has no rate
+/// limit; remote providers get the `gemini.*` and `multiprocessing.*` limits.
+pub fn service_options(config: &Config) -> ServiceOptions {
+    let g = &config.gemini;
+    match config.provider {
+        ProviderSettings::Local { .. } => ServiceOptions {
+            stall_timeout: g.stall_timeout,
+            ..ServiceOptions::unlimited()
+        },
+        _ => ServiceOptions {
+            limits: LimitSettings {
+                requests_per_minute: g.requests_per_minute,
+                rpm_counts: g.rpm_counts,
+                min_request_interval: g.min_request_interval,
+                tokens_per_minute: g.tokens_per_minute,
+                max_concurrent_requests: config.engine.max_concurrent_requests,
+            },
+            max_retries: g.max_retries,
+            retry_base_delay: g.retry_base_delay,
+            linger: Duration::from_millis(20),
+            batch_size: g.batch_size,
+            stall_timeout: g.stall_timeout,
+        },
+    }
+}
+
+/// Opens the cache database the config names. On the first run (no database yet) an existing
+/// CSV at `output.embedding_cache_file` (the Python pipeline's cache) is imported first.
+pub fn open_cache(config: &Config, space: &crate::embed::Space) -> Result<Cache, RunError> {
+    let db = &config.output.cache_db;
+    let csv = &config.output.embedding_cache_file;
+    if !db.exists() && csv.is_file() {
+        // Checked before the database is created, so a refused file is tried again next run.
+        crate::cache::csv::inspect(csv, space.dimension)?;
+        let mut store = Store::open(db)?;
+        let r = crate::cache::csv::import(csv, &mut store, space)?;
+        tracing::info!(
+            "first run with a cache database: imported {} embedding(s) from {} ({}) into {}",
+            r.added,
+            csv.display(),
+            r.layout,
+            db.display()
+        );
+        if !r.bad.is_empty() {
+            // The run rewrites this file from the database: keep the rows it could not read.
+            let mut kept = csv.clone().into_os_string();
+            kept.push(".before-puzzlegen");
+            let kept = std::path::PathBuf::from(kept);
+            let copied = std::fs::copy(csv, &kept).map(|_| ());
+            let lines: Vec<String> = r.bad.iter().take(5).map(|b| b.line.to_string()).collect();
+            tracing::warn!(
+                "{}: {} row(s) skipped (lines {}{}); `puzzlegen cache import` lists them all; \
+                 the file as it was is kept {}",
+                csv.display(),
+                r.bad.len(),
+                lines.join(", "),
+                if r.bad.len() > 5 { ", ..." } else { "" },
+                match copied {
+                    Ok(()) => format!("as {}", kept.display()),
+                    Err(e) => format!("nowhere ({}: {e})", kept.display()),
+                }
+            );
+        }
+    }
+    Ok(Cache::open(db, space.clone())?)
+}
+
+/// Checks the inputs against the config and plans the slots.
+pub fn make_plan(config: &Config, inputs: &Inputs) -> Result<Plan, RunError> {
+    make_plan_until(config, inputs, &CancellationToken::new())
+}
+
+/// As [`make_plan`], ending with [`RunError::Interrupted`] as soon as `stop` is cancelled.
+pub fn make_plan_until(
+    config: &Config,
+    inputs: &Inputs,
+    stop: &CancellationToken,
+) -> Result<Plan, RunError> {
+    let needed = config.puzzle.words_per_theme;
+    let largest = inputs
+        .themes
+        .iter()
+        .filter_map(|t| inputs.candidates_of(t))
+        .map(|words| usable_candidates(words).len())
+        .max()
+        .unwrap_or(0);
+    if largest < needed {
+        return Err(RunError::WordsPerThemeTooLarge {
+            config: config.source.display().to_string(),
+            candidates: config.candidates_file.display().to_string(),
+            needed,
+            largest,
+        });
+    }
+    for theme in &inputs.themes {
+        if inputs.candidates_of(theme).is_none() {
+            tracing::warn!(
+                "{}: no candidates for theme {theme:?}; it will fail and a spare theme will be \
+                 used if there is one",
+                config.candidates_file.display()
+            );
+        }
+    }
+    let (puzzles, per_puzzle) = (
+        config.puzzle.total_puzzle_count,
+        config.puzzle.themes_per_puzzle,
+    );
+    // The config refuses more than MAX_SLOTS; checked again here for plans made in code.
+    match puzzles.checked_mul(per_puzzle) {
+        Some(slots) if slots <= crate::config::MAX_SLOTS => {
+            tracing::info!("planning {slots} theme slots ({puzzles} puzzle(s) x {per_puzzle})")
+        }
+        _ => {
+            return Err(RunError::Plan {
+                path: config.source.display().to_string(),
+                source: PlanError::TooManySlots {
+                    puzzles,
+                    per_puzzle,
+                    largest: crate::config::MAX_SLOTS / per_puzzle.max(1),
+                },
+            });
+        }
+    }
+    let plan = Plan::new_until(&inputs.themes, puzzles, per_puzzle, || stop.is_cancelled())
+        .map_err(|source| match source {
+            PlanError::Cancelled => RunError::Interrupted,
+            source => RunError::Plan {
+                path: config.themes_file.display().to_string(),
+                source,
+            },
+        })?;
+    if plan.themes_reused() {
+        tracing::warn!(
+            "{} theme slots to fill but only {} themes given: cycling through the list, so \
+             themes repeat across puzzles",
+            plan.themes_needed,
+            plan.themes_available
+        );
+    }
+    Ok(plan)
+}
