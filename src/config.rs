@@ -2,9 +2,12 @@
 //!
 //! Two steps, as in ripgrep: the YAML is first parsed into raw, all-optional structs
 //! (`raw::Params`) that mirror the original Python pipeline's file section by section, then
-//! `Config::resolve` checks every value and fills defaults. Unknown keys are collected as
-//! warnings (never fatal) so an original `params.yaml` loads unchanged. Sections the Rust tool
-//! does not use (`themes`, `vector_search`, `logging`) are accepted whole and ignored.
+//! `Config::resolve` checks every value and fills defaults, one resolver per section
+//! (`PuzzleSettings::resolve`, `GeminiSettings::resolve`, `EngineSettings::resolve`,
+//! `OutputSettings::resolve`, `ProviderSettings::resolve`, `input_files`), called in that order
+//! so the first error reported stays the same. Unknown keys are collected as warnings (never
+//! fatal) so an original `params.yaml` loads unchanged. Sections the Rust tool does not use
+//! (`themes`, `vector_search`, `logging`) are accepted whole and ignored.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -357,6 +360,7 @@ impl Config {
         Self::resolve(path, params, unknown_keys, overrides)
     }
 
+    /// Checks every section in turn (so errors come in this order) and applies the overrides.
     fn resolve(
         path: &Path,
         p: raw::Params,
@@ -364,7 +368,29 @@ impl Config {
         o: &Overrides,
     ) -> Result<Config, ConfigError> {
         let v = Validator { path };
-        let pg = &p.puzzle_generation;
+        let puzzle = PuzzleSettings::resolve(&v, &p.puzzle_generation)?;
+        let gemini = GeminiSettings::resolve(&v, &p.gemini)?;
+        let engine = EngineSettings::resolve(&v, &p.multiprocessing)?;
+        let output = OutputSettings::resolve(&v, &p, o)?;
+        let provider = ProviderSettings::resolve(&v, &p.embedding, o)?;
+        let (themes_file, candidates_file) = input_files(&v, &p.paths, o)?;
+        Ok(Config {
+            source: path.to_owned(),
+            puzzle,
+            gemini,
+            engine,
+            output,
+            provider,
+            themes_file,
+            candidates_file,
+            unknown_keys,
+        })
+    }
+}
+
+impl PuzzleSettings {
+    /// Resolves `puzzle_generation`, then refuses a plan too large for the memory available.
+    fn resolve(v: &Validator, pg: &raw::PuzzleGeneration) -> Result<PuzzleSettings, ConfigError> {
         let puzzle = PuzzleSettings {
             total_puzzle_count: v.at_least(
                 "puzzle_generation.total_puzzle_count",
@@ -382,28 +408,38 @@ impl Config {
             )?,
             random_seed: pg.random_seed.unwrap_or(42),
         };
-        // Checked before any work: a plan that cannot fit must not start (nor abort later).
+        puzzle.check_fits(v)?;
+        Ok(puzzle)
+    }
+
+    /// Checked before any work: a plan that cannot fit must not start (nor abort later).
+    fn check_fits(&self, v: &Validator) -> Result<(), ConfigError> {
         let (budget, why) = slot_budget();
-        if puzzle.themes_per_puzzle > budget {
+        if self.themes_per_puzzle > budget {
             return Err(v.invalid(
                 "puzzle_generation.themes_per_puzzle",
                 &format!("at most {budget} ({why})"),
-                &puzzle.themes_per_puzzle.to_string(),
+                &self.themes_per_puzzle.to_string(),
             ));
         }
-        let most_puzzles = budget / puzzle.themes_per_puzzle;
-        if puzzle.total_puzzle_count > most_puzzles {
+        let most_puzzles = budget / self.themes_per_puzzle;
+        if self.total_puzzle_count > most_puzzles {
             return Err(v.invalid(
                 "puzzle_generation.total_puzzle_count",
                 &format!(
                     "at most {most_puzzles} with {} themes per puzzle ({why})",
-                    puzzle.themes_per_puzzle
+                    self.themes_per_puzzle
                 ),
-                &puzzle.total_puzzle_count.to_string(),
+                &self.total_puzzle_count.to_string(),
             ));
         }
+        Ok(())
+    }
+}
 
-        let g = &p.gemini;
+impl GeminiSettings {
+    /// Resolves `gemini`; the two timeouts must also be above zero.
+    fn resolve(v: &Validator, g: &raw::Gemini) -> Result<GeminiSettings, ConfigError> {
         let gemini = GeminiSettings {
             model_id: v.non_empty(
                 "gemini.model_id",
@@ -435,11 +471,7 @@ impl Config {
                 .seconds("gemini.retry_base_delay", g.retry_base_delay.unwrap_or(1.0))?,
             max_retries: v.between("gemini.max_retries", g.max_retries.unwrap_or(5), 0, 1000)?
                 as u32,
-            base_url: match (&g.base_url, gemini_base_url_from_env()) {
-                (Some(url), _) => v.url("gemini.base_url", url)?,
-                (None, Some(url)) => v.url(GEMINI_BASE_URL_ENV, &url)?,
-                (None, None) => DEFAULT_GEMINI_BASE_URL.to_owned(),
-            },
+            base_url: gemini_base_url(v, g)?,
             rpm_counts: g.rpm_counts.unwrap_or(crate::limit::RpmCounts::Items),
             tokens_per_minute: match g.tokens_per_minute {
                 Some(t) => Some(v.positive("gemini.tokens_per_minute", t)?),
@@ -456,8 +488,23 @@ impl Config {
         if gemini.request_timeout.is_zero() {
             return Err(v.invalid("gemini.request_timeout", "a number of seconds > 0", "0"));
         }
+        Ok(gemini)
+    }
+}
 
-        let m = &p.multiprocessing;
+/// Where Gemini is reached: `gemini.base_url`, else [`GEMINI_BASE_URL_ENV`], else
+/// [`DEFAULT_GEMINI_BASE_URL`].
+fn gemini_base_url(v: &Validator, g: &raw::Gemini) -> Result<String, ConfigError> {
+    Ok(match (&g.base_url, gemini_base_url_from_env()) {
+        (Some(url), _) => v.url("gemini.base_url", url)?,
+        (None, Some(url)) => v.url(GEMINI_BASE_URL_ENV, &url)?,
+        (None, None) => DEFAULT_GEMINI_BASE_URL.to_owned(),
+    })
+}
+
+impl EngineSettings {
+    /// Resolves `multiprocessing` (`tasks_per_batch` is checked, then unused).
+    fn resolve(v: &Validator, m: &raw::Multiprocessing) -> Result<EngineSettings, ConfigError> {
         let task_timeout = v.seconds(
             "multiprocessing.task_timeout_seconds",
             m.task_timeout_seconds.unwrap_or(300.0),
@@ -487,18 +534,19 @@ impl Config {
         if let Some(n) = m.tasks_per_batch {
             v.at_least("multiprocessing.tasks_per_batch", n, 1)?;
         }
+        Ok(engine)
+    }
+}
 
-        let outputs_dir = match (&o.out, &p.paths.outputs) {
-            (Some(out), _) => out.clone(),
-            (None, Some(dir)) => PathBuf::from(v.non_empty("paths.outputs", dir)?),
-            (None, None) => {
-                return Err(v.invalid(
-                    "paths.outputs",
-                    "a directory for final_puzzles.json (or --out DIR)",
-                    "nothing",
-                ));
-            }
-        };
+impl OutputSettings {
+    /// Resolves `paths` (all but the input files), `output` and `cache`; `--out DIR` takes the
+    /// place of `paths.outputs` and `paths.reports` and holds the puzzle embeddings CSV.
+    fn resolve(
+        v: &Validator,
+        p: &raw::Params,
+        o: &Overrides,
+    ) -> Result<OutputSettings, ConfigError> {
+        let outputs_dir = outputs_dir(v, &p.paths, o)?;
         let reports_dir = match (&o.out, &p.paths.reports) {
             (Some(out), _) => out.join("reports"),
             (None, Some(dir)) => PathBuf::from(v.non_empty("paths.reports", dir)?),
@@ -509,42 +557,16 @@ impl Config {
             None => PathBuf::from("cache"),
         };
         let out = &p.output;
-        let csv_precision =
-            v.at_least("output.csv_precision", out.csv_precision.unwrap_or(6), 0)?;
-        if csv_precision > 17 {
-            return Err(v.invalid(
-                "output.csv_precision",
-                "a number of decimals from 0 to 17",
-                &csv_precision.to_string(),
-            ));
-        }
+        let csv_precision = csv_precision(v, out)?;
         // As in the original, both CSV paths are used as written (relative to the working
         // directory), not joined with `paths.*`; only their defaults live under `paths.*`.
         let embedding_cache_file = match &out.embedding_cache_file {
             Some(file) => PathBuf::from(v.non_empty("output.embedding_cache_file", file)?),
             None => cache_dir.join("all_embeddings.csv"),
         };
-        let puzzle_embeddings_file = match (&o.out, &out.puzzle_embeddings_file) {
-            (Some(dir), Some(file)) => dir.join(
-                Path::new(&v.non_empty("output.puzzle_embeddings_file", file)?)
-                    .file_name()
-                    .unwrap_or(std::ffi::OsStr::new("puzzle_embeddings.csv")),
-            ),
-            (None, Some(file)) => {
-                PathBuf::from(v.non_empty("output.puzzle_embeddings_file", file)?)
-            }
-            (Some(dir), None) => dir.join("puzzle_embeddings.csv"),
-            (None, None) => match &p.paths.embeddings {
-                Some(dir) => PathBuf::from(v.non_empty("paths.embeddings", dir)?),
-                None => outputs_dir.clone(),
-            }
-            .join("puzzle_embeddings.csv"),
-        };
-        let cache_db = match &p.cache.path {
-            Some(file) => PathBuf::from(v.non_empty("cache.path", file)?),
-            None => cache_dir.join("embeddings.sqlite3"),
-        };
-        let output = OutputSettings {
+        let puzzle_embeddings_file = puzzle_embeddings_file(v, p, o, &outputs_dir)?;
+        let cache_db = cache_db(v, &p.cache, &cache_dir)?;
+        Ok(OutputSettings {
             outputs_dir,
             reports_dir,
             cache_dir,
@@ -552,10 +574,78 @@ impl Config {
             cache_db,
             embedding_cache_file,
             puzzle_embeddings_file,
-        };
+        })
+    }
+}
 
-        let e = &p.embedding;
-        let provider = match o.provider.or(e.provider).unwrap_or(ProviderKind::Gemini) {
+/// The folder of `final_puzzles.json`: `--out`, else `paths.outputs` (required).
+fn outputs_dir(v: &Validator, paths: &raw::Paths, o: &Overrides) -> Result<PathBuf, ConfigError> {
+    match (&o.out, &paths.outputs) {
+        (Some(out), _) => Ok(out.clone()),
+        (None, Some(dir)) => Ok(PathBuf::from(v.non_empty("paths.outputs", dir)?)),
+        (None, None) => Err(v.invalid(
+            "paths.outputs",
+            "a directory for final_puzzles.json (or --out DIR)",
+            "nothing",
+        )),
+    }
+}
+
+/// `output.csv_precision`: decimals written in the CSVs, 0 to 17 (default 6).
+fn csv_precision(v: &Validator, out: &raw::Output) -> Result<usize, ConfigError> {
+    let csv_precision = v.at_least("output.csv_precision", out.csv_precision.unwrap_or(6), 0)?;
+    if csv_precision > 17 {
+        return Err(v.invalid(
+            "output.csv_precision",
+            "a number of decimals from 0 to 17",
+            &csv_precision.to_string(),
+        ));
+    }
+    Ok(csv_precision)
+}
+
+/// `output.puzzle_embeddings_file` (only its file name kept under `--out DIR`), else
+/// `puzzle_embeddings.csv` in `--out`, `paths.embeddings` or the outputs folder.
+fn puzzle_embeddings_file(
+    v: &Validator,
+    p: &raw::Params,
+    o: &Overrides,
+    outputs_dir: &Path,
+) -> Result<PathBuf, ConfigError> {
+    Ok(match (&o.out, &p.output.puzzle_embeddings_file) {
+        (Some(dir), Some(file)) => dir.join(
+            Path::new(&v.non_empty("output.puzzle_embeddings_file", file)?)
+                .file_name()
+                .unwrap_or(std::ffi::OsStr::new("puzzle_embeddings.csv")),
+        ),
+        (None, Some(file)) => PathBuf::from(v.non_empty("output.puzzle_embeddings_file", file)?),
+        (Some(dir), None) => dir.join("puzzle_embeddings.csv"),
+        (None, None) => match &p.paths.embeddings {
+            Some(dir) => PathBuf::from(v.non_empty("paths.embeddings", dir)?),
+            None => outputs_dir.to_owned(),
+        }
+        .join("puzzle_embeddings.csv"),
+    })
+}
+
+/// The embedding cache database (`cache.path`, default `<paths.cache>/embeddings.sqlite3`).
+fn cache_db(v: &Validator, c: &raw::Cache, cache_dir: &Path) -> Result<PathBuf, ConfigError> {
+    Ok(match &c.path {
+        Some(file) => PathBuf::from(v.non_empty("cache.path", file)?),
+        None => cache_dir.join("embeddings.sqlite3"),
+    })
+}
+
+impl ProviderSettings {
+    /// Resolves `embedding` (`--provider` and `--model-dir` first; default Gemini, whose own
+    /// settings are the `gemini` section).
+    fn resolve(
+        v: &Validator,
+        e: &raw::Embedding,
+        o: &Overrides,
+    ) -> Result<ProviderSettings, ConfigError> {
+        let kind = o.provider.or(e.provider).unwrap_or(ProviderKind::Gemini);
+        Ok(match kind {
             ProviderKind::Local => ProviderSettings::Local {
                 model_dir: o.model_dir.clone().unwrap_or_else(|| {
                     PathBuf::from(e.local.model_dir.as_deref().unwrap_or(DEFAULT_MODEL_DIR))
@@ -573,35 +663,32 @@ impl Config {
                 )?,
                 api_key_env: e.openai.api_key_env.clone(),
             },
-        };
-
-        let themes_file = v.input_path(
-            "paths.themes",
-            "--themes",
-            THEMES_FILE_NAME,
-            &o.themes,
-            &p.paths.themes,
-        )?;
-        let candidates_file = v.input_path(
-            "paths.candidates",
-            "--candidates",
-            CANDIDATES_FILE_NAME,
-            &o.candidates,
-            &p.paths.candidates,
-        )?;
-
-        Ok(Config {
-            source: path.to_owned(),
-            puzzle,
-            gemini,
-            engine,
-            output,
-            provider,
-            themes_file,
-            candidates_file,
-            unknown_keys,
         })
     }
+}
+
+/// The themes and candidates files (`paths.themes`, `paths.candidates`; `--themes` and
+/// `--candidates` first), a folder standing for the original's file inside it.
+fn input_files(
+    v: &Validator,
+    paths: &raw::Paths,
+    o: &Overrides,
+) -> Result<(PathBuf, PathBuf), ConfigError> {
+    let themes_file = v.input_path(
+        "paths.themes",
+        "--themes",
+        THEMES_FILE_NAME,
+        &o.themes,
+        &paths.themes,
+    )?;
+    let candidates_file = v.input_path(
+        "paths.candidates",
+        "--candidates",
+        CANDIDATES_FILE_NAME,
+        &o.candidates,
+        &paths.candidates,
+    )?;
+    Ok((themes_file, candidates_file))
 }
 
 impl Config {
