@@ -13,7 +13,7 @@ use pathfinding::kuhn_munkres::kuhn_munkres;
 use pathfinding::matrix::Matrix;
 
 use crate::embed::cosine;
-use crate::theme::{ScoredWord, ThemeResult, dedupe_key};
+use crate::words::{ScoredWord, ThemeResult, dedupe_key};
 
 /// One theme's group in a puzzle, words best first.
 #[derive(Debug, Clone)]

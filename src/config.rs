@@ -12,6 +12,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::fsx::{LimitedReadError, read_limited};
+use crate::text::{cut, human_bytes};
+
 /// Which embedding provider a run uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -862,46 +865,6 @@ fn available_memory() -> Option<u64> {
 /// Most concurrent theme workers or API requests: tasks beyond this only wait on each other.
 pub const MAX_CONCURRENCY: i64 = 10_000;
 
-/// Why [`read_limited`] gave up.
-#[derive(Debug)]
-pub(crate) enum LimitedReadError {
-    Io(std::io::Error),
-    TooLarge,
-}
-
-/// Reads `path` whole, refusing (before reading, when the size is known, else after `limit + 1`
-/// bytes) a file larger than `limit` bytes: `/dev/zero` or a huge file never fills memory.
-pub(crate) fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, LimitedReadError> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).map_err(LimitedReadError::Io)?;
-    let meta = file.metadata().map_err(LimitedReadError::Io)?;
-    if meta.is_file() && meta.len() > limit {
-        return Err(LimitedReadError::TooLarge);
-    }
-    let mut bytes = Vec::with_capacity(if meta.is_file() {
-        meta.len() as usize
-    } else {
-        0
-    });
-    file.take(limit + 1)
-        .read_to_end(&mut bytes)
-        .map_err(LimitedReadError::Io)?;
-    if bytes.len() as u64 > limit {
-        return Err(LimitedReadError::TooLarge);
-    }
-    Ok(bytes)
-}
-
-/// `1048576` -> `1 MB`, `268435456` -> `256 MB`.
-pub(crate) fn human_bytes(n: u64) -> String {
-    const MB: u64 = 1024 * 1024;
-    if n >= MB && n.is_multiple_of(MB) {
-        format!("{} MB", n / MB)
-    } else {
-        format!("{n} bytes")
-    }
-}
-
 /// A number for a message: `1e308`, never its 309 digits.
 pub(crate) fn fmt_number(v: f64) -> String {
     let a = v.abs();
@@ -909,16 +872,6 @@ pub(crate) fn fmt_number(v: f64) -> String {
         format!("{v:e}")
     } else {
         v.to_string()
-    }
-}
-
-/// At most `max` characters of `s`, with `...` when cut.
-pub(crate) fn cut(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_owned()
-    } else {
-        let head: String = s.chars().take(max).collect();
-        format!("{head}... ({} characters)", s.chars().count())
     }
 }
 

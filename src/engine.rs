@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::input::Inputs;
 use crate::progress::Progress;
-use crate::theme::{ThemeError, ThemeResult, ThemeWorker};
+use crate::theme::{ThemeError, ThemeWorker};
+use crate::words::ThemeResult;
 
 /// Outcome of one theme.
 pub type ThemeOutcome = Result<ThemeResult, ThemeError>;

@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde::de::{MapAccess, SeqAccess, Visitor};
 
-use crate::config::{LimitedReadError, cut, human_bytes, read_limited};
-use crate::theme::{identity, normalize_text};
+use crate::fsx::{LimitedReadError, read_limited};
+use crate::text::{cut, human_bytes};
+use crate::words::{identity, normalize_text};
 
 /// Largest input file read (the original's candidate files are a few MB).
 pub const MAX_INPUT_BYTES: u64 = 256 * 1024 * 1024;

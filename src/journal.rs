@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::{Cache, key};
 use crate::embed::Space;
-use crate::theme::{ScoredWord, ThemeResult};
+use crate::words::{ScoredWord, ThemeResult};
 
 /// The journal's file name inside the outputs directory.
 pub const FILE_NAME: &str = "run_journal.jsonl";
@@ -80,7 +80,7 @@ impl Journal {
             }
         };
         // Rewrite what was good (atomically), so appends never follow a torn line.
-        crate::report::write_atomic(path, |w| {
+        crate::fsx::write_atomic(path, |w| {
             writeln!(w, "{HEADER}")?;
             for e in finished.values() {
                 serde_json::to_writer(&mut *w, e)?;

@@ -2,31 +2,38 @@
 //!
 //! # Layout
 //!
-//! A run flows in one direction, each step in its own module:
+//! A run flows in one direction, each step in its own module. Modules are layered: each uses
+//! only the ones listed before it (checked by a test, `src/layers.rs`).
 //!
-//! - [`config`]: `params.yaml` (the Python pipeline's file, unchanged) -> one validated [`Config`].
-//! - [`input`]: `selected_themes.json` and `candidate_words.json` -> [`input::Inputs`].
-//! - [`plan`]: which theme fills which slot of which puzzle; spare themes.
-//! - [`engine`]: themes processed concurrently, each under a deadline, with [`progress`].
-//! - [`theme`]: one theme worker: dedupe candidates, embed, cosine to the theme, rank.
+//! - [`fsx`]: files written atomically (alone or as a set), through devices and links, and read
+//!   with a size cap; [`text`]: long values cut short and byte counts for messages.
 //! - [`embed`]: the [`embed::Provider`] trait and its backends ([`embed::local`],
-//!   [`embed::gemini`], [`embed::openai`]), and the [`embed::service`] that puts the [`cache`],
-//!   request coalescing, retries and the [`limit`]er in front of a provider.
+//!   [`embed::gemini`], [`embed::openai`]); [`words`]: normalised words, the original's plural
+//!   rule, a theme's scored words.
+//! - [`limit`]: the request limiter; [`config`]: `params.yaml` (the Python pipeline's file,
+//!   unchanged) -> one validated [`Config`].
 //! - [`cache`]: vectors already paid for: memory in front of an SQLite database, and the
-//!   Python pipeline's cache CSVs in and out.
-//! - [`journal`]: each finished theme result, so a killed run resumes with what is left.
+//!   Python pipeline's cache CSVs in and out; [`service`]: the cache, request coalescing,
+//!   retries and the limiter in front of a provider.
+//! - [`journal`]: each finished theme result, so a killed run resumes with what is left;
+//!   [`theme`]: one theme worker: embed, cosine to the theme, rank.
+//! - [`input`]: `selected_themes.json` and `candidate_words.json` -> [`input::Inputs`];
+//!   [`plan`]: which theme fills which slot of which puzzle, spare themes; [`engine`]: themes
+//!   processed concurrently, each under a deadline, with [`progress`].
 //! - [`assemble`]: each puzzle's words chosen jointly (no word twice), with a quality margin.
-//! - [`report`]: the output files, with the original names and shapes, written atomically.
-//! - [`pipeline`]: the only module that knows the order of the steps above.
+//! - [`report`]: the output files, with the original names and shapes, written as a set.
+//! - [`pipeline`]: the order of the steps: [`pipeline::run`] returns a
+//!   [`pipeline::RunResult`], [`pipeline::write_outputs`] writes its files.
 //!
-//! The binary (`src/main.rs`) only parses arguments, calls [`pipeline::run`] and maps the
-//! result to an exit code.
+//! The binary (`src/bin/puzzlegen/`) is a thin shell: it parses arguments, calls the
+//! pipeline or the cache, and maps every outcome to an exit code in one place (`exit.rs`).
 
 pub mod assemble;
 pub mod cache;
 pub mod config;
 pub mod embed;
 pub mod engine;
+pub mod fsx;
 pub mod input;
 pub mod journal;
 pub mod limit;
@@ -34,6 +41,12 @@ pub mod pipeline;
 pub mod plan;
 pub mod progress;
 pub mod report;
+pub mod service;
+pub mod text;
 pub mod theme;
+pub mod words;
 
 pub use config::Config;
+
+#[cfg(test)]
+mod layers;

@@ -2,46 +2,19 @@
 //!
 //! Rules kept from the original `ImprovedThemeWorker`: candidates are deduplicated
 //! case-insensitively and by the naive plural rule (`x` and `xs` are one word, see
-//! [`usable_candidates`]); the theme text is embedded alongside its candidates; each candidate is
+//! [`crate::words::usable_candidates`]); the theme text is embedded alongside its candidates; each candidate is
 //! scored by cosine similarity to the theme; a theme with fewer usable words than a puzzle
 //! group needs fails with a reason and the run goes on.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::cache::key;
 use crate::cache::store::Annotation;
-use crate::embed::service::EmbeddingService;
-use crate::embed::{EmbedError, Vector, cosine};
+use crate::embed::{EmbedError, cosine};
 use crate::journal::Journal;
-
-/// The identity of a word when a puzzle's groups are chosen (a word may sit in one group
-/// only): trimmed, lowercased, one trailing `s` removed, so `Spoon`, `spoon` and `spoons` are
-/// one word while `glass` and `glasses` are two.
-pub fn dedupe_key(word: &str) -> String {
-    let lower = word.trim().to_lowercase();
-    match lower.strip_suffix('s') {
-        Some(stem) if !stem.is_empty() => stem.to_owned(),
-        _ => lower,
-    }
-}
-
-/// A candidate with its similarity to the theme and its vector.
-#[derive(Debug, Clone)]
-pub struct ScoredWord {
-    pub word: String,
-    pub similarity: f32,
-    pub vector: Vector,
-}
-
-/// A processed theme: every usable candidate, best first.
-#[derive(Debug, Clone)]
-pub struct ThemeResult {
-    pub theme: String,
-    pub vector: Vector,
-    pub ranked: Vec<ScoredWord>,
-}
+use crate::service::EmbeddingService;
+use crate::words::{ScoredWord, ThemeResult, texts_of, usable_candidates};
 
 /// Why a theme could not be used.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -62,64 +35,6 @@ impl From<EmbedError> for ThemeError {
     fn from(e: EmbedError) -> Self {
         ThemeError::Embedding(e.to_string())
     }
-}
-
-/// Characters that show as nothing: zero-width space, non-joiner and joiner, word joiner, byte
-/// order mark, soft hyphen. A word made of them is no word; inside a word they only hide that
-/// two spellings are the same.
-pub fn is_invisible(c: char) -> bool {
-    matches!(
-        c,
-        '\u{200B}' | '\u{200C}' | '\u{200D}' | '\u{2060}' | '\u{FEFF}' | '\u{00AD}'
-    )
-}
-
-/// A theme name or word as the tool uses it: invisible characters removed, Unicode whitespace
-/// trimmed. Identity (which spellings are one theme) also ignores case: [`identity`].
-pub fn normalize_text(text: &str) -> String {
-    let visible: String = text.chars().filter(|&c| !is_invisible(c)).collect();
-    match visible.trim() {
-        t if t.len() == visible.len() => visible,
-        t => t.to_owned(),
-    }
-}
-
-/// The identity of a theme name or candidates key: normalised and lowercased, so `" Planets "`,
-/// `"planets"` and `"PLANETS"` are one theme.
-pub fn identity(text: &str) -> String {
-    normalize_text(text).to_lowercase()
-}
-
-/// Candidates with empty strings and duplicates removed, first form kept, by the original
-/// `ImprovedThemeWorker`'s rule: a word is dropped when its lowercase form, that form minus
-/// one trailing `s`, or that form plus one `s` is a word already kept. The rule compares with
-/// kept words only, so `zorpa` and `zorpass` both stay (`zorpas` would not).
-pub fn usable_candidates(candidates: &[String]) -> Vec<String> {
-    let mut kept: HashSet<String> = HashSet::new();
-    let mut usable = Vec::new();
-    for word in candidates
-        .iter()
-        .map(|w| normalize_text(w))
-        .filter(|w| !w.is_empty())
-    {
-        let lower = word.to_lowercase();
-        let singular = lower.strip_suffix('s').filter(|s| !s.is_empty());
-        let duplicate = kept.contains(&lower)
-            || singular.is_some_and(|s| kept.contains(s))
-            || kept.contains(&format!("{lower}s"));
-        if !duplicate {
-            kept.insert(lower);
-            usable.push(word);
-        }
-    }
-    usable
-}
-
-/// The texts a theme needs embedded: the theme itself, then its usable candidates.
-pub fn texts_of(theme: &str, usable: &[String]) -> Vec<String> {
-    std::iter::once(theme.to_owned())
-        .chain(usable.iter().cloned())
-        .collect()
 }
 
 /// Scores themes against their candidates through a shared [`EmbeddingService`], recording
@@ -229,40 +144,11 @@ mod tests {
         words.iter().map(|s| s.to_string()).collect()
     }
 
-    #[test]
-    fn plural_rule_is_the_originals() {
-        // One `s` either way, compared with kept words only.
-        assert_eq!(
-            usable_candidates(&strings(&["zorpa", "zorpass", "Zorpas", "ZORPA"])),
-            strings(&["zorpa", "zorpass"])
-        );
-        assert_eq!(
-            usable_candidates(&strings(&["cats", "cat", "catss"])),
-            strings(&["cats"])
-        );
-        assert_eq!(usable_candidates(&strings(&["s", "ss"])), strings(&["s"]));
-    }
-
-    #[test]
-    fn dedupe_is_case_insensitive_and_plural_naive() {
-        assert_eq!(dedupe_key("Spoons"), dedupe_key("spoon"));
-        assert_eq!(dedupe_key(" Glass "), "glas");
-        assert_ne!(dedupe_key("glass"), dedupe_key("glasss"));
-        assert_ne!(dedupe_key("glasses"), dedupe_key("glass"));
-        assert_eq!(dedupe_key("s"), "s");
-        assert_eq!(
-            usable_candidates(&strings(&[
-                "Spoon", "spoons", "", " Fork ", "fork", "Knife"
-            ])),
-            strings(&["Spoon", "Fork", "Knife"])
-        );
-    }
-
     #[tokio::test]
     async fn ranks_by_similarity_and_fails_on_too_few() {
         let service = Arc::new(EmbeddingService::new(
             Arc::new(FakeProvider::new(8, 100)),
-            crate::embed::service::ServiceOptions::unlimited(),
+            crate::service::ServiceOptions::unlimited(),
         ));
         let worker = ThemeWorker::new(service, 2, None);
         let r = worker

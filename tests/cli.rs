@@ -7,7 +7,7 @@ use std::path::Path;
 
 use assert_cmd::Command;
 use predicates::prelude::*;
-use puzzlegen::theme::dedupe_key;
+use puzzlegen::words::dedupe_key;
 use serde_json::Value;
 
 fn puzzlegen(dir: &Path) -> Command {

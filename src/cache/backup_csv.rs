@@ -6,7 +6,7 @@
 //! [`BackupCsvWriter`] writes it on a background thread while the run goes on: first what the
 //! database held when the writer started, then each theme's rows as they are given, so that at
 //! the end of a run only the last rows are left (a 3072-dimension cache file is hundreds of
-//! megabytes). The file is staged ([`crate::report::stage`]): [`BackupCsvWriter::finish`]
+//! megabytes). The file is staged ([`crate::fsx::stage`]): [`BackupCsvWriter::finish`]
 //! hands it back complete but not in place, so the run puts it in place with its other outputs,
 //! as a set. The layout and formatting are [`csv::export`]'s.
 
@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 use super::csv::{self, BackupSink, CsvError};
 use super::store::{Row, Store};
 use crate::embed::Space;
-use crate::report::Staged;
+use crate::fsx::Staged;
 
 /// What the writer thread ends with: rows written, and the file (none if it never started).
 type Written = Result<(u64, Option<Staged>), CsvError>;
@@ -154,7 +154,7 @@ fn write(
     let _ = ready.send(Ok(()));
     let mut written = 0;
     let mut failure = None;
-    let staged = crate::report::stage(&path, |w| {
+    let staged = crate::fsx::stage(&path, |w| {
         let mut sink = BackupSink::new(w, space.dimension)?;
         if let Some(store) = &store {
             let r = csv::write_store_rows(&mut sink, store, &space);

@@ -86,8 +86,8 @@ impl CsvError {
     }
 }
 
-impl From<crate::report::OutputError> for CsvError {
-    fn from(e: crate::report::OutputError) -> Self {
+impl From<crate::fsx::WriteError> for CsvError {
+    fn from(e: crate::fsx::WriteError) -> Self {
         CsvError::Write {
             path: e.path,
             source: e.source,
@@ -664,7 +664,7 @@ pub fn write_backup<'a>(
     dimension: usize,
     rows: impl IntoIterator<Item = &'a Row>,
 ) -> std::io::Result<()> {
-    crate::report::write_atomic(path, |w| BackupSink::new(w, dimension)?.write(rows))
+    crate::fsx::write_atomic(path, |w| BackupSink::new(w, dimension)?.write(rows))
         .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
@@ -673,7 +673,7 @@ pub fn write_backup<'a>(
 pub fn export(store: &Store, space: &Space, path: &Path) -> Result<u64, CsvError> {
     let mut count = 0;
     let mut failure = None;
-    crate::report::write_atomic(path, |w| {
+    crate::fsx::write_atomic(path, |w| {
         let mut sink = BackupSink::new(w, space.dimension)?;
         match write_store_rows(&mut sink, store, space) {
             Ok(()) => {

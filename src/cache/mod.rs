@@ -28,7 +28,7 @@ use writer::Writer;
 /// The cache key of a text, as the Python original's `text.lower().strip()`: surrounding
 /// whitespace removed, lower case. `Mercury`, `mercury` and ` MERCURY ` are one embedding;
 /// inner whitespace is kept as written. What is sent to the provider is the text as first
-/// asked for (trimmed, case kept), see [`crate::embed::service`].
+/// asked for (trimmed, case kept), see [`crate::service`].
 pub fn key(text: &str) -> String {
     text.trim().to_lowercase()
 }

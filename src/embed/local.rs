@@ -291,7 +291,7 @@ fn candle_message(e: &candle_core::Error) -> String {
         candle_core::Error::WithBacktrace { inner, .. } => candle_message(inner),
         e => {
             let text = e.to_string();
-            crate::config::cut(text.lines().next().unwrap_or_default().trim(), 200)
+            crate::text::cut(text.lines().next().unwrap_or_default().trim(), 200)
         }
     }
 }

@@ -3,14 +3,13 @@
 //! A [`Provider`] turns a batch of texts into unit-length vectors of a fixed dimension and
 //! names its embedding space ([`Space`]: model id, dimension, task type) so that cached vectors
 //! of one model never answer for another. Cross-cutting behaviour (caching, batching, limits)
-//! lives in [`service`], around a provider, not inside it.
+//! lives in [`crate::service`], around a provider, not inside it.
 
 pub mod fake;
 pub mod gemini;
 mod http;
 pub mod local;
 pub mod openai;
-pub mod service;
 
 use std::sync::Arc;
 

@@ -23,16 +23,18 @@ use crate::cache::csv::CsvError;
 use crate::cache::store::{Row, Store, StoreError};
 use crate::cache::{Cache, CloseError};
 use crate::config::Config;
-use crate::embed::service::{EmbeddingService, ServiceStats};
 use crate::embed::{EmbedError, Provider, Space};
 use crate::engine::{Engine, ThemeOutcome};
+use crate::fsx::WriteError;
 use crate::input::{InputError, Inputs};
 use crate::journal::{self, Journal, JournalError};
 use crate::plan::{Plan, PlanError};
 use crate::progress::{Progress, ProgressMode};
 use crate::report::shapes::{FailedPuzzle, FailedTheme, Replacement, puzzle_key};
-use crate::report::{self, CacheRecord, OutputError, OutputPaths, RunRecord};
-use crate::theme::{ThemeResult, ThemeWorker, texts_of, usable_candidates};
+use crate::report::{self, CacheRecord, OutputPaths, RunRecord};
+use crate::service::{EmbeddingService, ServiceStats};
+use crate::theme::ThemeWorker;
+use crate::words::{ThemeResult, texts_of, usable_candidates};
 
 /// How long requests and themes in flight may take to finish once the run is told to stop.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -78,7 +80,7 @@ pub enum RunError {
     #[error(transparent)]
     Journal(#[from] JournalError),
     #[error(transparent)]
-    Output(#[from] OutputError),
+    Output(#[from] WriteError),
     /// A signal stopped the run while it wrote its outputs: none was replaced.
     #[error(
         "stopped by a signal before the outputs were written (earlier outputs left as they \
@@ -138,7 +140,7 @@ pub struct RunResult {
     /// the run fails.
     cache_error: Option<CloseError>,
     /// The cache CSV, written during the run: put in place with the other outputs.
-    cache_csv: report::Staged,
+    cache_csv: crate::fsx::Staged,
     journal: Arc<Journal>,
     started: Instant,
 }
@@ -529,45 +531,8 @@ pub fn write_outputs(
         None => OutputPaths::of(config),
         Some(_) => OutputPaths::partial(config),
     };
-    let cache_csv = match result.stop {
-        None => result.cache_csv,
-        Some(_) => result.cache_csv.retarget(&to.cache_csv)?,
-    };
-    let csv_size = report::min_csv_bytes_per_puzzle(config, result.space.dimension)
-        .saturating_mul(result.puzzles.len() as u64);
-    if csv_size > 100 << 20 {
-        tracing::info!(
-            "writing the outputs: the puzzle CSV alone is at least {} (a signal gives this up, \
-             leaving earlier outputs as they were)",
-            report::Bytes(csv_size)
-        );
-    }
-    let write_deadline = Instant::now() + PARTIAL_WRITE_BUDGET;
-    let abort = || match result.stop {
-        Some(Stop::Interrupted) => Instant::now() >= write_deadline,
-        _ => stop.is_cancelled(),
-    };
-    let staged = match report::stage_all(&record, &to, &abort) {
-        Ok(staged) => staged,
-        Err(e) if e.is_abandoned() => {
-            drop(cache_csv);
-            // Only removed if empty (a partial set given up).
-            let _ = std::fs::remove_dir(report::partial_dir(config));
-            return Err(RunError::StoppedWhileWriting {
-                journal: config
-                    .output
-                    .outputs_dir
-                    .join(journal::FILE_NAME)
-                    .display()
-                    .to_string(),
-                themes: themes_ok.len(),
-            });
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let mut set = vec![cache_csv];
-    set.extend(staged);
-    let files = report::commit_all(set)?;
+    let set = stage_outputs(&record, &to, result.cache_csv, result.stop.as_ref(), stop)?;
+    let files = crate::fsx::commit_all(set)?;
     let partial = result.stop.as_ref().map(|_| report::partial_dir(config));
     if let Some(e) = result.cache_error {
         return Err(e.into());
@@ -593,6 +558,57 @@ pub fn write_outputs(
         stop: result.stop,
         partial,
     })
+}
+
+/// Stages a run's output set at `to` (nothing is replaced yet), the cache CSV first. See
+/// [`write_outputs`] for how a signal (`signal`) gives it up.
+fn stage_outputs(
+    record: &RunRecord,
+    to: &OutputPaths,
+    cache_csv: crate::fsx::Staged,
+    stopped: Option<&Stop>,
+    signal: &CancellationToken,
+) -> Result<Vec<crate::fsx::Staged>, RunError> {
+    let config = record.config;
+    let cache_csv = match stopped {
+        None => cache_csv,
+        Some(_) => cache_csv.retarget(&to.cache_csv)?,
+    };
+    let csv_size = report::min_csv_bytes_per_puzzle(config, record.space.dimension)
+        .saturating_mul(record.puzzles.len() as u64);
+    if csv_size > 100 << 20 {
+        tracing::info!(
+            "writing the outputs: the puzzle CSV alone is at least {} (a signal gives this up, \
+             leaving earlier outputs as they were)",
+            crate::text::Bytes(csv_size)
+        );
+    }
+    let write_deadline = Instant::now() + PARTIAL_WRITE_BUDGET;
+    let abort = || match stopped {
+        Some(Stop::Interrupted) => Instant::now() >= write_deadline,
+        _ => signal.is_cancelled(),
+    };
+    let staged = match report::stage_all(record, to, &abort) {
+        Ok(staged) => staged,
+        Err(e) if e.is_abandoned() => {
+            drop(cache_csv);
+            // Only removed if empty (a partial set given up).
+            let _ = std::fs::remove_dir(report::partial_dir(config));
+            return Err(RunError::StoppedWhileWriting {
+                journal: config
+                    .output
+                    .outputs_dir
+                    .join(journal::FILE_NAME)
+                    .display()
+                    .to_string(),
+                themes: record.themes_ok.len(),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut set = vec![cache_csv];
+    set.extend(staged);
+    Ok(set)
 }
 
 /// A finished theme's texts as cache CSV rows: the theme, then its candidates with their

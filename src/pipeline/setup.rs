@@ -14,11 +14,11 @@ use crate::embed::Provider;
 use crate::embed::gemini::{GeminiOptions, GeminiProvider};
 use crate::embed::local::LocalProvider;
 use crate::embed::openai::{OpenAiOptions, OpenAiProvider};
-use crate::embed::service::ServiceOptions;
 use crate::input::Inputs;
 use crate::limit::LimitSettings;
 use crate::plan::{Plan, PlanError};
-use crate::theme::usable_candidates;
+use crate::service::ServiceOptions;
+use crate::words::usable_candidates;
 
 /// Creates the provider the configuration names.
 pub async fn build_provider(config: &Config) -> Result<Arc<dyn Provider>, RunError> {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::embed::EmbedError;
-use crate::embed::service::ServiceStats;
+use crate::service::ServiceStats;
 
 /// Why a run ended before doing all its work (its outputs, in `<paths.outputs>/partial/`, hold
 /// what was finished).

@@ -10,22 +10,21 @@
 //! - `output.embedding_cache_file` (the cache CSV in the original's backup layout) is written
 //!   by [`crate::cache`], not here.
 //!
-//! The outputs are replaced as a set ([`files`]): every file is written complete and synced to
+//! The outputs are replaced as a set ([`crate::fsx`]): every file is written complete and synced to
 //! a temporary file next to its target first, then all are renamed into place; if any cannot
 //! be written, none is replaced. A device, FIFO or descriptor as a target is written through,
 //! a symlink's target is replaced (the link stays). A run that stopped early writes its set to
 //! `<paths.outputs>/partial/` instead ([`OutputPaths::partial`]). New files get the usual mode
 //! (0666 less the umask); a replaced file keeps its mode.
 
-mod files;
 pub mod shapes;
 mod space;
+mod targets;
 
-pub use files::{
-    Abort, PARTIAL_DIR, Staged, TEMP_PREFIX, TargetError, check_targets, commit_all,
-    database_files, remove_stale_temps, same_file, stage, stage_until, write_atomic,
+pub use space::{SpaceError, check_space, min_csv_bytes_per_puzzle};
+pub use targets::{
+    PARTIAL_DIR, TargetError, check_targets, database_files, outputs, remove_stale_temps,
 };
-pub use space::{Bytes, SpaceError, check_space, min_csv_bytes_per_puzzle};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -34,23 +33,16 @@ use std::time::Duration;
 use crate::assemble::Puzzle;
 use crate::config::Config;
 use crate::embed::Space;
-use crate::embed::service::ServiceStats;
+use crate::fsx::{Abort, Staged, WriteError, stage_until};
 use crate::plan::Plan;
-use crate::theme::ThemeResult;
+use crate::service::ServiceStats;
+use crate::words::ThemeResult;
 use shapes::{
     CacheStats, Describe, EmbeddingAnalysis, EmbeddingQuality, EmbeddingStats, FailedPuzzle,
     FailedTheme, FinalPuzzles, GeminiConfig, MultiprocessingStats, PerformanceMetrics,
     PipelineInfo, PuzzleEntry, PuzzleGeneration, PuzzleMetadata, PuzzleQuality, RateLimiterStats,
     Replacement, SimilarityStats, yaml_number,
 };
-
-/// Writing an output failed.
-#[derive(Debug, thiserror::Error)]
-#[error("{path}: cannot write: {source}")]
-pub struct OutputError {
-    pub path: PathBuf,
-    pub source: std::io::Error,
-}
 
 /// What the run did to the cache, for `cache_stats`.
 #[derive(Debug, Clone, Default)]
@@ -182,11 +174,7 @@ pub fn remove_partial(config: &Config) {
 /// Stages the JSON files and the puzzle CSV of a run at `to` (the cache CSV is staged by
 /// [`crate::cache::backup_csv`]); in the order of [`OutputPaths::all`] less the cache CSV.
 /// `abort` gives the set up part way (nothing is left behind; see [`stage_until`]).
-pub fn stage_all(
-    r: &RunRecord,
-    to: &OutputPaths,
-    abort: Abort,
-) -> Result<Vec<Staged>, OutputError> {
+pub fn stage_all(r: &RunRecord, to: &OutputPaths, abort: Abort) -> Result<Vec<Staged>, WriteError> {
     let puzzle_csv = stage_csv(
         &to.puzzle_csv,
         r.space.dimension,
@@ -441,7 +429,7 @@ fn stage_json(
     path: &Path,
     value: &impl serde::Serialize,
     abort: Abort,
-) -> Result<Staged, OutputError> {
+) -> Result<Staged, WriteError> {
     stage_until(path, abort, |w| {
         serde_json::to_writer_pretty(&mut *w, value)?;
         writeln!(w)
@@ -452,7 +440,7 @@ fn stage_json(
 struct Block<'a> {
     theme: &'a str,
     vector: &'a crate::embed::Vector,
-    words: &'a [crate::theme::ScoredWord],
+    words: &'a [crate::words::ScoredWord],
 }
 
 /// The CSV header: `theme,word,word_type,similarity_to_theme,rank,embedding_dim_1..N`.
@@ -514,7 +502,7 @@ fn stage_csv(
     precision: usize,
     blocks: &[Block],
     abort: Abort,
-) -> Result<Staged, OutputError> {
+) -> Result<Staged, WriteError> {
     use rayon::prelude::*;
     stage_until(path, abort, |w| {
         write_header(&mut *w, dimension)?;
@@ -583,25 +571,5 @@ mod tests {
         }
         fixed(&mut s, -0.0000004, 6);
         assert_eq!(s, "0.000000");
-    }
-
-    #[test]
-    fn atomic_write_leaves_the_old_file_when_filling_fails() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("out.json");
-        std::fs::write(&p, "old").unwrap();
-        let e = write_atomic(&p, |w| {
-            w.write_all(b"half")?;
-            Err(std::io::Error::other("disk full"))
-        });
-        assert!(e.is_err());
-        assert_eq!(std::fs::read_to_string(&p).unwrap(), "old");
-        assert_eq!(
-            std::fs::read_dir(d.path()).unwrap().count(),
-            1,
-            "no temp file left"
-        );
-        write_atomic(&p, |w| w.write_all(b"new")).unwrap();
-        assert_eq!(std::fs::read_to_string(&p).unwrap(), "new");
     }
 }

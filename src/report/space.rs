@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
+use crate::text::Bytes;
 
 /// The outputs would not fit in the free space of their disk.
 #[derive(Debug, thiserror::Error)]
@@ -28,26 +29,6 @@ pub struct SpaceError {
     pub precision: usize,
     pub need: Bytes,
     pub free: Bytes,
-}
-
-/// A byte count shown with a binary unit (`1.5 GiB`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Bytes(pub u64);
-
-impl std::fmt::Display for Bytes {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        const UNITS: [&str; 6] = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB"];
-        let mut x = self.0 as f64;
-        let mut unit = 0;
-        while x >= 1024.0 && unit + 1 < UNITS.len() {
-            x /= 1024.0;
-            unit += 1;
-        }
-        match unit {
-            0 => write!(f, "{} bytes", self.0),
-            _ => write!(f, "{x:.1} {}", UNITS[unit]),
-        }
-    }
 }
 
 /// The least number of bytes the puzzle CSV of one puzzle takes: every row holds `dimension`
@@ -107,13 +88,6 @@ fn free_space(path: &Path) -> Option<(PathBuf, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bytes_read_as_people_write_them() {
-        assert_eq!(Bytes(512).to_string(), "512 bytes");
-        assert_eq!(Bytes(1536).to_string(), "1.5 KiB");
-        assert_eq!(Bytes(3 << 30).to_string(), "3.0 GiB");
-    }
 
     #[test]
     fn the_largest_count_that_fits_is_the_floor() {

@@ -123,7 +123,7 @@ fn export(out: &Path, target: CacheTarget) -> Result<ExitStatus, Failure> {
     // Checked before the database is opened: never write the CSV over it.
     if let Some(file) = puzzlegen::report::database_files(&db)
         .iter()
-        .find(|f| puzzlegen::report::same_file(out, f))
+        .find(|f| puzzlegen::fsx::same_file(out, f))
     {
         return Err(Failure::user(format!(
             "--out: {} is the cache database {} (--db or the config's cache.path); refusing to \

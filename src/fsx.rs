@@ -1,4 +1,5 @@
-//! How output files reach the disk: staged complete, then put in place as a set.
+//! How files reach the disk: staged complete, then put in place, alone or as a set. The bottom
+//! layer: it knows nothing of the rest of the crate.
 //!
 //! - A target that is a regular file, or none yet, is written to a temporary file in the same
 //!   directory (named [`TEMP_PREFIX`]`...`), synced, and renamed over the target only when
@@ -9,26 +10,27 @@
 //!   link gets its target created.
 //! - A target that is not a regular file (character or block device, FIFO, socket, an open
 //!   descriptor such as `/dev/fd/3`) is written through in place when staged, never replaced.
-//! - [`check_targets`] refuses outputs that would land on the cache database, the run journal
-//!   or an input file; [`remove_stale_temps`] removes temporary files a killed run left (a
-//!   live temporary file is held locked with `flock`, so a run never removes another's).
+//! - `remove_stale_in` removes temporary files a killed run left (a live temporary file is
+//!   held locked with `flock`, so a run never removes another's).
 
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::OutputError;
-use crate::config::Config;
+/// Writing a file failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: cannot write: {source}")]
+pub struct WriteError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
 
 /// Name prefix of every temporary file this tool writes next to an output.
 pub const TEMP_PREFIX: &str = ".puzzlegen-tmp-";
 
-/// The folder under `paths.outputs` where a run that stopped early writes its outputs.
-pub const PARTIAL_DIR: &str = "partial";
-
 /// Where an output goes once symlinks are followed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Target {
+pub(crate) enum Target {
     /// A regular file or nothing yet: replaced by a rename.
     Replace(PathBuf),
     /// A device, FIFO, socket or open descriptor: opened and written in place.
@@ -36,7 +38,7 @@ enum Target {
 }
 
 /// Follows `path` (symlinks, up to 40) to what is to be written.
-fn resolve(path: &Path) -> std::io::Result<Target> {
+pub(crate) fn resolve_target(path: &Path) -> std::io::Result<Target> {
     let mut cur = path.to_path_buf();
     for _ in 0..40 {
         let meta = match std::fs::symlink_metadata(&cur) {
@@ -72,7 +74,7 @@ fn resolve(path: &Path) -> std::io::Result<Target> {
     Err(std::io::Error::other("too many levels of symbolic links"))
 }
 
-fn parent(path: &Path) -> &Path {
+pub(crate) fn parent(path: &Path) -> &Path {
     match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -83,7 +85,7 @@ fn parent(path: &Path) -> &Path {
 /// than failing with "File exists").
 fn ensure_dir(dir: &Path) -> std::io::Result<()> {
     match std::fs::create_dir_all(dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match resolve(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match resolve_target(dir) {
             Ok(Target::Replace(target)) if target != dir && !target.exists() => {
                 std::fs::create_dir_all(target)
             }
@@ -94,7 +96,7 @@ fn ensure_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 /// A temporary file of ours, removed when dropped unless renamed into place. It is held
-/// locked (`flock`) while it lives, so that [`remove_stale_temps`] in another run never removes
+/// locked (`flock`) while it lives, so that [`remove_stale_in`] in another run never removes
 /// it: only the files of a run that died are unlocked.
 #[derive(Debug)]
 struct TempFile {
@@ -145,8 +147,8 @@ enum State {
     Written,
 }
 
-fn error(path: &Path) -> impl Fn(std::io::Error) -> OutputError + '_ {
-    move |source| OutputError {
+fn error(path: &Path) -> impl Fn(std::io::Error) -> WriteError + '_ {
+    move |source| WriteError {
         path: path.to_owned(),
         source,
     }
@@ -158,23 +160,23 @@ fn error(path: &Path) -> impl Fn(std::io::Error) -> OutputError + '_ {
 pub fn stage(
     path: &Path,
     fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
-) -> Result<Staged, OutputError> {
+) -> Result<Staged, WriteError> {
     stage_until(path, &|| false, fill)
 }
 
 /// Asked now and then while an output is written (every [`ABORT_CHECK_BYTES`]): true gives
-/// the write up ([`OutputError::is_abandoned`]), leaving nothing behind and nothing replaced.
+/// the write up ([`WriteError::is_abandoned`]), leaving nothing behind and nothing replaced.
 pub type Abort<'a> = &'a (dyn Fn() -> bool + Sync);
 
 /// How many bytes are written between two questions to an [`Abort`].
 pub const ABORT_CHECK_BYTES: usize = 1 << 16;
 
-/// Why a write was given up (the source of an abandoned [`OutputError`]).
+/// Why a write was given up (the source of an abandoned [`WriteError`]).
 #[derive(Debug, thiserror::Error)]
 #[error("given up: the run was told to stop")]
 pub struct Abandoned;
 
-impl OutputError {
+impl WriteError {
     /// True when the write was given up by its [`Abort`], not failed.
     pub fn is_abandoned(&self) -> bool {
         self.source.get_ref().is_some_and(|e| e.is::<Abandoned>())
@@ -209,7 +211,7 @@ pub fn stage_until(
     path: &Path,
     abort: Abort,
     fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
-) -> Result<Staged, OutputError> {
+) -> Result<Staged, WriteError> {
     let fill = |w: &mut dyn Write| {
         fill(&mut Abortable {
             inner: w,
@@ -218,7 +220,7 @@ pub fn stage_until(
         })
     };
     let err = error(path);
-    match resolve(path).map_err(&err)? {
+    match resolve_target(path).map_err(&err)? {
         Target::Through(target) => {
             use std::os::unix::fs::FileTypeExt;
             let socket = std::fs::metadata(&target).is_ok_and(|m| m.file_type().is_socket());
@@ -294,7 +296,7 @@ impl Staged {
     }
 
     /// Puts the file in place (a rename over its target); returns the path as given.
-    pub fn commit(self) -> Result<PathBuf, OutputError> {
+    pub fn commit(self) -> Result<PathBuf, WriteError> {
         match self.state {
             State::Written => Ok(self.path),
             State::Temp { tmp, dest } => {
@@ -311,12 +313,12 @@ impl Staged {
 
     /// The same content, to be committed at `path` instead (moved next to its new target, or
     /// copied there across file systems). An output already written through stays where it is.
-    pub fn retarget(self, path: &Path) -> Result<Staged, OutputError> {
+    pub fn retarget(self, path: &Path) -> Result<Staged, WriteError> {
         let State::Temp { tmp, .. } = self.state else {
             return Ok(self);
         };
         let err = error(path);
-        match resolve(path).map_err(&err)? {
+        match resolve_target(path).map_err(&err)? {
             Target::Through(_) => {
                 let mut from = std::fs::File::open(tmp.path()).map_err(&err)?;
                 stage(path, |w| std::io::copy(&mut from, w).map(|_| ()))
@@ -351,7 +353,7 @@ impl Staged {
 
 /// Puts a staged set in place, one rename after another (renames need no space, so once every
 /// member is staged they do not fail for a full disk). Returns the paths as given.
-pub fn commit_all(set: Vec<Staged>) -> Result<Vec<PathBuf>, OutputError> {
+pub fn commit_all(set: Vec<Staged>) -> Result<Vec<PathBuf>, WriteError> {
     // On an error, the members not yet committed are dropped: their temporary files removed.
     set.into_iter().map(Staged::commit).collect()
 }
@@ -361,7 +363,7 @@ pub fn commit_all(set: Vec<Staged>) -> Result<Vec<PathBuf>, OutputError> {
 pub fn write_atomic(
     path: &Path,
     fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
-) -> Result<(), OutputError> {
+) -> Result<(), WriteError> {
     stage(path, fill)?.commit().map(|_| ())
 }
 
@@ -375,7 +377,7 @@ enum Identity {
 }
 
 fn identity(path: &Path) -> Option<Identity> {
-    let target = match resolve(path).ok()? {
+    let target = match resolve_target(path).ok()? {
         Target::Replace(p) | Target::Through(p) => p,
     };
     match std::fs::metadata(&target) {
@@ -427,132 +429,12 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
 
 /// True when writing `path` would replace a file (it is a regular file or none yet), rather
 /// than write through a device, FIFO or descriptor.
-fn replaces(path: &Path) -> bool {
-    matches!(resolve(path), Ok(Target::Replace(_)))
-}
-
-/// An output that must not be written where it was asked to be.
-#[derive(Debug, thiserror::Error)]
-#[error("{key}: {path}: {reason}; nothing was written")]
-pub struct TargetError {
-    pub key: String,
-    pub path: PathBuf,
-    pub reason: String,
-}
-
-/// The output files of a run, with the key or flag that places each.
-pub fn outputs(config: &Config) -> Vec<(&'static str, PathBuf)> {
-    let o = &config.output;
-    vec![
-        ("paths.outputs", o.outputs_dir.join("final_puzzles.json")),
-        ("paths.outputs", o.outputs_dir.join("puzzle_metadata.json")),
-        (
-            "paths.reports",
-            o.reports_dir.join("embedding_analysis.json"),
-        ),
-        (
-            "output.puzzle_embeddings_file",
-            o.puzzle_embeddings_file.clone(),
-        ),
-        (
-            "output.embedding_cache_file",
-            o.embedding_cache_file.clone(),
-        ),
-    ]
-}
-
-/// Files an output may never replace: the cache database (and its -wal and -shm files).
-pub fn database_files(db: &Path) -> Vec<PathBuf> {
-    let mut files = vec![db.to_owned()];
-    for suffix in ["-wal", "-shm"] {
-        let mut p = db.as_os_str().to_owned();
-        p.push(suffix);
-        files.push(PathBuf::from(p));
-    }
-    files
-}
-
-/// Refuses a run whose outputs would replace the cache database, the run journal, an input
-/// file or one another, or that names a directory as an output file.
-pub fn check_targets(config: &Config) -> Result<(), TargetError> {
-    let o = &config.output;
-    let mut protected: Vec<(String, PathBuf)> = database_files(&o.cache_db)
-        .into_iter()
-        .map(|p| ("the cache database (cache.path)".to_owned(), p))
-        .collect();
-    protected.push((
-        "the run journal".into(),
-        o.outputs_dir.join(crate::journal::FILE_NAME),
-    ));
-    protected.push((
-        "the themes file (paths.themes)".into(),
-        config.themes_file.clone(),
-    ));
-    protected.push((
-        "the candidates file (paths.candidates)".into(),
-        config.candidates_file.clone(),
-    ));
-    protected.push(("the config file".into(), config.source.clone()));
-    let outputs = outputs(config);
-    for (i, (key, path)) in outputs.iter().enumerate() {
-        let refuse = |reason: String| TargetError {
-            key: (*key).to_owned(),
-            path: path.clone(),
-            reason,
-        };
-        if let Err(e) = resolve(path) {
-            return Err(refuse(format!("cannot write: {e}")));
-        }
-        if !replaces(path) {
-            // Written through (a device, FIFO, descriptor): nothing is replaced.
-            continue;
-        }
-        for (what, p) in &protected {
-            if same_file(path, p) {
-                return Err(refuse(format!(
-                    "is {what}; refusing to write an output onto it"
-                )));
-            }
-        }
-        for (other_key, other) in &outputs[..i] {
-            if same_file(path, other) {
-                return Err(refuse(format!(
-                    "is also the output of {other_key}; give each output its own file"
-                )));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Removes temporary files of ours (named [`TEMP_PREFIX`]`...`) that a killed run left in the
-/// output directories of `config` (and its `partial/` folder). Returns how many were removed.
-pub fn remove_stale_temps(config: &Config) -> usize {
-    let o = &config.output;
-    let mut dirs: Vec<PathBuf> = vec![
-        o.outputs_dir.clone(),
-        o.outputs_dir.join(PARTIAL_DIR),
-        o.reports_dir.clone(),
-    ];
-    for file in [&o.puzzle_embeddings_file, &o.embedding_cache_file] {
-        if let Ok(Target::Replace(dest)) = resolve(file) {
-            dirs.push(parent(&dest).to_owned());
-        }
-    }
-    let mut seen: Vec<PathBuf> = Vec::new();
-    let mut removed = 0;
-    for dir in dirs {
-        match dir.canonicalize() {
-            Ok(d) if !seen.contains(&d) => seen.push(d),
-            _ => continue,
-        }
-        removed += remove_stale_in(&dir);
-    }
-    removed
+pub(crate) fn replaces(path: &Path) -> bool {
+    matches!(resolve_target(path), Ok(Target::Replace(_)))
 }
 
 /// Removes the temporary files of ours in `dir` that no live process holds locked.
-fn remove_stale_in(dir: &Path) -> usize {
+pub(crate) fn remove_stale_in(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
@@ -584,6 +466,36 @@ fn is_our_temp(name: &str) -> bool {
         || name
             .strip_prefix(".puzzlegen-")
             .is_some_and(|rest| rest.len() == 6 && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+/// Why [`read_limited`] gave up.
+#[derive(Debug)]
+pub enum LimitedReadError {
+    Io(std::io::Error),
+    TooLarge,
+}
+
+/// Reads `path` whole, refusing (before reading, when the size is known, else after `limit + 1`
+/// bytes) a file larger than `limit` bytes: `/dev/zero` or a huge file never fills memory.
+pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, LimitedReadError> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(LimitedReadError::Io)?;
+    let meta = file.metadata().map_err(LimitedReadError::Io)?;
+    if meta.is_file() && meta.len() > limit {
+        return Err(LimitedReadError::TooLarge);
+    }
+    let mut bytes = Vec::with_capacity(if meta.is_file() {
+        meta.len() as usize
+    } else {
+        0
+    });
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(LimitedReadError::Io)?;
+    if bytes.len() as u64 > limit {
+        return Err(LimitedReadError::TooLarge);
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -710,5 +622,25 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&a).unwrap(), "old");
         assert_eq!(std::fs::read_to_string(&other).unwrap(), "new");
         assert_eq!(names(&d.path().join("partial")), ["a.csv"]);
+    }
+
+    #[test]
+    fn atomic_write_leaves_the_old_file_when_filling_fails() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("out.json");
+        std::fs::write(&p, "old").unwrap();
+        let e = write_atomic(&p, |w| {
+            w.write_all(b"half")?;
+            Err(std::io::Error::other("disk full"))
+        });
+        assert!(e.is_err());
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "old");
+        assert_eq!(
+            std::fs::read_dir(d.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
+        write_atomic(&p, |w| w.write_all(b"new")).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "new");
     }
 }

@@ -33,8 +33,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{EmbedError, Provider, Space, Vector, check_answer};
 use crate::cache::{self, Cache};
+use crate::embed::{EmbedError, Provider, Space, Vector, check_answer};
 use crate::limit::{LimitSettings, Limiter, RpmCounts, estimate_tokens};
 
 /// How the service talks to its provider.
