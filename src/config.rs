@@ -198,6 +198,7 @@ mod raw {
         pub base_url: Option<String>,
         pub model: Option<String>,
         pub api_key_env: Option<String>,
+        pub request_timeout: Option<f64>,
     }
 }
 
@@ -275,6 +276,9 @@ pub enum ProviderSettings {
         base_url: String,
         model: String,
         api_key_env: Option<String>,
+        /// `embedding.openai.request_timeout`, else `gemini.request_timeout` (which used to
+        /// cover both providers).
+        request_timeout: Duration,
     },
 }
 
@@ -375,7 +379,7 @@ impl Config {
         let gemini = GeminiSettings::resolve(&v, &p.gemini)?;
         let engine = EngineSettings::resolve(&v, &p.multiprocessing)?;
         let output = OutputSettings::resolve(&v, &p, o)?;
-        let provider = ProviderSettings::resolve(&v, &p.embedding, o)?;
+        let provider = ProviderSettings::resolve(&v, &p.embedding, o, gemini.request_timeout)?;
         let (themes_file, candidates_file) = input_files(&v, &p.paths, o)?;
         Ok(Config {
             source: path.to_owned(),
@@ -641,11 +645,13 @@ fn cache_db(v: &Validator, c: &raw::Cache, cache_dir: &Path) -> Result<PathBuf, 
 
 impl ProviderSettings {
     /// Resolves `embedding` (`--provider` and `--model-dir` first; default Gemini, whose own
-    /// settings are the `gemini` section).
+    /// settings are the `gemini` section). `gemini_timeout` stands in for an unset
+    /// `embedding.openai.request_timeout`.
     fn resolve(
         v: &Validator,
         e: &raw::Embedding,
         o: &Overrides,
+        gemini_timeout: Duration,
     ) -> Result<ProviderSettings, ConfigError> {
         let kind = o.provider.or(e.provider).unwrap_or(ProviderKind::Gemini);
         Ok(match kind {
@@ -665,6 +671,19 @@ impl ProviderSettings {
                     e.openai.model.as_deref().unwrap_or(""),
                 )?,
                 api_key_env: e.openai.api_key_env.clone(),
+                request_timeout: match e.openai.request_timeout {
+                    None => gemini_timeout,
+                    Some(t) => match v.seconds("embedding.openai.request_timeout", t)? {
+                        d if d.is_zero() => {
+                            return Err(v.invalid(
+                                "embedding.openai.request_timeout",
+                                "a number of seconds > 0",
+                                "0",
+                            ));
+                        }
+                        d => d,
+                    },
+                },
             },
         })
     }
@@ -1047,6 +1066,30 @@ mod tests {
         assert_eq!(c.gemini.embedding_dimension, 3072);
         assert_eq!(c.provider.kind(), ProviderKind::Gemini);
         assert!(c.unknown_keys.is_empty());
+    }
+
+    #[test]
+    fn the_openai_timeout_is_its_own_key_with_the_gemini_one_as_fallback() {
+        let openai = |extra: &str| {
+            load(&format!(
+                "{MINIMAL}gemini:\n  request_timeout: 7\nembedding:\n  provider: openai\n  \
+                 openai:\n    base_url: http://127.0.0.1:1\n    model: m\n{extra}"
+            ))
+        };
+        let timeout = |c: Config| match c.provider {
+            ProviderSettings::Openai {
+                request_timeout, ..
+            } => request_timeout,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(timeout(openai("").unwrap()), Duration::from_secs(7));
+        let own = openai("    request_timeout: 2.5\n").unwrap();
+        assert_eq!(timeout(own), Duration::from_millis(2500));
+        let zero = openai("    request_timeout: 0\n").unwrap_err().to_string();
+        assert!(
+            zero.contains("embedding.openai.request_timeout: expected a number of seconds > 0"),
+            "{zero}"
+        );
     }
 
     #[test]

@@ -42,12 +42,13 @@ pub async fn build_provider(config: &Config) -> Result<Arc<dyn Provider>, RunErr
             base_url,
             model,
             api_key_env,
+            request_timeout,
         } => Arc::new(
             OpenAiProvider::connect(&OpenAiOptions {
                 base_url: base_url.clone(),
                 model: model.clone(),
                 api_key_env: api_key_env.clone(),
-                request_timeout: g.request_timeout,
+                request_timeout: *request_timeout,
             })
             .await
             .map_err(RunError::Provider)?,
