@@ -445,17 +445,10 @@ struct Block<'a> {
 
 /// The CSV header: `theme,word,word_type,similarity_to_theme,rank,embedding_dim_1..N`.
 fn write_header(w: &mut dyn Write, dimension: usize) -> std::io::Result<()> {
-    let mut header = csv::Writer::from_writer(w);
-    let mut names = vec![
-        "theme".to_owned(),
-        "word".into(),
-        "word_type".into(),
-        "similarity_to_theme".into(),
-        "rank".into(),
-    ];
-    names.extend((1..=dimension).map(|d| format!("embedding_dim_{d}")));
-    header.write_record(&names)?;
-    header.flush()
+    use crate::cache::csv::{OUTPUT_COLUMNS, header};
+    let mut out = csv::Writer::from_writer(w);
+    out.write_record(header(&OUTPUT_COLUMNS, dimension))?;
+    out.flush()
 }
 
 /// Formats one block. Blocks are formatted in parallel: a 3072-dim run writes ~40 million
