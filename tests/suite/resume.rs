@@ -3,14 +3,14 @@
 //! counters and the database itself.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use mock_gemini::{BlockingMockServer, MockConfig, start_blocking};
 use puzzlegen::cache::store::Store;
 use puzzlegen::embed::{Space, normalize};
 
-mod common;
+use crate::common;
 
 const THEMES: usize = 24;
 const WORDS: usize = 20;
@@ -30,19 +30,12 @@ fn space() -> Space {
 }
 
 fn setup(server: &BlockingMockServer) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    common::write_workload(dir.path(), THEMES, WORDS);
-    common::write_gemini_params(dir.path(), 6, &server.base_url(), GEMINI);
-    dir
+    common::gemini_dir(&server.base_url(), THEMES, WORDS, 6, GEMINI)
 }
 
 fn start(dir: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_puzzlegen"))
+    common::command(dir)
         .args(["run", "--config", "params.yaml"])
-        .current_dir(dir)
-        .env("PUZZLEGEN_TEST_KEY", common::KEY)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -190,9 +183,14 @@ fn two_processes_share_one_cache_file() {
     let shared = tempfile::tempdir().unwrap();
     let db: PathBuf = shared.path().join("shared.sqlite3");
     // Two jobs whose themes overlap by half: 0..24 and 12..36 of one 36-theme workload.
-    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let extra = format!(
+        "  batch_size: 5\n  requests_per_minute: 1000000\ncache:\n  path: {}\n",
+        db.display()
+    );
+    let dirs: Vec<tempfile::TempDir> = (0..2)
+        .map(|_| common::gemini_dir(&server.base_url(), 36, WORDS, 6, &extra))
+        .collect();
     for (i, d) in dirs.iter().enumerate() {
-        common::write_workload(d.path(), 36, WORDS);
         let themes: Vec<String> = (i * 12..i * 12 + 24)
             .map(|t| format!("Theme {t:03}"))
             .collect();
@@ -201,15 +199,6 @@ fn two_processes_share_one_cache_file() {
             serde_json::json!({ "themes": themes }).to_string(),
         )
         .unwrap();
-        common::write_gemini_params(
-            d.path(),
-            6,
-            &server.base_url(),
-            &format!(
-                "  batch_size: 5\n  requests_per_minute: 1000000\ncache:\n  path: {}\n",
-                db.display()
-            ),
-        );
     }
     let children: Vec<Child> = dirs.iter().map(|d| start(d.path())).collect();
     for child in children {

@@ -1,26 +1,12 @@
 //! End-to-end tests of the `puzzlegen` command, as a user would run it.
 
-mod common;
-
 use std::collections::HashSet;
-use std::path::Path;
 
 use assert_cmd::Command;
 use predicates::prelude::*;
 use puzzlegen::theme::dedupe_key;
-use serde_json::Value;
 
-fn puzzlegen(dir: &Path) -> Command {
-    let mut cmd = Command::cargo_bin("puzzlegen").unwrap();
-    cmd.current_dir(dir)
-        .env_remove("RUST_LOG")
-        .env("RUST_BACKTRACE", "1");
-    cmd
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
+use crate::common::{self, puzzlegen, read_json};
 
 /// stderr of a failed user-error run: exactly the documented code, one `error:` line, no panic.
 fn assert_user_error(cmd: &mut Command, needle: &str) {

@@ -5,18 +5,7 @@
 
 use std::path::Path;
 
-use assert_cmd::Command;
-use serde_json::Value;
-
-use crate::common;
-
-pub fn puzzlegen(dir: &Path) -> Command {
-    let mut cmd = Command::cargo_bin("puzzlegen").unwrap();
-    cmd.current_dir(dir)
-        .env_remove("RUST_LOG")
-        .env("RUST_BACKTRACE", "1");
-    cmd
-}
+use crate::common::{self, puzzlegen, read_json};
 
 /// Runs `params.yaml` in `dir`; returns (exit code, stderr).
 pub fn run(dir: &Path) -> (i32, String) {
@@ -59,10 +48,6 @@ fn entry(words: &[&str]) -> String {
 fn write_raw(dir: &Path, themes: &str, candidates: &str) {
     std::fs::write(dir.join("themes.json"), themes).unwrap();
     std::fs::write(dir.join("candidates.json"), candidates).unwrap();
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 /// The words of `theme`'s group in `puzzle_1` (groups in the order of `themes`, 4 each).

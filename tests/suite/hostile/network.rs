@@ -4,12 +4,11 @@
 //! retried and an HTML error page is cut to one line; the summary counts only requests sent.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use assert_cmd::Command;
 use mock_gemini::{BlockingMockServer, FixedAnswer, MockConfig, start_blocking};
 
-use crate::common::{self, KEY};
+use crate::common::{self, KEY, puzzlegen};
 
 /// What a run of the binary did.
 struct Run {
@@ -37,23 +36,15 @@ fn mock(f: impl FnOnce(&mut MockConfig)) -> BlockingMockServer {
 
 /// A run directory with 4 themes x 8 words (1 puzzle) for the Gemini provider at `base_url`.
 fn workspace(base_url: &str, gemini_extra: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    common::write_workload(dir.path(), 4, 8);
-    common::write_gemini_params(dir.path(), 1, base_url, gemini_extra);
-    dir
+    common::gemini_dir(base_url, 4, 8, 1, gemini_extra)
 }
 
 /// Runs `puzzlegen run` in `dir` at the default log level with `key` in the key variable.
 fn run(dir: &Path, key: &str) -> Run {
     let t = Instant::now();
-    let out = Command::cargo_bin("puzzlegen")
-        .unwrap()
-        .current_dir(dir)
+    let out = puzzlegen(dir)
         .env("PUZZLEGEN_TEST_KEY", key)
-        .env_remove("RUST_LOG")
-        .env_remove("GOOGLE_GEMINI_BASE_URL")
         .args(["run", "--config", "params.yaml"])
-        .timeout(Duration::from_secs(120))
         .output()
         .unwrap();
     Run {
