@@ -6,23 +6,7 @@ use assert_cmd::Command;
 use predicates::prelude::*;
 use puzzlegen::theme::dedupe_key;
 
-use crate::common::{self, puzzlegen, read_json};
-
-/// stderr of a failed user-error run: exactly the documented code, one `error:` line, no panic.
-fn assert_user_error(cmd: &mut Command, needle: &str) {
-    let out = cmd.assert().code(2).get_output().clone();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    let error_lines: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("error: "))
-        .collect();
-    assert_eq!(error_lines.len(), 1, "{stderr}");
-    assert!(
-        error_lines[0].contains(needle),
-        "expected {needle:?} in {stderr}"
-    );
-}
+use crate::common::{self, assert_user_error, puzzlegen, read_json};
 
 #[test]
 fn example_run_makes_twelve_valid_puzzles() {

@@ -47,6 +47,49 @@ pub fn puzzlegen(dir: &Path) -> assert_cmd::Command {
     cmd
 }
 
+/// Starts `puzzlegen run --config params.yaml` in `dir` ([`command`]), its output piped.
+pub fn spawn_run(dir: &Path) -> std::process::Child {
+    command(dir)
+        .args(["run", "--config", "params.yaml"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Runs `cmd`, a user error: exit 2 with exactly one `error:` line, containing `needle`, and
+/// no panic. Returns stderr.
+pub fn assert_user_error(cmd: &mut assert_cmd::Command, needle: &str) -> String {
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains(needle),
+        "expected {needle:?} in {stderr}"
+    );
+    stderr
+}
+
+/// A mock configuration of 768-dimension vectors with fault seed `seed`, then changed by `f`.
+pub fn mock_config(
+    seed: u64,
+    f: impl FnOnce(&mut mock_gemini::MockConfig),
+) -> mock_gemini::MockConfig {
+    let mut m = mock_gemini::MockConfig {
+        dimension: 768,
+        seed,
+        ..mock_gemini::MockConfig::default()
+    };
+    f(&mut m);
+    m
+}
+
 /// A new directory holding a workload of `themes` x `words` (see [`write_workload`]) for
 /// `puzzles` puzzles, configured for the Gemini provider at `base_url` (see
 /// [`write_gemini_params`]).

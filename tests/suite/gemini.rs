@@ -2,7 +2,7 @@
 //! `puzzlegen` binary. Every claim is checked from the mock's own counters.
 
 use std::path::Path;
-use std::process::{Command as StdCommand, Stdio};
+use std::process::Command as StdCommand;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -109,13 +109,7 @@ fn assert_complete_and_equal(run: &Run, reference: &str, what: &str) {
 }
 
 fn faults(f: impl FnOnce(&mut MockConfig)) -> MockConfig {
-    let mut m = MockConfig {
-        dimension: 768,
-        seed: 7,
-        ..MockConfig::default()
-    };
-    f(&mut m);
-    m
+    common::mock_config(7, f)
 }
 
 // Small batches (2 texts) make ~100 requests per run, so rare faults do happen.
@@ -292,12 +286,7 @@ fn sigterm_writes_partial_outputs_and_exits_cleanly() {
         3,
         "  batch_size: 4\n  min_request_interval: 0.25\n",
     );
-    let mut child = common::command(dir.path())
-        .args(["run", "--config", "params.yaml"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = common::spawn_run(dir.path());
     std::thread::sleep(Duration::from_secs(3));
     assert!(
         child.try_wait().unwrap().is_none(),

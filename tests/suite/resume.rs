@@ -3,7 +3,7 @@
 //! counters and the database itself.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use mock_gemini::{BlockingMockServer, MockConfig, start_blocking};
@@ -33,15 +33,6 @@ fn setup(server: &BlockingMockServer) -> tempfile::TempDir {
     common::gemini_dir(&server.base_url(), THEMES, WORDS, 6, GEMINI)
 }
 
-fn start(dir: &Path) -> Child {
-    common::command(dir)
-        .args(["run", "--config", "params.yaml"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
 /// Waits for a run to end; returns its exit code, stdout and stderr.
 fn finish(child: Child) -> (i32, String, String) {
     let out = child.wait_with_output().unwrap();
@@ -54,7 +45,7 @@ fn finish(child: Child) -> (i32, String, String) {
 
 /// Runs the job in `dir` to the end; it must succeed. Returns its stdout.
 fn run_to_end(dir: &Path) -> String {
-    let (code, stdout, stderr) = finish(start(dir));
+    let (code, stdout, stderr) = finish(common::spawn_run(dir));
     assert_eq!(code, 0, "{stderr}");
     stdout
 }
@@ -114,7 +105,7 @@ fn runs_killed_at_several_points_finish_the_rest_without_paying_twice() {
     let db = dir.path().join("cache/embeddings.sqlite3");
     for answered in [2, requests_needed / 3, requests_needed * 2 / 3] {
         server.hold_after(Some(answered));
-        let mut child = start(dir.path());
+        let mut child = common::spawn_run(dir.path());
         // Stopped at a known point: `answered` answers given, the next request waiting at
         // the gate, and every answered text committed to the database.
         wait_for(&format!("{answered} answers"), || {
@@ -200,7 +191,7 @@ fn two_processes_share_one_cache_file() {
         )
         .unwrap();
     }
-    let children: Vec<Child> = dirs.iter().map(|d| start(d.path())).collect();
+    let children: Vec<Child> = dirs.iter().map(|d| common::spawn_run(d.path())).collect();
     for child in children {
         let (code, _, stderr) = finish(child);
         assert_eq!(code, 0, "{stderr}");

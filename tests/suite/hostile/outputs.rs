@@ -4,7 +4,7 @@
 
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use mock_gemini::{MockConfig, start_blocking};
@@ -112,16 +112,6 @@ fn temps(dir: &Path) -> Vec<PathBuf> {
         }
     }
     found
-}
-
-/// Starts `run --config params.yaml` in `dir`, its output piped.
-fn spawn_run(dir: &Path) -> std::process::Child {
-    common::command(dir)
-        .args(["run", "--config", "params.yaml"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
 }
 
 /// Sends `signal` (`-INT`, `-TERM`) to `child`.
@@ -541,7 +531,7 @@ fn a_complete_set_survives_a_rerun_stopped_by_sigint() {
     list_themes(d.path(), 12);
     let answered = server.stats().responses_ok + 2;
     server.hold_after(Some(answered));
-    let child = spawn_run(d.path());
+    let child = common::spawn_run(d.path());
     let t = Instant::now();
     while !(server.stats().responses_ok == answered && server.held() > 0) {
         assert!(
@@ -652,7 +642,7 @@ fn sigterm_while_writing_the_outputs_ends_the_run_at_once_and_replaces_nothing()
     mkfifo(&fifo);
     let (tx, started) = std::sync::mpsc::channel();
     let reader = read_fifo_slowly(&fifo, tx);
-    let child = spawn_run(d.path());
+    let child = common::spawn_run(d.path());
     started
         .recv_timeout(Duration::from_secs(120))
         .expect("the run never began writing its puzzle CSV");
