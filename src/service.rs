@@ -35,7 +35,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cache::{self, Cache};
 use crate::embed::{EmbedError, Provider, Space, Vector, check_answer};
-use crate::limit::{LimitSettings, Limiter, RpmCounts, estimate_tokens};
+use crate::limit::{LimitSettings, Limiter, MINUTE, RpmCounts, estimate_tokens};
 
 /// How the service talks to its provider.
 #[derive(Debug, Clone)]
@@ -68,6 +68,7 @@ impl ServiceOptions {
                 min_request_interval: Duration::ZERO,
                 tokens_per_minute: None,
                 max_concurrent_requests: 4,
+                window: MINUTE,
             },
             max_retries: 3,
             retry_base_delay: Duration::from_millis(100),

@@ -73,6 +73,7 @@ pub fn service_options(config: &Config) -> ServiceOptions {
                 min_request_interval: g.min_request_interval,
                 tokens_per_minute: g.tokens_per_minute,
                 max_concurrent_requests: config.engine.max_concurrent_requests,
+                window: crate::limit::MINUTE,
             },
             max_retries: g.max_retries,
             retry_base_delay: g.retry_base_delay,
