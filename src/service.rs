@@ -388,6 +388,13 @@ impl EmbeddingService {
         }
     }
 
+    /// Stops sending at once: queued texts and texts waiting on the limiter or a retry are
+    /// dropped (never paid for; their callers get an error), requests in flight go on. The
+    /// run calls this when told to stop, so a signal never buys another request.
+    pub fn stop_sending(&self) {
+        self.inner.draining.cancel();
+    }
+
     /// Stops sending: queued texts are dropped (never paid for), requests in flight may
     /// finish within `grace`, then they are abandoned. No task of the service outlives this.
     pub async fn shutdown(&self, grace: Duration) {
