@@ -68,7 +68,7 @@ mod raw {
     use serde::Deserialize;
 
     #[derive(Debug, Default, Deserialize)]
-    pub struct Params {
+    pub(super) struct Params {
         #[serde(default)]
         pub puzzle_generation: PuzzleGeneration,
         #[serde(default)]
@@ -93,7 +93,7 @@ mod raw {
     }
 
     #[derive(Debug, Default, Deserialize)]
-    pub struct PuzzleGeneration {
+    pub(super) struct PuzzleGeneration {
         pub total_puzzle_count: Option<i64>,
         pub words_per_theme: Option<i64>,
         pub themes_per_puzzle: Option<i64>,
@@ -110,7 +110,7 @@ mod raw {
     }
 
     #[derive(Debug, Default, Deserialize)]
-    pub struct Gemini {
+    pub(super) struct Gemini {
         pub model_id: Option<String>,
         pub embedding_dimension: Option<i64>,
         pub api_key_env: Option<String>,
@@ -128,7 +128,7 @@ mod raw {
     }
 
     #[derive(Debug, Default, Deserialize)]
-    pub struct Multiprocessing {
+    pub(super) struct Multiprocessing {
         /// Accepted for compatibility: concurrency here is tasks, always on.
         #[allow(dead_code)]
         pub enabled: Option<bool>,
@@ -149,7 +149,7 @@ mod raw {
     }
 
     #[derive(Debug, Default, Deserialize)]
-    pub struct Output {
+    pub(super) struct Output {
         pub csv_precision: Option<i64>,
         pub embedding_cache_file: Option<String>,
         pub puzzle_embeddings_file: Option<String>,
@@ -163,7 +163,7 @@ mod raw {
     }
 
     #[derive(Debug, Default, Deserialize)]
-    pub struct Paths {
+    pub(super) struct Paths {
         pub outputs: Option<String>,
         pub reports: Option<String>,
         pub cache: Option<String>,
@@ -175,7 +175,7 @@ mod raw {
     }
 
     #[derive(Debug, Default, Deserialize)]
-    pub struct Embedding {
+    pub(super) struct Embedding {
         pub provider: Option<super::ProviderKind>,
         #[serde(default)]
         pub local: Local,
@@ -184,17 +184,17 @@ mod raw {
     }
 
     #[derive(Debug, Default, Deserialize)]
-    pub struct Cache {
+    pub(super) struct Cache {
         pub path: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
-    pub struct Local {
+    pub(super) struct Local {
         pub model_dir: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
-    pub struct OpenAi {
+    pub(super) struct OpenAi {
         pub base_url: Option<String>,
         pub model: Option<String>,
         pub api_key_env: Option<String>,
