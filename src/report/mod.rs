@@ -217,7 +217,8 @@ pub fn final_puzzles(puzzles: &[Puzzle]) -> FinalPuzzles {
     )
 }
 
-fn metadata(r: &RunRecord) -> PuzzleMetadata {
+/// `puzzle_metadata.json`.
+pub fn metadata(r: &RunRecord) -> PuzzleMetadata {
     let c = r.config;
     let secs = r.elapsed.as_secs_f64();
     let total_tasks = r.plan.themes_needed;
