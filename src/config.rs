@@ -68,7 +68,7 @@ mod raw {
     use serde::Deserialize;
 
     #[derive(Debug, Default, Deserialize)]
-    pub struct Params {
+    pub(super) struct Params {
         #[serde(default)]
         pub puzzle_generation: PuzzleGeneration,
         #[serde(default)]
@@ -93,7 +93,7 @@ mod raw {
     }
 
     #[derive(Debug, Default, Deserialize)]
-    pub struct PuzzleGeneration {
+    pub(super) struct PuzzleGeneration {
         pub total_puzzle_count: Option<i64>,
         pub words_per_theme: Option<i64>,
         pub themes_per_puzzle: Option<i64>,
@@ -110,7 +110,7 @@ mod raw {
     }
 
     #[derive(Debug, Default, Deserialize)]
-    pub struct Gemini {
+    pub(super) struct Gemini {
         pub model_id: Option<String>,
         pub embedding_dimension: Option<i64>,
         pub api_key_env: Option<String>,
@@ -128,7 +128,7 @@ mod raw {
     }
 
     #[derive(Debug, Default, Deserialize)]
-    pub struct Multiprocessing {
+    pub(super) struct Multiprocessing {
         /// Accepted for compatibility: concurrency here is tasks, always on.
         #[allow(dead_code)]
         pub enabled: Option<bool>,
@@ -149,7 +149,7 @@ mod raw {
     }
 
     #[derive(Debug, Default, Deserialize)]
-    pub struct Output {
+    pub(super) struct Output {
         pub csv_precision: Option<i64>,
         pub embedding_cache_file: Option<String>,
         pub puzzle_embeddings_file: Option<String>,
@@ -163,7 +163,7 @@ mod raw {
     }
 
     #[derive(Debug, Default, Deserialize)]
-    pub struct Paths {
+    pub(super) struct Paths {
         pub outputs: Option<String>,
         pub reports: Option<String>,
         pub cache: Option<String>,
@@ -175,7 +175,7 @@ mod raw {
     }
 
     #[derive(Debug, Default, Deserialize)]
-    pub struct Embedding {
+    pub(super) struct Embedding {
         pub provider: Option<super::ProviderKind>,
         #[serde(default)]
         pub local: Local,
@@ -184,20 +184,21 @@ mod raw {
     }
 
     #[derive(Debug, Default, Deserialize)]
-    pub struct Cache {
+    pub(super) struct Cache {
         pub path: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
-    pub struct Local {
+    pub(super) struct Local {
         pub model_dir: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
-    pub struct OpenAi {
+    pub(super) struct OpenAi {
         pub base_url: Option<String>,
         pub model: Option<String>,
         pub api_key_env: Option<String>,
+        pub request_timeout: Option<f64>,
     }
 }
 
@@ -275,6 +276,9 @@ pub enum ProviderSettings {
         base_url: String,
         model: String,
         api_key_env: Option<String>,
+        /// `embedding.openai.request_timeout`, else `gemini.request_timeout` (which used to
+        /// cover both providers).
+        request_timeout: Duration,
     },
 }
 
@@ -375,7 +379,7 @@ impl Config {
         let gemini = GeminiSettings::resolve(&v, &p.gemini)?;
         let engine = EngineSettings::resolve(&v, &p.multiprocessing)?;
         let output = OutputSettings::resolve(&v, &p, o)?;
-        let provider = ProviderSettings::resolve(&v, &p.embedding, o)?;
+        let provider = ProviderSettings::resolve(&v, &p.embedding, o, gemini.request_timeout)?;
         let (themes_file, candidates_file) = input_files(&v, &p.paths, o)?;
         Ok(Config {
             source: path.to_owned(),
@@ -641,11 +645,13 @@ fn cache_db(v: &Validator, c: &raw::Cache, cache_dir: &Path) -> Result<PathBuf, 
 
 impl ProviderSettings {
     /// Resolves `embedding` (`--provider` and `--model-dir` first; default Gemini, whose own
-    /// settings are the `gemini` section).
+    /// settings are the `gemini` section). `gemini_timeout` stands in for an unset
+    /// `embedding.openai.request_timeout`.
     fn resolve(
         v: &Validator,
         e: &raw::Embedding,
         o: &Overrides,
+        gemini_timeout: Duration,
     ) -> Result<ProviderSettings, ConfigError> {
         let kind = o.provider.or(e.provider).unwrap_or(ProviderKind::Gemini);
         Ok(match kind {
@@ -665,6 +671,19 @@ impl ProviderSettings {
                     e.openai.model.as_deref().unwrap_or(""),
                 )?,
                 api_key_env: e.openai.api_key_env.clone(),
+                request_timeout: match e.openai.request_timeout {
+                    None => gemini_timeout,
+                    Some(t) => match v.seconds("embedding.openai.request_timeout", t)? {
+                        d if d.is_zero() => {
+                            return Err(v.invalid(
+                                "embedding.openai.request_timeout",
+                                "a number of seconds > 0",
+                                "0",
+                            ));
+                        }
+                        d => d,
+                    },
+                },
             },
         })
     }
@@ -1047,6 +1066,30 @@ mod tests {
         assert_eq!(c.gemini.embedding_dimension, 3072);
         assert_eq!(c.provider.kind(), ProviderKind::Gemini);
         assert!(c.unknown_keys.is_empty());
+    }
+
+    #[test]
+    fn the_openai_timeout_is_its_own_key_with_the_gemini_one_as_fallback() {
+        let openai = |extra: &str| {
+            load(&format!(
+                "{MINIMAL}gemini:\n  request_timeout: 7\nembedding:\n  provider: openai\n  \
+                 openai:\n    base_url: http://127.0.0.1:1\n    model: m\n{extra}"
+            ))
+        };
+        let timeout = |c: Config| match c.provider {
+            ProviderSettings::Openai {
+                request_timeout, ..
+            } => request_timeout,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(timeout(openai("").unwrap()), Duration::from_secs(7));
+        let own = openai("    request_timeout: 2.5\n").unwrap();
+        assert_eq!(timeout(own), Duration::from_millis(2500));
+        let zero = openai("    request_timeout: 0\n").unwrap_err().to_string();
+        assert!(
+            zero.contains("embedding.openai.request_timeout: expected a number of seconds > 0"),
+            "{zero}"
+        );
     }
 
     #[test]

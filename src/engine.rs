@@ -22,7 +22,7 @@ use crate::words::ThemeResult;
 pub type ThemeOutcome = Result<ThemeResult, ThemeError>;
 
 /// Runs theme workers with bounded concurrency and a per-theme deadline.
-pub struct Engine {
+pub(crate) struct Engine {
     worker: ThemeWorker,
     inputs: Arc<Inputs>,
     worker_count: usize,
@@ -32,7 +32,7 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(
+    pub(crate) fn new(
         worker: ThemeWorker,
         inputs: Arc<Inputs>,
         worker_count: usize,
@@ -53,7 +53,7 @@ impl Engine {
     /// Processes `themes`, returning one outcome per theme in the same order. `done` sees each
     /// outcome (with its index) as soon as it is in, so results can be written while the run
     /// goes on.
-    pub async fn process(
+    pub(crate) async fn process(
         &self,
         themes: &[String],
         progress: &Progress,

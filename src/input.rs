@@ -313,6 +313,8 @@ impl Inputs {
         Ok(list)
     }
 
+    /// Reads the candidates file: each theme's words, by theme [`identity`] (the first of
+    /// keys naming the same theme is used).
     fn load_candidates(path: &Path) -> Result<HashMap<String, Vec<String>>, InputError> {
         let invalid = |what: String| InputError::Invalid {
             path: path.to_owned(),
@@ -343,42 +345,7 @@ impl Inputs {
         let mut map = HashMap::with_capacity(entries.len());
         for (key, entry) in entries {
             let at = format!("candidates[{}]", quoted(key));
-            let Json::Object(entry) = entry else {
-                return Err(located(format!(
-                    "{at}: expected an object {{\"words\": [...]}}, got {}",
-                    entry.kind()
-                )));
-            };
-            let entry = first_of_each(entry, &format!("{at}: "), &mut warnings);
-            let Some((_, words)) = entry.iter().find(|(k, _)| *k == "words") else {
-                return Err(located(format!("{at}: missing field `words`")));
-            };
-            let Json::Array(words) = words else {
-                return Err(located(format!(
-                    "{at}.words: expected a list of words, got {}",
-                    words.kind()
-                )));
-            };
-            let mut kept = Vec::with_capacity(words.len());
-            for (i, word) in words.iter().enumerate() {
-                let Json::String(given) = word else {
-                    return Err(located(format!(
-                        "{at}.words[{i}]: expected a word (a string), got {}",
-                        word.kind()
-                    )));
-                };
-                let w = normalize_text(given);
-                if w.is_empty() {
-                    if !given.is_empty() {
-                        warnings.warn(format_args!(
-                            "{at}.words[{i}]: {} is only spaces or invisible characters; dropped",
-                            quoted(given)
-                        ));
-                    }
-                } else {
-                    kept.push(w);
-                }
-            }
+            let kept = entry_words(entry, &at, &located, &mut warnings)?;
             let id = identity(key);
             if id.is_empty() {
                 warnings.warn(format_args!(
@@ -408,6 +375,54 @@ impl Inputs {
     pub fn candidates_of(&self, theme: &str) -> Option<&[String]> {
         self.candidates.get(&identity(theme)).map(Vec::as_slice)
     }
+}
+
+/// The words of the candidates entry at `at` (`{"words": [...]}`), normalised, without the
+/// empty ones (warned unless given empty). `located` makes the error for a value of the
+/// wrong type.
+fn entry_words(
+    entry: &Json,
+    at: &str,
+    located: &dyn Fn(String) -> InputError,
+    warnings: &mut Warnings,
+) -> Result<Vec<String>, InputError> {
+    let Json::Object(entry) = entry else {
+        return Err(located(format!(
+            "{at}: expected an object {{\"words\": [...]}}, got {}",
+            entry.kind()
+        )));
+    };
+    let entry = first_of_each(entry, &format!("{at}: "), warnings);
+    let Some((_, words)) = entry.iter().find(|(k, _)| *k == "words") else {
+        return Err(located(format!("{at}: missing field `words`")));
+    };
+    let Json::Array(words) = words else {
+        return Err(located(format!(
+            "{at}.words: expected a list of words, got {}",
+            words.kind()
+        )));
+    };
+    let mut kept = Vec::with_capacity(words.len());
+    for (i, word) in words.iter().enumerate() {
+        let Json::String(given) = word else {
+            return Err(located(format!(
+                "{at}.words[{i}]: expected a word (a string), got {}",
+                word.kind()
+            )));
+        };
+        let w = normalize_text(given);
+        if w.is_empty() {
+            if !given.is_empty() {
+                warnings.warn(format_args!(
+                    "{at}.words[{i}]: {} is only spaces or invisible characters; dropped",
+                    quoted(given)
+                ));
+            }
+        } else {
+            kept.push(w);
+        }
+    }
+    Ok(kept)
 }
 
 /// The file's JSON tree and its text (without a BOM).

@@ -21,7 +21,7 @@ use crate::embed::Space;
 use crate::words::{ScoredWord, ThemeResult};
 
 /// The journal's file name inside the outputs directory.
-pub const FILE_NAME: &str = "run_journal.jsonl";
+pub(crate) const FILE_NAME: &str = "run_journal.jsonl";
 
 const HEADER: &str = r#"{"puzzlegen_journal":1}"#;
 
@@ -42,7 +42,7 @@ struct Entry {
 }
 
 /// An open journal and the results it held when opened.
-pub struct Journal {
+pub(crate) struct Journal {
     path: PathBuf,
     file: Mutex<std::fs::File>,
     space: Space,
@@ -61,7 +61,7 @@ fn digest(space: &Space, theme: &str, words: &[&str]) -> String {
 impl Journal {
     /// Opens the journal at `path`, keeping the results it holds. A damaged journal is renamed
     /// to `<path>.damaged-<unix time>` (with a warning) and a new one is started.
-    pub fn open(path: &Path, space: &Space) -> Result<Journal, JournalError> {
+    pub(crate) fn open(path: &Path, space: &Space) -> Result<Journal, JournalError> {
         let err = |source| JournalError {
             path: path.to_owned(),
             source,
@@ -102,17 +102,22 @@ impl Journal {
     }
 
     /// How many results the journal held when opened.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.finished.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.finished.is_empty()
     }
 
     /// The journalled result of `theme`, if it was made from the same `words` in this space
     /// and every vector it needs is in `cache`.
-    pub fn restore(&self, theme: &str, words: &[String], cache: &Cache) -> Option<ThemeResult> {
+    pub(crate) fn restore(
+        &self,
+        theme: &str,
+        words: &[String],
+        cache: &Cache,
+    ) -> Option<ThemeResult> {
         let e = self.finished.get(theme)?;
         let refs: Vec<&str> = words.iter().map(String::as_str).collect();
         if e.inputs != digest(&self.space, theme, &refs) {
@@ -144,7 +149,11 @@ impl Journal {
     }
 
     /// Appends a finished result (made from the usable candidates `words`).
-    pub fn record(&self, result: &ThemeResult, words: &[String]) -> Result<(), JournalError> {
+    pub(crate) fn record(
+        &self,
+        result: &ThemeResult,
+        words: &[String],
+    ) -> Result<(), JournalError> {
         let refs: Vec<&str> = words.iter().map(String::as_str).collect();
         let entry = Entry {
             theme: result.theme.clone(),
@@ -169,7 +178,7 @@ impl Journal {
     }
 
     /// Removes the journal: the run it belongs to is complete.
-    pub fn remove(&self) {
+    pub(crate) fn remove(&self) {
         if let Err(e) = std::fs::remove_file(&self.path) {
             tracing::warn!(
                 "{}: cannot remove the run journal: {e}",

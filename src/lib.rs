@@ -6,7 +6,7 @@
 //! only the ones listed before it (checked by a test, `src/layers.rs`).
 //!
 //! - [`fsx`]: files written atomically (alone or as a set), through devices and links, and read
-//!   with a size cap; [`text`]: long values cut short and byte counts for messages.
+//!   with a size cap; `text`: long values cut short and byte counts for messages.
 //! - [`embed`]: the [`embed::Provider`] trait and its backends ([`embed::local`],
 //!   [`embed::gemini`], [`embed::openai`]); [`words`]: normalised words, the original's plural
 //!   rule, a theme's scored words.
@@ -15,10 +15,10 @@
 //! - [`cache`]: vectors already paid for: memory in front of an SQLite database, and the
 //!   Python pipeline's cache CSVs in and out; [`service`]: the cache, request coalescing,
 //!   retries and the limiter in front of a provider.
-//! - [`journal`]: each finished theme result, so a killed run resumes with what is left;
-//!   [`theme`]: one theme worker: embed, cosine to the theme, rank.
+//! - `journal`: each finished theme result, so a killed run resumes with what is left;
+//!   `theme`: one theme worker: embed, cosine to the theme, rank.
 //! - [`input`]: `selected_themes.json` and `candidate_words.json` -> [`input::Inputs`];
-//!   [`plan`]: which theme fills which slot of which puzzle, spare themes; [`engine`]: themes
+//!   [`plan`]: which theme fills which slot of which puzzle, spare themes; `engine`: themes
 //!   processed concurrently, each under a deadline, with [`progress`].
 //! - [`assemble`]: each puzzle's words chosen jointly (no word twice), with a quality margin.
 //! - [`report`]: the output files, with the original names and shapes, written as a set.
@@ -27,26 +27,29 @@
 //!
 //! The binary (`src/bin/puzzlegen/`) is a thin shell: it parses arguments, calls the
 //! pipeline or the cache, and maps every outcome to an exit code in one place (`exit.rs`).
+#![warn(unreachable_pub)]
 
 pub mod assemble;
 pub mod cache;
 pub mod config;
 pub mod embed;
-pub mod engine;
+mod engine;
 pub mod fsx;
 pub mod input;
-pub mod journal;
+mod journal;
 pub mod limit;
 pub mod pipeline;
 pub mod plan;
 pub mod progress;
 pub mod report;
 pub mod service;
-pub mod text;
-pub mod theme;
+mod text;
+mod theme;
 pub mod words;
 
 pub use config::Config;
+pub use engine::ThemeOutcome;
+pub use theme::ThemeError;
 
 #[cfg(test)]
 mod layers;

@@ -4,7 +4,8 @@
 //! - `max_concurrent_requests`: a semaphore permit, held until the answer is in;
 //! - `requests_per_minute`: a GCRA schedule (`governor`) in cells, one cell per text or per
 //!   request (`gemini.rpm_counts`). The schedule is set so that no sliding 60 s window can hold
-//!   more than the configured number, burst included: rate `(rpm - burst) / 60 s`;
+//!   more than the configured number, burst included: rate `(rpm - burst) / 60 s`. (The "minute"
+//!   is [`LimitSettings::window`], 60 s; tests shorten it to check a budget in seconds.)
 //! - `min_request_interval`: a second schedule, one cell per request, no burst;
 //! - `tokens_per_minute` (optional): like the first, in estimated tokens;
 //! - the server's own back-off: after a 429 every request waits until the server's delay has
@@ -38,6 +39,10 @@ pub struct LimitSettings {
     pub min_request_interval: Duration,
     pub tokens_per_minute: Option<f64>,
     pub max_concurrent_requests: usize,
+    /// The "minute" of the per-minute budgets: [`MINUTE`]. Not a config key: tests shorten it
+    /// so that a budget can be checked over a few seconds instead of a minute.
+    #[doc(hidden)]
+    pub window: Duration,
 }
 
 impl LimitSettings {
@@ -53,13 +58,13 @@ impl LimitSettings {
 }
 
 /// A schedule of `per_minute` cells with bursts of up to `burst`, never more than
-/// `per_minute` in any 60 s window.
-fn per_minute(per_minute: f64, burst: u32) -> DefaultDirectRateLimiter {
+/// `per_minute` in any `window` (a minute outside tests).
+fn per_minute(per_minute: f64, burst: u32, window: Duration) -> DefaultDirectRateLimiter {
     let burst = burst.max(1);
     let steady = (per_minute - f64::from(burst))
         .max(per_minute / 10.0)
         .max(1e-3);
-    let period = Duration::from_secs_f64(60.0 / steady);
+    let period = Duration::from_secs_f64(window.as_secs_f64() / steady);
     RateLimiter::direct(
         Quota::with_period(period)
             .expect("period is positive")
@@ -79,6 +84,7 @@ pub struct Limiter {
     waited_micros: AtomicU64,
     in_flight: AtomicUsize,
     peak_in_flight: AtomicUsize,
+    window: Duration,
     /// When each request of the last minute was let through (the original's
     /// `requests_this_minute`).
     recent: Mutex<VecDeque<Instant>>,
@@ -108,11 +114,11 @@ impl Limiter {
         });
         let tpm = s.tokens_per_minute.map(|tpm| {
             let burst = ((tpm / 10.0) as u32).max(1);
-            (per_minute(tpm, burst), burst)
+            (per_minute(tpm, burst, s.window), burst)
         });
         Limiter {
             counts: s.rpm_counts,
-            rpm: per_minute(s.requests_per_minute, rpm_burst),
+            rpm: per_minute(s.requests_per_minute, rpm_burst, s.window),
             rpm_burst,
             interval,
             tpm,
@@ -121,6 +127,7 @@ impl Limiter {
             waited_micros: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             peak_in_flight: AtomicUsize::new(0),
+            window: s.window,
             recent: Mutex::new(VecDeque::new()),
         }
     }
@@ -157,7 +164,7 @@ impl Limiter {
             let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();
             recent.push_back(now);
-            while recent.front().is_some_and(|t| now - *t > MINUTE) {
+            while recent.front().is_some_and(|t| now - *t > self.window) {
                 recent.pop_front();
             }
         }
@@ -196,11 +203,11 @@ impl Limiter {
         Duration::from_micros(self.waited_micros.load(Ordering::Relaxed))
     }
 
-    /// Requests let through in the last 60 seconds.
+    /// Requests let through in the last minute (the last [`LimitSettings::window`]).
     pub fn requests_last_minute(&self) -> usize {
         let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        recent.iter().filter(|t| now - **t <= MINUTE).count()
+        recent.iter().filter(|t| now - **t <= self.window).count()
     }
 
     /// Most requests in flight at once so far.
@@ -209,7 +216,8 @@ impl Limiter {
     }
 }
 
-const MINUTE: Duration = Duration::from_secs(60);
+/// The window of the per-minute budgets outside tests.
+pub const MINUTE: Duration = Duration::from_secs(60);
 
 /// A rough token count for the tokens-per-minute budget: about four characters a token.
 pub fn estimate_tokens(text: &str) -> usize {
@@ -227,6 +235,7 @@ mod tests {
             min_request_interval: Duration::ZERO,
             tokens_per_minute: None,
             max_concurrent_requests: 4,
+            window: MINUTE,
         }
     }
 
@@ -253,28 +262,30 @@ mod tests {
 
     #[tokio::test]
     async fn never_more_than_the_budget_in_a_window_burst_included() {
-        // 1200 texts/min in batches of 100 (burst 100): in any 3 s window at most 60 texts...
-        // scaled: 3 s holds 1200 * 3 / 60 = 60 texts of budget; GCRA gives burst + rate * t.
-        let s = settings(1200.0, RpmCounts::Items);
+        // 1200 texts a "minute" in batches of 20 (burst 20), the minute shortened to 12 s: in
+        // any 0.6 s (a 20th of the window, as 3 s is of a real minute) at most 60 texts of
+        // budget; GCRA gives burst + rate * t.
+        let mut s = settings(1200.0, RpmCounts::Items);
+        s.window = Duration::from_secs(12);
         let limiter = Limiter::new(&s, 20);
-        let n = admitted_within(&limiter, 20, 3.0).await;
-        // Burst 20 + (1200 - 20) / 60 * 3 = 79 at most; a plain rate would allow 20 + 60 = 80.
-        assert!(n <= 79, "{n} texts in 3 s");
+        let n = admitted_within(&limiter, 20, 0.6).await;
+        // Burst 20 + (1200 - 20) / 12 * 0.6 = 79 at most; a plain rate would allow 20 + 60 = 80.
+        assert!(n <= 79, "{n} texts in 0.6 s");
         assert!(
             n >= 60,
-            "{n} texts in 3 s: the limiter should fill the budget"
+            "{n} texts in 0.6 s: the limiter should fill the budget"
         );
     }
 
     #[tokio::test]
     async fn min_interval_spaces_requests() {
         let mut s = settings(1e6, RpmCounts::Requests);
-        s.min_request_interval = Duration::from_millis(100);
+        s.min_request_interval = Duration::from_millis(50);
         let limiter = Limiter::new(&s, 100);
-        let n = admitted_within(&limiter, 1, 1.05).await;
+        let n = admitted_within(&limiter, 1, 0.525).await;
         assert!(
             (10..=11).contains(&n),
-            "{n} requests in 1.05 s at 100 ms spacing"
+            "{n} requests in 0.525 s at 50 ms spacing"
         );
     }
 

@@ -4,19 +4,6 @@
 //! the theme list in order, cycling through it when there are too few themes. Themes left over
 //! are kept as spares, used by the assembly step to replace a theme that failed.
 
-/// A slot: puzzle `puzzle` (1-based, as in `puzzle_1`), position `slot` (0-based) in it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SlotId {
-    pub puzzle: usize,
-    pub slot: usize,
-}
-
-impl std::fmt::Display for SlotId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "puzzle_{}/theme_{}", self.puzzle, self.slot + 1)
-    }
-}
-
 /// One puzzle's planned themes, in slot order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedPuzzle {

@@ -35,7 +35,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cache::{self, Cache};
 use crate::embed::{EmbedError, Provider, Space, Vector, check_answer};
-use crate::limit::{LimitSettings, Limiter, RpmCounts, estimate_tokens};
+use crate::limit::{LimitSettings, Limiter, MINUTE, RpmCounts, estimate_tokens};
 
 /// How the service talks to its provider.
 #[derive(Debug, Clone)]
@@ -68,6 +68,7 @@ impl ServiceOptions {
                 min_request_interval: Duration::ZERO,
                 tokens_per_minute: None,
                 max_concurrent_requests: 4,
+                window: MINUTE,
             },
             max_retries: 3,
             retry_base_delay: Duration::from_millis(100),
@@ -387,6 +388,13 @@ impl EmbeddingService {
         }
     }
 
+    /// Stops sending at once: queued texts and texts waiting on the limiter or a retry are
+    /// dropped (never paid for; their callers get an error), requests in flight go on. The
+    /// run calls this when told to stop, so a signal never buys another request.
+    pub fn stop_sending(&self) {
+        self.inner.draining.cancel();
+    }
+
     /// Stops sending: queued texts are dropped (never paid for), requests in flight may
     /// finish within `grace`, then they are abandoned. No task of the service outlives this.
     pub async fn shutdown(&self, grace: Duration) {
@@ -489,67 +497,38 @@ fn stop_reason(inner: &Inner) -> EmbedError {
         .unwrap_or_else(|| EmbedError::Transient("the run is stopping".into()))
 }
 
-/// Sends one batch, retrying as the error allows, and answers everyone waiting for it.
-async fn dispatch(inner: Arc<Inner>, batch: Vec<Text>) {
-    let o = &inner.options;
-    let backoff = || {
-        backon::ExponentialBuilder::default()
-            .with_min_delay(o.retry_base_delay.max(Duration::from_millis(1)))
-            .with_max_delay(Duration::from_secs(60))
-            .with_jitter()
-    };
-    let mut delays = backoff().with_max_times(o.max_retries as usize).build();
-    // 429s are the server pacing us, not failures: they have their own, larger allowance.
-    let mut pacing = backoff()
-        .with_max_times(o.max_retries as usize * 4 + 10)
-        .build();
-    let tokens: usize = batch.iter().map(|t| estimate_tokens(&t.spelling)).sum();
-    let spellings: Vec<String> = batch.iter().map(|t| t.spelling.clone()).collect();
-    loop {
-        let permit = tokio::select! {
-            p = inner.limiter.acquire(batch.len(), tokens) => p,
-            _ = inner.draining.cancelled() => return fail(&inner, &batch, &stop_reason(&inner)),
+/// The back-off schedules of one batch's retries.
+struct Backoffs {
+    /// Failures other than 429s.
+    delays: backon::ExponentialBackoff,
+    /// 429s.
+    pacing: backon::ExponentialBackoff,
+}
+
+impl Backoffs {
+    /// Fresh schedules for a batch, from the service's retry options.
+    fn new(o: &ServiceOptions) -> Backoffs {
+        let backoff = || {
+            backon::ExponentialBuilder::default()
+                .with_min_delay(o.retry_base_delay.max(Duration::from_millis(1)))
+                .with_max_delay(Duration::from_secs(60))
+                .with_jitter()
         };
-        let result = tokio::select! {
-            r = inner.provider.embed(spellings.clone()) => r,
-            _ = inner.stopped.cancelled() => {
-                // Abandoned in flight: it was sent.
-                inner.requests.fetch_add(1, Ordering::Relaxed);
-                inner.texts_sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                return fail(&inner, &batch, &stop_reason(&inner));
-            }
-        };
-        drop(permit);
-        // A request that could not be built or connect never left: it is not counted.
-        if !matches!(
-            result,
-            Err(EmbedError::Setup(_) | EmbedError::Unreachable(_))
-        ) {
-            inner.requests.fetch_add(1, Ordering::Relaxed);
-            inner
-                .texts_sent
-                .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        }
-        let result = result.and_then(|v| {
-            check_answer(&v, batch.len(), inner.cache.space().dimension)?;
-            Ok(v)
-        });
-        let error = match result {
-            Ok(vectors) => {
-                inner.successes.fetch_add(1, Ordering::Relaxed);
-                return deliver(&inner, &batch, vectors);
-            }
-            Err(e) => e,
-        };
-        *inner.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_string());
-        if error.is_fatal() {
-            inner.stop_fatal(&error);
-            return fail(&inner, &batch, &error);
-        }
-        let delay = match &error {
+        let delays = backoff().with_max_times(o.max_retries as usize).build();
+        // 429s are the server pacing us, not failures: they have their own, larger allowance.
+        let pacing = backoff()
+            .with_max_times(o.max_retries as usize * 4 + 10)
+            .build();
+        Backoffs { delays, pacing }
+    }
+
+    /// The pause before retrying after `error` (a 429 pauses the whole limiter for it and is
+    /// logged here); `None` when the allowance for the error is used up.
+    fn next(&mut self, inner: &Inner, error: &EmbedError) -> Option<Duration> {
+        match error {
             EmbedError::RateLimited { retry_after } => {
                 let n = inner.rate_limited.fetch_add(1, Ordering::Relaxed) + 1;
-                let d = pacing.next();
+                let d = self.pacing.next();
                 match (retry_after, d) {
                     (_, None) => None,
                     (Some(server), Some(_)) => Some(*server),
@@ -566,36 +545,115 @@ async fn dispatch(inner: Arc<Inner>, batch: Vec<Text>) {
                     });
                 })
             }
-            _ => delays.next(),
+            _ => self.delays.next(),
+        }
+    }
+}
+
+/// Sends one batch, retrying as the error allows, and answers everyone waiting for it.
+async fn dispatch(inner: Arc<Inner>, batch: Vec<Text>) {
+    let mut backoffs = Backoffs::new(&inner.options);
+    let tokens: usize = batch.iter().map(|t| estimate_tokens(&t.spelling)).sum();
+    let spellings: Vec<String> = batch.iter().map(|t| t.spelling.clone()).collect();
+    loop {
+        let Some(result) = send_once(&inner, &batch, &spellings, tokens).await else {
+            return;
         };
-        match delay {
+        let error = match result {
+            Ok(vectors) => {
+                inner.successes.fetch_add(1, Ordering::Relaxed);
+                return deliver(&inner, &batch, vectors);
+            }
+            Err(e) => e,
+        };
+        *inner.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_string());
+        if error.is_fatal() {
+            inner.stop_fatal(&error);
+            return fail(&inner, &batch, &error);
+        }
+        match backoffs.next(&inner, &error) {
             Some(d) => {
-                // Counted when it is retried (a last failure given up on is no retry).
-                *inner
-                    .retries
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .entry(error.cause().to_owned())
-                    .or_default() += 1;
-                if !matches!(error, EmbedError::RateLimited { .. }) {
-                    inner.notice(error.cause(), || {
-                        format!(
-                            "{}; retrying {} text(s) in {:.1} s",
-                            error.to_string().trim_end_matches('.'),
-                            batch.len(),
-                            d.as_secs_f64()
-                        )
-                    });
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(d) => {}
-                    _ = inner.draining.cancelled() => return fail(&inner, &batch, &stop_reason(&inner)),
+                if !wait_to_retry(&inner, &batch, &error, d).await {
+                    return;
                 }
             }
             None => {
                 tracing::warn!("{} texts: giving up after retries: {error}", batch.len());
                 return fail(&inner, &batch, &error);
             }
+        }
+    }
+}
+
+/// Makes one request for `batch` once the limiter lets it through, counts it if it was sent
+/// and checks the answer. `None` when the service stopped first: everyone waiting for the
+/// batch has then been answered with the reason.
+async fn send_once(
+    inner: &Inner,
+    batch: &[Text],
+    spellings: &[String],
+    tokens: usize,
+) -> Option<Result<Vec<Vec<f32>>, EmbedError>> {
+    let permit = tokio::select! {
+        p = inner.limiter.acquire(batch.len(), tokens) => p,
+        _ = inner.draining.cancelled() => {
+            fail(inner, batch, &stop_reason(inner));
+            return None;
+        }
+    };
+    let result = tokio::select! {
+        r = inner.provider.embed(spellings.to_vec()) => r,
+        _ = inner.stopped.cancelled() => {
+            // Abandoned in flight: it was sent.
+            inner.requests.fetch_add(1, Ordering::Relaxed);
+            inner.texts_sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            fail(inner, batch, &stop_reason(inner));
+            return None;
+        }
+    };
+    drop(permit);
+    // A request that could not be built or connect never left: it is not counted.
+    if !matches!(
+        result,
+        Err(EmbedError::Setup(_) | EmbedError::Unreachable(_))
+    ) {
+        inner.requests.fetch_add(1, Ordering::Relaxed);
+        inner
+            .texts_sent
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    }
+    Some(result.and_then(|v| {
+        check_answer(&v, batch.len(), inner.cache.space().dimension)?;
+        Ok(v)
+    }))
+}
+
+/// Counts a retry of `batch` after `error`, logs it (429s were logged as the limiter paused)
+/// and waits `d`. `false` when a shutdown began meanwhile: everyone waiting for the batch has
+/// then been answered with the reason.
+async fn wait_to_retry(inner: &Inner, batch: &[Text], error: &EmbedError, d: Duration) -> bool {
+    // Counted when it is retried (a last failure given up on is no retry).
+    *inner
+        .retries
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(error.cause().to_owned())
+        .or_default() += 1;
+    if !matches!(error, EmbedError::RateLimited { .. }) {
+        inner.notice(error.cause(), || {
+            format!(
+                "{}; retrying {} text(s) in {:.1} s",
+                error.to_string().trim_end_matches('.'),
+                batch.len(),
+                d.as_secs_f64()
+            )
+        });
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(d) => true,
+        _ = inner.draining.cancelled() => {
+            fail(inner, batch, &stop_reason(inner));
+            false
         }
     }
 }

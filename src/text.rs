@@ -1,7 +1,7 @@
 //! Text for messages: long values cut short, byte counts in units people read.
 
 /// At most `max` characters of `s`, with `...` when cut.
-pub fn cut(s: &str, max: usize) -> String {
+pub(crate) fn cut(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_owned()
     } else {
@@ -31,7 +31,7 @@ impl std::fmt::Display for Bytes {
 }
 
 /// `1048576` -> `1 MB`, `268435456` -> `256 MB`.
-pub fn human_bytes(n: u64) -> String {
+pub(crate) fn human_bytes(n: u64) -> String {
     const MB: u64 = 1024 * 1024;
     if n >= MB && n.is_multiple_of(MB) {
         format!("{} MB", n / MB)

@@ -41,7 +41,7 @@ impl From<EmbedError> for ThemeError {
 /// each result in the run [`Journal`] (if any) and taking results a killed run already finished
 /// from it.
 #[derive(Clone)]
-pub struct ThemeWorker {
+pub(crate) struct ThemeWorker {
     service: Arc<EmbeddingService>,
     words_per_theme: usize,
     journal: Option<Arc<Journal>>,
@@ -49,7 +49,7 @@ pub struct ThemeWorker {
 }
 
 impl ThemeWorker {
-    pub fn new(
+    pub(crate) fn new(
         service: Arc<EmbeddingService>,
         words_per_theme: usize,
         journal: Option<Arc<Journal>>,
@@ -63,12 +63,12 @@ impl ThemeWorker {
     }
 
     /// Themes taken from the journal rather than computed.
-    pub fn resumed(&self) -> usize {
+    pub(crate) fn resumed(&self) -> usize {
         self.resumed.load(Ordering::Relaxed)
     }
 
     /// Ranks `candidates` (or fails if there are none or too few) by similarity to `theme`.
-    pub async fn process(
+    pub(crate) async fn process(
         &self,
         theme: &str,
         candidates: Option<&[String]>,

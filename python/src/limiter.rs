@@ -99,6 +99,7 @@ impl SharedRateLimiter {
             min_request_interval: Duration::from_secs_f64(min_request_interval),
             tokens_per_minute: None,
             max_concurrent_requests,
+            window: puzzlegen::limit::MINUTE,
         };
         // The governor schedules need a runtime's clock only when waited on; made here anyway
         // inside the runtime so that everything about them lives there.

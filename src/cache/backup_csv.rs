@@ -274,12 +274,10 @@ print(json.dumps({'entries': entries, 'skipped': skipped}))
             .as_secs_f64()
     }
 
-    #[test]
-    fn the_original_reads_back_every_key_once_with_exact_values() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("c.sqlite3");
-        let started = now();
-        let stored = [
+    /// The rows in the database before the backup starts: a timestamp as ISO 8601, as UNIX
+    /// seconds and none; quotes, commas and doubled spaces; extreme and subnormal floats.
+    fn stored_rows() -> [Row; 3] {
+        [
             row(
                 "Mercury",
                 Some("Planets"),
@@ -304,7 +302,76 @@ print(json.dumps({'entries': entries, 'skipped': skipped}))
                 None,
                 [0.333_333_34, -0.999_999_94, 16_777_216.0],
             ),
-        ];
+        ]
+    }
+
+    /// Checks that the original loaded `r` from the backup exactly: every field, the vector
+    /// bit for bit, and the timestamp (the time of writing, between `started` and `finished`,
+    /// when `r` has none or an unreadable one).
+    fn assert_loaded_as_stored(loaded: &serde_json::Value, r: &Row, started: f64, finished: f64) {
+        let entries = loaded["entries"].as_object().unwrap();
+        let float = |v: &serde_json::Value| v.as_str().unwrap().parse::<f64>().unwrap();
+        let key = r.word.to_lowercase().trim().to_owned();
+        let e = &entries
+            .get(&key)
+            .unwrap_or_else(|| panic!("{key:?} missing: {loaded}"));
+        assert_eq!(e["word"], r.word.as_str());
+        assert_eq!(e["theme"].as_str(), r.theme.as_deref());
+        assert_eq!(e["word_type"].as_str(), r.word_type.as_deref());
+        assert_eq!(
+            e["similarity_to_theme"]
+                .as_str()
+                .map(|s| s.parse::<f64>().unwrap() as f32),
+            r.similarity,
+            "{key:?}"
+        );
+        let back: Vec<u32> = e["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| (float(x) as f32).to_bits())
+            .collect();
+        let want: Vec<u32> = r.vector.iter().map(|x| x.to_bits()).collect();
+        assert_eq!(back, want, "{key:?}");
+        let ts = float(&e["timestamp"]);
+        match r.timestamp.as_deref() {
+            Some("2025-11-27T14:29:38Z") => assert_eq!(ts, 1_764_253_778.0),
+            Some("1735689600.5") => assert_eq!(ts, 1_735_689_600.5),
+            Some("1764253778.123456") => assert_eq!(ts, 1_764_253_778.123_456),
+            // None (stored: the database's time, whole seconds) or unreadable ("t"): now.
+            _ => assert!(
+                ts >= started.floor() - 1.0 && ts <= finished + 1.0,
+                "{key:?}: {ts}"
+            ),
+        }
+    }
+
+    /// The first `records` CSV records of `text` (all of it if it has fewer).
+    fn first_records(text: &str, records: usize) -> String {
+        // Records end with "\n" outside quotes (one word holds a quoted newline).
+        let mut quoted = false;
+        let mut seen = 0;
+        for (i, c) in text.char_indices() {
+            match c {
+                '"' => quoted = !quoted,
+                '\n' if !quoted => {
+                    seen += 1;
+                    if seen == records {
+                        return text[..=i].to_owned();
+                    }
+                }
+                _ => {}
+            }
+        }
+        text.to_owned()
+    }
+
+    #[test]
+    fn the_original_reads_back_every_key_once_with_exact_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("c.sqlite3");
+        let started = now();
+        let stored = stored_rows();
         let mut store = Store::open(&db).unwrap();
         assert_eq!(store.put(&space(), &stored, &[]).unwrap(), 3);
 
@@ -355,41 +422,8 @@ print(json.dumps({'entries': entries, 'skipped': skipped}))
         let entries = loaded["entries"].as_object().unwrap();
         let expected = [&stored[0], &stored[1], &stored[2], &venus, &creme, &saturn];
         assert_eq!(entries.len(), expected.len(), "{loaded}");
-        let float = |v: &serde_json::Value| v.as_str().unwrap().parse::<f64>().unwrap();
         for r in expected {
-            let key = r.word.to_lowercase().trim().to_owned();
-            let e = &entries
-                .get(&key)
-                .unwrap_or_else(|| panic!("{key:?} missing: {loaded}"));
-            assert_eq!(e["word"], r.word.as_str());
-            assert_eq!(e["theme"].as_str(), r.theme.as_deref());
-            assert_eq!(e["word_type"].as_str(), r.word_type.as_deref());
-            assert_eq!(
-                e["similarity_to_theme"]
-                    .as_str()
-                    .map(|s| s.parse::<f64>().unwrap() as f32),
-                r.similarity,
-                "{key:?}"
-            );
-            let back: Vec<u32> = e["embedding"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| (float(x) as f32).to_bits())
-                .collect();
-            let want: Vec<u32> = r.vector.iter().map(|x| x.to_bits()).collect();
-            assert_eq!(back, want, "{key:?}");
-            let ts = float(&e["timestamp"]);
-            match r.timestamp.as_deref() {
-                Some("2025-11-27T14:29:38Z") => assert_eq!(ts, 1_764_253_778.0),
-                Some("1735689600.5") => assert_eq!(ts, 1_735_689_600.5),
-                Some("1764253778.123456") => assert_eq!(ts, 1_764_253_778.123_456),
-                // None (stored: the database's time, whole seconds) or unreadable ("t"): now.
-                _ => assert!(
-                    ts >= started.floor() - 1.0 && ts <= finished + 1.0,
-                    "{key:?}: {ts}"
-                ),
-            }
+            assert_loaded_as_stored(&loaded, r, started, finished);
         }
 
         // `cache export` writes the database rows exactly as the backup writer did.
@@ -397,25 +431,7 @@ print(json.dumps({'entries': entries, 'skipped': skipped}))
         assert_eq!(csv::export(&store, &space(), &exported).unwrap(), 4);
         let exported = std::fs::read_to_string(&exported).unwrap();
         let backup = std::fs::read_to_string(&out).unwrap();
-        let head = |text: &str, records: usize| {
-            // Records end with "\n" outside quotes (one word holds a quoted newline).
-            let mut quoted = false;
-            let mut seen = 0;
-            for (i, c) in text.char_indices() {
-                match c {
-                    '"' => quoted = !quoted,
-                    '\n' if !quoted => {
-                        seen += 1;
-                        if seen == records {
-                            return text[..=i].to_owned();
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            text.to_owned()
-        };
-        assert_eq!(head(&backup, 4), head(&exported, 4));
+        assert_eq!(first_records(&backup, 4), first_records(&exported, 4));
         assert!(exported.contains("\nLate,,,,"), "{exported}");
         assert!(!backup.contains("Late"), "{backup}");
     }

@@ -462,19 +462,26 @@ fn next_chunk(
         .collect())
 }
 
-/// The backup layout's header for `dimension`.
-fn backup_header(dimension: usize) -> Vec<String> {
-    let mut names: Vec<String> = [
-        "word",
-        "theme",
-        "word_type",
-        "similarity_to_theme",
-        "timestamp",
-    ]
-    .map(String::from)
-    .to_vec();
-    names.extend((1..=dimension).map(|d| format!("embedding_dim_{d}")));
-    names
+/// The leading columns of the Python pipeline's cache backup layout (the cache CSV).
+pub const BACKUP_COLUMNS: [&str; 5] = [
+    "word",
+    "theme",
+    "word_type",
+    "similarity_to_theme",
+    "timestamp",
+];
+
+/// The leading columns of the pipeline's output layout (`output.puzzle_embeddings_file`, and
+/// older cache CSVs).
+pub const OUTPUT_COLUMNS: [&str; 5] = ["theme", "word", "word_type", "similarity_to_theme", "rank"];
+
+/// A header: the `leading` columns, then `embedding_dim_1..dimension`.
+pub fn header(leading: &[&str], dimension: usize) -> Vec<String> {
+    leading
+        .iter()
+        .map(|c| c.to_string())
+        .chain((1..=dimension).map(|d| format!("embedding_dim_{d}")))
+        .collect()
 }
 
 /// Rows formatted per parallel task.
@@ -496,7 +503,7 @@ impl<'w> BackupSink<'w> {
     /// Starts the file: writes the header.
     pub(crate) fn new(out: &'w mut dyn Write, dimension: usize) -> std::io::Result<Self> {
         let mut csv = csv::Writer::from_writer(Vec::new());
-        csv.write_record(backup_header(dimension))?;
+        csv.write_record(header(&BACKUP_COLUMNS, dimension))?;
         out.write_all(
             &csv.into_inner()
                 .map_err(|e| std::io::Error::other(e.to_string()))?,

@@ -1047,21 +1047,15 @@ PRAGMA user_version = 1;
             .unwrap()
     }
 
-    #[test]
-    fn a_version_1_database_is_migrated_keeping_every_row() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("v1.sqlite3");
-        v1_database(&path);
-        let before = count(&path, "SELECT count(*) FROM embeddings");
-        assert_eq!(before, 5);
-
-        let mut s = Store::open(&path).unwrap();
-        assert_eq!(count(&path, "SELECT count(*) FROM embeddings"), before);
-        assert_eq!(count(&path, "PRAGMA user_version"), 2);
-        assert_eq!(count(&path, "SELECT count(*) FROM runs"), 1, "runs kept");
+    /// Checks the schema of the database at `path` just migrated from version 1, which held
+    /// `before` embeddings.
+    fn assert_migrated_to_version_2(path: &Path, before: i64) {
+        assert_eq!(count(path, "SELECT count(*) FROM embeddings"), before);
+        assert_eq!(count(path, "PRAGMA user_version"), 2);
+        assert_eq!(count(path, "SELECT count(*) FROM runs"), 1, "runs kept");
         assert_eq!(
             count(
-                &path,
+                path,
                 "SELECT count(*) FROM pragma_index_list('embeddings') WHERE \"unique\""
             ),
             0,
@@ -1069,14 +1063,17 @@ PRAGMA user_version = 1;
         );
         assert_eq!(
             count(
-                &path,
+                path,
                 "SELECT count(*) FROM embeddings WHERE text_key IN ('mercury', 'rivers  of europe', 'rivers of europe')"
             ),
             5,
             "every key recomputed as text.lower().strip(), in every space"
         );
+    }
 
-        // Both `Mercury` and `mercury` are kept; the older answers for the key.
+    /// Checks the lookups in the migrated [`v1_database`]: both `Mercury` and `mercury` are
+    /// kept; the older answers for the key.
+    fn assert_the_oldest_row_answers(s: &Store) {
         let key = |t: &str| crate::cache::key(t);
         let got = s
             .get_many(
@@ -1101,8 +1098,11 @@ PRAGMA user_version = 1;
                 .unwrap(),
             &[2.0, 2.0, 2.0]
         );
+    }
 
-        // Export and stats: one row per key, the oldest; annotations go to that row.
+    /// Checks export and stats of the migrated [`v1_database`] at `path`: one row per key,
+    /// the oldest; annotations go to that row.
+    fn assert_one_row_per_key(s: &mut Store, path: &Path) {
         s.put(
             &space(),
             &[],
@@ -1145,7 +1145,7 @@ PRAGMA user_version = 1;
         );
         assert_eq!(
             count(
-                &path,
+                path,
                 "SELECT count(*) FROM embeddings WHERE theme IS NOT NULL"
             ),
             1
@@ -1157,6 +1157,20 @@ PRAGMA user_version = 1;
             .map(|c| (c.space.model_id, c.entries))
             .collect();
         assert_eq!(entries, vec![("m".into(), 3), ("other".into(), 1)]);
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated_keeping_every_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.sqlite3");
+        v1_database(&path);
+        let before = count(&path, "SELECT count(*) FROM embeddings");
+        assert_eq!(before, 5);
+
+        let mut s = Store::open(&path).unwrap();
+        assert_migrated_to_version_2(&path, before);
+        assert_the_oldest_row_answers(&s);
+        assert_one_row_per_key(&mut s, &path);
 
         // A key present (in any case) is not stored again.
         assert_eq!(

@@ -86,113 +86,156 @@ impl Writer {
     }
 }
 
-fn run(mut store: Store, space: Space, rx: mpsc::Receiver<Msg>) -> WriterReport {
-    let mut report = WriterReport::default();
-    let mut rows = Vec::new();
-    let mut notes = Vec::new();
-    let mut flushes = Vec::new();
-    // Set while commits fail: when to try again and the pause after that.
-    let mut retry: Option<(Instant, Duration)> = None;
+/// The writer thread's pending work and what it did so far.
+struct State {
+    store: Store,
+    space: Space,
+    rows: Vec<Row>,
+    notes: Vec<Annotation>,
+    flushes: Vec<mpsc::Sender<()>>,
+    report: WriterReport,
+    /// Set while commits fail: when to try again and the pause after that.
+    retry: Option<(Instant, Duration)>,
+}
+
+/// The writer thread: commits what arrives until the channel closes, then what is left.
+fn run(store: Store, space: Space, rx: mpsc::Receiver<Msg>) -> WriterReport {
+    let mut state = State {
+        store,
+        space,
+        rows: Vec::new(),
+        notes: Vec::new(),
+        flushes: Vec::new(),
+        report: WriterReport::default(),
+        retry: None,
+    };
     let mut open = true;
     while open {
-        let first = match retry {
-            None => rx.recv().ok(),
-            Some((at, _)) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
-                Ok(m) => Some(m),
-                Err(mpsc::RecvTimeoutError::Timeout) => None,
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    open = false;
-                    None
-                }
-            },
-        };
-        if first.is_none() && retry.is_none() {
-            open = false;
-        }
-        let mut next = first;
-        while let Some(msg) = next.take() {
-            match msg {
-                Msg::Row(r) => rows.push(r),
-                Msg::Note(n) => notes.push(n),
-                Msg::Flush(done) => flushes.push(done),
-            }
-            if rows.len() < MAX_BATCH || retry.is_some() {
-                next = rx.try_recv().ok();
-            }
-        }
-        let due = retry.is_none_or(|(at, _)| Instant::now() >= at);
+        let first = next_message(&rx, state.retry, &mut open);
+        state.take_waiting(&rx, first);
+        let due = state.retry.is_none_or(|(at, _)| Instant::now() >= at);
         if open && due {
-            match commit(&mut store, &space, &mut rows, &mut notes, &mut report) {
-                Ok(()) => {
-                    if retry.take().is_some() {
-                        tracing::info!(
-                            "cache: the embeddings kept in memory are now stored in {}",
-                            store.path().display()
-                        );
-                    }
-                }
-                Err(e) => {
-                    let delay = match retry {
-                        None => {
-                            tracing::warn!(
-                                "cache: {} embedding(s) not stored yet: {e}; they are kept in \
-                                 memory and tried again until the run ends",
-                                rows.len()
-                            );
-                            FIRST_RETRY_DELAY
-                        }
-                        Some((_, d)) => {
-                            tracing::debug!("cache: commit failed again: {e}");
-                            (d * 2).min(MAX_RETRY_DELAY)
-                        }
-                    };
-                    retry = Some((Instant::now() + delay, delay));
-                    report.error = Some(e);
-                }
-            }
+            state.try_commit();
         }
-        for done in flushes.drain(..) {
+        for done in state.flushes.drain(..) {
             let _ = done.send(());
         }
     }
     // The channel is closed: a last attempt for whatever is left.
-    if !rows.is_empty() || !notes.is_empty() {
-        match commit(&mut store, &space, &mut rows, &mut notes, &mut report) {
-            Ok(()) => {
-                if retry.is_some() {
-                    tracing::info!(
-                        "cache: the embeddings kept in memory are now stored in {}",
-                        store.path().display()
-                    );
-                }
-                report.error = None;
-            }
-            Err(e) => {
-                report.unsaved = std::mem::take(&mut rows);
-                report.unsaved_notes = notes.len();
-                report.error = Some(e);
-            }
-        }
-    } else {
-        report.error = None;
-    }
-    report
+    state.last_attempt()
 }
 
-/// Commits the pending rows and notes in one transaction; on failure they stay pending.
-fn commit(
-    store: &mut Store,
-    space: &Space,
-    rows: &mut Vec<Row>,
-    notes: &mut Vec<Annotation>,
-    report: &mut WriterReport,
-) -> Result<(), StoreError> {
-    if rows.is_empty() && notes.is_empty() {
-        return Ok(());
+/// Waits for the next message: as long as it takes while no retry is pending, else until the
+/// retry is due (`None` then). Clears `open` when the channel is closed.
+fn next_message(
+    rx: &mpsc::Receiver<Msg>,
+    retry: Option<(Instant, Duration)>,
+    open: &mut bool,
+) -> Option<Msg> {
+    let first = match retry {
+        None => rx.recv().ok(),
+        Some((at, _)) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
+            Ok(m) => Some(m),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                *open = false;
+                None
+            }
+        },
+    };
+    if first.is_none() && retry.is_none() {
+        *open = false;
     }
-    let n = store.put(space, rows, notes)?;
-    report.written += n as u64;
-    rows.clear();
-    notes.clear();
-    Ok(())
+    first
+}
+
+impl State {
+    /// Takes `first` and everything waiting after it: up to [`MAX_BATCH`] rows, or all of it
+    /// while commits fail (the rows are kept in memory anyway).
+    fn take_waiting(&mut self, rx: &mpsc::Receiver<Msg>, first: Option<Msg>) {
+        let mut next = first;
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Row(r) => self.rows.push(r),
+                Msg::Note(n) => self.notes.push(n),
+                Msg::Flush(done) => self.flushes.push(done),
+            }
+            if self.rows.len() < MAX_BATCH || self.retry.is_some() {
+                next = rx.try_recv().ok();
+            }
+        }
+    }
+
+    /// Commits what is pending; on failure keeps it and schedules the next attempt (the first
+    /// failure is logged at warn level, the following ones at debug).
+    fn try_commit(&mut self) {
+        match self.commit() {
+            Ok(()) => {
+                if self.retry.take().is_some() {
+                    self.log_recovered();
+                }
+            }
+            Err(e) => {
+                let delay = match self.retry {
+                    None => {
+                        tracing::warn!(
+                            "cache: {} embedding(s) not stored yet: {e}; they are kept in \
+                             memory and tried again until the run ends",
+                            self.rows.len()
+                        );
+                        FIRST_RETRY_DELAY
+                    }
+                    Some((_, d)) => {
+                        tracing::debug!("cache: commit failed again: {e}");
+                        (d * 2).min(MAX_RETRY_DELAY)
+                    }
+                };
+                self.retry = Some((Instant::now() + delay, delay));
+                self.report.error = Some(e);
+            }
+        }
+    }
+
+    /// The channel is closed: a last attempt for whatever is left; what still cannot be
+    /// written goes back in the report.
+    fn last_attempt(mut self) -> WriterReport {
+        if !self.rows.is_empty() || !self.notes.is_empty() {
+            match self.commit() {
+                Ok(()) => {
+                    if self.retry.is_some() {
+                        self.log_recovered();
+                    }
+                    self.report.error = None;
+                }
+                Err(e) => {
+                    self.report.unsaved = std::mem::take(&mut self.rows);
+                    self.report.unsaved_notes = self.notes.len();
+                    self.report.error = Some(e);
+                }
+            }
+        } else {
+            self.report.error = None;
+        }
+        self.report
+    }
+
+    /// Commits the pending rows and notes in one transaction; on failure they stay pending.
+    fn commit(&mut self) -> Result<(), StoreError> {
+        if self.rows.is_empty() && self.notes.is_empty() {
+            return Ok(());
+        }
+        let n = self.store.put(&self.space, &self.rows, &self.notes)?;
+        self.report.written += n as u64;
+        self.rows.clear();
+        self.notes.clear();
+        Ok(())
+    }
+
+    /// Says that the rows kept in memory after failed commits are now stored.
+    fn log_recovered(&self) {
+        tracing::info!(
+            "cache: the embeddings kept in memory are now stored in {}",
+            self.store.path().display()
+        );
+    }
 }

@@ -6,7 +6,7 @@ use super::EmbedError;
 
 /// An API key read from the environment. Its `Debug` and `Display` never show it.
 #[derive(Clone)]
-pub struct ApiKey {
+pub(super) struct ApiKey {
     value: String,
     /// The environment variable it came from (named in hints, never the value).
     var: String,
@@ -17,7 +17,7 @@ impl ApiKey {
     /// Refuses, before any request, a variable that is unset, empty, not UTF-8 or holds
     /// characters an HTTP header cannot carry (a line break, a control character, non-ASCII),
     /// naming the variable and never showing its value.
-    pub fn from_env(var: &str, key: &str) -> Result<ApiKey, EmbedError> {
+    pub(super) fn from_env(var: &str, key: &str) -> Result<ApiKey, EmbedError> {
         let refuse = |why: &str| {
             EmbedError::Setup(format!(
                 "{key}: the environment variable {var} {why} (it must hold the API key: one \
@@ -51,17 +51,17 @@ impl ApiKey {
         })
     }
 
-    pub fn expose(&self) -> &str {
+    pub(super) fn expose(&self) -> &str {
         &self.value
     }
 
     /// The environment variable the key came from.
-    pub fn var(&self) -> &str {
+    pub(super) fn var(&self) -> &str {
         &self.var
     }
 
     /// Replaces every occurrence of the key in `text` (belt and braces for error messages).
-    pub fn redact(&self, text: &str) -> String {
+    pub(super) fn redact(&self, text: &str) -> String {
         text.replace(&self.value, "[redacted]")
     }
 }
@@ -73,7 +73,7 @@ impl std::fmt::Debug for ApiKey {
 }
 
 /// An HTTP client with a per-request timeout. Uses rustls with the ring provider.
-pub fn client(timeout: Duration) -> Result<reqwest::Client, EmbedError> {
+pub(super) fn client(timeout: Duration) -> Result<reqwest::Client, EmbedError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .timeout(timeout)
@@ -84,7 +84,7 @@ pub fn client(timeout: Duration) -> Result<reqwest::Client, EmbedError> {
 }
 
 /// Checks an endpoint URL before any request: an `http` or `https` URL with a host.
-pub fn check_url(url: &str, key: &str) -> Result<reqwest::Url, EmbedError> {
+pub(super) fn check_url(url: &str, key: &str) -> Result<reqwest::Url, EmbedError> {
     match reqwest::Url::parse(url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(u),
         Ok(_) | Err(_) => Err(EmbedError::Setup(format!(
@@ -97,7 +97,7 @@ pub fn check_url(url: &str, key: &str) -> Result<reqwest::Url, EmbedError> {
 /// A failure of `send()` as an [`EmbedError`]: a request that could not be built is a setup
 /// error (fatal, never sent); a connection that could not be made was never sent either
 /// ([`EmbedError::Unreachable`], retried); a timeout or a reset is [`EmbedError::Transient`].
-pub fn transport_error(e: &reqwest::Error, key: Option<&ApiKey>) -> EmbedError {
+pub(super) fn transport_error(e: &reqwest::Error, key: Option<&ApiKey>) -> EmbedError {
     // The URL never holds the key, but redact anyway.
     let text = |kind: &str| {
         let mut text = format!("{kind}: {}", one_line(&e.to_string(), 300));
@@ -119,7 +119,7 @@ pub fn transport_error(e: &reqwest::Error, key: Option<&ApiKey>) -> EmbedError {
 
 /// Classifies a non-success status that is not a 429: every 4xx but 408 (a timeout) is the
 /// server refusing the request itself, which no retry can change.
-pub fn status_error(status: u16, message: String) -> EmbedError {
+pub(super) fn status_error(status: u16, message: String) -> EmbedError {
     match status {
         408 => EmbedError::Transient(format!("HTTP {status}: {message}")),
         400..=499 => EmbedError::Rejected { status, message },
@@ -129,7 +129,7 @@ pub fn status_error(status: u16, message: String) -> EmbedError {
 
 /// The message of an error body in one line of at most `max` characters: the JSON error's
 /// `message` when there is one; for HTML, its `<title>` or else its text without tags.
-pub fn error_message(body: &str, max: usize) -> String {
+pub(super) fn error_message(body: &str, max: usize) -> String {
     let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
     if let Some(m) = v["error"]["message"].as_str().or(v["message"].as_str()) {
         return one_line(m, max);
@@ -169,7 +169,7 @@ pub fn error_message(body: &str, max: usize) -> String {
 
 /// `text` with every run of whitespace (line breaks included) as one space, cut to `max`
 /// characters (an ellipsis marks the cut).
-pub fn one_line(text: &str, max: usize) -> String {
+pub(super) fn one_line(text: &str, max: usize) -> String {
     let joined = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if joined.chars().count() <= max {
         joined
@@ -181,7 +181,7 @@ pub fn one_line(text: &str, max: usize) -> String {
 }
 
 /// Parses a duration such as Google's `"15.97s"` or a `Retry-After` number of seconds.
-pub fn parse_seconds(text: &str) -> Option<Duration> {
+pub(super) fn parse_seconds(text: &str) -> Option<Duration> {
     let secs: f64 = text.trim().trim_end_matches('s').parse().ok()?;
     (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(3600.0)))
 }

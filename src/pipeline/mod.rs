@@ -288,6 +288,14 @@ pub async fn run_with(
     stop: CancellationToken,
 ) -> Result<RunResult, RunError> {
     let run = open_run(config, &inputs, &plan, provider, cache)?;
+    // A signal stops the sending at once: requests in flight finish, nothing new is paid for.
+    let stop_sending = tokio::spawn({
+        let (service, stop) = (Arc::clone(&run.service), stop.clone());
+        async move {
+            stop.cancelled().await;
+            service.stop_sending();
+        }
+    });
     let engine = Engine::new(
         run.worker.clone(),
         Arc::new(inputs),
@@ -315,6 +323,7 @@ pub async fn run_with(
         .flatten()
         .filter(|t| outcome_of[t.as_str()].is_ok())
         .count();
+    stop_sending.abort();
     close_run(
         run,
         plan,

@@ -42,12 +42,13 @@ pub async fn build_provider(config: &Config) -> Result<Arc<dyn Provider>, RunErr
             base_url,
             model,
             api_key_env,
+            request_timeout,
         } => Arc::new(
             OpenAiProvider::connect(&OpenAiOptions {
                 base_url: base_url.clone(),
                 model: model.clone(),
                 api_key_env: api_key_env.clone(),
-                request_timeout: g.request_timeout,
+                request_timeout: *request_timeout,
             })
             .await
             .map_err(RunError::Provider)?,
@@ -72,6 +73,7 @@ pub fn service_options(config: &Config) -> ServiceOptions {
                 min_request_interval: g.min_request_interval,
                 tokens_per_minute: g.tokens_per_minute,
                 max_concurrent_requests: config.engine.max_concurrent_requests,
+                window: crate::limit::MINUTE,
             },
             max_retries: g.max_retries,
             retry_base_delay: g.retry_base_delay,

@@ -220,10 +220,6 @@ pub fn final_puzzles(puzzles: &[Puzzle]) -> FinalPuzzles {
 /// `puzzle_metadata.json`.
 pub fn metadata(r: &RunRecord) -> PuzzleMetadata {
     let c = r.config;
-    let secs = r.elapsed.as_secs_f64();
-    let total_tasks = r.plan.themes_needed;
-    let completed_tasks = r.slots_filled.min(total_tasks);
-    let failed_tasks = total_tasks - completed_tasks;
     let s = r.stats;
     PuzzleMetadata {
         total_themes_needed: r.plan.themes_needed,
@@ -231,60 +227,11 @@ pub fn metadata(r: &RunRecord) -> PuzzleMetadata {
         themes_reused: r.plan.themes_reused(),
         successful_puzzles: r.puzzles.len(),
         failed_puzzles: r.failed_puzzles.to_vec(),
-        processing_time: secs,
-        gemini_config: GeminiConfig {
-            model_id: r.space.model_id.clone(),
-            embedding_dimension: r.space.dimension,
-            words_per_theme: c.puzzle.words_per_theme,
-            themes_per_puzzle: c.puzzle.themes_per_puzzle,
-            provider: c.provider.kind().to_string(),
-            task_type: r.space.task_type.clone(),
-            requests_per_minute: yaml_number(c.gemini.requests_per_minute),
-            min_request_interval: c.gemini.min_request_interval.as_secs_f64(),
-            max_retries: c.gemini.max_retries,
-            rpm_counts: c.gemini.rpm_counts,
-            max_concurrent_requests: c.engine.max_concurrent_requests,
-        },
+        processing_time: r.elapsed.as_secs_f64(),
+        gemini_config: gemini_config(r),
         multiprocessing_enabled: true,
         multiprocessing_implementation: concat!("puzzlegen ", env!("CARGO_PKG_VERSION")).into(),
-        multiprocessing_stats: MultiprocessingStats {
-            total_tasks,
-            completed_tasks,
-            failed_tasks,
-            success_rate: if total_tasks > 0 {
-                completed_tasks as f64 / total_tasks as f64
-            } else {
-                0.0
-            },
-            processing_time: secs,
-            tasks_per_second: per_second(total_tasks as f64, r.elapsed),
-            worker_count: c.engine.worker_count,
-            cache_stats: CacheStats {
-                cache_size: r.cache.entries,
-                hit_rate: s.hit_rate(),
-                total_requests: s.lookups,
-                cache_file: c.output.embedding_cache_file.display().to_string(),
-                hits: s.cache_hits,
-                misses: s.lookups - s.cache_hits,
-                writes: r.cache.written,
-                backups: u64::from(r.cache.csv_written_at > 0.0),
-                last_backup: r.cache.csv_written_at,
-                database: r.cache.database.display().to_string(),
-            },
-            rate_limiter_stats: RateLimiterStats {
-                active_requests: 0,
-                total_requests: s.requests,
-                requests_this_minute: s.requests_last_minute,
-                requests_per_second: per_second(s.requests as f64, r.elapsed),
-                requests_per_minute_limit: yaml_number(c.gemini.requests_per_minute),
-                max_concurrent_limit: c.engine.max_concurrent_requests,
-                min_request_interval: c.gemini.min_request_interval.as_secs_f64(),
-            },
-            task_timeout_seconds: c.engine.task_timeout.as_secs_f64(),
-            themes_processed: r.themes_ok.len() + r.themes_failed.len(),
-            themes_succeeded: r.themes_ok.len(),
-            themes_failed: r.themes_failed.len(),
-        },
+        multiprocessing_stats: multiprocessing_stats(r),
         failed_themes: r.themes_failed.to_vec(),
         spare_themes_used: r.replacements.to_vec(),
         embedding_stats: EmbeddingStats {
@@ -307,6 +254,85 @@ pub fn metadata(r: &RunRecord) -> PuzzleMetadata {
             themes_per_puzzle: c.puzzle.themes_per_puzzle,
             random_seed: c.puzzle.random_seed,
         },
+    }
+}
+
+/// `gemini_config` of the metadata: the space and the settings that shaped the requests.
+fn gemini_config(r: &RunRecord) -> GeminiConfig {
+    let c = r.config;
+    GeminiConfig {
+        model_id: r.space.model_id.clone(),
+        embedding_dimension: r.space.dimension,
+        words_per_theme: c.puzzle.words_per_theme,
+        themes_per_puzzle: c.puzzle.themes_per_puzzle,
+        provider: c.provider.kind().to_string(),
+        task_type: r.space.task_type.clone(),
+        requests_per_minute: yaml_number(c.gemini.requests_per_minute),
+        min_request_interval: c.gemini.min_request_interval.as_secs_f64(),
+        max_retries: c.gemini.max_retries,
+        rpm_counts: c.gemini.rpm_counts,
+        max_concurrent_requests: c.engine.max_concurrent_requests,
+    }
+}
+
+/// `multiprocessing_stats` of the metadata: theme slots as the original's tasks, with the
+/// cache and rate limiter figures.
+fn multiprocessing_stats(r: &RunRecord) -> MultiprocessingStats {
+    let c = r.config;
+    let secs = r.elapsed.as_secs_f64();
+    let total_tasks = r.plan.themes_needed;
+    let completed_tasks = r.slots_filled.min(total_tasks);
+    let failed_tasks = total_tasks - completed_tasks;
+    MultiprocessingStats {
+        total_tasks,
+        completed_tasks,
+        failed_tasks,
+        success_rate: if total_tasks > 0 {
+            completed_tasks as f64 / total_tasks as f64
+        } else {
+            0.0
+        },
+        processing_time: secs,
+        tasks_per_second: per_second(total_tasks as f64, r.elapsed),
+        worker_count: c.engine.worker_count,
+        cache_stats: cache_stats(r),
+        rate_limiter_stats: rate_limiter_stats(r),
+        task_timeout_seconds: c.engine.task_timeout.as_secs_f64(),
+        themes_processed: r.themes_ok.len() + r.themes_failed.len(),
+        themes_succeeded: r.themes_ok.len(),
+        themes_failed: r.themes_failed.len(),
+    }
+}
+
+/// `cache_stats` of the metadata: this run's lookups and what it did to the cache.
+fn cache_stats(r: &RunRecord) -> CacheStats {
+    let s = r.stats;
+    CacheStats {
+        cache_size: r.cache.entries,
+        hit_rate: s.hit_rate(),
+        total_requests: s.lookups,
+        cache_file: r.config.output.embedding_cache_file.display().to_string(),
+        hits: s.cache_hits,
+        misses: s.lookups - s.cache_hits,
+        writes: r.cache.written,
+        backups: u64::from(r.cache.csv_written_at > 0.0),
+        last_backup: r.cache.csv_written_at,
+        database: r.cache.database.display().to_string(),
+    }
+}
+
+/// `rate_limiter_stats` of the metadata: the requests made and the limits they ran under.
+fn rate_limiter_stats(r: &RunRecord) -> RateLimiterStats {
+    let c = r.config;
+    let s = r.stats;
+    RateLimiterStats {
+        active_requests: 0,
+        total_requests: s.requests,
+        requests_this_minute: s.requests_last_minute,
+        requests_per_second: per_second(s.requests as f64, r.elapsed),
+        requests_per_minute_limit: yaml_number(c.gemini.requests_per_minute),
+        max_concurrent_limit: c.engine.max_concurrent_requests,
+        min_request_interval: c.gemini.min_request_interval.as_secs_f64(),
     }
 }
 
@@ -446,17 +472,10 @@ struct Block<'a> {
 
 /// The CSV header: `theme,word,word_type,similarity_to_theme,rank,embedding_dim_1..N`.
 fn write_header(w: &mut dyn Write, dimension: usize) -> std::io::Result<()> {
-    let mut header = csv::Writer::from_writer(w);
-    let mut names = vec![
-        "theme".to_owned(),
-        "word".into(),
-        "word_type".into(),
-        "similarity_to_theme".into(),
-        "rank".into(),
-    ];
-    names.extend((1..=dimension).map(|d| format!("embedding_dim_{d}")));
-    header.write_record(&names)?;
-    header.flush()
+    use crate::cache::csv::{OUTPUT_COLUMNS, header};
+    let mut out = csv::Writer::from_writer(w);
+    out.write_record(header(&OUTPUT_COLUMNS, dimension))?;
+    out.flush()
 }
 
 /// Formats one block. Blocks are formatted in parallel: a 3072-dim run writes ~40 million

@@ -42,7 +42,7 @@ pub fn min_csv_bytes_per_puzzle(config: &Config, dimension: usize) -> u64 {
 }
 
 /// How many puzzles of `per_puzzle` bytes fit in `free` bytes.
-pub fn largest_that_fits(free: u64, per_puzzle: u64) -> usize {
+pub(super) fn largest_that_fits(free: u64, per_puzzle: u64) -> usize {
     usize::try_from(free / per_puzzle.max(1)).unwrap_or(usize::MAX)
 }
 

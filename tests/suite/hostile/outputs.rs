@@ -4,7 +4,7 @@
 
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use mock_gemini::{MockConfig, start_blocking};
@@ -52,17 +52,8 @@ const SET: [&str; 5] = [
     "cache/all_embeddings.csv",
 ];
 
-fn puzzlegen(dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_puzzlegen"));
-    cmd.current_dir(dir)
-        .env("PUZZLEGEN_TEST_KEY", common::KEY)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null());
-    cmd
-}
-
 fn run(dir: &Path, args: &[&str]) -> Output {
-    puzzlegen(dir).args(args).output().unwrap()
+    common::command(dir).args(args).output().unwrap()
 }
 
 fn text(b: &[u8]) -> String {
@@ -121,16 +112,6 @@ fn temps(dir: &Path) -> Vec<PathBuf> {
         }
     }
     found
-}
-
-/// Starts `run --config params.yaml` in `dir`, its output piped.
-fn spawn_run(dir: &Path) -> std::process::Child {
-    puzzlegen(dir)
-        .args(["run", "--config", "params.yaml"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
 }
 
 /// Sends `signal` (`-INT`, `-TERM`) to `child`.
@@ -245,17 +226,17 @@ fn export_writes_through_a_fifo_a_descriptor_a_socket_and_a_link() {
     assert!(got == expected, "the FIFO's reader got {}", text(&got));
 
     // `-o /dev/fd/3`, descriptor 3 being this test's pipe (the shell's stdout).
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(
+    let out = common::wrapped(
+        d.path(),
+        &[
+            "sh",
+            "-c",
             "exec \"$0\" cache export -o /dev/fd/3 --db cache/x.sqlite3 --model m \
              --dimension 3 3>&1 1>&2",
-        )
-        .arg(env!("CARGO_BIN_EXE_puzzlegen"))
-        .current_dir(d.path())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+        ],
+    )
+    .output()
+    .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(out.stdout == expected, "{}", text(&out.stdout));
 
@@ -472,13 +453,8 @@ fn a_file_size_limit_is_reported_and_leaves_the_old_set_whole() {
     // `ulimit -f 400` (dash: 512-byte blocks, 200 KiB per file): the database (every text
     // already in it) and the journal fit, the new cache CSV does not. SIGXFSZ used to kill
     // the run without a word and leave its temporary files.
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg("ulimit -f 400; exec \"$0\" run --config params.yaml")
-        .arg(env!("CARGO_BIN_EXE_puzzlegen"))
-        .current_dir(d.path())
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
+    let ulimit = "ulimit -f 400; exec \"$0\" run --config params.yaml";
+    let out = common::wrapped(d.path(), &["sh", "-c", ulimit])
         .output()
         .unwrap();
     let stderr = text(&out.stderr);
@@ -493,15 +469,14 @@ fn a_file_size_limit_is_reported_and_leaves_the_old_set_whole() {
 
 /// A Gemini-mock run directory: 24 themes of 15 words, the first 12 listed in themes.json.
 fn gemini_setup(server: &mock_gemini::BlockingMockServer) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    common::write_workload(dir.path(), 24, 15);
-    list_themes(dir.path(), 0);
-    common::write_gemini_params(
-        dir.path(),
-        3,
+    let dir = common::gemini_dir(
         &server.base_url(),
+        24,
+        15,
+        3,
         "  batch_size: 4\n  requests_per_minute: 1000000\n",
     );
+    list_themes(dir.path(), 0);
     dir
 }
 
@@ -556,7 +531,7 @@ fn a_complete_set_survives_a_rerun_stopped_by_sigint() {
     list_themes(d.path(), 12);
     let answered = server.stats().responses_ok + 2;
     server.hold_after(Some(answered));
-    let child = spawn_run(d.path());
+    let child = common::spawn_run(d.path());
     let t = Instant::now();
     while !(server.stats().responses_ok == answered && server.held() > 0) {
         assert!(
@@ -616,7 +591,7 @@ fn a_complete_set_survives_a_rerun_stopped_by_a_wrong_key() {
     let before = snapshot(d.path());
 
     list_themes(d.path(), 12);
-    let out = puzzlegen(d.path())
+    let out = common::command(d.path())
         .env("PUZZLEGEN_TEST_KEY", "a-wrong-key")
         .args(["run", "--config", "params.yaml"])
         .output()
@@ -667,7 +642,7 @@ fn sigterm_while_writing_the_outputs_ends_the_run_at_once_and_replaces_nothing()
     mkfifo(&fifo);
     let (tx, started) = std::sync::mpsc::channel();
     let reader = read_fifo_slowly(&fifo, tx);
-    let child = spawn_run(d.path());
+    let child = common::spawn_run(d.path());
     started
         .recv_timeout(Duration::from_secs(120))
         .expect("the run never began writing its puzzle CSV");

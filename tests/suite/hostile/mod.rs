@@ -1,9 +1,5 @@
 //! Hostile and careless inputs (issue 10), grouped as the issue lists them: nothing the user
-//! paid for is lost, nothing is clobbered, nothing is silent or endless. One test binary, one
-//! module per group.
-
-#[path = "../common/mod.rs"]
-mod common;
+//! paid for is lost, nothing is clobbered, nothing is silent or endless. One module per group.
 
 mod cache;
 mod fuzz;

@@ -3,14 +3,14 @@
 //! counters and the database itself.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use mock_gemini::{BlockingMockServer, MockConfig, start_blocking};
 use puzzlegen::cache::store::Store;
 use puzzlegen::embed::{Space, normalize};
 
-mod common;
+use crate::common;
 
 const THEMES: usize = 24;
 const WORDS: usize = 20;
@@ -30,23 +30,7 @@ fn space() -> Space {
 }
 
 fn setup(server: &BlockingMockServer) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    common::write_workload(dir.path(), THEMES, WORDS);
-    common::write_gemini_params(dir.path(), 6, &server.base_url(), GEMINI);
-    dir
-}
-
-fn start(dir: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_puzzlegen"))
-        .args(["run", "--config", "params.yaml"])
-        .current_dir(dir)
-        .env("PUZZLEGEN_TEST_KEY", common::KEY)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    common::gemini_dir(&server.base_url(), THEMES, WORDS, 6, GEMINI)
 }
 
 /// Waits for a run to end; returns its exit code, stdout and stderr.
@@ -61,7 +45,7 @@ fn finish(child: Child) -> (i32, String, String) {
 
 /// Runs the job in `dir` to the end; it must succeed. Returns its stdout.
 fn run_to_end(dir: &Path) -> String {
-    let (code, stdout, stderr) = finish(start(dir));
+    let (code, stdout, stderr) = finish(common::spawn_run(dir));
     assert_eq!(code, 0, "{stderr}");
     stdout
 }
@@ -121,7 +105,7 @@ fn runs_killed_at_several_points_finish_the_rest_without_paying_twice() {
     let db = dir.path().join("cache/embeddings.sqlite3");
     for answered in [2, requests_needed / 3, requests_needed * 2 / 3] {
         server.hold_after(Some(answered));
-        let mut child = start(dir.path());
+        let mut child = common::spawn_run(dir.path());
         // Stopped at a known point: `answered` answers given, the next request waiting at
         // the gate, and every answered text committed to the database.
         wait_for(&format!("{answered} answers"), || {
@@ -190,9 +174,14 @@ fn two_processes_share_one_cache_file() {
     let shared = tempfile::tempdir().unwrap();
     let db: PathBuf = shared.path().join("shared.sqlite3");
     // Two jobs whose themes overlap by half: 0..24 and 12..36 of one 36-theme workload.
-    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let extra = format!(
+        "  batch_size: 5\n  requests_per_minute: 1000000\ncache:\n  path: {}\n",
+        db.display()
+    );
+    let dirs: Vec<tempfile::TempDir> = (0..2)
+        .map(|_| common::gemini_dir(&server.base_url(), 36, WORDS, 6, &extra))
+        .collect();
     for (i, d) in dirs.iter().enumerate() {
-        common::write_workload(d.path(), 36, WORDS);
         let themes: Vec<String> = (i * 12..i * 12 + 24)
             .map(|t| format!("Theme {t:03}"))
             .collect();
@@ -201,17 +190,8 @@ fn two_processes_share_one_cache_file() {
             serde_json::json!({ "themes": themes }).to_string(),
         )
         .unwrap();
-        common::write_gemini_params(
-            d.path(),
-            6,
-            &server.base_url(),
-            &format!(
-                "  batch_size: 5\n  requests_per_minute: 1000000\ncache:\n  path: {}\n",
-                db.display()
-            ),
-        );
     }
-    let children: Vec<Child> = dirs.iter().map(|d| start(d.path())).collect();
+    let children: Vec<Child> = dirs.iter().map(|d| common::spawn_run(d.path())).collect();
     for child in children {
         let (code, _, stderr) = finish(child);
         assert_eq!(code, 0, "{stderr}");

@@ -2,24 +2,13 @@
 //! types and sees.
 
 use std::path::Path;
-use std::time::Duration;
 
-use assert_cmd::Command;
 use mock_gemini::{MockConfig, start_blocking};
 use predicates::prelude::*;
 use puzzlegen::cache::store::Store;
 use puzzlegen::embed::Space;
 
-mod common;
-
-fn puzzlegen(dir: &Path) -> Command {
-    let mut cmd = Command::cargo_bin("puzzlegen").unwrap();
-    cmd.current_dir(dir)
-        .env("PUZZLEGEN_TEST_KEY", common::KEY)
-        .env_remove("RUST_LOG")
-        .timeout(Duration::from_secs(120));
-    cmd
-}
+use crate::common::{self, puzzlegen};
 
 /// A mock server and a run directory with a workload of `themes` x 10 words for it; `extra`
 /// YAML goes after the `gemini:` section's own lines.
@@ -29,9 +18,7 @@ fn gemini_job(
     extra: &str,
 ) -> (mock_gemini::BlockingMockServer, tempfile::TempDir) {
     let server = start_blocking(MockConfig::default()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    common::write_workload(dir.path(), themes, 10);
-    common::write_gemini_params(dir.path(), puzzles, &server.base_url(), extra);
+    let dir = common::gemini_dir(&server.base_url(), themes, 10, puzzles, extra);
     (server, dir)
 }
 

@@ -1,42 +1,12 @@
 //! End-to-end tests of the `puzzlegen` command, as a user would run it.
 
-mod common;
-
 use std::collections::HashSet;
-use std::path::Path;
 
 use assert_cmd::Command;
 use predicates::prelude::*;
 use puzzlegen::words::dedupe_key;
-use serde_json::Value;
 
-fn puzzlegen(dir: &Path) -> Command {
-    let mut cmd = Command::cargo_bin("puzzlegen").unwrap();
-    cmd.current_dir(dir)
-        .env_remove("RUST_LOG")
-        .env("RUST_BACKTRACE", "1");
-    cmd
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-/// stderr of a failed user-error run: exactly the documented code, one `error:` line, no panic.
-fn assert_user_error(cmd: &mut Command, needle: &str) {
-    let out = cmd.assert().code(2).get_output().clone();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    let error_lines: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("error: "))
-        .collect();
-    assert_eq!(error_lines.len(), 1, "{stderr}");
-    assert!(
-        error_lines[0].contains(needle),
-        "expected {needle:?} in {stderr}"
-    );
-}
+use crate::common::{self, assert_user_error, puzzlegen, read_json};
 
 #[test]
 fn example_run_makes_twelve_valid_puzzles() {

@@ -6,8 +6,8 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::common;
-use crate::inputs::{assert_user_error, puzzlegen};
+use super::inputs::assert_user_error;
+use crate::common::{self, puzzlegen};
 
 #[test]
 fn a_huge_puzzle_count_exits_2_at_once_naming_the_largest_that_fits() {
@@ -82,10 +82,7 @@ fn sigterm_during_a_ten_million_slot_plan_ends_the_run_within_a_second() {
         .unwrap();
     assert!(made.success(), "mkfifo");
     common::write_workload(dir.path(), 6, 10);
-    let bin = assert_cmd::cargo::cargo_bin("puzzlegen");
-    let mut child = std::process::Command::new(bin)
-        .current_dir(dir.path())
-        .env_remove("RUST_LOG")
+    let mut child = common::command(dir.path())
         .args(["run", "--config", "params.yaml"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

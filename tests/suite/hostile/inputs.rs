@@ -5,18 +5,7 @@
 
 use std::path::Path;
 
-use assert_cmd::Command;
-use serde_json::Value;
-
-use crate::common;
-
-pub fn puzzlegen(dir: &Path) -> Command {
-    let mut cmd = Command::cargo_bin("puzzlegen").unwrap();
-    cmd.current_dir(dir)
-        .env_remove("RUST_LOG")
-        .env("RUST_BACKTRACE", "1");
-    cmd
-}
+use crate::common::{self, puzzlegen, read_json};
 
 /// Runs `params.yaml` in `dir`; returns (exit code, stderr).
 pub fn run(dir: &Path) -> (i32, String) {
@@ -29,20 +18,13 @@ pub fn run(dir: &Path) -> (i32, String) {
     (out.status.code().unwrap_or(-1), stderr)
 }
 
-/// Runs and expects exit 2 with exactly one `error:` line containing `needle`.
+/// Runs `params.yaml` in `dir` and expects exit 2 with exactly one `error:` line containing
+/// `needle`.
 pub fn assert_user_error(dir: &Path, needle: &str) -> String {
-    let (code, stderr) = run(dir);
-    assert_eq!(code, 2, "{stderr}");
-    let errors: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("error: "))
-        .collect();
-    assert_eq!(errors.len(), 1, "{stderr}");
-    assert!(
-        errors[0].contains(needle),
-        "expected {needle:?} in {stderr}"
-    );
-    stderr
+    common::assert_user_error(
+        puzzlegen(dir).args(["run", "--config", "params.yaml"]),
+        needle,
+    )
 }
 
 const PLANETS: &[&str] = &["Mercury", "Venus", "Mars", "Jupiter", "Saturn", "Neptune"];
@@ -59,10 +41,6 @@ fn entry(words: &[&str]) -> String {
 fn write_raw(dir: &Path, themes: &str, candidates: &str) {
     std::fs::write(dir.join("themes.json"), themes).unwrap();
     std::fs::write(dir.join("candidates.json"), candidates).unwrap();
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 /// The words of `theme`'s group in `puzzle_1` (groups in the order of `themes`, 4 each).
@@ -391,20 +369,15 @@ fn a_bad_model_file_is_one_line_naming_it_and_the_fetch_script() {
     std::fs::write(model.join("model.safetensors"), bytes).unwrap();
     common::write_params(dir.path(), 1, "");
     common::write_workload(dir.path(), 4, 6);
-    let out = puzzlegen(dir.path())
-        .args(["run", "--config", "params.yaml", "--model-dir", "model"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    let errors: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("error: "))
-        .collect();
-    assert_eq!(errors.len(), 1, "{stderr}");
+    let stderr = common::assert_user_error(
+        puzzlegen(dir.path()).args(["run", "--config", "params.yaml", "--model-dir", "model"]),
+        "model/model.safetensors: not a usable",
+    );
+    // The one error line names the fetch script too.
     assert!(
-        errors[0].contains("model/model.safetensors: not a usable")
-            && errors[0].contains("scripts/fetch-model.sh"),
+        stderr
+            .lines()
+            .any(|l| l.starts_with("error: ") && l.contains("scripts/fetch-model.sh")),
         "{stderr}"
     );
     assert!(!stderr.contains("candle_core"), "{stderr}");

@@ -5,14 +5,13 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 
 use mock_gemini::{BlockingMockServer, MockConfig, start_blocking};
 use serde_json::Value;
 
-mod common;
-use common::KEY;
+use crate::common::{self, KEY, read_json as json};
 
 const DIMENSION: usize = 64;
 
@@ -117,16 +116,11 @@ fn mock() -> BlockingMockServer {
 /// `puzzlegen run --config params.yaml [extra]` in `dir` under umask 022, as a user would type
 /// it, with the key in GEMINI_API_KEY and the mock named by GOOGLE_GEMINI_BASE_URL.
 fn run(dir: &Path, server: &BlockingMockServer, extra: &[&str]) -> Output {
-    let bin = assert_cmd::cargo::cargo_bin("puzzlegen");
-    std::process::Command::new("sh")
-        .arg("-c")
-        .arg("umask 022 && exec \"$0\" run --config params.yaml \"$@\"")
-        .arg(bin)
+    let umask = "umask 022 && exec \"$0\" run --config params.yaml \"$@\"";
+    common::wrapped(dir, &["sh", "-c", umask])
         .args(extra)
-        .current_dir(dir)
         .env("GEMINI_API_KEY", KEY)
         .env("GOOGLE_GEMINI_BASE_URL", server.base_url())
-        .env_remove("RUST_LOG")
         .output()
         .unwrap()
 }
@@ -138,11 +132,6 @@ fn show(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-fn json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap())
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Asserts that `path` (dot-separated) exists in `v` with JSON type `kind`.
@@ -530,17 +519,8 @@ fn the_dvc_stage_gets_exactly_its_outs() {
 
 /// Every file under `root`, as relative paths with `/`.
 fn files_under(root: &Path) -> BTreeSet<String> {
-    fn walk(dir: &Path, root: &Path, out: &mut BTreeSet<String>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p: PathBuf = e.unwrap().path();
-            if p.is_dir() {
-                walk(&p, root, out);
-            } else {
-                out.insert(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
-            }
-        }
-    }
-    let mut out = BTreeSet::new();
-    walk(root, root, &mut out);
-    out
+    common::files_under(root)
+        .iter()
+        .map(|p| p.strip_prefix(root).unwrap().to_string_lossy().into_owned())
+        .collect()
 }

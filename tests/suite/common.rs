@@ -1,10 +1,130 @@
 //! Helpers shared by the integration tests.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 /// The API key the tests give the mock server and puzzlegen.
 pub const KEY: &str = "test-KEY-sekrit-4711";
+
+/// The `puzzlegen` binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_puzzlegen"))
+}
+
+/// `puzzlegen` to run in `dir`, as every test runs it: the test key in `PUZZLEGEN_TEST_KEY`,
+/// nothing from the caller's `RUST_LOG` or `GOOGLE_GEMINI_BASE_URL`, backtraces on, no stdin.
+pub fn command(dir: &Path) -> Command {
+    let mut cmd = Command::new(bin());
+    test_env(&mut cmd, dir);
+    cmd
+}
+
+/// `wrapper` (a program and its arguments) followed by the path of `puzzlegen`, in `dir` with
+/// the environment of [`command`]: a shell that sets a limit and `exec "$0"`, a tool that drops
+/// capabilities, and so on.
+pub fn wrapped(dir: &Path, wrapper: &[&str]) -> Command {
+    let (program, args) = wrapper.split_first().expect("a wrapper program");
+    let mut cmd = Command::new(program);
+    cmd.args(args).arg(bin());
+    test_env(&mut cmd, dir);
+    cmd
+}
+
+fn test_env(cmd: &mut Command, dir: &Path) {
+    cmd.current_dir(dir)
+        .env("PUZZLEGEN_TEST_KEY", KEY)
+        .env("RUST_BACKTRACE", "1")
+        .env_remove("RUST_LOG")
+        .env_remove("GOOGLE_GEMINI_BASE_URL")
+        .stdin(Stdio::null());
+}
+
+/// [`command`] for `assert_cmd`, killed if it runs for more than 180 s.
+pub fn puzzlegen(dir: &Path) -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::from_std(command(dir));
+    cmd.timeout(Duration::from_secs(180));
+    cmd
+}
+
+/// Starts `puzzlegen run --config params.yaml` in `dir` ([`command`]), its output piped.
+pub fn spawn_run(dir: &Path) -> std::process::Child {
+    command(dir)
+        .args(["run", "--config", "params.yaml"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Runs `cmd`, a user error: exit 2 with exactly one `error:` line, containing `needle`, and
+/// no panic. Returns stderr.
+pub fn assert_user_error(cmd: &mut assert_cmd::Command, needle: &str) -> String {
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains(needle),
+        "expected {needle:?} in {stderr}"
+    );
+    stderr
+}
+
+/// A mock configuration of 768-dimension vectors with fault seed `seed`, then changed by `f`.
+pub fn mock_config(
+    seed: u64,
+    f: impl FnOnce(&mut mock_gemini::MockConfig),
+) -> mock_gemini::MockConfig {
+    let mut m = mock_gemini::MockConfig {
+        dimension: 768,
+        seed,
+        ..mock_gemini::MockConfig::default()
+    };
+    f(&mut m);
+    m
+}
+
+/// A new directory holding a workload of `themes` x `words` (see [`write_workload`]) for
+/// `puzzles` puzzles, configured for the Gemini provider at `base_url` (see
+/// [`write_gemini_params`]).
+pub fn gemini_dir(
+    base_url: &str,
+    themes: usize,
+    words: usize,
+    puzzles: usize,
+    gemini_extra: &str,
+) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_workload(dir.path(), themes, words);
+    write_gemini_params(dir.path(), puzzles, base_url, gemini_extra);
+    dir
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            files.extend(files_under(&p));
+        } else {
+            files.push(p);
+        }
+    }
+    files
+}
+
+/// The parsed JSON file at `path`.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
 
 /// The local model directory fetched by scripts/fetch-model.sh; fails with how to get it.
 pub fn model_dir() -> PathBuf {

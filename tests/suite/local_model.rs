@@ -1,12 +1,20 @@
 //! The local provider reproduces sentence-transformers' all-MiniLM-L6-v2 vectors.
 
-mod common;
+use std::sync::OnceLock;
 
 use puzzlegen::embed::local::LocalModel;
 
+use crate::common;
+
+/// The model, loaded once for the tests of this module.
+fn model() -> &'static LocalModel {
+    static MODEL: OnceLock<LocalModel> = OnceLock::new();
+    MODEL.get_or_init(|| LocalModel::load(&common::model_dir()).unwrap())
+}
+
 #[test]
 fn matches_sentence_transformers_on_every_reference_text() {
-    let model = LocalModel::load(&common::model_dir()).unwrap();
+    let model = model();
     let fixture: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(common::repo_file("tests/fixtures/minilm_reference.json"))
             .unwrap(),
@@ -48,7 +56,7 @@ fn matches_sentence_transformers_on_every_reference_text() {
 
 #[test]
 fn batch_order_and_size_do_not_change_vectors() {
-    let model = LocalModel::load(&common::model_dir()).unwrap();
+    let model = model();
     let texts: Vec<String> = (0..150)
         .map(|i| format!("word number {i} {}", "long ".repeat(i % 7)))
         .collect();

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use mock_gemini::{BlockingMockServer, MockConfig, start_blocking};
 
-use crate::common::{self, KEY};
+use crate::common;
 
 fn mock() -> BlockingMockServer {
     start_blocking(MockConfig {
@@ -22,37 +22,22 @@ fn mock() -> BlockingMockServer {
 
 /// A run directory with 4 themes x 8 words (1 puzzle) for the mock at `base_url`.
 fn workspace(base_url: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    common::write_workload(dir.path(), 4, 8);
-    common::write_gemini_params(dir.path(), 1, base_url, "  request_timeout: 30\n");
-    dir
+    common::gemini_dir(base_url, 4, 8, 1, "  request_timeout: 30\n")
 }
 
 fn db(dir: &Path) -> PathBuf {
     dir.join("cache/embeddings.sqlite3")
 }
 
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_puzzlegen"))
-}
-
 /// `puzzlegen run` in `dir` at the default log level, through `wrapper` (a program and its
 /// arguments, e.g. to drop capabilities) if given.
 fn command(dir: &Path, wrapper: &[&str]) -> StdCommand {
-    let mut cmd = match wrapper.split_first() {
-        Some((program, args)) => {
-            let mut c = StdCommand::new(program);
-            c.args(args).arg("--").arg(bin());
-            c
-        }
-        None => StdCommand::new(bin()),
+    let mut cmd = if wrapper.is_empty() {
+        common::command(dir)
+    } else {
+        common::wrapped(dir, &[wrapper, &["--"]].concat())
     };
-    cmd.current_dir(dir)
-        .env("PUZZLEGEN_TEST_KEY", KEY)
-        .env_remove("RUST_LOG")
-        .env_remove("GOOGLE_GEMINI_BASE_URL")
-        .args(["run", "--config", "params.yaml"])
-        .stdin(Stdio::null());
+    cmd.args(["run", "--config", "params.yaml"]);
     cmd
 }
 
@@ -334,20 +319,17 @@ fn a_full_cache_disk_loses_nothing_and_the_outputs_are_still_written() {
         eprintln!("skipped: cannot mount a small tmpfs here (unshare -m and mount need root)");
         return;
     }
-    let mut cmd = StdCommand::new("unshare");
-    cmd.args([
-        "-m",
-        "sh",
-        "-c",
-        "mount -t tmpfs -o size=96k tmpfs cache && exec \"$0\" \"$@\"",
-    ])
-    .arg(bin())
-    .args(["run", "--config", "params.yaml"])
-    .current_dir(dir.path())
-    .env("PUZZLEGEN_TEST_KEY", KEY)
-    .env_remove("RUST_LOG")
-    .env_remove("GOOGLE_GEMINI_BASE_URL")
-    .stdin(Stdio::null());
+    let mut cmd = common::wrapped(
+        dir.path(),
+        &[
+            "unshare",
+            "-m",
+            "sh",
+            "-c",
+            "mount -t tmpfs -o size=96k tmpfs cache && exec \"$0\" \"$@\"",
+        ],
+    );
+    cmd.args(["run", "--config", "params.yaml"]);
     let (stdout, stderr, all) = outputs_written(dir.path(), spawn(cmd));
     assert!(
         stderr.contains("the disk holding the cache database is full: free some space"),

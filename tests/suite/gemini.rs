@@ -1,16 +1,18 @@
 //! The Gemini and OpenAI-compatible providers against the mock server, through the real
 //! `puzzlegen` binary. Every claim is checked from the mock's own counters.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command as StdCommand, Stdio};
+use std::path::Path;
+use std::process::Command as StdCommand;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
 use mock_gemini::{BlockingMockServer, MockConfig, QuotaUnit, Stats, start_blocking};
+use puzzlegen::embed::gemini::{GeminiOptions, GeminiProvider};
+use puzzlegen::limit::{LimitSettings, RpmCounts};
+use puzzlegen::service::{DEFAULT_STALL_TIMEOUT, EmbeddingService, ServiceOptions};
 use serde_json::Value;
 
-mod common;
-use common::KEY;
+use crate::common::{self, KEY, puzzlegen};
 
 /// A mock with `mock` settings and a run directory holding a workload of `themes` x `words`
 /// for `puzzles` puzzles, configured for that mock.
@@ -22,19 +24,8 @@ fn setup(
     gemini_extra: &str,
 ) -> (BlockingMockServer, tempfile::TempDir) {
     let server = start_blocking(mock).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    common::write_workload(dir.path(), themes, words);
-    common::write_gemini_params(dir.path(), puzzles, &server.base_url(), gemini_extra);
+    let dir = common::gemini_dir(&server.base_url(), themes, words, puzzles, gemini_extra);
     (server, dir)
-}
-
-fn puzzlegen(dir: &Path) -> Command {
-    let mut cmd = Command::cargo_bin("puzzlegen").unwrap();
-    cmd.current_dir(dir)
-        .env("PUZZLEGEN_TEST_KEY", KEY)
-        .env_remove("RUST_LOG")
-        .timeout(Duration::from_secs(180));
-    cmd
 }
 
 struct Run {
@@ -75,17 +66,21 @@ fn run_in(dir: &Path, server: &BlockingMockServer) -> Run {
     }
 }
 
-/// Fault-free reference output for the 12-theme workload.
-fn reference() -> String {
-    let (run, _dir, _server) = run_against(
-        MockConfig {
-            dimension: 768,
-            ..MockConfig::default()
-        },
-        "",
-    );
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    run.puzzles
+/// Fault-free reference output for the 12-theme workload: run once, shared by every test
+/// that compares with it.
+fn reference() -> &'static str {
+    static REFERENCE: OnceLock<String> = OnceLock::new();
+    REFERENCE.get_or_init(|| {
+        let (run, _dir, _server) = run_against(
+            MockConfig {
+                dimension: 768,
+                ..MockConfig::default()
+            },
+            "",
+        );
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        run.puzzles
+    })
 }
 
 fn assert_complete_and_equal(run: &Run, reference: &str, what: &str) {
@@ -114,13 +109,7 @@ fn assert_complete_and_equal(run: &Run, reference: &str, what: &str) {
 }
 
 fn faults(f: impl FnOnce(&mut MockConfig)) -> MockConfig {
-    let mut m = MockConfig {
-        dimension: 768,
-        seed: 7,
-        ..MockConfig::default()
-    };
-    f(&mut m);
-    m
+    common::mock_config(7, f)
 }
 
 // Small batches (2 texts) make ~100 requests per run, so rare faults do happen.
@@ -130,7 +119,7 @@ const SMALL_BATCHES: &str = "  batch_size: 2\n";
 fn survives_a_429_storm() {
     let reference = reference();
     let (run, _d, _s) = run_against(faults(|m| m.rate_429 = 0.3), SMALL_BATCHES);
-    assert_complete_and_equal(&run, &reference, "429 storm at 30%");
+    assert_complete_and_equal(&run, reference, "429 storm at 30%");
     assert!(run.stats.responses_429 > 0, "{:?}", run.stats);
     assert!(run.stdout.contains(" x 429"), "{}", run.stdout);
 }
@@ -145,7 +134,7 @@ fn survives_server_errors() {
         }),
         SMALL_BATCHES,
     );
-    assert_complete_and_equal(&run, &reference, "5xx at 20%");
+    assert_complete_and_equal(&run, reference, "5xx at 20%");
     assert!(run.stats.responses_5xx > 0, "{:?}", run.stats);
 }
 
@@ -153,7 +142,7 @@ fn survives_server_errors() {
 fn survives_hanging_requests_within_bounded_time() {
     let reference = reference();
     let (run, _d, _s) = run_against(faults(|m| m.rate_hang = 0.04), SMALL_BATCHES);
-    assert_complete_and_equal(&run, &reference, "hangs");
+    assert_complete_and_equal(&run, reference, "hangs");
     assert!(run.stats.hangs > 0, "{:?}", run.stats);
     // Each hang costs one request timeout (1 s) plus back-off, never the whole run.
     assert!(run.seconds < 60.0, "took {:.1} s", run.seconds);
@@ -171,7 +160,7 @@ fn survives_garbage_answers() {
         }),
         SMALL_BATCHES,
     );
-    assert_complete_and_equal(&run, &reference, "garbage at 5%");
+    assert_complete_and_equal(&run, reference, "garbage at 5%");
     assert!(run.stats.faults_injected > 0, "{:?}", run.stats);
 }
 
@@ -196,24 +185,11 @@ fn wrong_key_stops_at_once_without_showing_the_key() {
 }
 
 fn assert_key_absent_from(dir: &Path) {
-    for entry in walk(dir) {
+    for entry in common::files_under(dir) {
         let bytes = std::fs::read(&entry).unwrap();
         let text = String::from_utf8_lossy(&bytes);
         assert!(!text.contains(KEY), "the API key is in {}", entry.display());
     }
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            files.extend(walk(&p));
-        } else {
-            files.push(p);
-        }
-    }
-    files
 }
 
 #[test]
@@ -229,7 +205,7 @@ fn key_appears_in_no_log_line_or_output_file() {
     assert!(logs.lines().count() > 5, "expected debug logs:\n{logs}");
     assert!(!logs.contains(KEY), "key in the logs");
     assert!(!String::from_utf8_lossy(&out.stdout).contains(KEY));
-    assert!(walk(dir.path()).len() >= 6);
+    assert!(common::files_under(dir.path()).len() >= 6);
     assert_key_absent_from(dir.path());
 }
 
@@ -310,19 +286,13 @@ fn sigterm_writes_partial_outputs_and_exits_cleanly() {
         3,
         "  batch_size: 4\n  min_request_interval: 0.25\n",
     );
-    let mut child = StdCommand::new(assert_cmd::cargo::cargo_bin("puzzlegen"))
-        .args(["run", "--config", "params.yaml"])
-        .current_dir(dir.path())
-        .env("PUZZLEGEN_TEST_KEY", KEY)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = common::spawn_run(dir.path());
     std::thread::sleep(Duration::from_secs(3));
     assert!(
         child.try_wait().unwrap().is_none(),
         "the run should still be going"
     );
+    let signalled_ms = unix_ms();
     let sent = StdCommand::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -357,34 +327,88 @@ fn sigterm_writes_partial_outputs_and_exits_cleanly() {
         let text = std::fs::read_to_string(dir.path().join(f)).unwrap();
         serde_json::from_str::<Value>(&text).unwrap();
     }
-    // Nothing keeps calling the server after the process is gone.
+    // No request starts after the signal (requests in flight finish; 250 ms of slack for the
+    // signal to be handled), and nothing keeps calling the server after the process is gone.
+    let last = server.stats().last_request_unix_ms.unwrap();
+    assert!(
+        last <= signalled_ms + 250,
+        "a request started {} ms after SIGTERM",
+        last - signalled_ms
+    );
     let before = server.stats().requests;
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(server.stats().requests, before);
     assert_eq!(server.stats().in_flight, 0);
 }
 
-/// The long one (~70 s, real time): a budget of 1200 texts a minute, a mock enforcing exactly
-/// that, and more than a minute of work. No 429, no window over budget, concurrency kept.
+/// Milliseconds since the UNIX epoch, as the mock's request times.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// The per-minute budget over whole windows, below the binary: the Gemini provider and the
+/// embedding service as a run builds them (4 requests at once, batches of up to 100, 1 s
+/// request timeout, 6 retries), with the limiter's "minute" and the mock's shortened from 60 s
+/// to [`WINDOW`] and the same numbers per window as the ~70 s end-to-end run this replaces:
+/// a budget of 1200 texts a window, a mock enforcing exactly that, 1440 texts (more than a
+/// window of work). No 429, no window over budget, concurrency kept, the budget filled.
 #[test]
 fn rate_limit_is_filled_but_never_broken() {
-    let mock = MockConfig {
+    const WINDOW: Duration = Duration::from_secs(5);
+    let server = start_blocking(MockConfig {
         dimension: 768,
         latency: Duration::from_millis(100),
         quota_per_minute: Some(1200),
         quota_unit: QuotaUnit::Texts,
+        quota_window: WINDOW,
         ..MockConfig::default()
+    })
+    .unwrap();
+    // The 40 x 35 workload: each theme and its words.
+    let texts: Vec<String> = (0..40)
+        .flat_map(|t| {
+            std::iter::once(format!("Theme {t:03}"))
+                .chain((0..35).map(move |i| format!("word{t}x{i}")))
+        })
+        .collect();
+    let options = ServiceOptions {
+        limits: LimitSettings {
+            requests_per_minute: 1200.0,
+            rpm_counts: RpmCounts::Items,
+            min_request_interval: Duration::ZERO,
+            tokens_per_minute: None,
+            max_concurrent_requests: 4,
+            window: WINDOW,
+        },
+        max_retries: 6,
+        retry_base_delay: Duration::from_millis(50),
+        linger: Duration::from_millis(20),
+        batch_size: 100,
+        stall_timeout: DEFAULT_STALL_TIMEOUT,
     };
-    let (server, dir) = setup(
-        mock,
-        40,
-        35,
-        10,
-        "  requests_per_minute: 1200\n  rpm_counts: items\n",
-    );
-    let run = run_in(dir.path(), &server);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    let s = run.stats;
+    let provider = GeminiProvider::new(&GeminiOptions {
+        base_url: server.base_url(),
+        model_id: "gemini-embedding-001".into(),
+        dimension: 768,
+        task_type: "SEMANTIC_SIMILARITY".into(),
+        api_key_env: any_key_variable(),
+        request_timeout: Duration::from_secs(1),
+    })
+    .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let seconds = runtime.block_on(async {
+        let service = EmbeddingService::new(Arc::new(provider), options);
+        let t = Instant::now();
+        let vectors = service.embed(&texts).await.unwrap();
+        let seconds = t.elapsed().as_secs_f64();
+        assert_eq!(vectors.len(), 40 * 36);
+        service.shutdown(Duration::from_secs(1)).await;
+        seconds
+    });
+    let s = server.stats();
     assert_eq!(s.responses_429, 0, "{s:?}");
     assert!(s.max_texts_in_any_60s <= 1200, "{s:?}");
     assert!(
@@ -394,10 +418,61 @@ fn rate_limit_is_filled_but_never_broken() {
     assert!(s.peak_concurrency <= 4, "{s:?}");
     assert_eq!(s.duplicate_texts, 0, "{s:?}");
     assert_eq!(s.distinct_texts_embedded, 40 * 36);
-    // 1440 texts at 1200/min with a 100-text burst cannot take less than ~65 s.
+    // 1440 texts at 1200 a window with a 100-text burst cannot take less than ~1.2 windows.
     assert!(
-        run.seconds > 60.0,
+        seconds > WINDOW.as_secs_f64(),
+        "{seconds:.1} s: the limiter did not bind"
+    );
+}
+
+/// The provider reads its key from an environment variable, and setting one in a threaded
+/// test is unsound: any variable already set that a header can carry serves (the mock of
+/// [`rate_limit_is_filled_but_never_broken`] checks no key).
+fn any_key_variable() -> String {
+    std::env::vars()
+        .find(|(_, v)| !v.trim().is_empty() && v.chars().all(|c| (' '..='~').contains(&c)))
+        .map(|(name, _)| name)
+        .expect("no environment variable of printable ASCII")
+}
+
+/// The same property end to end, with the real 60 s minute: the budget of params.yaml binds
+/// the binary's requests. 180 texts at 1200 a minute (a burst of 100, then 1100 a minute)
+/// cannot take less than (180 - 100) / 1100 * 60 = 4.4 s, and no 1 s window holds more than
+/// 100 + 1100 / 60 = 118.3 texts (120 allowed for the time a request takes to reach the
+/// mock, which enforces that over every 1 s window).
+#[test]
+fn rate_limit_of_the_config_binds_the_binary() {
+    let mock = MockConfig {
+        dimension: 768,
+        latency: Duration::from_millis(100),
+        quota_per_minute: Some(120),
+        quota_unit: QuotaUnit::Texts,
+        quota_window: Duration::from_secs(1),
+        ..MockConfig::default()
+    };
+    let (server, dir) = setup(
+        mock,
+        12,
+        14,
+        3,
+        "  requests_per_minute: 1200\n  rpm_counts: items\n",
+    );
+    let run = run_in(dir.path(), &server);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let s = run.stats;
+    assert_eq!(s.responses_429, 0, "{s:?}");
+    assert!(s.max_texts_in_any_60s <= 120, "{s:?}");
+    assert!(s.peak_concurrency <= 4, "{s:?}");
+    assert_eq!(s.duplicate_texts, 0, "{s:?}");
+    assert_eq!(s.distinct_texts_embedded, 12 * 15);
+    assert!(
+        run.seconds > 4.3,
         "{:.1} s: the limiter did not bind",
+        run.seconds
+    );
+    assert!(
+        run.seconds < 15.0,
+        "{:.1} s: the budget was not filled",
         run.seconds
     );
 }

@@ -1,0 +1,13 @@
+//! The integration tests: one binary (one link of the library), one module per area. Shared
+//! helpers are in [`common`]; tests that start a mock server start their own on a free
+//! loopback port.
+
+mod common;
+
+mod cache_cli;
+mod cli;
+mod compat;
+mod gemini;
+mod hostile;
+mod local_model;
+mod resume;
