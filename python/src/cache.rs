@@ -96,7 +96,9 @@ impl State {
         found
     }
 
-    /// Commits `entries` to the database (one transaction per vector length), then keeps them.
+    /// Commits `entries` to the database (one transaction per vector length), each replacing
+    /// what the database held for its key (the last write wins, as in the original), then
+    /// keeps them.
     fn put(&mut self, entries: Vec<Entry>) -> PyResult<()> {
         let mut by_dim: HashMap<usize, Vec<Row>> = HashMap::new();
         for e in &entries {
@@ -104,7 +106,7 @@ impl State {
         }
         for (dim, rows) in by_dim {
             self.store
-                .put(&space(dim), &rows, &[])
+                .replace(&space(dim), &rows)
                 .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
         }
         self.writes += entries.len() as u64;

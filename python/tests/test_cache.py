@@ -124,3 +124,18 @@ def test_empty_embedding_is_refused(tmp_path):
     cache = SharedEmbeddingCache(str(tmp_path / "c.csv"))
     with pytest.raises(ValueError):
         cache.put("x", [])
+
+
+def test_last_put_wins_also_in_a_new_instance(tmp_path):
+    # The original overwrites an entry put again; so does the database behind this cache.
+    cache = SharedEmbeddingCache(str(tmp_path / "c.csv"))
+    cache.put("Word", [1.0, 1.0])
+    cache.put("word ", [2.0, 2.0])
+    cache.put_batch([("other", [1.0])])
+    cache.put_batch([("OTHER", [3.0, 3.0, 3.0])])
+    assert cache.get("word") == [2.0, 2.0] and cache.get("other") == [3.0, 3.0, 3.0]
+    assert len(cache) == 2
+    again = SharedEmbeddingCache(str(tmp_path / "c.csv"))
+    assert again.get("word") == [2.0, 2.0]
+    assert again.get("other") == [3.0, 3.0, 3.0]
+    assert len(again) == 2
