@@ -66,6 +66,33 @@ impl Plan {
                 per_puzzle,
             });
         }
+        Self::cycling(themes, puzzles, per_puzzle, cancelled)
+    }
+
+    /// As [`Plan::new`], but fewer distinct themes than a puzzle needs are cycled through
+    /// within a puzzle too (as the original `TaskGenerator` does): the Python API's
+    /// `process_themes` on two themes. Such puzzles usually fail at assembly, with a reason.
+    pub fn repeating(themes: &[String], puzzles: usize, per_puzzle: usize) -> Plan {
+        match themes {
+            [] => Plan {
+                puzzles: Vec::new(),
+                spares: Vec::new(),
+                themes_needed: puzzles * per_puzzle,
+                themes_available: 0,
+            },
+            _ => Self::cycling(themes, puzzles, per_puzzle, || false)
+                .expect("never cancelled"),
+        }
+    }
+
+    /// `puzzles` puzzles of `per_puzzle` slots filled from `themes` in order, cycling; themes
+    /// not placed are spares. `themes` must not be empty.
+    fn cycling(
+        themes: &[String],
+        puzzles: usize,
+        per_puzzle: usize,
+        cancelled: impl Fn() -> bool,
+    ) -> Result<Plan, PlanError> {
         let needed = puzzles * per_puzzle;
         let mut planned = Vec::with_capacity(puzzles);
         for p in 0..puzzles {
@@ -170,5 +197,19 @@ mod tests {
                 per_puzzle: 4
             }
         );
+    }
+
+    #[test]
+    fn repeating_cycles_within_a_puzzle_when_themes_are_few() {
+        let themes = vec!["A".to_string(), "B".to_string()];
+        assert!(matches!(
+            Plan::new(&themes, 2, 4),
+            Err(PlanError::TooFewThemes { .. })
+        ));
+        let plan = Plan::repeating(&themes, 2, 4);
+        assert_eq!(plan.puzzles.len(), 2);
+        assert_eq!(plan.puzzles[0].themes, ["A", "B", "A", "B"]);
+        assert_eq!(plan.distinct_themes(), ["A", "B"]);
+        assert!(Plan::repeating(&[], 2, 4).puzzles.is_empty());
     }
 }

@@ -14,6 +14,7 @@ use puzzlegen::config::{Config, Overrides};
 use puzzlegen::embed::EmbedError;
 use puzzlegen::input::Inputs;
 use puzzlegen::pipeline::{self, RunError, RunResult, Stop};
+use puzzlegen::plan::{Plan, PlanError};
 use puzzlegen::progress::ProgressMode;
 use puzzlegen::report::{self, RunRecord};
 
@@ -180,7 +181,23 @@ async fn process(
     config.themes_file = PathBuf::from("themes");
     config.candidates_file = PathBuf::from("candidates_dict");
     let provider = pipeline::build_provider(&config).await?;
-    let plan = pipeline::make_plan_until(&config, &inputs, &stop)?;
+    // Fewer themes than a puzzle needs: the original's processor still processes them (its
+    // puzzles repeat themes and fail at assembly, each with its reason); so does this one.
+    let plan = match pipeline::make_plan_until(&config, &inputs, &stop) {
+        Err(RunError::Plan {
+            source: PlanError::TooFewThemes { .. },
+            ..
+        }) => {
+            let p = &config.puzzle;
+            tracing::warn!(
+                "{} distinct theme(s) given, {} per puzzle: themes repeat within puzzles",
+                inputs.themes.len(),
+                p.themes_per_puzzle
+            );
+            Plan::repeating(&inputs.themes, p.total_puzzle_count, p.themes_per_puzzle)
+        }
+        plan => plan?,
+    };
     if stop.is_cancelled() {
         return Err(Failure::Interrupted);
     }

@@ -70,6 +70,23 @@ def test_two_themes_as_the_original_test_script(tmp_path, mock_server, api_key, 
     assert not (tmp_path / "out" / "run_journal.jsonl").exists()
 
 
+def test_two_themes_with_the_originals_four_per_puzzle(tmp_path, mock_server, api_key, monkeypatch):
+    # The original's test script passes 2 themes under its own params.yaml (4 themes a puzzle):
+    # the themes are still processed (the original's TaskGenerator cycles them), puzzles that
+    # cannot be made are reported as failed, and the call returns the usual structure.
+    server = mock_server("--dimension", "768")
+    monkeypatch.chdir(tmp_path)
+    params = gemini_params(tmp_path, server.base_url, puzzles=20, themes_per_puzzle=4)
+    themes, candidates = example_inputs(2)
+    processor = create_improved_task_processor(str(params))
+    results, embeddings = processor.process_themes(themes, candidates)
+    assert "puzzles" in results and "metadata" in results
+    stats = results["metadata"]["multiprocessing_stats"]
+    assert stats["total_tasks"] == 80
+    assert stats["completed_tasks"] > 0
+    assert server.stats()["texts_embedded"] > 0
+
+
 def test_positional_and_default_config_path(tmp_path, mock_server, api_key, monkeypatch):
     server = mock_server("--dimension", "768")
     monkeypatch.chdir(tmp_path)
