@@ -80,8 +80,7 @@ impl Plan {
                 themes_needed: puzzles * per_puzzle,
                 themes_available: 0,
             },
-            _ => Self::cycling(themes, puzzles, per_puzzle, || false)
-                .expect("never cancelled"),
+            _ => Self::cycling(themes, puzzles, per_puzzle, || false).expect("never cancelled"),
         }
     }
 
