@@ -94,6 +94,9 @@ pub enum RunError {
     /// The outputs cannot fit on their disk (checked before any work).
     #[error(transparent)]
     Space(#[from] report::SpaceError),
+    /// `distributed.redis_url` / `--redis`: Redis cannot be used (nothing was run).
+    #[error(transparent)]
+    Distributed(#[from] crate::distributed::DistributedError),
 }
 
 impl RunError {
@@ -105,6 +108,7 @@ impl RunError {
             | RunError::Journal(_)
             | RunError::Interrupted
             | RunError::StoppedWhileWriting { .. } => false,
+            RunError::Distributed(_) => true,
             RunError::Cache(e) => e.is_user_error(),
             RunError::Csv(e) => e.is_user_error(),
             RunError::Provider(e) => {
@@ -212,6 +216,7 @@ fn open_run(
     plan: &Plan,
     provider: Arc<dyn Provider>,
     cache: Cache,
+    shared: Option<crate::distributed::SharedSetup>,
 ) -> Result<OpenRun, RunError> {
     let started = Instant::now();
     let journal = Arc::new(Journal::open(
@@ -224,10 +229,11 @@ fn open_run(
             journal.len()
         );
     }
-    let service = Arc::new(EmbeddingService::with_cache(
+    let service = Arc::new(EmbeddingService::with_shared(
         provider,
         service_options(config),
         cache,
+        shared,
     ));
     let worker = ThemeWorker::new(
         Arc::clone(&service),
@@ -268,7 +274,9 @@ pub async fn run_with(
     progress: ProgressMode,
     stop: CancellationToken,
 ) -> Result<RunResult, RunError> {
-    let run = open_run(config, &inputs, &plan, provider, cache)?;
+    // Redis first (`distributed.redis_url`): a wrong URL or password ends the run here.
+    let shared = setup::shared_setup(config).await?;
+    let run = open_run(config, &inputs, &plan, provider, cache, shared)?;
     // A signal stops the sending at once: requests in flight finish, nothing new is paid for.
     let stop_sending = tokio::spawn({
         let (service, stop) = (Arc::clone(&run.service), stop.clone());

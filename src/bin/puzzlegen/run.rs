@@ -43,6 +43,11 @@ pub struct RunArgs {
     /// 0, as the original, and lists failed puzzles in puzzle_metadata.json).
     #[arg(long)]
     pub strict: bool,
+    /// Share the request limits and the embeddings with every run on this Redis
+    /// (redis://[user:password@]host:port[/db]); overrides distributed.redis_url. Prefer
+    /// distributed.redis_password_env for the password: command lines are visible to others.
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
 }
 
 /// Runs the job the config describes; the exit status says how it ended.
@@ -54,8 +59,11 @@ pub fn run(args: RunArgs, quiet: bool) -> Result<ExitStatus, Failure> {
         provider: args.provider,
         model_dir: args.model_dir,
     };
-    let config =
+    let mut config =
         Config::load(&args.config, &overrides).map_err(|e| Failure::user(e.to_string()))?;
+    if let Some(url) = args.redis {
+        config.distributed.redis_url = Some(puzzlegen::config::RedisUrl::new(url));
+    }
     for key in &config.unknown_keys {
         tracing::warn!("{}: unknown key {key} (ignored)", config.source.display());
     }

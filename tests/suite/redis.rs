@@ -1,0 +1,421 @@
+//! Runs that share one Redis (`--redis URL`, `distributed.*`): the URL and password checks,
+//! the global limiter and the shared cache tier. Each test starts its own `redis-server` on a
+//! free loopback port ([`RedisServer`]) and its own mock Gemini.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use mock_gemini::{MockConfig, QuotaUnit, start_blocking};
+use puzzlegen::config::{DistributedSettings, RedisUrl};
+use puzzlegen::distributed::{GlobalLimiter, Redis};
+use puzzlegen::limit::{LimitSettings, MINUTE, RpmCounts};
+
+use crate::common::{self, KEY};
+
+/// A `redis-server` of this test: a free loopback port, append-only file in its own temporary
+/// directory, no snapshots. Killed when dropped.
+struct RedisServer {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    fn start() -> RedisServer {
+        Self::start_with(&[])
+    }
+
+    /// Started with extra arguments (`--requirepass`, ...).
+    fn start_with(extra: &[&str]) -> RedisServer {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--appendonly", "yes", "--save", ""])
+            .arg("--dir")
+            .arg(dir.path())
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start redis-server ({e}): install it: apt-get install -y redis-server"
+                )
+            });
+        let server = RedisServer {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !server.answers_ping() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on port {port} never answered PING"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// True once the server answers PING (or asks for a password: it is up).
+    fn answers_ping(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        if s.write_all(b"PING\r\n").is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 64];
+        match s.read(&mut buf) {
+            Ok(n) => buf[..n].starts_with(b"+PONG") || buf[..n].starts_with(b"-NOAUTH"),
+            Err(_) => false,
+        }
+    }
+
+    /// Sends one command (no password) and returns the raw answer.
+    fn command(&self, args: &[&str]) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(req.as_bytes()).unwrap();
+        let mut buf = vec![0u8; 1 << 16];
+        let n = s.read(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A workload of `themes` themes of `words` candidates each, every name starting `prefix`.
+fn write_named_workload(dir: &Path, prefix: &str, themes: usize, words: usize) {
+    let names: Vec<String> = (0..themes)
+        .map(|t| format!("{prefix} theme {t:03}"))
+        .collect();
+    let mut cands = serde_json::Map::new();
+    for (t, name) in names.iter().enumerate() {
+        let w: Vec<String> = (0..words).map(|i| format!("{prefix}{t}x{i}")).collect();
+        cands.insert(name.clone(), serde_json::json!({ "words": w }));
+    }
+    std::fs::write(
+        dir.join("themes.json"),
+        serde_json::json!({ "themes": names }).to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("candidates.json"),
+        serde_json::json!({ "candidates": cands }).to_string(),
+    )
+    .unwrap();
+}
+
+/// Appends `yaml` to the params.yaml of `dir`.
+fn append_params(dir: &Path, yaml: &str) {
+    let p = dir.join("params.yaml");
+    let mut text = std::fs::read_to_string(&p).unwrap();
+    text.push_str(yaml);
+    std::fs::write(p, text).unwrap();
+}
+
+/// `puzzlegen run` in `dir` with `args` after it, started now, output piped.
+fn spawn(dir: &Path, args: &[&str]) -> Child {
+    common::command(dir)
+        .args(["run", "--config", "params.yaml"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs `cmd` to the end: a user error (exit 2) with one `error:` line containing `needle`,
+/// within 10 s, and `secret` nowhere in its output.
+fn assert_quick_user_error(mut cmd: Command, needle: &str, secret: &str) {
+    let t = Instant::now();
+    let out = cmd.output().unwrap();
+    let seconds = t.elapsed().as_secs_f64();
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(seconds < 10.0, "{seconds:.1} s: {all}");
+    let errors: Vec<&str> = all.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "{all}");
+    assert!(errors[0].contains(needle), "expected {needle:?} in {all}");
+    assert!(!all.contains(secret), "the password was printed: {all}");
+    assert!(!all.contains("panicked"), "{all}");
+}
+
+/// A wrong Redis URL or password ends the run at once (exit 2, one line naming Redis), and
+/// the password appears in no output, even with every log line on.
+#[test]
+fn wrong_redis_url_or_password_exits_2_quickly_without_the_password() {
+    let secret = "pw-Sekrit-0815";
+    let redis = RedisServer::start_with(&["--requirepass", "right-pw-4242"]);
+    let server = start_blocking(common::mock_config(1, |_| {})).unwrap();
+    let dir = common::gemini_dir(&server.base_url(), 4, 6, 1, "");
+    let run = |args: &[String], env: Option<(&str, &str)>| {
+        let mut cmd = common::command(dir.path());
+        cmd.args(["run", "--config", "params.yaml"])
+            .args(args)
+            .env("RUST_LOG", "trace");
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        cmd
+    };
+    // Nothing listens there.
+    let nobody = format!("redis://:{secret}@127.0.0.1:{}/", free_port());
+    assert_quick_user_error(run(&["--redis".into(), nobody], None), "Redis", secret);
+    // Wrong password in the URL.
+    let wrong = format!("redis://:{secret}@127.0.0.1:{}/", redis.port);
+    assert_quick_user_error(
+        run(&["--redis".into(), wrong], None),
+        "authentication failed",
+        secret,
+    );
+    // Not a Redis URL at all.
+    assert_quick_user_error(
+        run(&["--redis".into(), format!("http://u:{secret}@x/")], None),
+        "Redis URL",
+        secret,
+    );
+    // Wrong password from the variable the config names.
+    append_params(
+        dir.path(),
+        &format!(
+            "distributed:\n  redis_url: {}\n  redis_password_env: PUZZLEGEN_TEST_REDIS_PW\n",
+            redis.url()
+        ),
+    );
+    assert_quick_user_error(
+        run(&[], Some(("PUZZLEGEN_TEST_REDIS_PW", secret))),
+        "authentication failed",
+        secret,
+    );
+    // The variable named but unset.
+    assert_quick_user_error(run(&[], None), "PUZZLEGEN_TEST_REDIS_PW", secret);
+    assert_eq!(
+        server.stats().requests,
+        0,
+        "no request before Redis was reached"
+    );
+    // The right one: the run goes through, and the password is still shown nowhere.
+    let out = run(&[], Some(("PUZZLEGEN_TEST_REDIS_PW", "right-pw-4242")))
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(!all.contains("right-pw-4242"), "{all}");
+    assert!(
+        all.contains("Redis"),
+        "the log should say Redis is used: {all}"
+    );
+}
+
+/// Two independent runs with one Redis and one key name, against one mock whose quota is the
+/// limit: the global limiter holds for their sum. The budget is the one of
+/// `gemini::rate_limit_of_the_config_binds_the_binary`: 1200 texts a minute (a burst of 100,
+/// then 1100 a minute), so no 1 s window holds more than 100 + 1100 / 60 = 118.3 texts (120
+/// allowed for the time a request takes to reach the mock, which enforces that over every
+/// 1 s window). Each run alone may send that much, so without the shared limiter the two
+/// together would be refused; together they need (240 - 100) / 1100 * 60 = 7.6 s at least.
+#[test]
+fn two_runs_on_one_redis_and_key_name_share_one_budget() {
+    let redis = RedisServer::start();
+    let server = start_blocking(MockConfig {
+        dimension: 768,
+        latency: Duration::from_millis(100),
+        quota_per_minute: Some(120),
+        quota_unit: QuotaUnit::Texts,
+        quota_window: Duration::from_secs(1),
+        ..MockConfig::default()
+    })
+    .unwrap();
+    let limits = "  requests_per_minute: 1200\n  rpm_counts: items\n";
+    let dirs: Vec<tempfile::TempDir> = ["alpha", "beta"]
+        .iter()
+        .map(|prefix| {
+            let dir = tempfile::tempdir().unwrap();
+            write_named_workload(dir.path(), prefix, 8, 14);
+            common::write_gemini_params(dir.path(), 2, &server.base_url(), limits);
+            dir
+        })
+        .collect();
+    // One names Redis in its config, the other on the command line.
+    append_params(
+        dirs[0].path(),
+        &format!("distributed:\n  redis_url: {}\n", redis.url()),
+    );
+    let t = Instant::now();
+    let a = spawn(dirs[0].path(), &[]);
+    let b = spawn(dirs[1].path(), &["--redis", &redis.url()]);
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let seconds = t.elapsed().as_secs_f64();
+    assert_eq!(a.status.code(), Some(0), "{}", text(&a));
+    assert_eq!(b.status.code(), Some(0), "{}", text(&b));
+    let s = server.stats();
+    assert_eq!(s.responses_429, 0, "{s:?}");
+    assert!(s.max_texts_in_any_60s <= 120, "{s:?}");
+    assert!(s.peak_concurrency <= 4, "{s:?}");
+    assert_eq!(s.distinct_texts_embedded, 2 * 8 * 15, "{s:?}");
+    assert!(
+        seconds > 7.0,
+        "{seconds:.1} s: the shared limiter did not bind"
+    );
+    assert!(seconds < 25.0, "{seconds:.1} s: the budget was not filled");
+    // The limiter's state lives under the provider, key variable and model, never the key.
+    let keys = redis.command(&["KEYS", "puzzlegen:limit:*"]);
+    assert!(
+        keys.contains("puzzlegen:limit:{gemini:PUZZLEGEN_TEST_KEY:gemini-embedding-001}:rpm"),
+        "{keys}"
+    );
+    assert!(!redis.command(&["KEYS", "*"]).contains(KEY));
+}
+
+/// Two runs over overlapping inputs at the same time, each with its own SQLite cache, on one
+/// Redis: no text is paid for twice (the mock's duplicate counter), every text of both is in
+/// the shared tier, and both write their normal outputs, each the same as a run alone.
+#[test]
+fn two_runs_over_overlapping_inputs_pay_for_each_text_once() {
+    let redis = RedisServer::start();
+    let server = start_blocking(common::mock_config(3, |m| {
+        m.latency = Duration::from_millis(100);
+    }))
+    .unwrap();
+    let small = common::gemini_dir(&server.base_url(), 12, 14, 3, "");
+    let large = common::gemini_dir(&server.base_url(), 16, 14, 4, "");
+    let a = spawn(small.path(), &["--redis", &redis.url()]);
+    let b = spawn(large.path(), &["--redis", &redis.url()]);
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert_eq!(a.status.code(), Some(0), "{}", text(&a));
+    assert_eq!(b.status.code(), Some(0), "{}", text(&b));
+    let s = server.stats();
+    assert_eq!(s.duplicate_texts, 0, "{s:?}");
+    assert_eq!(s.distinct_texts_embedded, 16 * 15, "{s:?}");
+    assert_eq!(s.texts_embedded, 16 * 15, "{s:?}");
+    let stored = redis.command(&["EVAL", "return #redis.call('KEYS', 'puzzlegen:vec:*')", "0"]);
+    assert_eq!(stored.trim(), ":240", "vectors in the shared tier");
+    // Each output as a run alone (no Redis, fresh caches) writes it.
+    for (dir, themes, puzzles) in [(&small, 12, 3), (&large, 16, 4)] {
+        let shared = std::fs::read_to_string(dir.path().join("out/final_puzzles.json")).unwrap();
+        let alone = common::gemini_dir(&server.base_url(), themes, 14, puzzles, "");
+        let out = common::puzzlegen(alone.path())
+            .args(["run", "--config", "params.yaml"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let reference =
+            std::fs::read_to_string(alone.path().join("out/final_puzzles.json")).unwrap();
+        assert_eq!(
+            strip_times(&shared),
+            strip_times(&reference),
+            "{themes} themes"
+        );
+    }
+}
+
+/// `final_puzzles.json` without fields that differ from run to run (times, durations).
+fn strip_times(json: &str) -> serde_json::Value {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.retain(|k, _| {
+                    !(k.contains("time") || k.contains("date") || k.contains("seconds"))
+                });
+                m.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut v: serde_json::Value = serde_json::from_str(json).unwrap();
+    strip(&mut v);
+    v
+}
+
+/// Concurrency leases: a holder that dies without releasing frees its slot once its lease
+/// expires; a released lease frees it at once. Below the binary, with the library's limiter.
+#[test]
+fn a_dead_holders_lease_expires_and_frees_its_slot() {
+    let redis = RedisServer::start();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let settings = DistributedSettings {
+            redis_url: Some(RedisUrl::new(redis.url())),
+            redis_password_env: None,
+        };
+        let conn = Redis::connect(&settings).await.unwrap().unwrap();
+        let limits = LimitSettings {
+            requests_per_minute: 1e6,
+            rpm_counts: RpmCounts::Requests,
+            min_request_interval: Duration::ZERO,
+            tokens_per_minute: None,
+            max_concurrent_requests: 1,
+            window: MINUTE,
+        };
+        let ttl = Duration::from_millis(400);
+        let limiter = |c: Redis| GlobalLimiter::new(c, "gemini", "KEYVAR", "m", &limits, 10, ttl);
+        let (one, two) = (limiter(conn.clone()), limiter(conn.clone()));
+        // Released: the other gets the slot at once.
+        let permit = one.acquire(1, 1).await;
+        drop(permit);
+        let t = Instant::now();
+        let permit = two.acquire(1, 1).await;
+        assert!(
+            t.elapsed() < Duration::from_millis(200),
+            "{:?}",
+            t.elapsed()
+        );
+        // Never released (its holder "died"): the slot comes back when the lease expires.
+        std::mem::forget(permit);
+        let t = Instant::now();
+        let _p = one.acquire(1, 1).await;
+        let waited = t.elapsed();
+        assert!(
+            (Duration::from_millis(300)..Duration::from_millis(1500)).contains(&waited),
+            "{waited:?}"
+        );
+        // A 429 pause set by one holds for every process sharing the limiter.
+        drop(_p);
+        one.back_off(Duration::from_millis(300)).await;
+        let t = Instant::now();
+        let _p = two.acquire(1, 1).await;
+        assert!(
+            t.elapsed() >= Duration::from_millis(250),
+            "{:?}",
+            t.elapsed()
+        );
+    });
+}
