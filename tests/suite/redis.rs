@@ -10,8 +10,14 @@ use std::time::{Duration, Instant};
 
 use mock_gemini::{MockConfig, QuotaUnit, start_blocking};
 use puzzlegen::config::{DistributedSettings, RedisUrl};
-use puzzlegen::distributed::{GlobalLimiter, Redis};
+use std::sync::Arc;
+
+use puzzlegen::cache::Cache;
+use puzzlegen::distributed::{GlobalLimiter, LimiterName, Redis, SharedSetup};
+use puzzlegen::embed::Provider;
+use puzzlegen::embed::gemini::{GeminiOptions, GeminiProvider};
 use puzzlegen::limit::{LimitSettings, MINUTE, RpmCounts};
+use puzzlegen::service::{DEFAULT_STALL_TIMEOUT, EmbeddingService, ServiceOptions};
 
 use crate::common::{self, KEY};
 
@@ -20,7 +26,7 @@ use crate::common::{self, KEY};
 struct RedisServer {
     child: Child,
     port: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl RedisServer {
@@ -32,34 +38,32 @@ impl RedisServer {
     fn start_with(extra: &[&str]) -> RedisServer {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--appendonly", "yes", "--save", ""])
-            .arg("--dir")
-            .arg(dir.path())
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start redis-server ({e}): install it: apt-get install -y redis-server"
-                )
-            });
-        let server = RedisServer {
-            child,
-            port,
-            _dir: dir,
-        };
+        let child = spawn_redis(port, dir.path(), extra);
+        let server = RedisServer { child, port, dir };
+        server.wait_for_ping();
+        server
+    }
+
+    fn wait_for_ping(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !server.answers_ping() {
+        while !self.answers_ping() {
             assert!(
                 Instant::now() < deadline,
-                "redis-server on port {port} never answered PING"
+                "redis-server on port {} never answered PING",
+                self.port
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        server
+    }
+
+    /// Kills the server (as a crash would), then starts it again on the same port and data
+    /// directory (its append-only file) after `down`.
+    fn crash_and_restart(&mut self, down: Duration) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(down);
+        self.child = spawn_redis(self.port, self.dir.path(), &[]);
+        self.wait_for_ping();
     }
 
     fn url(&self) -> String {
@@ -102,6 +106,21 @@ impl Drop for RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn spawn_redis(port: u16, dir: &Path, extra: &[&str]) -> Child {
+    Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--appendonly", "yes", "--save", ""])
+        .arg("--dir")
+        .arg(dir)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot start redis-server ({e}): install it: apt-get install -y redis-server")
+        })
 }
 
 fn free_port() -> u16 {
@@ -418,4 +437,141 @@ fn a_dead_holders_lease_expires_and_frees_its_slot() {
             t.elapsed()
         );
     });
+}
+
+/// The per-minute budget summed over two services on one Redis, below the binary, with the
+/// limiter's "minute" and the mock's shortened to [`WINDOW`] (as
+/// `gemini::rate_limit_is_filled_but_never_broken` does for one service): a budget of 1200
+/// texts a window, a mock enforcing exactly that, 720 distinct texts each (1440 together,
+/// more than a window of work). No 429, no window over budget, the budget filled.
+#[test]
+fn two_services_on_one_redis_keep_the_quota_of_the_mock_exactly() {
+    const WINDOW: Duration = Duration::from_secs(5);
+    let redis = RedisServer::start();
+    let server = start_blocking(MockConfig {
+        dimension: 768,
+        latency: Duration::from_millis(100),
+        quota_per_minute: Some(1200),
+        quota_unit: QuotaUnit::Texts,
+        quota_window: WINDOW,
+        ..MockConfig::default()
+    })
+    .unwrap();
+    let options = ServiceOptions {
+        limits: LimitSettings {
+            requests_per_minute: 1200.0,
+            rpm_counts: RpmCounts::Items,
+            min_request_interval: Duration::ZERO,
+            tokens_per_minute: None,
+            max_concurrent_requests: 4,
+            window: WINDOW,
+        },
+        max_retries: 6,
+        retry_base_delay: Duration::from_millis(50),
+        linger: Duration::from_millis(20),
+        batch_size: 100,
+        stall_timeout: DEFAULT_STALL_TIMEOUT,
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let seconds = runtime.block_on(async {
+        let settings = DistributedSettings {
+            redis_url: Some(RedisUrl::new(redis.url())),
+            redis_password_env: None,
+        };
+        let conn = Redis::connect(&settings).await.unwrap().unwrap();
+        let service = |prefix: &str| {
+            let provider: Arc<dyn Provider> = Arc::new(
+                GeminiProvider::new(&GeminiOptions {
+                    base_url: server.base_url(),
+                    model_id: "gemini-embedding-001".into(),
+                    dimension: 768,
+                    task_type: "SEMANTIC_SIMILARITY".into(),
+                    api_key_env: any_key_variable(),
+                    request_timeout: Duration::from_secs(1),
+                })
+                .unwrap(),
+            );
+            let cache = Cache::in_memory(provider.space().clone());
+            let shared = SharedSetup {
+                redis: conn.clone(),
+                limiter: Some(LimiterName {
+                    provider: "gemini".into(),
+                    key_variable: "SAME_KEY_NAME".into(),
+                    model: "gemini-embedding-001".into(),
+                }),
+                lease_ttl: Duration::from_secs(6),
+            };
+            let texts: Vec<String> = (0..720).map(|i| format!("{prefix} text {i}")).collect();
+            (
+                EmbeddingService::with_shared(provider, options.clone(), cache, Some(shared)),
+                texts,
+            )
+        };
+        let ((a, ta), (b, tb)) = (service("first"), service("second"));
+        let t = Instant::now();
+        let (va, vb) = tokio::join!(a.embed(&ta), b.embed(&tb));
+        let seconds = t.elapsed().as_secs_f64();
+        assert_eq!((va.unwrap().len(), vb.unwrap().len()), (720, 720));
+        a.shutdown(Duration::from_secs(1)).await;
+        b.shutdown(Duration::from_secs(1)).await;
+        seconds
+    });
+    let s = server.stats();
+    assert_eq!(s.responses_429, 0, "{s:?}");
+    assert!(s.max_texts_in_any_60s <= 1200, "{s:?}");
+    assert!(
+        s.max_texts_in_any_60s >= 1100,
+        "the budget was not filled: {s:?}"
+    );
+    assert!(s.peak_concurrency <= 4, "{s:?}");
+    assert_eq!(s.duplicate_texts, 0, "{s:?}");
+    assert_eq!(s.distinct_texts_embedded, 1440);
+    assert!(
+        seconds > WINDOW.as_secs_f64(),
+        "{seconds:.1} s: the limiter did not bind"
+    );
+}
+
+/// Any variable already set that a header can carry serves as the key (the mock checks none;
+/// setting one in a threaded test is unsound).
+fn any_key_variable() -> String {
+    std::env::vars()
+        .find(|(_, v)| !v.trim().is_empty() && v.chars().all(|c| (' '..='~').contains(&c)))
+        .map(|(name, _)| name)
+        .expect("no environment variable of printable ASCII")
+}
+
+/// Redis killed mid-run and started again a second later (same port, its append-only file):
+/// the run reconnects and completes with the same puzzles as a run without Redis.
+#[test]
+fn a_run_survives_a_redis_restart_with_the_same_puzzles() {
+    let mut redis = RedisServer::start();
+    let server = start_blocking(common::mock_config(5, |m| {
+        m.latency = Duration::from_millis(250);
+    }))
+    .unwrap();
+    // Small batches and slow answers: about 6 s of requests.
+    let extra = "  batch_size: 5\n";
+    let dir = common::gemini_dir(&server.base_url(), 24, 14, 6, extra);
+    let run = spawn(dir.path(), &["--redis", &redis.url()]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let sent_before = server.stats().texts;
+    redis.crash_and_restart(Duration::from_millis(1000));
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let s = server.stats();
+    assert!(
+        sent_before > 0 && sent_before < 24 * 15,
+        "Redis went down mid-run ({sent_before} texts sent before): {s:?}"
+    );
+    assert_eq!(s.distinct_texts_embedded, 24 * 15, "{s:?}");
+    let shared = std::fs::read_to_string(dir.path().join("out/final_puzzles.json")).unwrap();
+    let alone = common::gemini_dir(&server.base_url(), 24, 14, 6, extra);
+    let reference = common::puzzlegen(alone.path())
+        .args(["run", "--config", "params.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(reference.status.code(), Some(0), "{}", text(&reference));
+    let reference = std::fs::read_to_string(alone.path().join("out/final_puzzles.json")).unwrap();
+    assert_eq!(strip_times(&shared), strip_times(&reference));
 }
