@@ -1184,6 +1184,40 @@ mod tests {
     }
 
     #[test]
+    fn distributed_keys_are_known_and_the_password_is_never_shown() {
+        let c = load(&format!(
+            "{MINIMAL}distributed:\n  redis_url: redis://u:pw-secret@h:6379/1\n  \
+             redis_password_env: REDIS_PW\n"
+        ))
+        .unwrap();
+        assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
+        let url = c.distributed.redis_url.as_ref().unwrap();
+        assert_eq!(url.expose(), "redis://u:pw-secret@h:6379/1");
+        assert_eq!(url.shown(), "redis://u:***@h:6379/1");
+        assert!(!format!("{c:?}").contains("pw-secret"));
+        assert_eq!(
+            c.distributed.redis_password_env.as_deref(),
+            Some("REDIS_PW")
+        );
+        assert!(load(MINIMAL).unwrap().distributed.redis_url.is_none());
+        for (url, shown) in [
+            ("redis://:p@h:1", "redis://:***@h:1"),
+            ("redis://h:1/0", "redis://h:1/0"),
+            ("redis://user@h", "redis://user@h"),
+            ("redis://u:p@ss:w@h/", "redis://u:***@h/"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(RedisUrl::new(url).shown(), shown, "{url}");
+        }
+        assert!(
+            load(&format!(
+                "{MINIMAL}distributed:\n  redis_password_env: ''\n"
+            ))
+            .is_err()
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_collected_not_fatal() {
         let c = load(&format!(
             "{MINIMAL}gemini:\n  colour: blue\nextra_section: 1\n"
