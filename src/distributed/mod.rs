@@ -77,6 +77,13 @@ impl Redis {
             url: shown.clone(),
             message,
         };
+        if url.expose().starts_with("rediss://") {
+            return Err(bad_url(
+                "TLS (rediss://) is not supported by this build: use redis:// (through a TLS \
+                 tunnel if needed)"
+                    .into(),
+            ));
+        }
         let mut info = url.expose().into_connection_info().map_err(|e| {
             bad_url(format!(
                 "{} (expected redis://[user:password@]host:port[/db])",

@@ -230,6 +230,14 @@ fn wrong_redis_url_or_password_exits_2_quickly_without_the_password() {
         "Redis URL",
         secret,
     );
+    assert_quick_user_error(
+        run(
+            &["--redis".into(), format!("rediss://:{secret}@127.0.0.1:1/")],
+            None,
+        ),
+        "TLS (rediss://) is not supported",
+        secret,
+    );
     // Wrong password from the variable the config names.
     append_params(
         dir.path(),
@@ -321,6 +329,38 @@ fn two_runs_on_one_redis_and_key_name_share_one_budget() {
         "{keys}"
     );
     assert!(!redis.command(&["KEYS", "*"]).contains(KEY));
+}
+
+/// The baseline of [`two_runs_on_one_redis_and_key_name_share_one_budget`]: the same two
+/// runs without Redis each keep their own budget, so together they break the mock's quota.
+#[test]
+fn without_redis_two_runs_each_spend_the_whole_budget() {
+    let server = start_blocking(MockConfig {
+        dimension: 768,
+        latency: Duration::from_millis(100),
+        quota_per_minute: Some(120),
+        quota_unit: QuotaUnit::Texts,
+        quota_window: Duration::from_secs(1),
+        ..MockConfig::default()
+    })
+    .unwrap();
+    let limits = "  requests_per_minute: 1200\n  rpm_counts: items\n";
+    let dirs: Vec<tempfile::TempDir> = ["alpha", "beta"]
+        .iter()
+        .map(|prefix| {
+            let dir = tempfile::tempdir().unwrap();
+            write_named_workload(dir.path(), prefix, 8, 14);
+            common::write_gemini_params(dir.path(), 2, &server.base_url(), limits);
+            dir
+        })
+        .collect();
+    let a = spawn(dirs[0].path(), &[]);
+    let b = spawn(dirs[1].path(), &[]);
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert_eq!(a.status.code(), Some(0), "{}", text(&a));
+    assert_eq!(b.status.code(), Some(0), "{}", text(&b));
+    let s = server.stats();
+    assert!(s.responses_429 > 0, "{s:?}");
 }
 
 /// Two runs over overlapping inputs at the same time, each with its own SQLite cache, on one
@@ -574,4 +614,76 @@ fn a_run_survives_a_redis_restart_with_the_same_puzzles() {
     assert_eq!(reference.status.code(), Some(0), "{}", text(&reference));
     let reference = std::fs::read_to_string(alone.path().join("out/final_puzzles.json")).unwrap();
     assert_eq!(strip_times(&shared), strip_times(&reference));
+}
+
+/// `min_request_interval` and the per-minute burst hold for the sum of two limiters on one
+/// Redis (two processes as far as Redis can tell), below the binary.
+#[test]
+fn interval_and_burst_hold_across_limiters() {
+    let redis = RedisServer::start();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let settings = DistributedSettings {
+            redis_url: Some(RedisUrl::new(redis.url())),
+            redis_password_env: None,
+        };
+        let conn = Redis::connect(&settings).await.unwrap().unwrap();
+        let mut limits = LimitSettings {
+            requests_per_minute: 1e6,
+            rpm_counts: RpmCounts::Requests,
+            min_request_interval: Duration::from_millis(50),
+            tokens_per_minute: None,
+            max_concurrent_requests: 8,
+            window: MINUTE,
+        };
+        let ttl = Duration::from_secs(5);
+        let both = |limits: &LimitSettings, name: &str| {
+            (
+                GlobalLimiter::new(conn.clone(), "gemini", name, "m", limits, 20, ttl),
+                GlobalLimiter::new(conn.clone(), "gemini", name, "m", limits, 20, ttl),
+            )
+        };
+        // 50 ms apart, whoever asks: 10 or 11 requests in 0.525 s from the two together.
+        let (one, two) = both(&limits, "INTERVAL");
+        let n = admitted_within(&one, &two, 1, 0.525).await;
+        assert!(
+            (10..=11).contains(&n),
+            "{n} requests in 0.525 s at 50 ms spacing"
+        );
+        // 1200 texts a minute in batches of 20 (burst 20), minute shortened to 12 s: at most
+        // 20 + (1200 - 20) / 12 * 0.6 = 79 texts in 0.6 s from the two together.
+        limits.min_request_interval = Duration::ZERO;
+        limits.requests_per_minute = 1200.0;
+        limits.rpm_counts = RpmCounts::Items;
+        limits.window = Duration::from_secs(12);
+        let (one, two) = both(&limits, "BURST");
+        let n = admitted_within(&one, &two, 20, 0.6).await;
+        assert!((60..=79).contains(&n), "{n} texts in 0.6 s");
+    });
+}
+
+/// Texts admitted by `one` and `two` together within `secs` seconds, each asking for batches
+/// of `texts` in a loop.
+async fn admitted_within(
+    one: &GlobalLimiter,
+    two: &GlobalLimiter,
+    texts: usize,
+    secs: f64,
+) -> usize {
+    let end = tokio::time::Instant::now() + Duration::from_secs_f64(secs);
+    let (a, b) = tokio::join!(
+        admitted_until(one, texts, end),
+        admitted_until(two, texts, end)
+    );
+    a + b
+}
+
+async fn admitted_until(l: &GlobalLimiter, texts: usize, end: tokio::time::Instant) -> usize {
+    let mut n = 0;
+    loop {
+        tokio::select! {
+            p = l.acquire(texts, 1) => { n += texts; drop(p); }
+            _ = tokio::time::sleep_until(end) => return n,
+        }
+    }
 }
