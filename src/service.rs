@@ -591,6 +591,8 @@ async fn dispatch(inner: Arc<Inner>, batch: Vec<Text>) {
 /// If Redis cannot be reached, the texts are sent as if there were no shared tier.
 async fn dispatch_shared(inner: Arc<Inner>, mut pending: Vec<Text>) {
     let cache = inner.shared.as_ref().expect("shared").cache.clone();
+    // Waiting for another process: look again soon, then less and less often.
+    let mut poll = POLL;
     loop {
         let keys: Vec<String> = pending.iter().map(|t| t.key.clone()).collect();
         let claims = match cache.claim(&keys).await {
@@ -626,7 +628,7 @@ async fn dispatch_shared(inner: Arc<Inner>, mut pending: Vec<Text>) {
         }
         pending = std::mem::take(&mut theirs);
         tokio::select! {
-            _ = tokio::time::sleep(POLL) => {}
+            _ = tokio::time::sleep(poll) => poll = (poll * 3 / 2).min(POLL * 10),
             _ = inner.draining.cancelled() => return fail(&inner, &pending, &stop_reason(&inner)),
         }
     }

@@ -22,7 +22,8 @@ use crate::embed::{Space, Vector};
 pub const LOCK_TTL: Duration = Duration::from_secs(10);
 /// How often a holder renews its locks.
 pub const LOCK_RENEWAL: Duration = Duration::from_secs(3);
-/// How often a process waiting for another's text looks again.
+/// How soon a process waiting for another's text looks again (then 1.5 times later each
+/// time, up to ten times this).
 pub const POLL: Duration = Duration::from_millis(50);
 
 /// KEYS: n value keys, then n lock keys. ARGV: token, lock TTL (ms). For each text: its value,
