@@ -195,6 +195,7 @@ mod raw {
     pub(super) struct Distributed {
         pub redis_url: Option<String>,
         pub redis_password_env: Option<String>,
+        pub queue: Option<bool>,
     }
 
     impl std::fmt::Debug for Distributed {
@@ -333,6 +334,9 @@ pub struct DistributedSettings {
     pub redis_url: Option<RedisUrl>,
     /// The environment variable holding the Redis password (overrides one in the URL).
     pub redis_password_env: Option<String>,
+    /// `distributed.queue` (or `run --queue`): the run's themes go through the work queue,
+    /// for `puzzlegen worker` processes to share (see `crate::pipeline::queue`).
+    pub queue: bool,
 }
 
 /// A Redis URL, which may hold a password: `Debug` and [`RedisUrl::shown`] never show it.
@@ -391,6 +395,7 @@ impl DistributedSettings {
         Ok(DistributedSettings {
             redis_url,
             redis_password_env,
+            queue: d.queue.unwrap_or(false),
         })
     }
 }

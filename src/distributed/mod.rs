@@ -35,6 +35,8 @@ pub enum DistributedError {
     PasswordUnset(String),
     #[error("Redis URL {url}: {message}")]
     BadUrl { url: String, message: String },
+    #[error("no Redis named: give --redis URL or set distributed.redis_url")]
+    NoUrl,
     #[error("cannot use Redis at {url}: {message}")]
     Connect { url: String, message: String },
 }

@@ -434,6 +434,7 @@ fn a_dead_holders_lease_expires_and_frees_its_slot() {
         let settings = DistributedSettings {
             redis_url: Some(RedisUrl::new(redis.url())),
             redis_password_env: None,
+            ..Default::default()
         };
         let conn = Redis::connect(&settings).await.unwrap().unwrap();
         let limits = LimitSettings {
@@ -517,6 +518,7 @@ fn two_services_on_one_redis_keep_the_quota_of_the_mock_exactly() {
         let settings = DistributedSettings {
             redis_url: Some(RedisUrl::new(redis.url())),
             redis_password_env: None,
+            ..Default::default()
         };
         let conn = Redis::connect(&settings).await.unwrap().unwrap();
         let service = |prefix: &str| {
@@ -626,6 +628,7 @@ fn interval_and_burst_hold_across_limiters() {
         let settings = DistributedSettings {
             redis_url: Some(RedisUrl::new(redis.url())),
             redis_password_env: None,
+            ..Default::default()
         };
         let conn = Redis::connect(&settings).await.unwrap().unwrap();
         let mut limits = LimitSettings {
@@ -686,4 +689,139 @@ async fn admitted_until(l: &GlobalLimiter, texts: usize, end: tokio::time::Insta
             _ = tokio::time::sleep_until(end) => return n,
         }
     }
+}
+
+/// `puzzlegen worker` with the config and key variable of `dir`, serving runs on `redis`.
+fn spawn_worker(dir: &Path, redis: &str) -> Child {
+    common::command(dir)
+        .args(["worker", "--config", "params.yaml", "--redis", redis])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Stops a worker with SIGTERM; its stderr.
+fn stop_worker(child: Child) -> String {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// One coordinator (`run --queue`) and three `puzzlegen worker` processes, each with its own
+/// config, cache and key variable (the same name), against a mock whose quota is the limit
+/// (as in [`two_runs_on_one_redis_and_key_name_share_one_budget`]): the puzzles are those of a
+/// run alone, no text is requested twice, no 429, the concurrency held for all together, and
+/// the workers did embed themes.
+#[test]
+fn a_coordinator_and_three_workers_make_the_puzzles_of_a_run_alone() {
+    let redis = RedisServer::start();
+    let server = start_blocking(MockConfig {
+        dimension: 768,
+        latency: Duration::from_millis(100),
+        quota_per_minute: Some(120),
+        quota_unit: QuotaUnit::Texts,
+        quota_window: Duration::from_secs(1),
+        ..MockConfig::default()
+    })
+    .unwrap();
+    let limits = "  requests_per_minute: 1200\n  rpm_counts: items\n";
+    let workers: Vec<(tempfile::TempDir, Child)> = (0..3)
+        .map(|_| {
+            let dir = common::gemini_dir(&server.base_url(), 1, 6, 1, limits);
+            let child = spawn_worker(dir.path(), &redis.url());
+            (dir, child)
+        })
+        .collect();
+    let coordinator = common::gemini_dir(&server.base_url(), 12, 14, 3, limits);
+    let out = common::puzzlegen(coordinator.path())
+        .args([
+            "run",
+            "--config",
+            "params.yaml",
+            "--redis",
+            &redis.url(),
+            "--queue",
+        ])
+        .output()
+        .unwrap();
+    let logs: Vec<String> = workers.into_iter().map(|(_, c)| stop_worker(c)).collect();
+    assert_eq!(out.status.code(), Some(0), "{}\n{logs:?}", text(&out));
+    let s = server.stats();
+    assert_eq!(s.responses_429, 0, "{s:?}");
+    assert!(s.max_texts_in_any_60s <= 120, "{s:?}");
+    assert!(s.peak_concurrency <= 4, "{s:?}");
+    assert_eq!(s.duplicate_texts, 0, "{s:?}");
+    assert_eq!(s.distinct_texts_embedded, 12 * 15, "{s:?}");
+    let busy = logs.iter().filter(|l| l.contains(": ok")).count();
+    assert!(busy >= 2, "the workers did not take tasks: {logs:?}");
+    let queued =
+        std::fs::read_to_string(coordinator.path().join("out/final_puzzles.json")).unwrap();
+    let alone = common::gemini_dir(&server.base_url(), 12, 14, 3, limits);
+    let reference = common::puzzlegen(alone.path())
+        .args(["run", "--config", "params.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(reference.status.code(), Some(0), "{}", text(&reference));
+    let reference = std::fs::read_to_string(alone.path().join("out/final_puzzles.json")).unwrap();
+    assert_eq!(strip_times(&queued), strip_times(&reference));
+}
+
+/// A worker killed with SIGKILL mid-run: its task is claimed by another once it has not been
+/// touched for a few seconds (and its texts once their locks expire), the run completes with
+/// the puzzles of a run alone, and each theme has one result.
+#[test]
+fn a_worker_killed_mid_run_leaves_no_task_behind() {
+    let redis = RedisServer::start();
+    let server = start_blocking(common::mock_config(7, |m| {
+        m.latency = Duration::from_millis(500);
+    }))
+    .unwrap();
+    let extra = "  batch_size: 5\n";
+    let mut workers: Vec<(tempfile::TempDir, Child)> = (0..2)
+        .map(|_| {
+            let dir = common::gemini_dir(&server.base_url(), 1, 6, 1, extra);
+            let child = spawn_worker(dir.path(), &redis.url());
+            (dir, child)
+        })
+        .collect();
+    let coordinator = common::gemini_dir(&server.base_url(), 20, 14, 5, extra);
+    let run = spawn(coordinator.path(), &["--redis", &redis.url(), "--queue"]);
+    std::thread::sleep(Duration::from_millis(1200));
+    let mut run = run;
+    assert!(
+        run.try_wait().unwrap().is_none(),
+        "the run ended before the kill"
+    );
+    let (_dir, mut victim) = workers.remove(0);
+    victim.kill().unwrap();
+    let victim_log = victim.wait_with_output().unwrap();
+    let out = run.wait_with_output().unwrap();
+    let logs: Vec<String> = workers.into_iter().map(|(_, c)| stop_worker(c)).collect();
+    assert_eq!(out.status.code(), Some(0), "{}\n{logs:?}", text(&out));
+    assert_eq!(server.stats().distinct_texts_embedded, 20 * 15);
+    let all = format!("{}{logs:?}", text(&out));
+    assert!(all.contains("claimed task"), "no task was claimed: {all}");
+    let results = redis.command(&[
+        "EVAL",
+        "local k = redis.call('KEYS', 'puzzlegen:queue:*:results') return redis.call('HLEN', k[1])",
+        "0",
+    ]);
+    assert_eq!(results.trim(), ":20", "one result per theme");
+    assert!(
+        !String::from_utf8_lossy(&victim_log.stderr).contains("dead letter"),
+        "{logs:?}"
+    );
+    let queued =
+        std::fs::read_to_string(coordinator.path().join("out/final_puzzles.json")).unwrap();
+    let alone = common::gemini_dir(&server.base_url(), 20, 14, 5, extra);
+    let reference = common::puzzlegen(alone.path())
+        .args(["run", "--config", "params.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(reference.status.code(), Some(0), "{}", text(&reference));
+    let reference = std::fs::read_to_string(alone.path().join("out/final_puzzles.json")).unwrap();
+    assert_eq!(strip_times(&queued), strip_times(&reference));
 }
