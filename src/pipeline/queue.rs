@@ -316,6 +316,7 @@ async fn one_task(
         }
         None => {
             // Stopped: hand the task back (queued again, this delivery acknowledged).
+            tracing::info!("{consumer}: stopped: task {theme:?} of run {run} queued again");
             let mut add = redis::cmd("XADD");
             add.arg(&tasks).arg("*");
             for (k, v) in &fields {

@@ -825,3 +825,46 @@ fn a_worker_killed_mid_run_leaves_no_task_behind() {
     let reference = std::fs::read_to_string(alone.path().join("out/final_puzzles.json")).unwrap();
     assert_eq!(strip_times(&queued), strip_times(&reference));
 }
+
+/// SIGTERM stops a worker within seconds with its task handed back (queued again at once,
+/// not left for a claim): the run completes with one result per theme.
+#[test]
+fn sigterm_stops_a_worker_and_hands_its_task_back() {
+    let redis = RedisServer::start();
+    let server = start_blocking(common::mock_config(9, |m| {
+        m.latency = Duration::from_millis(500);
+    }))
+    .unwrap();
+    let extra = "  batch_size: 5\n";
+    let worker_dir = common::gemini_dir(&server.base_url(), 1, 6, 1, extra);
+    let worker = spawn_worker(worker_dir.path(), &redis.url());
+    let coordinator = common::gemini_dir(&server.base_url(), 12, 14, 3, extra);
+    let mut run = spawn(coordinator.path(), &["--redis", &redis.url(), "--queue"]);
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(run.try_wait().unwrap().is_none(), "the run ended first");
+    let t = Instant::now();
+    let _ = Command::new("kill")
+        .args(["-TERM", &worker.id().to_string()])
+        .status();
+    let stopped = worker.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&stopped.stderr).into_owned();
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "{:?}: {log}",
+        t.elapsed()
+    );
+    assert_eq!(stopped.status.code(), Some(0), "{log}");
+    assert!(
+        log.contains("queued again"),
+        "no task was handed back: {log}"
+    );
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}\n{log}", text(&out));
+    assert_eq!(server.stats().distinct_texts_embedded, 12 * 15);
+    let results = redis.command(&[
+        "EVAL",
+        "local k = redis.call('KEYS', 'puzzlegen:queue:*:results') return redis.call('HLEN', k[1])",
+        "0",
+    ]);
+    assert_eq!(results.trim(), ":12", "one result per theme");
+}
