@@ -868,3 +868,72 @@ fn sigterm_stops_a_worker_and_hands_its_task_back() {
     ]);
     assert_eq!(results.trim(), ":12", "one result per theme");
 }
+
+/// The bulk string of a raw RESP answer (`$<n>\r\n<value>\r\n`).
+fn bulk(resp: &str) -> String {
+    resp.lines().nth(1).unwrap_or_default().to_owned()
+}
+
+/// A task delivered more times than allowed (its workers kept dying) goes to the run's
+/// dead-letter stream with its error, its theme gets an error result, and it is acknowledged;
+/// nothing is embedded for it. Below the binary: the task is delivered three times by hand,
+/// then a worker (`pipeline::queue::serve`) claims it a fourth time.
+#[test]
+fn a_task_delivered_too_often_goes_to_the_dead_letter_stream() {
+    use puzzlegen::embed::fake::FakeProvider;
+    let redis = RedisServer::start();
+    let tasks = "puzzlegen:queue:{r1}:tasks";
+    redis.command(&["HSET", "puzzlegen:queue:runs", "r1", "fake:4:test"]);
+    redis.command(&["XGROUP", "CREATE", tasks, "workers", "$", "MKSTREAM"]);
+    let id = bulk(&redis.command(&["XADD", tasks, "*", "theme", "T", "texts", "[\"a\",\"b\"]"]));
+    redis.command(&[
+        "XREADGROUP",
+        "GROUP",
+        "workers",
+        "c1",
+        "COUNT",
+        "1",
+        "STREAMS",
+        tasks,
+        ">",
+    ]);
+    redis.command(&["XCLAIM", tasks, "workers", "c2", "0", &id]);
+    redis.command(&["XCLAIM", tasks, "workers", "c3", "0", &id, "IDLE", "60000"]);
+    let fake = Arc::new(FakeProvider::new(4, 10));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let settings = DistributedSettings {
+            redis_url: Some(RedisUrl::new(redis.url())),
+            ..Default::default()
+        };
+        let conn = Redis::connect(&settings).await.unwrap().unwrap();
+        let service = Arc::new(EmbeddingService::new(
+            fake.clone(),
+            ServiceOptions::unlimited(),
+        ));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let worker = tokio::spawn(puzzlegen::pipeline::queue::serve(
+            conn,
+            Arc::clone(&service),
+            stop.clone(),
+        ));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !redis
+            .command(&["HGET", "puzzlegen:queue:{r1}:results", "T"])
+            .contains("dead letter")
+        {
+            assert!(Instant::now() < deadline, "no dead letter");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop.cancel();
+        worker.await.unwrap();
+    });
+    let dead = redis.command(&["XRANGE", "puzzlegen:queue:{r1}:dead", "-", "+"]);
+    assert!(dead.contains("delivered 4 times"), "{dead}");
+    let pending = redis.command(&["XPENDING", tasks, "workers"]);
+    assert!(pending.starts_with("*4\r\n:0"), "still pending: {pending}");
+    assert!(
+        fake.calls.lock().unwrap().is_empty(),
+        "a dead task was embedded"
+    );
+}
