@@ -389,7 +389,10 @@ pub async fn worker(config: &Config, stop: CancellationToken) -> Result<(), RunE
     queue::serve(redis, Arc::clone(&service), stop).await;
     service.shutdown(SHUTDOWN_GRACE).await;
     service.cache().close()?;
-    Ok(())
+    match service.fatal_error() {
+        Some(e) => Err(RunError::Provider(e)),
+        None => Ok(()),
+    }
 }
 
 /// Processes `themes` on the engine with a progress bar named `what`; each finished theme's

@@ -132,6 +132,14 @@ pub async fn coordinate(
         .arg(&run)
         .query_async::<()>(&mut conn)
         .await;
+    // The run's keys stay a day for `redis-cli` users, then go.
+    for key in [tasks_key(&run), results_key(&run), dead_key(&run)] {
+        let _ = redis::cmd("EXPIRE")
+            .arg(key)
+            .arg(86_400)
+            .query_async::<()>(&mut conn)
+            .await;
+    }
     let results = waited?;
     let failed = results
         .into_iter()
@@ -176,6 +184,10 @@ pub async fn serve(redis: Redis, service: Arc<EmbeddingService>, stop: Cancellat
         redis.shown()
     );
     while !stop.is_cancelled() {
+        if let Some(e) = service.fatal_error() {
+            tracing::error!("worker {consumer}: stopping: {e}");
+            return;
+        }
         let runs: HashMap<String, String> =
             match redis::cmd("HGETALL").arg(RUNS).query_async(&mut conn).await {
                 Ok(r) => r,
@@ -316,7 +328,7 @@ async fn one_task(
         }
         None => {
             // Stopped: hand the task back (queued again, this delivery acknowledged).
-            tracing::info!("{consumer}: stopped: task {theme:?} of run {run} queued again");
+            tracing::info!("{consumer}: stopping: task {theme:?} of run {run} queued again");
             let mut add = redis::cmd("XADD");
             add.arg(&tasks).arg("*");
             for (k, v) in &fields {
@@ -335,7 +347,7 @@ async fn one_task(
 }
 
 /// Embeds `texts`, touching the task (resetting its idle time) meanwhile so no other worker
-/// claims it. `None` when stopped first.
+/// claims it. `None` when stopped first, or when the service met an error no retry can fix.
 async fn embed_touching(
     redis: &Redis,
     service: &Arc<EmbeddingService>,
@@ -368,10 +380,13 @@ async fn embed_touching(
         }
     });
     let result = tokio::select! {
-        r = service.embed(texts) => Some(match r {
-            Ok(_) => "ok".to_owned(),
-            Err(e) => format!("error: {e}"),
-        }),
+        r = service.embed(texts) => match r {
+            Ok(_) => Some("ok".to_owned()),
+            // This worker cannot go on (bad key, daily quota...): the task is handed back
+            // for a worker that can, and this one stops (see `serve`).
+            Err(e) if e.is_fatal() => None,
+            Err(e) => Some(format!("error: {e}")),
+        },
         _ = stop.cancelled() => None,
     };
     touch.abort();

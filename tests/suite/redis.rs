@@ -937,3 +937,56 @@ fn a_task_delivered_too_often_goes_to_the_dead_letter_stream() {
         "a dead task was embedded"
     );
 }
+
+/// A worker whose key the API refuses hands its task back and exits (a user error, exit 2)
+/// instead of failing every theme it takes; the run completes with every theme.
+#[test]
+fn a_worker_with_a_refused_key_hands_back_and_exits() {
+    let redis = RedisServer::start();
+    let server = start_blocking(common::mock_config(11, |m| {
+        m.latency = Duration::from_millis(200);
+        m.api_key = Some(KEY.to_owned());
+    }))
+    .unwrap();
+    let worker_dir = common::gemini_dir(&server.base_url(), 1, 6, 1, "");
+    let worker = common::command(worker_dir.path())
+        .args(["worker", "--config", "params.yaml", "--redis", &redis.url()])
+        .env("PUZZLEGEN_TEST_KEY", "a-wrong-key")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let coordinator = common::gemini_dir(&server.base_url(), 12, 14, 3, "");
+    let out = common::puzzlegen(coordinator.path())
+        .args([
+            "run",
+            "--config",
+            "params.yaml",
+            "--redis",
+            &redis.url(),
+            "--queue",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let t = Instant::now();
+    let mut worker = worker;
+    while worker.try_wait().unwrap().is_none() && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ended = worker.try_wait().unwrap();
+    if ended.is_none() {
+        let _ = worker.kill();
+    }
+    let log = String::from_utf8_lossy(&worker.wait_with_output().unwrap().stderr).into_owned();
+    assert_eq!(ended.and_then(|s| s.code()), Some(2), "{log}");
+    assert!(!log.contains("a-wrong-key"), "{log}");
+    let results = redis.command(&[
+        "EVAL",
+        "local k = redis.call('KEYS', 'puzzlegen:queue:*:results') return redis.call('HLEN', k[1])",
+        "0",
+    ]);
+    assert_eq!(results.trim(), ":12", "one result per theme");
+    let puzzles = common::read_json(&coordinator.path().join("out/final_puzzles.json"));
+    assert_eq!(puzzles.as_object().map(|m| m.len()), Some(3), "{puzzles}");
+}
