@@ -8,26 +8,27 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 /// The modules, bottom first. Each may use only those before it.
+#[rustfmt::skip]
 const LAYERS: &[&str] = &[
-    "fsx",         // files written atomically, read with a cap; nothing of ours
-    "text",        // text for messages
-    "embed",       // providers and the embedding space
-    "words",       // normalised words, the plural rule, scored results
-    "limit",       // the request limiter
-    "config",      // params.yaml
-    "cache",       // vectors already paid for
+    "fsx",      // files written atomically, read with a cap; nothing of ours
+    "text",     // text for messages
+    "embed",    // providers and the embedding space
+    "words",    // normalised words, the plural rule, scored results
+    "limit",    // the request limiter
+    "config",   // params.yaml
+    "cache",    // vectors already paid for
     "distributed", // the limiter and cache tier shared through Redis
-    "service",     // cache + limiter + retries in front of a provider
-    "journal",     // finished themes of an interrupted run
-    "theme",       // one theme: embed, score, rank
-    "input",       // the themes and candidates files
-    "plan",        // which theme in which slot
-    "progress",    // progress bars
-    "engine",      // themes processed concurrently
-    "assemble",    // each puzzle's words
-    "report",      // the output files
-    "pipeline",    // the order of the steps
-    "layers",      // this check
+    "service",  // cache + limiter + retries in front of a provider
+    "journal",  // finished themes of an interrupted run
+    "theme",    // one theme: embed, score, rank
+    "input",    // the themes and candidates files
+    "plan",     // which theme in which slot
+    "progress", // progress bars
+    "engine",   // themes processed concurrently
+    "assemble", // each puzzle's words
+    "report",   // the output files
+    "pipeline", // the order of the steps
+    "layers",   // this check
 ];
 
 /// Every `from -> to` use between two different top-level modules, read from `src/`.
