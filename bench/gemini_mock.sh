@@ -59,8 +59,11 @@ if ! cargo build --release -p puzzlegen -p mock-gemini >"$TMP/build.log" 2>&1; t
   tail -n 40 "$TMP/build.log" >&2
   die "cargo build --release -p puzzlegen -p mock-gemini failed (log above)"
 fi
-PUZZLEGEN=$ROOT/target/release/puzzlegen
-MOCK=$ROOT/target/release/mock-gemini
+# cargo builds into CARGO_TARGET_DIR when it is set (relative paths are from the root).
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+case $TARGET_DIR in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
+PUZZLEGEN=$TARGET_DIR/release/puzzlegen
+MOCK=$TARGET_DIR/release/mock-gemini
 [ -x "$PUZZLEGEN" ] || die "$PUZZLEGEN missing after build"
 [ -x "$MOCK" ] || die "$MOCK missing after build"
 

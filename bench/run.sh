@@ -13,7 +13,7 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
 echo "== puzzlegen (candle) =="
-/usr/bin/time -f "rust_peak_rss_mb %M" -o "$out/rss" cargo bench --quiet --bench throughput | tee "$out/rust"
+/usr/bin/time -f "rust_peak_rss_mb %M" -o "$out/rss" cargo bench --quiet --features fake-provider --bench throughput | tee "$out/rust"
 awk '{printf "rust_peak_rss_mb %.0f\n", $2/1024}' "$out/rss" | tee -a "$out/rust"
 
 if [ -z "${SKIP_PYTHON:-}" ]; then

@@ -1,4 +1,4 @@
-"""sentence-transformers baseline for benches/throughput.rs: same model files, same words.
+"""sentence-transformers baseline for bench/throughput.rs: same model files, same words.
 
 Prints `key value` lines like the Rust bench. Run by bench/run.sh inside bench/.venv.
 """

@@ -473,7 +473,7 @@ async fn hang_never_answers_until_shutdown() {
     .await;
     let addr = s.addr();
     let pending = tokio::spawn(async move {
-        try_http(
+        http(
             addr,
             "POST",
             &gemini_path(),
@@ -493,7 +493,7 @@ async fn hang_never_answers_until_shutdown() {
     // A client that gives up frees the slot.
     let gave_up = tokio::time::timeout(
         Duration::from_millis(300),
-        try_http(
+        http(
             addr,
             "POST",
             &gemini_path(),

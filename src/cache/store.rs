@@ -606,6 +606,49 @@ impl Store {
         Ok(added)
     }
 
+    /// Stores rows, each replacing every row `space.model_id` holds for its key (in any
+    /// dimension or task type), in one IMMEDIATE transaction: the last write wins, as in the
+    /// Python original's `SharedEmbeddingCache.put` (the Python package's cache; runs use
+    /// [`Store::put`], where the first vector stays). Returns how many rows were stored.
+    pub fn replace(&mut self, space: &Space, rows: &[Row]) -> Result<usize, StoreError> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let path = self.path.clone();
+        let e = |e| StoreError::sql(&path, e);
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(e)?;
+        let mut stored = 0;
+        {
+            let mut delete = tx
+                .prepare_cached("DELETE FROM embeddings WHERE model_id = ?1 AND text_key = ?2")
+                .map_err(e)?;
+            let mut insert = tx.prepare_cached(INSERT).map_err(e)?;
+            let dim = space.dimension as i64;
+            for r in rows {
+                delete.execute(params![space.model_id, r.key]).map_err(e)?;
+                stored += insert
+                    .execute(params![
+                        space.model_id,
+                        dim,
+                        space.task_type,
+                        r.key,
+                        r.word,
+                        r.theme,
+                        r.word_type,
+                        r.similarity,
+                        r.timestamp,
+                        encode(&r.vector),
+                    ])
+                    .map_err(e)?;
+            }
+        }
+        tx.commit().map_err(e)?;
+        Ok(stored)
+    }
+
     /// Starts a read transaction: until the [`Snapshot`] is dropped, every read through this
     /// store sees the database as it is now, whatever other connections commit meanwhile.
     pub fn snapshot(&self) -> Result<Snapshot<'_>, StoreError> {

@@ -5,6 +5,7 @@
 //! of one model never answer for another. Cross-cutting behaviour (caching, batching, limits)
 //! lives in [`crate::service`], around a provider, not inside it.
 
+#[cfg(any(test, feature = "fake-provider"))]
 pub mod fake;
 pub mod gemini;
 mod http;

@@ -170,6 +170,25 @@ impl RunResult {
     }
 }
 
+impl RunResult {
+    /// Ends a run whose output files are not wanted (the Python package's `process_themes`,
+    /// like the original's processor, writes none): the cache CSV is put in place, and a run
+    /// that did all its work removes its journal. A run that stopped early keeps its journal
+    /// and leaves the cache CSV as it was.
+    pub fn finish_without_outputs(self) -> Result<(), RunError> {
+        if self.stop.is_none() {
+            crate::fsx::commit_all(vec![self.cache_csv])?;
+        }
+        if let Some(e) = self.cache_error {
+            return Err(e.into());
+        }
+        if self.stop.is_none() {
+            self.journal.remove();
+        }
+        Ok(())
+    }
+}
+
 fn themes_ok(themes: &[(String, ThemeOutcome)]) -> impl Iterator<Item = &ThemeResult> {
     themes.iter().filter_map(|(_, o)| o.as_ref().ok())
 }

@@ -218,7 +218,7 @@ pub fn final_puzzles(puzzles: &[Puzzle]) -> FinalPuzzles {
 }
 
 /// `puzzle_metadata.json`.
-fn metadata(r: &RunRecord) -> PuzzleMetadata {
+pub fn metadata(r: &RunRecord) -> PuzzleMetadata {
     let c = r.config;
     let s = r.stats;
     PuzzleMetadata {

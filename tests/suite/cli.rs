@@ -161,70 +161,80 @@ fn malformed_yaml_names_file_and_line() {
     );
 }
 
-#[test]
-fn invalid_value_names_the_key() {
+/// A new directory set up for `puzzlegen run --config params.yaml`: params.yaml for `puzzles`
+/// puzzles of the local model, with `params_extra` appended (see [`common::write_params`]), and
+/// themes.json and candidates.json from `themes` (see [`common::write_inputs`]).
+fn project(puzzles: usize, params_extra: &str, themes: &[(&str, &[&str])]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    common::write_params(dir.path(), 1, "multiprocessing:\n  worker_count: 0\n");
+    common::write_params(dir.path(), puzzles, params_extra);
+    common::write_inputs(dir.path(), themes);
+    dir
+}
+
+/// Sets up a [`project`] for one puzzle, writes each of `files` (name, content) into it over
+/// what is there, and runs `puzzlegen run --config params.yaml`: a user error naming `needle`
+/// (see [`assert_user_error`]).
+fn refused(params_extra: &str, themes: &[(&str, &[&str])], files: &[(&str, &[u8])], needle: &str) {
+    let dir = project(1, params_extra, themes);
+    for (name, content) in files {
+        std::fs::write(dir.path().join(name), content).unwrap();
+    }
     assert_user_error(
         puzzlegen(dir.path()).args(["run", "--config", "params.yaml"]),
+        needle,
+    );
+}
+
+#[test]
+fn invalid_value_names_the_key() {
+    refused(
+        "multiprocessing:\n  worker_count: 0\n",
+        &[("A", &["x"])],
+        &[],
         "params.yaml: multiprocessing.worker_count: expected an integer from 1 to 10000, got 0",
     );
 }
 
 #[test]
 fn malformed_json_names_file_and_line() {
-    let dir = tempfile::tempdir().unwrap();
-    common::write_params(dir.path(), 1, "");
-    common::write_inputs(dir.path(), &[("A", &["x"])]);
-    std::fs::write(
-        dir.path().join("candidates.json"),
-        "{\"candidates\": {\n\"A\": {\"words\": [1, 2]}}}",
-    )
-    .unwrap();
-    assert_user_error(
-        puzzlegen(dir.path()).args(["run", "--config", "params.yaml"]),
+    refused(
+        "",
+        &[("A", &["x"])],
+        &[(
+            "candidates.json",
+            b"{\"candidates\": {\n\"A\": {\"words\": [1, 2]}}}",
+        )],
         "candidates.json: line 2",
     );
 }
 
 #[test]
 fn non_utf8_input_is_reported() {
-    let dir = tempfile::tempdir().unwrap();
-    common::write_params(dir.path(), 1, "");
-    common::write_inputs(dir.path(), &[("A", &["x"])]);
-    std::fs::write(
-        dir.path().join("themes.json"),
-        b"{\"themes\": [\"caf\xe9\"]}",
-    )
-    .unwrap();
-    assert_user_error(
-        puzzlegen(dir.path()).args(["run", "--config", "params.yaml"]),
+    refused(
+        "",
+        &[("A", &["x"])],
+        &[("themes.json", b"{\"themes\": [\"caf\xe9\"]}")],
         "themes.json: not valid UTF-8 (line 1)",
     );
 }
 
 #[test]
 fn empty_theme_string_is_rejected() {
-    let dir = tempfile::tempdir().unwrap();
-    common::write_params(dir.path(), 1, "");
-    common::write_inputs(dir.path(), &[("A", &["x"]), ("", &["y"])]);
-    assert_user_error(
-        puzzlegen(dir.path()).args(["run", "--config", "params.yaml"]),
+    refused(
+        "",
+        &[("A", &["x"]), ("", &["y"])],
+        &[],
         "themes.json: themes[1]: expected a theme name, got an empty string",
     );
 }
 
 #[test]
 fn words_per_theme_larger_than_any_list_is_rejected() {
-    let dir = tempfile::tempdir().unwrap();
-    common::write_params(dir.path(), 1, "");
     let words: &[&str] = &["a", "b", "c"];
-    common::write_inputs(
-        dir.path(),
+    refused(
+        "",
         &[("A", words), ("B", words), ("C", words), ("D", words)],
-    );
-    assert_user_error(
-        puzzlegen(dir.path()).args(["run", "--config", "params.yaml"]),
+        &[],
         "words_per_theme is 4 but the largest candidate list",
     );
 }
@@ -235,20 +245,18 @@ const PLANETS: &[&str] = &["Mars", "Venus", "Jupiter", "Saturn", "Neptune"];
 const DOGS: &[&str] = &["poodle", "beagle", "terrier", "collie", "husky"];
 const BIRDS: &[&str] = &["robin", "sparrow", "eagle", "owl", "heron"];
 
+/// Five themes for a one-puzzle run: the first four fill the puzzle, `Birds` is the spare.
+const FIVE_THEMES: &[(&str, &[&str])] = &[
+    ("Fruit", FRUIT),
+    ("Tools", TOOLS),
+    ("Planets", PLANETS),
+    ("Dogs", DOGS),
+    ("Birds", BIRDS),
+];
+
 #[test]
 fn theme_missing_from_candidates_uses_a_spare() {
-    let dir = tempfile::tempdir().unwrap();
-    common::write_params(dir.path(), 1, "");
-    common::write_inputs(
-        dir.path(),
-        &[
-            ("Fruit", FRUIT),
-            ("Tools", TOOLS),
-            ("Planets", PLANETS),
-            ("Dogs", DOGS),
-            ("Birds", BIRDS),
-        ],
-    );
+    let dir = project(1, "", FIVE_THEMES);
     // Drop "Tools" from the candidates, keep it in the themes.
     let mut c = read_json(&dir.path().join("candidates.json"));
     c["candidates"].as_object_mut().unwrap().remove("Tools");
@@ -273,11 +281,10 @@ fn theme_missing_from_candidates_uses_a_spare() {
 
 #[test]
 fn empty_candidate_list_without_spare_fails_that_puzzle_and_still_exits_0() {
-    let dir = tempfile::tempdir().unwrap();
-    common::write_params(dir.path(), 2, "");
     // 5 themes, 2 puzzles: themes cycle, no spares; "Dogs" (only in puzzle 1) has no words.
-    common::write_inputs(
-        dir.path(),
+    let dir = project(
+        2,
+        "",
         &[
             ("Fruit", FRUIT),
             ("Tools", TOOLS),
@@ -315,17 +322,8 @@ fn empty_candidate_list_without_spare_fails_that_puzzle_and_still_exits_0() {
 
 #[test]
 fn missing_model_is_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
-    common::write_params(dir.path(), 1, "");
-    common::write_inputs(
-        dir.path(),
-        &[
-            ("Fruit", FRUIT),
-            ("Tools", TOOLS),
-            ("Planets", PLANETS),
-            ("Dogs", DOGS),
-        ],
-    );
+    // No spare: only the four themes of the puzzle.
+    let dir = project(1, "", &FIVE_THEMES[..4]);
     assert_user_error(
         puzzlegen(dir.path()).args(["run", "--config", "params.yaml", "--model-dir", "nowhere"]),
         "scripts/fetch-model.sh",

@@ -18,39 +18,16 @@ const DIMENSION: usize = 64;
 /// Eight themes for two puzzles (no spare). Words recur across themes in other cases
 /// (`Mercury`/`mercury`, `Gold`/`GOLD`), `Jupiter ` carries a space, and `zorpa`/`zorpass`
 /// must both survive the plural rule while `Zorpas` and `apples` must not.
+#[rustfmt::skip]
 const THEMES: &[(&str, &[&str])] = &[
-    (
-        "Planets",
-        &["Mercury", "Venus", "Earth", "Mars", "Jupiter", "Saturn"],
-    ),
-    (
-        "Chemical elements",
-        &["mercury", "Iron", "Gold", "Silver", "Neon", "Zinc"],
-    ),
-    (
-        "Roman gods",
-        &["venus", "MARS", "Jupiter ", "Neptune", "Vulcan", "Minerva"],
-    ),
-    (
-        "Nonsense words",
-        &["zorpa", "zorpass", "blick", "frumious", "wug", "Zorpas"],
-    ),
-    (
-        "Fruit",
-        &["Apple", "apples", "Pear", "Plum", "Cherry", "Grape"],
-    ),
-    (
-        "Trees",
-        &["Oak", "Pine", "Maple", "Birch", "apple", "Cedar"],
-    ),
-    (
-        "Colours",
-        &["Red", "Gold", "Silver", "Green", "cherry", "Navy"],
-    ),
-    (
-        "Metals",
-        &["iron", "GOLD", "silver", "Copper", "Tin", "Lead"],
-    ),
+    ("Planets", &["Mercury", "Venus", "Earth", "Mars", "Jupiter", "Saturn"]),
+    ("Chemical elements", &["mercury", "Iron", "Gold", "Silver", "Neon", "Zinc"]),
+    ("Roman gods", &["venus", "MARS", "Jupiter ", "Neptune", "Vulcan", "Minerva"]),
+    ("Nonsense words", &["zorpa", "zorpass", "blick", "frumious", "wug", "Zorpas"]),
+    ("Fruit", &["Apple", "apples", "Pear", "Plum", "Cherry", "Grape"]),
+    ("Trees", &["Oak", "Pine", "Maple", "Birch", "apple", "Cedar"]),
+    ("Colours", &["Red", "Gold", "Silver", "Green", "cherry", "Navy"]),
+    ("Metals", &["iron", "GOLD", "silver", "Copper", "Tin", "Lead"]),
 ];
 
 /// The outputs, at the original's paths.

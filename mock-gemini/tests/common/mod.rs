@@ -84,29 +84,19 @@ pub async fn http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Reply {
-    tokio::time::timeout(
-        Duration::from_secs(20),
-        try_http(addr, method, path, headers, body),
-    )
-    .await
-    .expect("request timed out")
-}
-
-pub async fn try_http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> Reply {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    stream
-        .write_all(&request_bytes(method, path, headers, body))
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        stream
+            .write_all(&request_bytes(method, path, headers, body))
+            .await
+            .unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.unwrap();
+        parse_reply(&raw)
+    };
+    tokio::time::timeout(Duration::from_secs(20), exchange)
         .await
-        .unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    parse_reply(&raw)
+        .expect("request timed out")
 }
 
 pub fn gemini_path() -> String {

@@ -33,8 +33,37 @@ const COLOURS: &[&str] = &["Red", "Green", "Blue", "Yellow", "Purple", "Orange"]
 const ANIMALS: &[&str] = &["Lion", "Tiger", "Horse", "Rabbit", "Wolf", "Bear"];
 const FISH: &[&str] = &["Salmon", "Trout", "Tuna", "Cod", "Haddock", "Herring"];
 
-fn entry(words: &[&str]) -> String {
-    serde_json::json!({ "words": words }).to_string()
+/// themes.json naming the four themes every successful run here uses.
+const FOUR_THEMES: &str = r#"{"themes": ["Planets", "Trees", "Colours", "Animals"]}"#;
+
+/// The text of a candidates.json holding `entries` (theme key, words) in this order, each as
+/// `{"words": [...]}`; a key may repeat, as only a raw text can.
+fn candidates(entries: &[(&str, &[&str])]) -> String {
+    let entries: Vec<String> = entries
+        .iter()
+        .map(|(key, words)| {
+            let words = serde_json::json!({ "words": words });
+            format!("{}: {words}", serde_json::Value::from(*key))
+        })
+        .collect();
+    format!(r#"{{"candidates": {{{}}}}}"#, entries.join(", "))
+}
+
+/// A new directory with params.yaml for one puzzle (see [`common::write_params`]) and the raw
+/// JSON texts `themes` and `candidates` as themes.json and candidates.json (so keys may repeat).
+fn raw_project(themes: &str, candidates: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_params(dir.path(), 1, "");
+    write_raw(dir.path(), themes, candidates);
+    dir
+}
+
+/// Runs a [`raw_project`] of `themes` and `candidates` (see [`run`]); returns the directory,
+/// for its outputs, the exit code and stderr.
+fn run_raw(themes: &str, candidates: &str) -> (tempfile::TempDir, i32, String) {
+    let dir = raw_project(themes, candidates);
+    let (code, stderr) = run(dir.path());
+    (dir, code, stderr)
 }
 
 /// Writes themes.json and candidates.json from raw JSON texts (so keys may repeat).
@@ -69,21 +98,16 @@ fn puzzle_themes(dir: &Path) -> Vec<String> {
 
 #[test]
 fn keys_equal_but_for_spaces_warn_and_the_first_is_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    common::write_params(dir.path(), 1, "");
-    write_raw(
-        dir.path(),
-        r#"{"themes": ["Planets", "Trees", "Colours", "Animals"]}"#,
-        &format!(
-            r#"{{"candidates": {{" Planets ": {}, "Planets": {}, "Colours": {}, "Animals": {}, "Trees": {}}}}}"#,
-            entry(PLANETS),
-            entry(TREES),
-            entry(COLOURS),
-            entry(ANIMALS),
-            entry(&["Elm", "Spruce", "Ash", "Fir", "Larch"]),
-        ),
+    let (dir, code, stderr) = run_raw(
+        FOUR_THEMES,
+        &candidates(&[
+            (" Planets ", PLANETS),
+            ("Planets", TREES),
+            ("Colours", COLOURS),
+            ("Animals", ANIMALS),
+            ("Trees", &["Elm", "Spruce", "Ash", "Fir", "Larch"]),
+        ]),
     );
-    let (code, stderr) = run(dir.path());
     assert_eq!(code, 0, "{stderr}");
     let warning = stderr
         .lines()
@@ -99,20 +123,15 @@ fn keys_equal_but_for_spaces_warn_and_the_first_is_kept() {
 
 #[test]
 fn theme_names_equal_but_for_case_are_one_theme() {
-    let dir = tempfile::tempdir().unwrap();
-    common::write_params(dir.path(), 1, "");
-    write_raw(
-        dir.path(),
+    let (dir, code, stderr) = run_raw(
         r#"{"themes": ["Planets", "planets", "PLANETS", "Trees", "Colours", "Animals"]}"#,
-        &format!(
-            r#"{{"candidates": {{"Planets": {}, "Trees": {}, "Colours": {}, "Animals": {}}}}}"#,
-            entry(PLANETS),
-            entry(TREES),
-            entry(COLOURS),
-            entry(ANIMALS),
-        ),
+        &candidates(&[
+            ("Planets", PLANETS),
+            ("Trees", TREES),
+            ("Colours", COLOURS),
+            ("Animals", ANIMALS),
+        ]),
     );
-    let (code, stderr) = run(dir.path());
     assert_eq!(code, 0, "{stderr}");
     for spelling in ["planets", "PLANETS"] {
         assert!(
@@ -130,22 +149,17 @@ fn theme_names_equal_but_for_case_are_one_theme() {
 
 #[test]
 fn a_zero_width_word_is_dropped_with_a_warning() {
-    let dir = tempfile::tempdir().unwrap();
-    common::write_params(dir.path(), 1, "");
     // Four real words and a zero-width space: only four usable words for Planets.
     let planets = ["Mercury", "\u{200B}", "Venus", "Mars", "Jupiter"];
-    write_raw(
-        dir.path(),
-        r#"{"themes": ["Planets", "Trees", "Colours", "Animals"]}"#,
-        &format!(
-            r#"{{"candidates": {{"Planets": {}, "Trees": {}, "Colours": {}, "Animals": {}}}}}"#,
-            entry(&planets),
-            entry(TREES),
-            entry(COLOURS),
-            entry(ANIMALS),
-        ),
+    let (dir, code, stderr) = run_raw(
+        FOUR_THEMES,
+        &candidates(&[
+            ("Planets", &planets),
+            ("Trees", TREES),
+            ("Colours", COLOURS),
+            ("Animals", ANIMALS),
+        ]),
     );
-    let (code, stderr) = run(dir.path());
     assert_eq!(code, 0, "{stderr}");
     assert!(
         stderr.lines().any(|l| l.contains("candidates.json")
@@ -160,12 +174,9 @@ fn a_zero_width_word_is_dropped_with_a_warning() {
 
 #[test]
 fn a_zero_width_theme_name_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    common::write_params(dir.path(), 1, "");
-    write_raw(
-        dir.path(),
+    let dir = raw_project(
         "{\"themes\": [\"Planets\", \"\u{200B}\"]}",
-        &format!(r#"{{"candidates": {{"Planets": {}}}}}"#, entry(PLANETS)),
+        &candidates(&[("Planets", PLANETS)]),
     );
     assert_user_error(
         dir.path(),
@@ -175,21 +186,16 @@ fn a_zero_width_theme_name_is_refused() {
 
 #[test]
 fn a_duplicate_json_key_is_reported_and_the_first_wins() {
-    let dir = tempfile::tempdir().unwrap();
-    common::write_params(dir.path(), 1, "");
-    write_raw(
-        dir.path(),
-        r#"{"themes": ["Planets", "Trees", "Colours", "Animals"]}"#,
-        &format!(
-            r#"{{"candidates": {{"Planets": {}, "Trees": {}, "Colours": {}, "Animals": {}, "Planets": {}}}}}"#,
-            entry(PLANETS),
-            entry(TREES),
-            entry(COLOURS),
-            entry(ANIMALS),
-            entry(FISH),
-        ),
+    let (dir, code, stderr) = run_raw(
+        FOUR_THEMES,
+        &candidates(&[
+            ("Planets", PLANETS),
+            ("Trees", TREES),
+            ("Colours", COLOURS),
+            ("Animals", ANIMALS),
+            ("Planets", FISH),
+        ]),
     );
-    let (code, stderr) = run(dir.path());
     assert_eq!(code, 0, "{stderr}");
     assert!(
         stderr.lines().any(|l| l.contains("candidates.json")
@@ -204,20 +210,16 @@ fn a_duplicate_json_key_is_reported_and_the_first_wins() {
 
 #[test]
 fn a_utf8_bom_is_accepted() {
-    let dir = tempfile::tempdir().unwrap();
-    common::write_params(dir.path(), 1, "");
-    write_raw(
-        dir.path(),
-        "\u{FEFF}{\"themes\": [\"Planets\", \"Trees\", \"Colours\", \"Animals\"]}",
-        &format!(
-            "\u{FEFF}{{\"candidates\": {{\"Planets\": {}, \"Trees\": {}, \"Colours\": {}, \"Animals\": {}}}}}",
-            entry(PLANETS),
-            entry(TREES),
-            entry(COLOURS),
-            entry(ANIMALS),
-        ),
+    let cands = candidates(&[
+        ("Planets", PLANETS),
+        ("Trees", TREES),
+        ("Colours", COLOURS),
+        ("Animals", ANIMALS),
+    ]);
+    let (dir, code, stderr) = run_raw(
+        &format!("\u{FEFF}{FOUR_THEMES}"),
+        &format!("\u{FEFF}{cands}"),
     );
-    let (code, stderr) = run(dir.path());
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(
         puzzle_themes(dir.path()),
@@ -227,12 +229,9 @@ fn a_utf8_bom_is_accepted() {
 
 #[test]
 fn a_bare_list_says_what_was_expected() {
-    let dir = tempfile::tempdir().unwrap();
-    common::write_params(dir.path(), 1, "");
-    write_raw(
-        dir.path(),
+    let dir = raw_project(
         r#"["Planets", "Trees", "Colours", "Animals"]"#,
-        &format!(r#"{{"candidates": {{"Planets": {}}}}}"#, entry(PLANETS)),
+        &candidates(&[("Planets", PLANETS)]),
     );
     assert_user_error(
         dir.path(),
@@ -242,9 +241,7 @@ fn a_bare_list_says_what_was_expected() {
 
 #[test]
 fn an_oversized_input_file_is_refused_unread() {
-    let dir = tempfile::tempdir().unwrap();
-    common::write_params(dir.path(), 1, "");
-    write_raw(dir.path(), r#"{"themes": ["Planets"]}"#, "");
+    let dir = raw_project(r#"{"themes": ["Planets"]}"#, "");
     // Sparse: 300 MB that take no disk and, read, would take 300 MB of memory.
     let f = std::fs::File::create(dir.path().join("candidates.json")).unwrap();
     f.set_len(300 * 1024 * 1024).unwrap();
@@ -298,15 +295,12 @@ fn yaml_mistakes_name_the_line_and_key_in_plain_words() {
 
 #[test]
 fn a_yaml_bomb_is_refused_plainly() {
-    let mut y =
-        String::from("paths:\n  outputs: out\nlogging:\n  a: &a [x, x, x, x, x, x, x, x, x, x]\n");
-    for i in 0..9 {
-        let prev = if i == 0 {
-            "a".to_owned()
-        } else {
-            format!("b{}", i - 1)
-        };
-        let refs = vec![format!("*{prev}"); 10].join(", ");
+    // 10^10 nodes: each of the anchors b1..b9 refers ten times to the one before it.
+    let mut y = String::from(
+        "paths:\n  outputs: out\nlogging:\n  b0: &b0 [x, x, x, x, x, x, x, x, x, x]\n",
+    );
+    for i in 1..10 {
+        let refs = vec![format!("*b{}", i - 1); 10].join(", ");
         y.push_str(&format!("  b{i}: &b{i} [{refs}]\n"));
     }
     let started = std::time::Instant::now();

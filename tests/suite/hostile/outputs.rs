@@ -11,36 +11,17 @@ use mock_gemini::{MockConfig, start_blocking};
 
 use crate::common;
 
+/// Eight themes of six distinct words, one theme a line.
+#[rustfmt::skip]
 const WORDS: &[(&str, &[&str])] = &[
-    (
-        "Planets",
-        &["Mercury", "Venus", "Mars", "Jupiter", "Saturn", "Neptune"],
-    ),
-    (
-        "Trees",
-        &["Oak", "Maple", "Birch", "Pine", "Willow", "Cedar"],
-    ),
-    (
-        "Colors",
-        &["Red", "Green", "Blue", "Yellow", "Purple", "Orange"],
-    ),
+    ("Planets", &["Mercury", "Venus", "Mars", "Jupiter", "Saturn", "Neptune"]),
+    ("Trees", &["Oak", "Maple", "Birch", "Pine", "Willow", "Cedar"]),
+    ("Colors", &["Red", "Green", "Blue", "Yellow", "Purple", "Orange"]),
     ("Fish", &["Salmon", "Trout", "Cod", "Tuna", "Carp", "Perch"]),
-    (
-        "Fruit",
-        &["Apple", "Pear", "Plum", "Cherry", "Peach", "Grape"],
-    ),
-    (
-        "Tools",
-        &["Hammer", "Saw", "Drill", "Wrench", "Chisel", "Pliers"],
-    ),
-    (
-        "Birds",
-        &["Robin", "Eagle", "Crow", "Owl", "Sparrow", "Hawk"],
-    ),
-    (
-        "Metals",
-        &["Iron", "Copper", "Gold", "Silver", "Zinc", "Tin"],
-    ),
+    ("Fruit", &["Apple", "Pear", "Plum", "Cherry", "Peach", "Grape"]),
+    ("Tools", &["Hammer", "Saw", "Drill", "Wrench", "Chisel", "Pliers"]),
+    ("Birds", &["Robin", "Eagle", "Crow", "Owl", "Sparrow", "Hawk"]),
+    ("Metals", &["Iron", "Copper", "Gold", "Silver", "Zinc", "Tin"]),
 ];
 
 /// The output set of a run with default paths (`out`, `out/reports`, `cache`).
