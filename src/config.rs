@@ -83,6 +83,8 @@ mod raw {
         pub embedding: Embedding,
         #[serde(default)]
         pub cache: Cache,
+        #[serde(default)]
+        pub distributed: Distributed,
         // Sections of the original that this tool accepts whole but does not use.
         #[allow(dead_code)]
         pub themes: Option<serde_json::Value>,
@@ -186,6 +188,20 @@ mod raw {
     #[derive(Debug, Default, Deserialize)]
     pub(super) struct Cache {
         pub path: Option<String>,
+    }
+
+    /// `distributed` (not in the original): runs that share one Redis.
+    #[derive(Default, Deserialize)]
+    pub(super) struct Distributed {
+        pub redis_url: Option<String>,
+        pub redis_password_env: Option<String>,
+        pub queue: Option<bool>,
+    }
+
+    impl std::fmt::Debug for Distributed {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Distributed { .. }")
+        }
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -306,7 +322,85 @@ pub struct Config {
     pub candidates_file: PathBuf,
     /// Keys present in the file that this tool does not know (warned about, not fatal).
     pub unknown_keys: Vec<String>,
+    /// `distributed.*`: the Redis shared with other runs, if any (`--redis` overrides).
+    pub distributed: DistributedSettings,
 }
+
+// --- distributed (Redis) settings -------------------------------------------------------
+
+/// `distributed.redis_url` and `distributed.redis_password_env` (see `crate::distributed`).
+#[derive(Debug, Clone, Default)]
+pub struct DistributedSettings {
+    pub redis_url: Option<RedisUrl>,
+    /// The environment variable holding the Redis password (overrides one in the URL).
+    pub redis_password_env: Option<String>,
+    /// `distributed.queue` (or `run --queue`): the run's themes go through the work queue,
+    /// for `puzzlegen worker` processes to share (see `crate::pipeline::queue`).
+    pub queue: bool,
+}
+
+/// A Redis URL, which may hold a password: `Debug` and [`RedisUrl::shown`] never show it.
+#[derive(Clone)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    pub fn new(url: impl Into<String>) -> RedisUrl {
+        RedisUrl(url.into())
+    }
+
+    /// The URL as given, password included: only for connecting.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any password replaced by `***`, for messages.
+    pub fn shown(&self) -> String {
+        let url = &self.0;
+        let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+            return url.clone();
+        };
+        let rest = &url[scheme_end..];
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        match rest[..authority_end].rfind('@') {
+            Some(at) => {
+                let user = &rest[..at];
+                let user = match user.find(':') {
+                    Some(colon) => format!("{}:***", &user[..colon]),
+                    None => user.to_owned(),
+                };
+                format!("{}{user}{}", &url[..scheme_end], &rest[at..])
+            }
+            None => url.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RedisUrl({})", self.shown())
+    }
+}
+
+impl DistributedSettings {
+    fn resolve(v: &Validator, d: &raw::Distributed) -> Result<DistributedSettings, ConfigError> {
+        let redis_url = match d.redis_url.as_deref() {
+            None => None,
+            Some(u) if u.trim().is_empty() => None,
+            Some(u) => Some(RedisUrl::new(u.trim())),
+        };
+        let redis_password_env = match d.redis_password_env.as_deref() {
+            None => None,
+            Some(name) => Some(v.non_empty("distributed.redis_password_env", name)?),
+        };
+        Ok(DistributedSettings {
+            redis_url,
+            redis_password_env,
+            queue: d.queue.unwrap_or(false),
+        })
+    }
+}
+
+// --- end of distributed settings ----------------------------------------------------------
 
 /// The themes file the original reads inside the `paths.themes` folder.
 pub const THEMES_FILE_NAME: &str = "selected_themes.json";
@@ -381,6 +475,7 @@ impl Config {
         let output = OutputSettings::resolve(&v, &p, o)?;
         let provider = ProviderSettings::resolve(&v, &p.embedding, o, gemini.request_timeout)?;
         let (themes_file, candidates_file) = input_files(&v, &p.paths, o)?;
+        let distributed = DistributedSettings::resolve(&v, &p.distributed)?;
         Ok(Config {
             source: path.to_owned(),
             puzzle,
@@ -391,6 +486,7 @@ impl Config {
             themes_file,
             candidates_file,
             unknown_keys,
+            distributed,
         })
     }
 }
@@ -1089,6 +1185,40 @@ mod tests {
         assert!(
             zero.contains("embedding.openai.request_timeout: expected a number of seconds > 0"),
             "{zero}"
+        );
+    }
+
+    #[test]
+    fn distributed_keys_are_known_and_the_password_is_never_shown() {
+        let c = load(&format!(
+            "{MINIMAL}distributed:\n  redis_url: redis://u:pw-secret@h:6379/1\n  \
+             redis_password_env: REDIS_PW\n"
+        ))
+        .unwrap();
+        assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
+        let url = c.distributed.redis_url.as_ref().unwrap();
+        assert_eq!(url.expose(), "redis://u:pw-secret@h:6379/1");
+        assert_eq!(url.shown(), "redis://u:***@h:6379/1");
+        assert!(!format!("{c:?}").contains("pw-secret"));
+        assert_eq!(
+            c.distributed.redis_password_env.as_deref(),
+            Some("REDIS_PW")
+        );
+        assert!(load(MINIMAL).unwrap().distributed.redis_url.is_none());
+        for (url, shown) in [
+            ("redis://:p@h:1", "redis://:***@h:1"),
+            ("redis://h:1/0", "redis://h:1/0"),
+            ("redis://user@h", "redis://user@h"),
+            ("redis://u:p@ss:w@h/", "redis://u:***@h/"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(RedisUrl::new(url).shown(), shown, "{url}");
+        }
+        assert!(
+            load(&format!(
+                "{MINIMAL}distributed:\n  redis_password_env: ''\n"
+            ))
+            .is_err()
         );
     }
 

@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 /// The modules, bottom first. Each may use only those before it.
+#[rustfmt::skip]
 const LAYERS: &[&str] = &[
     "fsx",      // files written atomically, read with a cap; nothing of ours
     "text",     // text for messages
@@ -16,6 +17,7 @@ const LAYERS: &[&str] = &[
     "limit",    // the request limiter
     "config",   // params.yaml
     "cache",    // vectors already paid for
+    "distributed", // the limiter and cache tier shared through Redis
     "service",  // cache + limiter + retries in front of a provider
     "journal",  // finished themes of an interrupted run
     "theme",    // one theme: embed, score, rank

@@ -12,6 +12,8 @@
 //!   rule, a theme's scored words.
 //! - [`limit`]: the request limiter; [`config`]: `params.yaml` (the Python pipeline's file,
 //!   unchanged) -> one validated [`Config`].
+//! - [`distributed`]: the limiter and cache tier shared through Redis by every process that
+//!   names the same one (`distributed.redis_url`, `--redis`).
 //! - [`cache`]: vectors already paid for: memory in front of an SQLite database, and the
 //!   Python pipeline's cache CSVs in and out; [`service`]: the cache, request coalescing,
 //!   retries and the limiter in front of a provider.
@@ -32,6 +34,7 @@
 pub mod assemble;
 pub mod cache;
 pub mod config;
+pub mod distributed;
 pub mod embed;
 mod engine;
 pub mod fsx;

@@ -34,6 +34,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cache::{self, Cache};
+use crate::distributed::shared_cache::{Claim, LOCK_RENEWAL, POLL};
+use crate::distributed::{Shared, SharedSetup};
 use crate::embed::{EmbedError, Provider, Space, Vector, check_answer};
 use crate::limit::{LimitSettings, Limiter, MINUTE, RpmCounts, estimate_tokens};
 
@@ -155,6 +157,9 @@ struct Inner {
     last_error: Mutex<Option<String>>,
     /// When each kind of retry was last logged at the default level.
     notices: Mutex<HashMap<&'static str, Instant>>,
+    /// The limiter and cache tier shared through Redis, if the run has one
+    /// (`crate::distributed`).
+    shared: Option<Shared>,
 }
 
 impl Inner {
@@ -211,11 +216,25 @@ impl EmbeddingService {
         options: ServiceOptions,
         cache: Cache,
     ) -> EmbeddingService {
+        Self::with_shared(provider, options, cache, None)
+    }
+
+    /// As [`EmbeddingService::with_cache`], sharing a limiter and a cache tier with other
+    /// processes through Redis when `shared` is given: every request then passes the local
+    /// limiter and the global one, and every text is looked up in (and written to) the
+    /// shared tier before the provider is asked.
+    pub fn with_shared(
+        provider: Arc<dyn Provider>,
+        options: ServiceOptions,
+        cache: Cache,
+        shared: Option<SharedSetup>,
+    ) -> EmbeddingService {
         assert_eq!(cache.space(), provider.space(), "cache of another space");
         let max_batch = options
             .limits
             .max_batch(provider.max_batch().min(options.batch_size));
         let stopped = CancellationToken::new();
+        let shared = shared.map(|s| s.build(&options.limits, max_batch, provider.space()));
         let inner = Arc::new(Inner {
             cache,
             limiter: Limiter::new(&options.limits, max_batch),
@@ -238,6 +257,7 @@ impl EmbeddingService {
             successes: AtomicU64::new(0),
             last_error: Mutex::new(None),
             notices: Mutex::new(HashMap::new()),
+            shared,
         });
         let (queue, rx) = mpsc::unbounded_channel();
         let tasks = TaskTracker::new();
@@ -536,6 +556,10 @@ impl Backoffs {
                 }
                 .inspect(|d| {
                     inner.limiter.back_off(*d);
+                    if let Some(global) = inner.shared.as_ref().and_then(|s| s.limiter.clone()) {
+                        let d = *d;
+                        tokio::spawn(async move { global.back_off(d).await });
+                    }
                     inner.notice("rate_limited", || {
                         format!(
                             "rate limited by the API (HTTP 429): pausing all requests for \
@@ -552,6 +576,129 @@ impl Backoffs {
 
 /// Sends one batch, retrying as the error allows, and answers everyone waiting for it.
 async fn dispatch(inner: Arc<Inner>, batch: Vec<Text>) {
+    if inner.shared.is_some() {
+        dispatch_shared(inner, batch).await
+    } else {
+        send_batch(inner, batch).await
+    }
+}
+
+// --- the shared (Redis) tier ---------------------------------------------------------------
+
+/// [`send_batch`] behind the shared tier: texts another process already paid for are taken
+/// from it; texts locked for us are sent, then published (their locks renewed meanwhile);
+/// texts another process is fetching are waited for, and taken over if its lock expires.
+/// If Redis cannot be reached, the texts are sent as if there were no shared tier.
+async fn dispatch_shared(inner: Arc<Inner>, mut pending: Vec<Text>) {
+    let cache = inner.shared.as_ref().expect("shared").cache.clone();
+    // Waiting for another process: look again soon, then less and less often.
+    let mut poll = POLL;
+    loop {
+        let keys: Vec<String> = pending.iter().map(|t| t.key.clone()).collect();
+        let claims = match cache.claim(&keys).await {
+            Ok(c) => c,
+            Err(e) => {
+                inner.notice("redis", || {
+                    format!(
+                        "Redis at {}: {e}; embedding {} text(s) without the shared cache",
+                        cache.shown(),
+                        pending.len()
+                    )
+                });
+                return send_batch(inner, pending).await;
+            }
+        };
+        let (mut mine, mut theirs, mut found, mut vectors) = (vec![], vec![], vec![], vec![]);
+        for (text, claim) in pending.into_iter().zip(claims) {
+            match claim {
+                Claim::Found(v) => {
+                    found.push(text);
+                    vectors.push(v);
+                }
+                Claim::Mine => mine.push(text),
+                Claim::Theirs => theirs.push(text),
+            }
+        }
+        answer(&inner, &found, vectors);
+        if !mine.is_empty() {
+            send_and_publish(&inner, &cache, mine).await;
+        }
+        if theirs.is_empty() {
+            return;
+        }
+        pending = std::mem::take(&mut theirs);
+        tokio::select! {
+            _ = tokio::time::sleep(poll) => poll = (poll * 3 / 2).min(POLL * 10),
+            _ = inner.draining.cancelled() => return fail(&inner, &pending, &stop_reason(&inner)),
+        }
+    }
+}
+
+/// Sends `batch` (locked for us in the shared tier), renewing the locks meanwhile, then
+/// publishes what was answered and releases the rest.
+async fn send_and_publish(
+    inner: &Arc<Inner>,
+    cache: &crate::distributed::SharedCache,
+    batch: Vec<Text>,
+) {
+    let keys: Vec<String> = batch.iter().map(|t| t.key.clone()).collect();
+    let renewal = tokio::spawn({
+        let (cache, keys) = (cache.clone(), keys.clone());
+        async move {
+            loop {
+                tokio::time::sleep(LOCK_RENEWAL).await;
+                let _ = cache.renew(&keys).await;
+            }
+        }
+    });
+    send_batch(Arc::clone(inner), batch).await;
+    renewal.abort();
+    let (mut done, mut vectors, mut undone) = (vec![], vec![], vec![]);
+    for k in keys {
+        match inner.cache.get_in_memory(&k) {
+            Some(v) => {
+                done.push(k);
+                vectors.push(v);
+            }
+            None => undone.push(k),
+        }
+    }
+    let published = if done.is_empty() {
+        Ok(())
+    } else {
+        cache.publish(&done, &vectors).await
+    };
+    let released = cache.release(&undone).await;
+    if let Err(e) = published.and(released) {
+        inner.notice("redis", || {
+            format!("Redis at {}: cannot share embeddings: {e}", cache.shown())
+        });
+    }
+}
+
+/// Answers everyone waiting for `texts` with `vectors` found in the shared tier (kept in the
+/// local cache too; not counted as embedded by this run).
+fn answer(inner: &Inner, texts: &[Text], vectors: Vec<Vector>) {
+    if texts.is_empty() {
+        return;
+    }
+    let words: Vec<(String, String)> = texts
+        .iter()
+        .map(|t| (t.key.clone(), t.spelling.clone()))
+        .collect();
+    inner.cache.insert_words(&words, &vectors);
+    let mut waiting = inner.waiting.lock().unwrap_or_else(|e| e.into_inner());
+    for (text, v) in texts.iter().zip(vectors) {
+        for reply in waiting.remove(&text.key).unwrap_or_default() {
+            let _ = reply.send(Ok(v.clone()));
+        }
+    }
+}
+
+// --- end of the shared tier ----------------------------------------------------------------
+
+/// Sends one batch, retrying as the error allows, and answers everyone waiting for it.
+async fn send_batch(inner: Arc<Inner>, batch: Vec<Text>) {
     let mut backoffs = Backoffs::new(&inner.options);
     let tokens: usize = batch.iter().map(|t| estimate_tokens(&t.spelling)).sum();
     let spellings: Vec<String> = batch.iter().map(|t| t.spelling.clone()).collect();
@@ -601,6 +748,17 @@ async fn send_once(
             return None;
         }
     };
+    // With a Redis, the limits of every process sharing it too.
+    let global = match inner.shared.as_ref().and_then(|s| s.limiter.as_ref()) {
+        None => None,
+        Some(g) => tokio::select! {
+            p = g.acquire(batch.len(), tokens) => Some(p),
+            _ = inner.draining.cancelled() => {
+                fail(inner, batch, &stop_reason(inner));
+                return None;
+            }
+        },
+    };
     let result = tokio::select! {
         r = inner.provider.embed(spellings.to_vec()) => r,
         _ = inner.stopped.cancelled() => {
@@ -612,6 +770,7 @@ async fn send_once(
         }
     };
     drop(permit);
+    drop(global);
     // A request that could not be built or connect never left: it is not counted.
     if !matches!(
         result,

@@ -4,6 +4,7 @@
 //! spare themes (themes the plan did not place) before a puzzle is given up; each spare is used
 //! at most once.
 
+pub mod queue;
 mod setup;
 pub mod spares;
 mod summary;
@@ -94,6 +95,9 @@ pub enum RunError {
     /// The outputs cannot fit on their disk (checked before any work).
     #[error(transparent)]
     Space(#[from] report::SpaceError),
+    /// `distributed.redis_url` / `--redis`: Redis cannot be used (nothing was run).
+    #[error(transparent)]
+    Distributed(#[from] crate::distributed::DistributedError),
 }
 
 impl RunError {
@@ -105,6 +109,7 @@ impl RunError {
             | RunError::Journal(_)
             | RunError::Interrupted
             | RunError::StoppedWhileWriting { .. } => false,
+            RunError::Distributed(_) => true,
             RunError::Cache(e) => e.is_user_error(),
             RunError::Csv(e) => e.is_user_error(),
             RunError::Provider(e) => {
@@ -231,6 +236,8 @@ fn open_run(
     plan: &Plan,
     provider: Arc<dyn Provider>,
     cache: Cache,
+    shared: Option<crate::distributed::SharedSetup>,
+    prefetch: bool,
 ) -> Result<OpenRun, RunError> {
     let started = Instant::now();
     let journal = Arc::new(Journal::open(
@@ -243,10 +250,11 @@ fn open_run(
             journal.len()
         );
     }
-    let service = Arc::new(EmbeddingService::with_cache(
+    let service = Arc::new(EmbeddingService::with_shared(
         provider,
         service_options(config),
         cache,
+        shared,
     ));
     let worker = ThemeWorker::new(
         Arc::clone(&service),
@@ -259,7 +267,7 @@ fn open_run(
         service.space().clone(),
         config.output.embedding_cache_file.clone(),
     )?;
-    for theme in &plan.distinct_themes() {
+    for theme in plan.distinct_themes().iter().filter(|_| prefetch) {
         if let Some(words) = inputs.candidates_of(theme) {
             let usable = usable_candidates(words);
             if usable.len() >= config.puzzle.words_per_theme {
@@ -287,7 +295,25 @@ pub async fn run_with(
     progress: ProgressMode,
     stop: CancellationToken,
 ) -> Result<RunResult, RunError> {
-    let run = open_run(config, &inputs, &plan, provider, cache)?;
+    // Redis first (`distributed.redis_url`): a wrong URL or password ends the run here.
+    let shared = setup::shared_setup(config).await?;
+    let queue = config
+        .distributed
+        .queue
+        .then(|| shared.as_ref().map(|s| s.redis.clone()))
+        .flatten();
+    let run = open_run(
+        config,
+        &inputs,
+        &plan,
+        provider,
+        cache,
+        shared,
+        queue.is_none(),
+    )?;
+    if let Some(redis) = &queue {
+        distribute(config, redis, &run, &inputs, &plan, &stop).await;
+    }
     // A signal stops the sending at once: requests in flight finish, nothing new is paid for.
     let stop_sending = tokio::spawn({
         let (service, stop) = (Arc::clone(&run.service), stop.clone());
@@ -337,6 +363,55 @@ pub async fn run_with(
         &stop,
     )
     .await
+}
+
+/// The work queue (`distributed.queue`, `run --queue`): the plan's themes are embedded by
+/// every worker on the run's Redis (this process included) before the engine scores them
+/// from the shared cache tier. On a Redis error the run goes on locally.
+async fn distribute(
+    config: &Config,
+    redis: &crate::distributed::Redis,
+    run: &OpenRun,
+    inputs: &Inputs,
+    plan: &Plan,
+    stop: &CancellationToken,
+) {
+    let service = Arc::clone(&run.service);
+    let wpt = config.puzzle.words_per_theme;
+    match queue::coordinate(redis, service, wpt, inputs, plan, stop).await {
+        Ok(d) => {
+            for (theme, e) in &d.failed {
+                tracing::warn!("theme {theme:?}: queued task failed: {e} (retried here)");
+            }
+        }
+        Err(e) => tracing::warn!("work queue on {}: {e}; going on locally", redis.shown()),
+    }
+}
+
+/// A worker (`puzzlegen worker`): embeds the themes of every queued run of its embedding
+/// space on the Redis of `config`, with its own provider, key and cache, until `stop`.
+pub async fn worker(config: &Config, stop: CancellationToken) -> Result<(), RunError> {
+    let Some(shared) = setup::shared_setup(config).await? else {
+        return Err(RunError::Distributed(
+            crate::distributed::DistributedError::NoUrl,
+        ));
+    };
+    let provider = build_provider(config).await?;
+    let cache = open_cache(config, provider.space())?;
+    let redis = shared.redis.clone();
+    let service = Arc::new(EmbeddingService::with_shared(
+        provider,
+        service_options(config),
+        cache,
+        Some(shared),
+    ));
+    queue::serve(redis, Arc::clone(&service), stop).await;
+    service.shutdown(SHUTDOWN_GRACE).await;
+    service.cache().close()?;
+    match service.fatal_error() {
+        Some(e) => Err(RunError::Provider(e)),
+        None => Ok(()),
+    }
 }
 
 /// Processes `themes` on the engine with a progress bar named `what`; each finished theme's

@@ -199,3 +199,46 @@ pub fn make_plan_until(
     }
     Ok(plan)
 }
+
+// --- distributed (Redis) ---------------------------------------------------------------------
+
+/// Connects to the Redis the config names, if any, and names the global limiter by provider,
+/// API-key variable and model (the local model has no limiter: only the cache is shared).
+pub(super) async fn shared_setup(
+    config: &Config,
+) -> Result<Option<crate::distributed::SharedSetup>, RunError> {
+    let Some(redis) = crate::distributed::Redis::connect(&config.distributed).await? else {
+        return Ok(None);
+    };
+    let g = &config.gemini;
+    let (limiter, request_timeout) = match &config.provider {
+        ProviderSettings::Local { .. } => (None, g.request_timeout),
+        ProviderSettings::Gemini => (
+            Some(crate::distributed::LimiterName {
+                provider: "gemini".into(),
+                key_variable: g.api_key_env.clone(),
+                model: g.model_id.clone(),
+            }),
+            g.request_timeout,
+        ),
+        ProviderSettings::Openai {
+            model,
+            api_key_env,
+            request_timeout,
+            ..
+        } => (
+            Some(crate::distributed::LimiterName {
+                provider: "openai".into(),
+                key_variable: api_key_env.clone().unwrap_or_default(),
+                model: model.clone(),
+            }),
+            *request_timeout,
+        ),
+    };
+    Ok(Some(crate::distributed::SharedSetup {
+        redis,
+        limiter,
+        // A request never lasts longer than its timeout: a lease outlives it a little.
+        lease_ttl: request_timeout + Duration::from_secs(5),
+    }))
+}

@@ -10,4 +10,5 @@ mod compat;
 mod gemini;
 mod hostile;
 mod local_model;
+mod redis;
 mod resume;

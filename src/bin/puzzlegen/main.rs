@@ -5,6 +5,7 @@
 mod cache;
 mod exit;
 mod run;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -52,6 +53,11 @@ enum Command {
         #[command(subcommand)]
         command: cache::CacheCommand,
     },
+    /// Embed the themes of runs started with `run --redis URL --queue` on the same Redis
+    /// (any number of workers, on any machine, joining and leaving at will), with this
+    /// config's provider settings and API key. SIGINT/SIGTERM: the task at hand is handed
+    /// back and the worker exits.
+    Worker(worker::WorkerArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +75,7 @@ fn main() -> ExitCode {
     let done = match cli.command {
         Command::Run(args) => run::run(args, cli.quiet),
         Command::Cache { command } => cache::command(command),
+        Command::Worker(args) => worker::worker(args),
     };
     match done {
         Ok(status) => status.into(),

@@ -1,0 +1,63 @@
+//! `puzzlegen worker`: embeds the themes of queued runs (see `puzzlegen::pipeline::queue`)
+//! until SIGINT or SIGTERM.
+
+use std::path::PathBuf;
+
+use puzzlegen::config::{Config, Overrides};
+use tokio_util::sync::CancellationToken;
+
+use crate::exit::{ExitStatus, Failure};
+
+#[derive(clap::Args)]
+pub struct WorkerArgs {
+    /// The params.yaml with this worker's provider settings (its key variable, limits, cache).
+    #[arg(short, long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// The Redis of the runs to serve; overrides distributed.redis_url.
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+}
+
+pub fn worker(args: WorkerArgs) -> Result<ExitStatus, Failure> {
+    let mut config = Config::load(&args.config, &Overrides::default())
+        .map_err(|e| Failure::user(e.to_string()))?;
+    if let Some(url) = args.redis {
+        config.distributed.redis_url = Some(puzzlegen::config::RedisUrl::new(url));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure {
+            message: format!("cannot start the async runtime: {e}"),
+            status: ExitStatus::Failed,
+        })?;
+    let done = runtime.block_on(async {
+        let stop = CancellationToken::new();
+        tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                use tokio::signal::unix::{SignalKind, signal};
+                if let (Ok(mut int), Ok(mut term)) = (
+                    signal(SignalKind::interrupt()),
+                    signal(SignalKind::terminate()),
+                ) {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
+                    tracing::info!("stopping: handing the task at hand back");
+                    stop.cancel();
+                }
+            }
+        });
+        puzzlegen::pipeline::worker(&config, stop).await
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match done {
+        Ok(()) => Ok(ExitStatus::Success),
+        Err(e) => {
+            let user = e.is_user_error();
+            Err(Failure::of(e, user))
+        }
+    }
+}

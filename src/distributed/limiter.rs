@@ -1,0 +1,297 @@
+//! The request limiter shared by every process on one Redis: the schedule of
+//! [`crate::limit`] (per-minute items or requests with the same burst rule, the minimum
+//! interval between requests, tokens per minute) as one Lua script evaluated on the Redis
+//! server's clock (`TIME`), so the limits hold for the sum of all processes and survive
+//! restarts.
+//!
+//! - Keys are named by provider, API-key variable name (never the key) and model, all under
+//!   one hash tag: any run with the same Redis, provider and key name shares them.
+//! - Concurrency: leases in a sorted set (lease id -> expiry); a lease is removed when its
+//!   request ends and expires on its own if its holder died.
+//! - A 429's delay sets a shared pause-until key: no process starts a request before it.
+//! - A request is admitted atomically: every schedule must allow it at once, or none is
+//!   charged and the script answers how long to wait.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::distributed::{Redis, describe};
+use crate::limit::{LimitSettings, RpmCounts};
+
+/// The admission script. KEYS: rpm, interval, tpm, leases, pause. ARGV: lease id, lease TTL
+/// (us), most leases, then (period us, burst, cells) for rpm, interval and tpm (period 0: that
+/// schedule is off). Answers 0 (admitted, lease taken) or the microseconds to wait.
+const ACQUIRE: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local pause = tonumber(redis.call('GET', KEYS[5]) or '0')
+if pause > now then return pause - now end
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+if redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[3]) then
+  return 5000
+end
+local wait = 0
+local new = {}
+for i = 0, 2 do
+  local period = tonumber(ARGV[4 + i * 3])
+  if period > 0 then
+    local burst = tonumber(ARGV[5 + i * 3])
+    local cells = tonumber(ARGV[6 + i * 3])
+    local tat = tonumber(redis.call('GET', KEYS[1 + i]) or '0')
+    if tat < now then tat = now end
+    local next_tat = tat + cells * period
+    local allow_at = next_tat - burst * period
+    if allow_at > now then
+      if allow_at - now > wait then wait = allow_at - now end
+    else
+      new[1 + i] = next_tat
+    end
+  end
+end
+if wait > 0 then return math.ceil(wait) end
+for i = 1, 3 do
+  if new[i] then
+    local ttl = math.ceil((new[i] - now) / 1000) + 1000
+    redis.call('SET', KEYS[i], string.format('%.0f', new[i]), 'PX', ttl)
+  end
+end
+local lease_ttl = tonumber(ARGV[2])
+redis.call('ZADD', KEYS[4], string.format('%.0f', now + lease_ttl), ARGV[1])
+redis.call('PEXPIRE', KEYS[4], math.ceil(lease_ttl / 1000) + 1000)
+return 0
+"#;
+
+/// KEYS[1]: the pause key. ARGV[1]: the delay in microseconds. Moves the pause later, never
+/// earlier.
+const PAUSE: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local pause_at = now + tonumber(ARGV[1])
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if cur < pause_at then
+  redis.call('SET', KEYS[1], string.format('%.0f', pause_at), 'PX', math.ceil(tonumber(ARGV[1]) / 1000) + 1000)
+end
+return 0
+"#;
+
+/// One schedule: period of a cell in microseconds and its burst, in cells.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    period_us: f64,
+    burst: u32,
+}
+
+impl Schedule {
+    /// As `crate::limit::per_minute`: never more than `per_minute` in any window.
+    fn per_minute(per_minute: f64, burst: u32, window: Duration) -> Schedule {
+        let burst = burst.max(1);
+        let steady = (per_minute - f64::from(burst))
+            .max(per_minute / 10.0)
+            .max(1e-3);
+        Schedule {
+            period_us: window.as_secs_f64() * 1e6 / steady,
+            burst,
+        }
+    }
+}
+
+/// The limiter every process on one Redis shares (see the module doc).
+pub struct GlobalLimiter {
+    redis: Redis,
+    /// `puzzlegen:limit:{provider:key variable:model}`.
+    prefix: String,
+    counts: RpmCounts,
+    rpm: Schedule,
+    interval: Option<Schedule>,
+    tpm: Option<Schedule>,
+    max_concurrent: usize,
+    lease_ttl: Duration,
+    next_lease: AtomicU64,
+    /// This process's lease ids start with it.
+    process: String,
+    /// Redis errors met while acquiring (the limiter then waits and tries again).
+    errors: Arc<AtomicU64>,
+}
+
+/// A lease on one of the global concurrency slots: released when dropped (or when it
+/// expires, if the process dies first).
+pub struct GlobalPermit {
+    redis: Redis,
+    leases: String,
+    id: String,
+}
+
+impl Drop for GlobalPermit {
+    fn drop(&mut self) {
+        let mut conn = self.redis.conn.clone();
+        let (leases, id) = (self.leases.clone(), self.id.clone());
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = redis::cmd("ZREM")
+                    .arg(&leases)
+                    .arg(&id)
+                    .query_async::<i64>(&mut conn)
+                    .await;
+            });
+        }
+    }
+}
+
+impl GlobalLimiter {
+    /// The limiter of `provider` reached with the key in variable `key_variable` for `model`,
+    /// with the limits of `s` (`max_batch` as for [`crate::limit::Limiter::new`]). A lease
+    /// expires after `lease_ttl` if its holder never releases it.
+    pub fn new(
+        redis: Redis,
+        provider: &str,
+        key_variable: &str,
+        model: &str,
+        s: &LimitSettings,
+        max_batch: usize,
+        lease_ttl: Duration,
+    ) -> GlobalLimiter {
+        let rpm_burst = match s.rpm_counts {
+            RpmCounts::Items => max_batch as u32,
+            RpmCounts::Requests => 1,
+        };
+        let interval = (!s.min_request_interval.is_zero()).then_some(Schedule {
+            period_us: s.min_request_interval.as_secs_f64() * 1e6,
+            burst: 1,
+        });
+        let tpm = s.tokens_per_minute.map(|tpm| {
+            let burst = ((tpm / 10.0) as u32).max(1);
+            Schedule::per_minute(tpm, burst, s.window)
+        });
+        let clean = |s: &str| s.replace(['{', '}', ':'], "_");
+        GlobalLimiter {
+            redis,
+            prefix: format!(
+                "puzzlegen:limit:{{{}:{}:{}}}",
+                clean(provider),
+                clean(key_variable),
+                clean(model)
+            ),
+            counts: s.rpm_counts,
+            rpm: Schedule::per_minute(s.requests_per_minute, rpm_burst, s.window),
+            interval,
+            tpm,
+            max_concurrent: s.max_concurrent_requests.max(1),
+            lease_ttl,
+            next_lease: AtomicU64::new(0),
+            process: format!("{}-{:x}", std::process::id(), unique()),
+            errors: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The key prefix (tests and `redis-cli` users look at the keys under it).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}:{name}", self.prefix)
+    }
+
+    /// Waits until the global limits let a request of `texts` texts and about `tokens` tokens
+    /// go out. While Redis cannot be reached it waits and tries again (the service's stall
+    /// timeout ends a run that waits too long), logging the error.
+    pub async fn acquire(&self, texts: usize, tokens: usize) -> GlobalPermit {
+        let id = format!(
+            "{}-{}",
+            self.process,
+            self.next_lease.fetch_add(1, Ordering::Relaxed)
+        );
+        let cells = match self.counts {
+            RpmCounts::Items => (texts as u32).clamp(1, self.rpm.burst),
+            RpmCounts::Requests => 1,
+        };
+        let off = Schedule {
+            period_us: 0.0,
+            burst: 1,
+        };
+        let interval = self.interval.unwrap_or(off);
+        let tpm = self.tpm.unwrap_or(off);
+        let tokens = (tokens as u32).clamp(1, tpm.burst.max(1));
+        loop {
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(ACQUIRE)
+                .arg(5)
+                .arg(self.key("rpm"))
+                .arg(self.key("interval"))
+                .arg(self.key("tpm"))
+                .arg(self.key("leases"))
+                .arg(self.key("pause"))
+                .arg(&id)
+                .arg(self.lease_ttl.as_micros() as u64)
+                .arg(self.max_concurrent)
+                .arg(self.rpm.period_us)
+                .arg(self.rpm.burst)
+                .arg(cells)
+                .arg(interval.period_us)
+                .arg(interval.burst)
+                .arg(1)
+                .arg(tpm.period_us)
+                .arg(tpm.burst)
+                .arg(tokens);
+            let mut conn = self.redis.conn.clone();
+            match cmd.query_async::<i64>(&mut conn).await {
+                Ok(0) => {
+                    return GlobalPermit {
+                        redis: self.redis.clone(),
+                        leases: self.key("leases"),
+                        id,
+                    };
+                }
+                Ok(wait) => {
+                    tokio::time::sleep(Duration::from_micros(wait.max(500) as u64)).await;
+                }
+                Err(e) => {
+                    let n = self.errors.fetch_add(1, Ordering::Relaxed);
+                    if n.is_multiple_of(20) {
+                        tracing::warn!(
+                            "Redis limiter at {}: {} (waiting, then trying again)",
+                            self.redis.shown(),
+                            describe(&e)
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        }
+    }
+
+    /// The server asked for `delay`: no process sharing this limiter starts a request before
+    /// it has passed (on the Redis clock).
+    pub async fn back_off(&self, delay: Duration) {
+        let mut conn = self.redis.conn.clone();
+        let r = redis::cmd("EVAL")
+            .arg(PAUSE)
+            .arg(1)
+            .arg(self.key("pause"))
+            .arg(delay.as_micros() as u64)
+            .query_async::<i64>(&mut conn)
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(
+                "Redis limiter at {}: cannot share a 429 pause: {}",
+                self.redis.shown(),
+                describe(&e)
+            );
+        }
+    }
+
+    /// Redis errors met while acquiring.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+}
+
+/// A value unlikely to repeat between processes started at the same moment.
+pub(crate) fn unique() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    nanos ^ (u64::from(std::process::id()) << 32)
+}

@@ -1,0 +1,448 @@
+//! The work queue (`run --queue`, `puzzlegen worker`): the embeddings of a run's themes are
+//! paid for by any number of worker processes, on any machine, sharing one Redis.
+//!
+//! - The coordinator (`puzzlegen run --redis URL --queue`) registers the run under its
+//!   embedding space, queues one task per planned theme (the theme and its usable candidates)
+//!   on a Redis stream with a consumer group, works on the queue itself like any worker, and
+//!   waits until every task has a result. Then the run goes on as usual: every vector is in
+//!   the shared cache tier, so scoring, assembly and outputs are local and cost no request.
+//! - A worker (`puzzlegen worker --redis URL --config params.yaml`) serves every registered
+//!   run of its own embedding space with its own provider settings and API key (nothing of
+//!   them goes through Redis): it embeds a task's texts through its service (shared limiter,
+//!   shared cache tier), writes the result (idempotent) and acknowledges the task.
+//! - At-least-once: a task whose worker stops touching it for [`CLAIM_AFTER`] (killed,
+//!   hung) is claimed by another (XAUTOCLAIM); a task delivered [`MAX_DELIVERIES`] times goes
+//!   to the run's dead-letter stream with its error, and its theme fails as any failed theme.
+//!   A worker told to stop hands its task back (queued again) before it exits.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::Value;
+use redis::aio::ConnectionManager;
+use tokio_util::sync::CancellationToken;
+
+use crate::distributed::Redis;
+use crate::embed::Space;
+use crate::input::Inputs;
+use crate::plan::Plan;
+use crate::service::EmbeddingService;
+use crate::words::{texts_of, usable_candidates};
+
+/// A task not touched by its worker for this long is claimed by another.
+pub const CLAIM_AFTER: Duration = Duration::from_secs(4);
+/// Deliveries after which a task goes to the dead-letter stream.
+pub const MAX_DELIVERIES: u64 = 3;
+const GROUP: &str = "workers";
+/// Every run being coordinated: run id -> embedding space.
+const RUNS: &str = "puzzlegen:queue:runs";
+
+fn space_name(space: &Space) -> String {
+    format!("{}:{}:{}", space.model_id, space.dimension, space.task_type)
+}
+
+fn tasks_key(run: &str) -> String {
+    format!("puzzlegen:queue:{{{run}}}:tasks")
+}
+
+fn results_key(run: &str) -> String {
+    format!("puzzlegen:queue:{{{run}}}:results")
+}
+
+fn dead_key(run: &str) -> String {
+    format!("puzzlegen:queue:{{{run}}}:dead")
+}
+
+/// What the queue did for a run.
+#[derive(Debug, Default)]
+pub struct Distributed {
+    /// Theme -> error, for the tasks that failed or went to the dead-letter stream.
+    pub failed: HashMap<String, String>,
+}
+
+/// Queues the plan's themes, works on them with `service` too, and waits for every result
+/// (or `stop`). Redis errors end the waiting: the run then goes on locally.
+pub async fn coordinate(
+    redis: &Redis,
+    service: Arc<EmbeddingService>,
+    words_per_theme: usize,
+    inputs: &Inputs,
+    plan: &Plan,
+    stop: &CancellationToken,
+) -> Result<Distributed, String> {
+    let run = format!("{:x}", crate::distributed::limiter::unique());
+    let mut conn = redis.conn.clone();
+    let err = |e: redis::RedisError| crate::distributed::describe(&e);
+    let tasks = tasks_key(&run);
+    redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&tasks)
+        .arg(GROUP)
+        .arg("$")
+        .arg("MKSTREAM")
+        .query_async::<()>(&mut conn)
+        .await
+        .map_err(err)?;
+    let mut queued = 0usize;
+    for theme in plan.distinct_themes() {
+        let Some(words) = inputs.candidates_of(&theme) else {
+            continue;
+        };
+        let usable = usable_candidates(words);
+        if usable.len() < words_per_theme {
+            continue;
+        }
+        redis::cmd("XADD")
+            .arg(&tasks)
+            .arg("*")
+            .arg("theme")
+            .arg(&theme)
+            .arg("texts")
+            .arg(serde_json::to_string(&texts_of(&theme, &usable)).expect("strings"))
+            .query_async::<String>(&mut conn)
+            .await
+            .map_err(err)?;
+        queued += 1;
+    }
+    redis::cmd("HSET")
+        .arg(RUNS)
+        .arg(&run)
+        .arg(space_name(service.space()))
+        .query_async::<()>(&mut conn)
+        .await
+        .map_err(err)?;
+    tracing::info!(
+        "queued {queued} theme task(s) as run {run} on {}",
+        redis.shown()
+    );
+    let own = CancellationToken::new();
+    let local = tokio::spawn(work_on(
+        redis.clone(),
+        service,
+        run.clone(),
+        format!("coordinator-{run}"),
+        own.clone(),
+    ));
+    let waited = wait_for_results(&mut conn, &run, queued, stop).await;
+    own.cancel();
+    let _ = local.await;
+    let _ = redis::cmd("HDEL")
+        .arg(RUNS)
+        .arg(&run)
+        .query_async::<()>(&mut conn)
+        .await;
+    // The run's keys stay a day for `redis-cli` users, then go.
+    for key in [tasks_key(&run), results_key(&run), dead_key(&run)] {
+        let _ = redis::cmd("EXPIRE")
+            .arg(key)
+            .arg(86_400)
+            .query_async::<()>(&mut conn)
+            .await;
+    }
+    let results = waited?;
+    let failed = results
+        .into_iter()
+        .filter_map(|(theme, r)| r.strip_prefix("error: ").map(|e| (theme, e.to_owned())))
+        .collect();
+    Ok(Distributed { failed })
+}
+
+async fn wait_for_results(
+    conn: &mut ConnectionManager,
+    run: &str,
+    queued: usize,
+    stop: &CancellationToken,
+) -> Result<HashMap<String, String>, String> {
+    loop {
+        let results: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(results_key(run))
+            .query_async(conn)
+            .await
+            .map_err(|e| crate::distributed::describe(&e))?;
+        if results.len() >= queued || stop.is_cancelled() {
+            return Ok(results);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = stop.cancelled() => {}
+        }
+    }
+}
+
+/// A worker: serves every registered run of `service`'s space until `stop`.
+pub async fn serve(redis: Redis, service: Arc<EmbeddingService>, stop: CancellationToken) {
+    let consumer = format!(
+        "worker-{}-{:x}",
+        std::process::id(),
+        crate::distributed::limiter::unique()
+    );
+    let space = space_name(service.space());
+    let mut conn = redis.conn.clone();
+    tracing::info!(
+        "worker {consumer} serving runs of {space} on {}",
+        redis.shown()
+    );
+    while !stop.is_cancelled() {
+        if let Some(e) = service.fatal_error() {
+            tracing::error!("worker {consumer}: stopping: {e}");
+            return;
+        }
+        let runs: HashMap<String, String> =
+            match redis::cmd("HGETALL").arg(RUNS).query_async(&mut conn).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!("Redis: {}", crate::distributed::describe(&e));
+                    HashMap::new()
+                }
+            };
+        let mine: Vec<String> = runs
+            .into_iter()
+            .filter(|(_, s)| *s == space)
+            .map(|(r, _)| r)
+            .collect();
+        let mut worked = false;
+        for run in mine {
+            if stop.is_cancelled() {
+                break;
+            }
+            worked |= one_task(&redis, &service, &run, &consumer, &stop).await;
+        }
+        if !worked {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = stop.cancelled() => {}
+            }
+        }
+    }
+}
+
+/// Works on run `run` until `stop` or until it has no task left for us.
+async fn work_on(
+    redis: Redis,
+    service: Arc<EmbeddingService>,
+    run: String,
+    consumer: String,
+    stop: CancellationToken,
+) {
+    while !stop.is_cancelled() {
+        if !one_task(&redis, &service, &run, &consumer, &stop).await {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = stop.cancelled() => {}
+            }
+        }
+    }
+}
+
+/// One task of `run`: a stale one of a dead worker first, else a new one. False when there
+/// was none.
+async fn one_task(
+    redis: &Redis,
+    service: &Arc<EmbeddingService>,
+    run: &str,
+    consumer: &str,
+    stop: &CancellationToken,
+) -> bool {
+    let mut conn = redis.conn.clone();
+    let tasks = tasks_key(run);
+    let claimed = redis::cmd("XAUTOCLAIM")
+        .arg(&tasks)
+        .arg(GROUP)
+        .arg(consumer)
+        .arg(CLAIM_AFTER.as_millis() as u64)
+        .arg("0-0")
+        .arg("COUNT")
+        .arg(1)
+        .query_async::<Value>(&mut conn)
+        .await;
+    let mut entry = match &claimed {
+        Ok(Value::Array(parts)) if parts.len() >= 2 => entries(&parts[1]).into_iter().next(),
+        _ => None,
+    };
+    let reclaimed = entry.is_some();
+    if entry.is_none() {
+        let read = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(GROUP)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(1)
+            .arg("STREAMS")
+            .arg(&tasks)
+            .arg(">")
+            .query_async::<Value>(&mut conn)
+            .await;
+        entry = match read {
+            Ok(Value::Array(streams)) => streams.first().and_then(|s| match s {
+                Value::Array(pair) if pair.len() == 2 => entries(&pair[1]).into_iter().next(),
+                _ => None,
+            }),
+            _ => None,
+        };
+    }
+    let Some((id, fields)) = entry else {
+        return false;
+    };
+    let theme = fields.get("theme").cloned().unwrap_or_default();
+    if reclaimed {
+        tracing::info!(
+            "{consumer}: claimed task {theme:?} of run {run} from a worker that stopped touching it"
+        );
+    }
+    let deliveries = deliveries(&mut conn, &tasks, &id).await;
+    let result = if deliveries > MAX_DELIVERIES {
+        let error = format!("dead letter: delivered {deliveries} times without a result");
+        let _ = redis::cmd("XADD")
+            .arg(dead_key(run))
+            .arg("*")
+            .arg("theme")
+            .arg(&theme)
+            .arg("error")
+            .arg(&error)
+            .query_async::<String>(&mut conn)
+            .await;
+        Some(format!("error: {error}"))
+    } else {
+        let texts: Vec<String> = fields
+            .get("texts")
+            .and_then(|t| serde_json::from_str(t).ok())
+            .unwrap_or_default();
+        embed_touching(redis, service, &tasks, consumer, &id, &texts, stop).await
+    };
+    match result {
+        Some(r) => {
+            tracing::info!("{consumer}: task {theme:?} of run {run}: {r}");
+            let _ = redis::cmd("HSET")
+                .arg(results_key(run))
+                .arg(&theme)
+                .arg(r)
+                .query_async::<()>(&mut conn)
+                .await;
+            let _ = redis::cmd("XACK")
+                .arg(&tasks)
+                .arg(GROUP)
+                .arg(&id)
+                .query_async::<()>(&mut conn)
+                .await;
+        }
+        None => {
+            // Stopped: hand the task back (queued again, this delivery acknowledged).
+            tracing::info!("{consumer}: stopping: task {theme:?} of run {run} queued again");
+            let mut add = redis::cmd("XADD");
+            add.arg(&tasks).arg("*");
+            for (k, v) in &fields {
+                add.arg(k).arg(v);
+            }
+            let _ = add.query_async::<String>(&mut conn).await;
+            let _ = redis::cmd("XACK")
+                .arg(&tasks)
+                .arg(GROUP)
+                .arg(&id)
+                .query_async::<()>(&mut conn)
+                .await;
+        }
+    }
+    true
+}
+
+/// Embeds `texts`, touching the task (resetting its idle time) meanwhile so no other worker
+/// claims it. `None` when stopped first, or when the service met an error no retry can fix.
+async fn embed_touching(
+    redis: &Redis,
+    service: &Arc<EmbeddingService>,
+    tasks: &str,
+    consumer: &str,
+    id: &str,
+    texts: &[String],
+    stop: &CancellationToken,
+) -> Option<String> {
+    let touch = tokio::spawn({
+        let (mut conn, tasks, consumer, id) = (
+            redis.conn.clone(),
+            tasks.to_owned(),
+            consumer.to_owned(),
+            id.to_owned(),
+        );
+        async move {
+            loop {
+                tokio::time::sleep(CLAIM_AFTER / 4).await;
+                let _ = redis::cmd("XCLAIM")
+                    .arg(&tasks)
+                    .arg(GROUP)
+                    .arg(&consumer)
+                    .arg(0)
+                    .arg(&id)
+                    .arg("JUSTID")
+                    .query_async::<Value>(&mut conn)
+                    .await;
+            }
+        }
+    });
+    let result = tokio::select! {
+        r = service.embed(texts) => match r {
+            Ok(_) => Some("ok".to_owned()),
+            // This worker cannot go on (bad key, daily quota...): the task is handed back
+            // for a worker that can, and this one stops (see `serve`).
+            Err(e) if e.is_fatal() => None,
+            Err(e) => Some(format!("error: {e}")),
+        },
+        _ = stop.cancelled() => None,
+    };
+    touch.abort();
+    result
+}
+
+/// How many times entry `id` was delivered.
+async fn deliveries(conn: &mut ConnectionManager, tasks: &str, id: &str) -> u64 {
+    let pending = redis::cmd("XPENDING")
+        .arg(tasks)
+        .arg(GROUP)
+        .arg(id)
+        .arg(id)
+        .arg(1)
+        .query_async::<Value>(conn)
+        .await;
+    match pending {
+        Ok(Value::Array(rows)) => match rows.first() {
+            Some(Value::Array(row)) if row.len() == 4 => match row[3] {
+                Value::Int(n) => n as u64,
+                _ => 1,
+            },
+            _ => 1,
+        },
+        _ => 1,
+    }
+}
+
+/// Stream entries `[[id, [field, value, ...]], ...]`.
+fn entries(v: &Value) -> Vec<(String, HashMap<String, String>)> {
+    let Value::Array(items) = v else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|item| {
+            let Value::Array(pair) = item else {
+                return None;
+            };
+            let id = string(pair.first()?)?;
+            let Value::Array(kv) = pair.get(1)? else {
+                return None;
+            };
+            let fields = kv
+                .chunks_exact(2)
+                .filter_map(|c| Some((string(&c[0])?, string(&c[1])?)))
+                .collect();
+            Some((id, fields))
+        })
+        .collect()
+}
+
+fn string(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}

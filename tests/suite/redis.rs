@@ -1,0 +1,992 @@
+//! Runs that share one Redis (`--redis URL`, `distributed.*`): the URL and password checks,
+//! the global limiter and the shared cache tier. Each test starts its own `redis-server` on a
+//! free loopback port ([`RedisServer`]) and its own mock Gemini.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use mock_gemini::{MockConfig, QuotaUnit, start_blocking};
+use puzzlegen::config::{DistributedSettings, RedisUrl};
+use std::sync::Arc;
+
+use puzzlegen::cache::Cache;
+use puzzlegen::distributed::{GlobalLimiter, LimiterName, Redis, SharedSetup};
+use puzzlegen::embed::Provider;
+use puzzlegen::embed::gemini::{GeminiOptions, GeminiProvider};
+use puzzlegen::limit::{LimitSettings, MINUTE, RpmCounts};
+use puzzlegen::service::{DEFAULT_STALL_TIMEOUT, EmbeddingService, ServiceOptions};
+
+use crate::common::{self, KEY};
+
+/// A `redis-server` of this test: a free loopback port, append-only file in its own temporary
+/// directory, no snapshots. Killed when dropped.
+struct RedisServer {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    fn start() -> RedisServer {
+        Self::start_with(&[])
+    }
+
+    /// Started with extra arguments (`--requirepass`, ...).
+    fn start_with(extra: &[&str]) -> RedisServer {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = spawn_redis(port, dir.path(), extra);
+        let server = RedisServer { child, port, dir };
+        server.wait_for_ping();
+        server
+    }
+
+    fn wait_for_ping(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.answers_ping() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on port {} never answered PING",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the server (as a crash would), then starts it again on the same port and data
+    /// directory (its append-only file) after `down`.
+    fn crash_and_restart(&mut self, down: Duration) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(down);
+        self.child = spawn_redis(self.port, self.dir.path(), &[]);
+        self.wait_for_ping();
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// True once the server answers PING (or asks for a password: it is up).
+    fn answers_ping(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        if s.write_all(b"PING\r\n").is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 64];
+        match s.read(&mut buf) {
+            Ok(n) => buf[..n].starts_with(b"+PONG") || buf[..n].starts_with(b"-NOAUTH"),
+            Err(_) => false,
+        }
+    }
+
+    /// Sends one command (no password) and returns the raw answer.
+    fn command(&self, args: &[&str]) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(req.as_bytes()).unwrap();
+        let mut buf = vec![0u8; 1 << 16];
+        let n = s.read(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_redis(port: u16, dir: &Path, extra: &[&str]) -> Child {
+    Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--appendonly", "yes", "--save", ""])
+        .arg("--dir")
+        .arg(dir)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot start redis-server ({e}): install it: apt-get install -y redis-server")
+        })
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A workload of `themes` themes of `words` candidates each, every name starting `prefix`.
+fn write_named_workload(dir: &Path, prefix: &str, themes: usize, words: usize) {
+    let names: Vec<String> = (0..themes)
+        .map(|t| format!("{prefix} theme {t:03}"))
+        .collect();
+    let mut cands = serde_json::Map::new();
+    for (t, name) in names.iter().enumerate() {
+        let w: Vec<String> = (0..words).map(|i| format!("{prefix}{t}x{i}")).collect();
+        cands.insert(name.clone(), serde_json::json!({ "words": w }));
+    }
+    std::fs::write(
+        dir.join("themes.json"),
+        serde_json::json!({ "themes": names }).to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("candidates.json"),
+        serde_json::json!({ "candidates": cands }).to_string(),
+    )
+    .unwrap();
+}
+
+/// Appends `yaml` to the params.yaml of `dir`.
+fn append_params(dir: &Path, yaml: &str) {
+    let p = dir.join("params.yaml");
+    let mut text = std::fs::read_to_string(&p).unwrap();
+    text.push_str(yaml);
+    std::fs::write(p, text).unwrap();
+}
+
+/// `puzzlegen run` in `dir` with `args` after it, started now, output piped.
+fn spawn(dir: &Path, args: &[&str]) -> Child {
+    common::command(dir)
+        .args(["run", "--config", "params.yaml"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs `cmd` to the end: a user error (exit 2) with one `error:` line containing `needle`,
+/// within 10 s, and `secret` nowhere in its output.
+fn assert_quick_user_error(mut cmd: Command, needle: &str, secret: &str) {
+    let t = Instant::now();
+    let out = cmd.output().unwrap();
+    let seconds = t.elapsed().as_secs_f64();
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(seconds < 10.0, "{seconds:.1} s: {all}");
+    let errors: Vec<&str> = all.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "{all}");
+    assert!(errors[0].contains(needle), "expected {needle:?} in {all}");
+    assert!(!all.contains(secret), "the password was printed: {all}");
+    assert!(!all.contains("panicked"), "{all}");
+}
+
+/// A wrong Redis URL or password ends the run at once (exit 2, one line naming Redis), and
+/// the password appears in no output, even with every log line on.
+#[test]
+fn wrong_redis_url_or_password_exits_2_quickly_without_the_password() {
+    let secret = "pw-Sekrit-0815";
+    let redis = RedisServer::start_with(&["--requirepass", "right-pw-4242"]);
+    let server = start_blocking(common::mock_config(1, |_| {})).unwrap();
+    let dir = common::gemini_dir(&server.base_url(), 4, 6, 1, "");
+    let run = |args: &[String], env: Option<(&str, &str)>| {
+        let mut cmd = common::command(dir.path());
+        cmd.args(["run", "--config", "params.yaml"])
+            .args(args)
+            .env("RUST_LOG", "trace");
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        cmd
+    };
+    // Nothing listens there.
+    let nobody = format!("redis://:{secret}@127.0.0.1:{}/", free_port());
+    assert_quick_user_error(run(&["--redis".into(), nobody], None), "Redis", secret);
+    // Wrong password in the URL.
+    let wrong = format!("redis://:{secret}@127.0.0.1:{}/", redis.port);
+    assert_quick_user_error(
+        run(&["--redis".into(), wrong], None),
+        "authentication failed",
+        secret,
+    );
+    // Not a Redis URL at all.
+    assert_quick_user_error(
+        run(&["--redis".into(), format!("http://u:{secret}@x/")], None),
+        "Redis URL",
+        secret,
+    );
+    assert_quick_user_error(
+        run(
+            &["--redis".into(), format!("rediss://:{secret}@127.0.0.1:1/")],
+            None,
+        ),
+        "TLS (rediss://) is not supported",
+        secret,
+    );
+    // Wrong password from the variable the config names.
+    append_params(
+        dir.path(),
+        &format!(
+            "distributed:\n  redis_url: {}\n  redis_password_env: PUZZLEGEN_TEST_REDIS_PW\n",
+            redis.url()
+        ),
+    );
+    assert_quick_user_error(
+        run(&[], Some(("PUZZLEGEN_TEST_REDIS_PW", secret))),
+        "authentication failed",
+        secret,
+    );
+    // The variable named but unset.
+    assert_quick_user_error(run(&[], None), "PUZZLEGEN_TEST_REDIS_PW", secret);
+    assert_eq!(
+        server.stats().requests,
+        0,
+        "no request before Redis was reached"
+    );
+    // The right one: the run goes through, and the password is still shown nowhere.
+    let out = run(&[], Some(("PUZZLEGEN_TEST_REDIS_PW", "right-pw-4242")))
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(!all.contains("right-pw-4242"), "{all}");
+    assert!(
+        all.contains("Redis"),
+        "the log should say Redis is used: {all}"
+    );
+}
+
+/// Two independent runs with one Redis and one key name, against one mock whose quota is the
+/// limit: the global limiter holds for their sum. The budget is the one of
+/// `gemini::rate_limit_of_the_config_binds_the_binary`: 1200 texts a minute (a burst of 100,
+/// then 1100 a minute), so no 1 s window holds more than 100 + 1100 / 60 = 118.3 texts (120
+/// allowed for the time a request takes to reach the mock, which enforces that over every
+/// 1 s window). Each run alone may send that much, so without the shared limiter the two
+/// together would be refused; together they need (240 - 100) / 1100 * 60 = 7.6 s at least.
+#[test]
+fn two_runs_on_one_redis_and_key_name_share_one_budget() {
+    let redis = RedisServer::start();
+    let server = start_blocking(MockConfig {
+        dimension: 768,
+        latency: Duration::from_millis(100),
+        quota_per_minute: Some(120),
+        quota_unit: QuotaUnit::Texts,
+        quota_window: Duration::from_secs(1),
+        ..MockConfig::default()
+    })
+    .unwrap();
+    let limits = "  requests_per_minute: 1200\n  rpm_counts: items\n";
+    let dirs: Vec<tempfile::TempDir> = ["alpha", "beta"]
+        .iter()
+        .map(|prefix| {
+            let dir = tempfile::tempdir().unwrap();
+            write_named_workload(dir.path(), prefix, 8, 14);
+            common::write_gemini_params(dir.path(), 2, &server.base_url(), limits);
+            dir
+        })
+        .collect();
+    // One names Redis in its config, the other on the command line.
+    append_params(
+        dirs[0].path(),
+        &format!("distributed:\n  redis_url: {}\n", redis.url()),
+    );
+    let t = Instant::now();
+    let a = spawn(dirs[0].path(), &[]);
+    let b = spawn(dirs[1].path(), &["--redis", &redis.url()]);
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let seconds = t.elapsed().as_secs_f64();
+    assert_eq!(a.status.code(), Some(0), "{}", text(&a));
+    assert_eq!(b.status.code(), Some(0), "{}", text(&b));
+    let s = server.stats();
+    assert_eq!(s.responses_429, 0, "{s:?}");
+    assert!(s.max_texts_in_any_60s <= 120, "{s:?}");
+    assert!(s.peak_concurrency <= 4, "{s:?}");
+    assert_eq!(s.distinct_texts_embedded, 2 * 8 * 15, "{s:?}");
+    assert!(
+        seconds > 7.0,
+        "{seconds:.1} s: the shared limiter did not bind"
+    );
+    assert!(seconds < 25.0, "{seconds:.1} s: the budget was not filled");
+    // The limiter's state lives under the provider, key variable and model, never the key.
+    let keys = redis.command(&["KEYS", "puzzlegen:limit:*"]);
+    assert!(
+        keys.contains("puzzlegen:limit:{gemini:PUZZLEGEN_TEST_KEY:gemini-embedding-001}:rpm"),
+        "{keys}"
+    );
+    assert!(!redis.command(&["KEYS", "*"]).contains(KEY));
+}
+
+/// The baseline of [`two_runs_on_one_redis_and_key_name_share_one_budget`]: the same two
+/// runs without Redis each keep their own budget, so together they break the mock's quota.
+#[test]
+fn without_redis_two_runs_each_spend_the_whole_budget() {
+    let server = start_blocking(MockConfig {
+        dimension: 768,
+        latency: Duration::from_millis(100),
+        quota_per_minute: Some(120),
+        quota_unit: QuotaUnit::Texts,
+        quota_window: Duration::from_secs(1),
+        ..MockConfig::default()
+    })
+    .unwrap();
+    let limits = "  requests_per_minute: 1200\n  rpm_counts: items\n";
+    let dirs: Vec<tempfile::TempDir> = ["alpha", "beta"]
+        .iter()
+        .map(|prefix| {
+            let dir = tempfile::tempdir().unwrap();
+            write_named_workload(dir.path(), prefix, 8, 14);
+            common::write_gemini_params(dir.path(), 2, &server.base_url(), limits);
+            dir
+        })
+        .collect();
+    let a = spawn(dirs[0].path(), &[]);
+    let b = spawn(dirs[1].path(), &[]);
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert_eq!(a.status.code(), Some(0), "{}", text(&a));
+    assert_eq!(b.status.code(), Some(0), "{}", text(&b));
+    let s = server.stats();
+    assert!(s.responses_429 > 0, "{s:?}");
+}
+
+/// Two runs over overlapping inputs at the same time, each with its own SQLite cache, on one
+/// Redis: no text is paid for twice (the mock's duplicate counter), every text of both is in
+/// the shared tier, and both write their normal outputs, each the same as a run alone.
+#[test]
+fn two_runs_over_overlapping_inputs_pay_for_each_text_once() {
+    let redis = RedisServer::start();
+    let server = start_blocking(common::mock_config(3, |m| {
+        m.latency = Duration::from_millis(100);
+    }))
+    .unwrap();
+    let small = common::gemini_dir(&server.base_url(), 12, 14, 3, "");
+    let large = common::gemini_dir(&server.base_url(), 16, 14, 4, "");
+    let a = spawn(small.path(), &["--redis", &redis.url()]);
+    let b = spawn(large.path(), &["--redis", &redis.url()]);
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert_eq!(a.status.code(), Some(0), "{}", text(&a));
+    assert_eq!(b.status.code(), Some(0), "{}", text(&b));
+    let s = server.stats();
+    assert_eq!(s.duplicate_texts, 0, "{s:?}");
+    assert_eq!(s.distinct_texts_embedded, 16 * 15, "{s:?}");
+    assert_eq!(s.texts_embedded, 16 * 15, "{s:?}");
+    let stored = redis.command(&["EVAL", "return #redis.call('KEYS', 'puzzlegen:vec:*')", "0"]);
+    assert_eq!(stored.trim(), ":240", "vectors in the shared tier");
+    // Each output as a run alone (no Redis, fresh caches) writes it.
+    for (dir, themes, puzzles) in [(&small, 12, 3), (&large, 16, 4)] {
+        let shared = std::fs::read_to_string(dir.path().join("out/final_puzzles.json")).unwrap();
+        let alone = common::gemini_dir(&server.base_url(), themes, 14, puzzles, "");
+        let out = common::puzzlegen(alone.path())
+            .args(["run", "--config", "params.yaml"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let reference =
+            std::fs::read_to_string(alone.path().join("out/final_puzzles.json")).unwrap();
+        assert_eq!(
+            strip_times(&shared),
+            strip_times(&reference),
+            "{themes} themes"
+        );
+    }
+}
+
+/// `final_puzzles.json` without fields that differ from run to run (times, durations).
+fn strip_times(json: &str) -> serde_json::Value {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.retain(|k, _| {
+                    !(k.contains("time") || k.contains("date") || k.contains("seconds"))
+                });
+                m.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut v: serde_json::Value = serde_json::from_str(json).unwrap();
+    strip(&mut v);
+    v
+}
+
+/// Concurrency leases: a holder that dies without releasing frees its slot once its lease
+/// expires; a released lease frees it at once. Below the binary, with the library's limiter.
+#[test]
+fn a_dead_holders_lease_expires_and_frees_its_slot() {
+    let redis = RedisServer::start();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let settings = DistributedSettings {
+            redis_url: Some(RedisUrl::new(redis.url())),
+            redis_password_env: None,
+            ..Default::default()
+        };
+        let conn = Redis::connect(&settings).await.unwrap().unwrap();
+        let limits = LimitSettings {
+            requests_per_minute: 1e6,
+            rpm_counts: RpmCounts::Requests,
+            min_request_interval: Duration::ZERO,
+            tokens_per_minute: None,
+            max_concurrent_requests: 1,
+            window: MINUTE,
+        };
+        let ttl = Duration::from_millis(400);
+        let limiter = |c: Redis| GlobalLimiter::new(c, "gemini", "KEYVAR", "m", &limits, 10, ttl);
+        let (one, two) = (limiter(conn.clone()), limiter(conn.clone()));
+        // Released: the other gets the slot at once.
+        let permit = one.acquire(1, 1).await;
+        drop(permit);
+        let t = Instant::now();
+        let permit = two.acquire(1, 1).await;
+        assert!(
+            t.elapsed() < Duration::from_millis(200),
+            "{:?}",
+            t.elapsed()
+        );
+        // Never released (its holder "died"): the slot comes back when the lease expires.
+        std::mem::forget(permit);
+        let t = Instant::now();
+        let _p = one.acquire(1, 1).await;
+        let waited = t.elapsed();
+        assert!(
+            (Duration::from_millis(300)..Duration::from_millis(1500)).contains(&waited),
+            "{waited:?}"
+        );
+        // A 429 pause set by one holds for every process sharing the limiter.
+        drop(_p);
+        one.back_off(Duration::from_millis(300)).await;
+        let t = Instant::now();
+        let _p = two.acquire(1, 1).await;
+        assert!(
+            t.elapsed() >= Duration::from_millis(250),
+            "{:?}",
+            t.elapsed()
+        );
+    });
+}
+
+/// The per-minute budget summed over two services on one Redis, below the binary, with the
+/// limiter's "minute" and the mock's shortened to [`WINDOW`] (as
+/// `gemini::rate_limit_is_filled_but_never_broken` does for one service): a budget of 1200
+/// texts a window, a mock enforcing exactly that, 720 distinct texts each (1440 together,
+/// more than a window of work). No 429, no window over budget, the budget filled.
+#[test]
+fn two_services_on_one_redis_keep_the_quota_of_the_mock_exactly() {
+    const WINDOW: Duration = Duration::from_secs(5);
+    let redis = RedisServer::start();
+    let server = start_blocking(MockConfig {
+        dimension: 768,
+        latency: Duration::from_millis(100),
+        quota_per_minute: Some(1200),
+        quota_unit: QuotaUnit::Texts,
+        quota_window: WINDOW,
+        ..MockConfig::default()
+    })
+    .unwrap();
+    let options = ServiceOptions {
+        limits: LimitSettings {
+            requests_per_minute: 1200.0,
+            rpm_counts: RpmCounts::Items,
+            min_request_interval: Duration::ZERO,
+            tokens_per_minute: None,
+            max_concurrent_requests: 4,
+            window: WINDOW,
+        },
+        max_retries: 6,
+        retry_base_delay: Duration::from_millis(50),
+        linger: Duration::from_millis(20),
+        batch_size: 100,
+        stall_timeout: DEFAULT_STALL_TIMEOUT,
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let seconds = runtime.block_on(async {
+        let settings = DistributedSettings {
+            redis_url: Some(RedisUrl::new(redis.url())),
+            redis_password_env: None,
+            ..Default::default()
+        };
+        let conn = Redis::connect(&settings).await.unwrap().unwrap();
+        let service = |prefix: &str| {
+            let provider: Arc<dyn Provider> = Arc::new(
+                GeminiProvider::new(&GeminiOptions {
+                    base_url: server.base_url(),
+                    model_id: "gemini-embedding-001".into(),
+                    dimension: 768,
+                    task_type: "SEMANTIC_SIMILARITY".into(),
+                    api_key_env: any_key_variable(),
+                    request_timeout: Duration::from_secs(1),
+                })
+                .unwrap(),
+            );
+            let cache = Cache::in_memory(provider.space().clone());
+            let shared = SharedSetup {
+                redis: conn.clone(),
+                limiter: Some(LimiterName {
+                    provider: "gemini".into(),
+                    key_variable: "SAME_KEY_NAME".into(),
+                    model: "gemini-embedding-001".into(),
+                }),
+                lease_ttl: Duration::from_secs(6),
+            };
+            let texts: Vec<String> = (0..720).map(|i| format!("{prefix} text {i}")).collect();
+            (
+                EmbeddingService::with_shared(provider, options.clone(), cache, Some(shared)),
+                texts,
+            )
+        };
+        let ((a, ta), (b, tb)) = (service("first"), service("second"));
+        let t = Instant::now();
+        let (va, vb) = tokio::join!(a.embed(&ta), b.embed(&tb));
+        let seconds = t.elapsed().as_secs_f64();
+        assert_eq!((va.unwrap().len(), vb.unwrap().len()), (720, 720));
+        a.shutdown(Duration::from_secs(1)).await;
+        b.shutdown(Duration::from_secs(1)).await;
+        seconds
+    });
+    let s = server.stats();
+    assert_eq!(s.responses_429, 0, "{s:?}");
+    assert!(s.max_texts_in_any_60s <= 1200, "{s:?}");
+    assert!(
+        s.max_texts_in_any_60s >= 1100,
+        "the budget was not filled: {s:?}"
+    );
+    assert!(s.peak_concurrency <= 4, "{s:?}");
+    assert_eq!(s.duplicate_texts, 0, "{s:?}");
+    assert_eq!(s.distinct_texts_embedded, 1440);
+    assert!(
+        seconds > WINDOW.as_secs_f64(),
+        "{seconds:.1} s: the limiter did not bind"
+    );
+}
+
+/// Any variable already set that a header can carry serves as the key (the mock checks none;
+/// setting one in a threaded test is unsound).
+fn any_key_variable() -> String {
+    std::env::vars()
+        .find(|(_, v)| !v.trim().is_empty() && v.chars().all(|c| (' '..='~').contains(&c)))
+        .map(|(name, _)| name)
+        .expect("no environment variable of printable ASCII")
+}
+
+/// Redis killed mid-run and started again a second later (same port, its append-only file):
+/// the run reconnects and completes with the same puzzles as a run without Redis.
+#[test]
+fn a_run_survives_a_redis_restart_with_the_same_puzzles() {
+    let mut redis = RedisServer::start();
+    let server = start_blocking(common::mock_config(5, |m| {
+        m.latency = Duration::from_millis(250);
+    }))
+    .unwrap();
+    // Small batches and slow answers: about 6 s of requests.
+    let extra = "  batch_size: 5\n";
+    let dir = common::gemini_dir(&server.base_url(), 24, 14, 6, extra);
+    let run = spawn(dir.path(), &["--redis", &redis.url()]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let sent_before = server.stats().texts;
+    redis.crash_and_restart(Duration::from_millis(1000));
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let s = server.stats();
+    assert!(
+        sent_before > 0 && sent_before < 24 * 15,
+        "Redis went down mid-run ({sent_before} texts sent before): {s:?}"
+    );
+    assert_eq!(s.distinct_texts_embedded, 24 * 15, "{s:?}");
+    let shared = std::fs::read_to_string(dir.path().join("out/final_puzzles.json")).unwrap();
+    let alone = common::gemini_dir(&server.base_url(), 24, 14, 6, extra);
+    let reference = common::puzzlegen(alone.path())
+        .args(["run", "--config", "params.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(reference.status.code(), Some(0), "{}", text(&reference));
+    let reference = std::fs::read_to_string(alone.path().join("out/final_puzzles.json")).unwrap();
+    assert_eq!(strip_times(&shared), strip_times(&reference));
+}
+
+/// `min_request_interval` and the per-minute burst hold for the sum of two limiters on one
+/// Redis (two processes as far as Redis can tell), below the binary.
+#[test]
+fn interval_and_burst_hold_across_limiters() {
+    let redis = RedisServer::start();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let settings = DistributedSettings {
+            redis_url: Some(RedisUrl::new(redis.url())),
+            redis_password_env: None,
+            ..Default::default()
+        };
+        let conn = Redis::connect(&settings).await.unwrap().unwrap();
+        let mut limits = LimitSettings {
+            requests_per_minute: 1e6,
+            rpm_counts: RpmCounts::Requests,
+            min_request_interval: Duration::from_millis(50),
+            tokens_per_minute: None,
+            max_concurrent_requests: 8,
+            window: MINUTE,
+        };
+        let ttl = Duration::from_secs(5);
+        let both = |limits: &LimitSettings, name: &str| {
+            (
+                GlobalLimiter::new(conn.clone(), "gemini", name, "m", limits, 20, ttl),
+                GlobalLimiter::new(conn.clone(), "gemini", name, "m", limits, 20, ttl),
+            )
+        };
+        // 50 ms apart, whoever asks: 10 or 11 requests in 0.525 s from the two together.
+        let (one, two) = both(&limits, "INTERVAL");
+        let n = admitted_within(&one, &two, 1, 0.525).await;
+        assert!(
+            (10..=11).contains(&n),
+            "{n} requests in 0.525 s at 50 ms spacing"
+        );
+        // 1200 texts a minute in batches of 20 (burst 20), minute shortened to 12 s: at most
+        // 20 + (1200 - 20) / 12 * 0.6 = 79 texts in 0.6 s from the two together.
+        limits.min_request_interval = Duration::ZERO;
+        limits.requests_per_minute = 1200.0;
+        limits.rpm_counts = RpmCounts::Items;
+        limits.window = Duration::from_secs(12);
+        let (one, two) = both(&limits, "BURST");
+        let n = admitted_within(&one, &two, 20, 0.6).await;
+        assert!((60..=79).contains(&n), "{n} texts in 0.6 s");
+    });
+}
+
+/// Texts admitted by `one` and `two` together within `secs` seconds, each asking for batches
+/// of `texts` in a loop.
+async fn admitted_within(
+    one: &GlobalLimiter,
+    two: &GlobalLimiter,
+    texts: usize,
+    secs: f64,
+) -> usize {
+    let end = tokio::time::Instant::now() + Duration::from_secs_f64(secs);
+    let (a, b) = tokio::join!(
+        admitted_until(one, texts, end),
+        admitted_until(two, texts, end)
+    );
+    a + b
+}
+
+async fn admitted_until(l: &GlobalLimiter, texts: usize, end: tokio::time::Instant) -> usize {
+    let mut n = 0;
+    loop {
+        tokio::select! {
+            p = l.acquire(texts, 1) => { n += texts; drop(p); }
+            _ = tokio::time::sleep_until(end) => return n,
+        }
+    }
+}
+
+/// `puzzlegen worker` with the config and key variable of `dir`, serving runs on `redis`.
+fn spawn_worker(dir: &Path, redis: &str) -> Child {
+    common::command(dir)
+        .args(["worker", "--config", "params.yaml", "--redis", redis])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Stops a worker with SIGTERM; its stderr.
+fn stop_worker(child: Child) -> String {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// One coordinator (`run --queue`) and three `puzzlegen worker` processes, each with its own
+/// config, cache and key variable (the same name), against a mock whose quota is the limit
+/// (as in [`two_runs_on_one_redis_and_key_name_share_one_budget`]): the puzzles are those of a
+/// run alone, no text is requested twice, no 429, the concurrency held for all together, and
+/// the workers did embed themes.
+#[test]
+fn a_coordinator_and_three_workers_make_the_puzzles_of_a_run_alone() {
+    let redis = RedisServer::start();
+    let server = start_blocking(MockConfig {
+        dimension: 768,
+        latency: Duration::from_millis(100),
+        quota_per_minute: Some(120),
+        quota_unit: QuotaUnit::Texts,
+        quota_window: Duration::from_secs(1),
+        ..MockConfig::default()
+    })
+    .unwrap();
+    let limits = "  requests_per_minute: 1200\n  rpm_counts: items\n";
+    let workers: Vec<(tempfile::TempDir, Child)> = (0..3)
+        .map(|_| {
+            let dir = common::gemini_dir(&server.base_url(), 1, 6, 1, limits);
+            let child = spawn_worker(dir.path(), &redis.url());
+            (dir, child)
+        })
+        .collect();
+    let coordinator = common::gemini_dir(&server.base_url(), 12, 14, 3, limits);
+    let out = common::puzzlegen(coordinator.path())
+        .args([
+            "run",
+            "--config",
+            "params.yaml",
+            "--redis",
+            &redis.url(),
+            "--queue",
+        ])
+        .output()
+        .unwrap();
+    let logs: Vec<String> = workers.into_iter().map(|(_, c)| stop_worker(c)).collect();
+    assert_eq!(out.status.code(), Some(0), "{}\n{logs:?}", text(&out));
+    let s = server.stats();
+    assert_eq!(s.responses_429, 0, "{s:?}");
+    assert!(s.max_texts_in_any_60s <= 120, "{s:?}");
+    assert!(s.peak_concurrency <= 4, "{s:?}");
+    assert_eq!(s.duplicate_texts, 0, "{s:?}");
+    assert_eq!(s.distinct_texts_embedded, 12 * 15, "{s:?}");
+    let busy = logs.iter().filter(|l| l.contains(": ok")).count();
+    assert!(busy >= 2, "the workers did not take tasks: {logs:?}");
+    let queued =
+        std::fs::read_to_string(coordinator.path().join("out/final_puzzles.json")).unwrap();
+    let alone = common::gemini_dir(&server.base_url(), 12, 14, 3, limits);
+    let reference = common::puzzlegen(alone.path())
+        .args(["run", "--config", "params.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(reference.status.code(), Some(0), "{}", text(&reference));
+    let reference = std::fs::read_to_string(alone.path().join("out/final_puzzles.json")).unwrap();
+    assert_eq!(strip_times(&queued), strip_times(&reference));
+}
+
+/// A worker killed with SIGKILL mid-run: its task is claimed by another once it has not been
+/// touched for a few seconds (and its texts once their locks expire), the run completes with
+/// the puzzles of a run alone, and each theme has one result.
+#[test]
+fn a_worker_killed_mid_run_leaves_no_task_behind() {
+    let redis = RedisServer::start();
+    let server = start_blocking(common::mock_config(7, |m| {
+        m.latency = Duration::from_millis(500);
+    }))
+    .unwrap();
+    let extra = "  batch_size: 5\n";
+    let mut workers: Vec<(tempfile::TempDir, Child)> = (0..2)
+        .map(|_| {
+            let dir = common::gemini_dir(&server.base_url(), 1, 6, 1, extra);
+            let child = spawn_worker(dir.path(), &redis.url());
+            (dir, child)
+        })
+        .collect();
+    let coordinator = common::gemini_dir(&server.base_url(), 20, 14, 5, extra);
+    let run = spawn(coordinator.path(), &["--redis", &redis.url(), "--queue"]);
+    std::thread::sleep(Duration::from_millis(1200));
+    let mut run = run;
+    assert!(
+        run.try_wait().unwrap().is_none(),
+        "the run ended before the kill"
+    );
+    let (_dir, mut victim) = workers.remove(0);
+    victim.kill().unwrap();
+    let victim_log = victim.wait_with_output().unwrap();
+    let out = run.wait_with_output().unwrap();
+    let logs: Vec<String> = workers.into_iter().map(|(_, c)| stop_worker(c)).collect();
+    assert_eq!(out.status.code(), Some(0), "{}\n{logs:?}", text(&out));
+    assert_eq!(server.stats().distinct_texts_embedded, 20 * 15);
+    let all = format!("{}{logs:?}", text(&out));
+    assert!(all.contains("claimed task"), "no task was claimed: {all}");
+    let results = redis.command(&[
+        "EVAL",
+        "local k = redis.call('KEYS', 'puzzlegen:queue:*:results') return redis.call('HLEN', k[1])",
+        "0",
+    ]);
+    assert_eq!(results.trim(), ":20", "one result per theme");
+    assert!(
+        !String::from_utf8_lossy(&victim_log.stderr).contains("dead letter"),
+        "{logs:?}"
+    );
+    let queued =
+        std::fs::read_to_string(coordinator.path().join("out/final_puzzles.json")).unwrap();
+    let alone = common::gemini_dir(&server.base_url(), 20, 14, 5, extra);
+    let reference = common::puzzlegen(alone.path())
+        .args(["run", "--config", "params.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(reference.status.code(), Some(0), "{}", text(&reference));
+    let reference = std::fs::read_to_string(alone.path().join("out/final_puzzles.json")).unwrap();
+    assert_eq!(strip_times(&queued), strip_times(&reference));
+}
+
+/// SIGTERM stops a worker within seconds with its task handed back (queued again at once,
+/// not left for a claim): the run completes with one result per theme.
+#[test]
+fn sigterm_stops_a_worker_and_hands_its_task_back() {
+    let redis = RedisServer::start();
+    let server = start_blocking(common::mock_config(9, |m| {
+        m.latency = Duration::from_millis(500);
+    }))
+    .unwrap();
+    let extra = "  batch_size: 5\n";
+    let worker_dir = common::gemini_dir(&server.base_url(), 1, 6, 1, extra);
+    let worker = spawn_worker(worker_dir.path(), &redis.url());
+    let coordinator = common::gemini_dir(&server.base_url(), 12, 14, 3, extra);
+    let mut run = spawn(coordinator.path(), &["--redis", &redis.url(), "--queue"]);
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(run.try_wait().unwrap().is_none(), "the run ended first");
+    let t = Instant::now();
+    let _ = Command::new("kill")
+        .args(["-TERM", &worker.id().to_string()])
+        .status();
+    let stopped = worker.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&stopped.stderr).into_owned();
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "{:?}: {log}",
+        t.elapsed()
+    );
+    assert_eq!(stopped.status.code(), Some(0), "{log}");
+    assert!(
+        log.contains("queued again"),
+        "no task was handed back: {log}"
+    );
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}\n{log}", text(&out));
+    assert_eq!(server.stats().distinct_texts_embedded, 12 * 15);
+    let results = redis.command(&[
+        "EVAL",
+        "local k = redis.call('KEYS', 'puzzlegen:queue:*:results') return redis.call('HLEN', k[1])",
+        "0",
+    ]);
+    assert_eq!(results.trim(), ":12", "one result per theme");
+}
+
+/// The bulk string of a raw RESP answer (`$<n>\r\n<value>\r\n`).
+fn bulk(resp: &str) -> String {
+    resp.lines().nth(1).unwrap_or_default().to_owned()
+}
+
+/// A task delivered more times than allowed (its workers kept dying) goes to the run's
+/// dead-letter stream with its error, its theme gets an error result, and it is acknowledged;
+/// nothing is embedded for it. Below the binary: the task is delivered three times by hand,
+/// then a worker (`pipeline::queue::serve`) claims it a fourth time.
+#[test]
+fn a_task_delivered_too_often_goes_to_the_dead_letter_stream() {
+    use puzzlegen::embed::fake::FakeProvider;
+    let redis = RedisServer::start();
+    let tasks = "puzzlegen:queue:{r1}:tasks";
+    redis.command(&["HSET", "puzzlegen:queue:runs", "r1", "fake:4:test"]);
+    redis.command(&["XGROUP", "CREATE", tasks, "workers", "$", "MKSTREAM"]);
+    let id = bulk(&redis.command(&["XADD", tasks, "*", "theme", "T", "texts", "[\"a\",\"b\"]"]));
+    redis.command(&[
+        "XREADGROUP",
+        "GROUP",
+        "workers",
+        "c1",
+        "COUNT",
+        "1",
+        "STREAMS",
+        tasks,
+        ">",
+    ]);
+    redis.command(&["XCLAIM", tasks, "workers", "c2", "0", &id]);
+    redis.command(&["XCLAIM", tasks, "workers", "c3", "0", &id, "IDLE", "60000"]);
+    let fake = Arc::new(FakeProvider::new(4, 10));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let settings = DistributedSettings {
+            redis_url: Some(RedisUrl::new(redis.url())),
+            ..Default::default()
+        };
+        let conn = Redis::connect(&settings).await.unwrap().unwrap();
+        let service = Arc::new(EmbeddingService::new(
+            fake.clone(),
+            ServiceOptions::unlimited(),
+        ));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let worker = tokio::spawn(puzzlegen::pipeline::queue::serve(
+            conn,
+            Arc::clone(&service),
+            stop.clone(),
+        ));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !redis
+            .command(&["HGET", "puzzlegen:queue:{r1}:results", "T"])
+            .contains("dead letter")
+        {
+            assert!(Instant::now() < deadline, "no dead letter");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop.cancel();
+        worker.await.unwrap();
+    });
+    let dead = redis.command(&["XRANGE", "puzzlegen:queue:{r1}:dead", "-", "+"]);
+    assert!(dead.contains("delivered 4 times"), "{dead}");
+    let pending = redis.command(&["XPENDING", tasks, "workers"]);
+    assert!(pending.starts_with("*4\r\n:0"), "still pending: {pending}");
+    assert!(
+        fake.calls.lock().unwrap().is_empty(),
+        "a dead task was embedded"
+    );
+}
+
+/// A worker whose key the API refuses hands its task back and exits (a user error, exit 2)
+/// instead of failing every theme it takes; the run completes with every theme.
+#[test]
+fn a_worker_with_a_refused_key_hands_back_and_exits() {
+    let redis = RedisServer::start();
+    let server = start_blocking(common::mock_config(11, |m| {
+        m.latency = Duration::from_millis(200);
+        m.api_key = Some(KEY.to_owned());
+    }))
+    .unwrap();
+    let worker_dir = common::gemini_dir(&server.base_url(), 1, 6, 1, "");
+    let worker = common::command(worker_dir.path())
+        .args(["worker", "--config", "params.yaml", "--redis", &redis.url()])
+        .env("PUZZLEGEN_TEST_KEY", "a-wrong-key")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let coordinator = common::gemini_dir(&server.base_url(), 12, 14, 3, "");
+    let out = common::puzzlegen(coordinator.path())
+        .args([
+            "run",
+            "--config",
+            "params.yaml",
+            "--redis",
+            &redis.url(),
+            "--queue",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let t = Instant::now();
+    let mut worker = worker;
+    while worker.try_wait().unwrap().is_none() && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ended = worker.try_wait().unwrap();
+    if ended.is_none() {
+        let _ = worker.kill();
+    }
+    let log = String::from_utf8_lossy(&worker.wait_with_output().unwrap().stderr).into_owned();
+    assert_eq!(ended.and_then(|s| s.code()), Some(2), "{log}");
+    assert!(!log.contains("a-wrong-key"), "{log}");
+    let results = redis.command(&[
+        "EVAL",
+        "local k = redis.call('KEYS', 'puzzlegen:queue:*:results') return redis.call('HLEN', k[1])",
+        "0",
+    ]);
+    assert_eq!(results.trim(), ":12", "one result per theme");
+    let puzzles = common::read_json(&coordinator.path().join("out/final_puzzles.json"));
+    assert_eq!(puzzles.as_object().map(|m| m.len()), Some(3), "{puzzles}");
+}
