@@ -546,7 +546,7 @@ impl Api {
 
     fn storm_429(&self, shared: &Shared) -> Response {
         let limit = shared.config.quota_per_minute.unwrap_or(3000);
-        self.quota_429(PER_MINUTE_ID, limit, Duration::from_secs(1))
+        self.quota_429(PER_MINUTE_ID, limit, shared.config.storm_retry_delay)
     }
 
     fn quota_429(&self, quota_id: &str, limit: u64, delay: Duration) -> Response {

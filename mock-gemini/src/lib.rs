@@ -83,8 +83,10 @@ pub struct MockConfig {
     /// Quota over the server's life; once a request is refused for it, every
     /// later request is refused too.
     pub quota_per_day: Option<u64>,
-    /// Probability of a "429 storm" answer (quota-shaped, RetryInfo "1s").
+    /// Probability of a "429 storm" answer (quota-shaped, RetryInfo of `storm_retry_delay`).
     pub rate_429: f64,
+    /// The retry delay a storm 429 asks for (1 s; tests may shorten it).
+    pub storm_retry_delay: Duration,
     pub rate_500: f64,
     pub rate_503: f64,
     /// Probability of never answering (until shutdown or client disconnect).
@@ -141,6 +143,7 @@ impl Default for MockConfig {
             quota_window: Duration::from_secs(60),
             quota_per_day: None,
             rate_429: 0.0,
+            storm_retry_delay: Duration::from_secs(1),
             rate_500: 0.0,
             rate_503: 0.0,
             rate_hang: 0.0,

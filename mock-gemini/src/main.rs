@@ -78,6 +78,7 @@ impl Args {
             quota_window: Duration::from_millis(self.quota_window_ms.max(1)),
             quota_per_day: self.quota_per_day,
             rate_429: self.rate_429,
+            storm_retry_delay: Duration::from_secs(1),
             rate_500: self.rate_500,
             rate_503: self.rate_503,
             rate_hang: self.rate_hang,
