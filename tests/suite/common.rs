@@ -178,10 +178,27 @@ pub fn write_inputs(dir: &Path, themes: &[(&str, &[&str])]) {
 
 /// A workload of `themes` themes with `words` distinct candidates each, in `dir`.
 pub fn write_workload(dir: &Path, themes: usize, words: usize) {
-    let names: Vec<String> = (0..themes).map(|t| format!("Theme {t:03}")).collect();
+    write_workload_named(
+        dir,
+        themes,
+        words,
+        |t| format!("Theme {t:03}"),
+        |t, i| format!("word{t}x{i}"),
+    );
+}
+
+/// As [`write_workload`], with theme `t` named `theme(t)` and its word `i` named `word(t, i)`.
+pub fn write_workload_named(
+    dir: &Path,
+    themes: usize,
+    words: usize,
+    theme: impl Fn(usize) -> String,
+    word: impl Fn(usize, usize) -> String,
+) {
+    let names: Vec<String> = (0..themes).map(&theme).collect();
     let mut cands = serde_json::Map::new();
     for (t, name) in names.iter().enumerate() {
-        let w: Vec<String> = (0..words).map(|i| format!("word{t}x{i}")).collect();
+        let w: Vec<String> = (0..words).map(|i| word(t, i)).collect();
         cands.insert(name.clone(), serde_json::json!({ "words": w }));
     }
     std::fs::write(

@@ -133,24 +133,13 @@ fn free_port() -> u16 {
 
 /// A workload of `themes` themes of `words` candidates each, every name starting `prefix`.
 fn write_named_workload(dir: &Path, prefix: &str, themes: usize, words: usize) {
-    let names: Vec<String> = (0..themes)
-        .map(|t| format!("{prefix} theme {t:03}"))
-        .collect();
-    let mut cands = serde_json::Map::new();
-    for (t, name) in names.iter().enumerate() {
-        let w: Vec<String> = (0..words).map(|i| format!("{prefix}{t}x{i}")).collect();
-        cands.insert(name.clone(), serde_json::json!({ "words": w }));
-    }
-    std::fs::write(
-        dir.join("themes.json"),
-        serde_json::json!({ "themes": names }).to_string(),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("candidates.json"),
-        serde_json::json!({ "candidates": cands }).to_string(),
-    )
-    .unwrap();
+    common::write_workload_named(
+        dir,
+        themes,
+        words,
+        |t| format!("{prefix} theme {t:03}"),
+        |t, i| format!("{prefix}{t}x{i}"),
+    );
 }
 
 /// Appends `yaml` to the params.yaml of `dir`.

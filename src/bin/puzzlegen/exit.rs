@@ -62,6 +62,17 @@ impl Failure {
     }
 }
 
+/// The async runtime a command runs on (exit 3 if it cannot start).
+pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure {
+            message: format!("cannot start the async runtime: {e}"),
+            status: ExitStatus::Failed,
+        })
+}
+
 impl From<RunError> for Failure {
     fn from(e: RunError) -> Failure {
         let status = match e {

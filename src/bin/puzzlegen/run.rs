@@ -77,13 +77,7 @@ pub fn run(args: RunArgs, quiet: bool) -> Result<ExitStatus, Failure> {
     } else {
         ProgressMode::Auto
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure {
-            message: format!("cannot start the async runtime: {e}"),
-            status: ExitStatus::Failed,
-        })?;
+    let runtime = crate::exit::runtime()?;
     let summary = runtime.block_on(async {
         let stop = CancellationToken::new();
         // A file size limit (`ulimit -f`) makes a write fail ("cannot write: File too

@@ -24,13 +24,7 @@ pub fn worker(args: WorkerArgs) -> Result<ExitStatus, Failure> {
     if let Some(url) = args.redis {
         config.distributed.redis_url = Some(puzzlegen::config::RedisUrl::new(url));
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure {
-            message: format!("cannot start the async runtime: {e}"),
-            status: ExitStatus::Failed,
-        })?;
+    let runtime = crate::exit::runtime()?;
     let done = runtime.block_on(async {
         let stop = CancellationToken::new();
         tokio::spawn({
