@@ -132,6 +132,30 @@ fn free_port() -> u16 {
 }
 
 /// A workload of `themes` themes of `words` candidates each, every name starting `prefix`.
+/// Asserts that the puzzles `dir` wrote equal, timings aside, those of the same workload
+/// (`themes` themes, `puzzles` puzzles, `extra` gemini lines) run alone: no Redis, fresh caches.
+fn assert_same_as_a_run_alone(
+    dir: &Path,
+    base_url: &str,
+    themes: usize,
+    puzzles: usize,
+    extra: &str,
+) {
+    let shared = std::fs::read_to_string(dir.join("out/final_puzzles.json")).unwrap();
+    let alone = common::gemini_dir(base_url, themes, 14, puzzles, extra);
+    let out = common::puzzlegen(alone.path())
+        .args(["run", "--config", "params.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let reference = std::fs::read_to_string(alone.path().join("out/final_puzzles.json")).unwrap();
+    assert_eq!(
+        strip_times(&shared),
+        strip_times(&reference),
+        "{themes} themes"
+    );
+}
+
 fn write_named_workload(dir: &Path, prefix: &str, themes: usize, words: usize) {
     common::write_workload_named(
         dir,
@@ -377,20 +401,7 @@ fn two_runs_over_overlapping_inputs_pay_for_each_text_once() {
     assert_eq!(stored.trim(), ":240", "vectors in the shared tier");
     // Each output as a run alone (no Redis, fresh caches) writes it.
     for (dir, themes, puzzles) in [(&small, 12, 3), (&large, 16, 4)] {
-        let shared = std::fs::read_to_string(dir.path().join("out/final_puzzles.json")).unwrap();
-        let alone = common::gemini_dir(&server.base_url(), themes, 14, puzzles, "");
-        let out = common::puzzlegen(alone.path())
-            .args(["run", "--config", "params.yaml"])
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-        let reference =
-            std::fs::read_to_string(alone.path().join("out/final_puzzles.json")).unwrap();
-        assert_eq!(
-            strip_times(&shared),
-            strip_times(&reference),
-            "{themes} themes"
-        );
+        assert_same_as_a_run_alone(dir.path(), &server.base_url(), themes, puzzles, "");
     }
 }
 
@@ -596,15 +607,7 @@ fn a_run_survives_a_redis_restart_with_the_same_puzzles() {
         "Redis went down mid-run ({sent_before} texts sent before): {s:?}"
     );
     assert_eq!(s.distinct_texts_embedded, 24 * 15, "{s:?}");
-    let shared = std::fs::read_to_string(dir.path().join("out/final_puzzles.json")).unwrap();
-    let alone = common::gemini_dir(&server.base_url(), 24, 14, 6, extra);
-    let reference = common::puzzlegen(alone.path())
-        .args(["run", "--config", "params.yaml"])
-        .output()
-        .unwrap();
-    assert_eq!(reference.status.code(), Some(0), "{}", text(&reference));
-    let reference = std::fs::read_to_string(alone.path().join("out/final_puzzles.json")).unwrap();
-    assert_eq!(strip_times(&shared), strip_times(&reference));
+    assert_same_as_a_run_alone(dir.path(), &server.base_url(), 24, 6, extra);
 }
 
 /// `min_request_interval` and the per-minute burst hold for the sum of two limiters on one
@@ -746,16 +749,7 @@ fn a_coordinator_and_three_workers_make_the_puzzles_of_a_run_alone() {
     assert_eq!(s.distinct_texts_embedded, 12 * 15, "{s:?}");
     let busy = logs.iter().filter(|l| l.contains(": ok")).count();
     assert!(busy >= 2, "the workers did not take tasks: {logs:?}");
-    let queued =
-        std::fs::read_to_string(coordinator.path().join("out/final_puzzles.json")).unwrap();
-    let alone = common::gemini_dir(&server.base_url(), 12, 14, 3, limits);
-    let reference = common::puzzlegen(alone.path())
-        .args(["run", "--config", "params.yaml"])
-        .output()
-        .unwrap();
-    assert_eq!(reference.status.code(), Some(0), "{}", text(&reference));
-    let reference = std::fs::read_to_string(alone.path().join("out/final_puzzles.json")).unwrap();
-    assert_eq!(strip_times(&queued), strip_times(&reference));
+    assert_same_as_a_run_alone(coordinator.path(), &server.base_url(), 12, 3, limits);
 }
 
 /// A worker killed with SIGKILL mid-run: its task is claimed by another once it has not been
@@ -803,16 +797,7 @@ fn a_worker_killed_mid_run_leaves_no_task_behind() {
         !String::from_utf8_lossy(&victim_log.stderr).contains("dead letter"),
         "{logs:?}"
     );
-    let queued =
-        std::fs::read_to_string(coordinator.path().join("out/final_puzzles.json")).unwrap();
-    let alone = common::gemini_dir(&server.base_url(), 20, 14, 5, extra);
-    let reference = common::puzzlegen(alone.path())
-        .args(["run", "--config", "params.yaml"])
-        .output()
-        .unwrap();
-    assert_eq!(reference.status.code(), Some(0), "{}", text(&reference));
-    let reference = std::fs::read_to_string(alone.path().join("out/final_puzzles.json")).unwrap();
-    assert_eq!(strip_times(&queued), strip_times(&reference));
+    assert_same_as_a_run_alone(coordinator.path(), &server.base_url(), 20, 5, extra);
 }
 
 /// SIGTERM stops a worker within seconds with its task handed back (queued again at once,
