@@ -20,6 +20,14 @@ use crate::words::{ScoredWord, ThemeResult, dedupe_key};
 pub struct Group {
     pub theme: String,
     pub words: Vec<ScoredWord>,
+    /// Aligned with `words`: each word's similarity to its own theme minus its highest
+    /// similarity to another theme of the puzzle. Below zero, the word sits closer to another
+    /// group's theme than to its own; a small margin makes the word ambiguous for a player.
+    /// Filled by [`assemble`] (empty for a group not yet placed in a puzzle).
+    pub margins: Vec<f32>,
+    /// Mean pairwise cosine similarity of the group's words: how well they hold together
+    /// (1.0 for a group of one word). Filled by [`assemble`].
+    pub coherence: f32,
 }
 
 /// A finished puzzle.
@@ -27,9 +35,8 @@ pub struct Group {
 pub struct Puzzle {
     pub id: usize,
     pub groups: Vec<Group>,
-    /// Smallest margin, over all words, between a word's similarity to its own theme and its
-    /// similarity to any other theme of the puzzle. Higher is a cleaner puzzle; negative means
-    /// some word sits closer to another group's theme than to its own.
+    /// Smallest margin over all words of the puzzle (see [`Group::margins`]). Higher is a
+    /// cleaner puzzle.
     pub min_margin: f32,
 }
 
@@ -106,6 +113,8 @@ pub fn select_jointly(
         groups.push(Group {
             theme: theme.theme.clone(),
             words,
+            margins: Vec::new(),
+            coherence: 0.0,
         });
     }
     if allowed < rows {
@@ -114,21 +123,38 @@ pub fn select_jointly(
     Ok(groups)
 }
 
-/// The smallest own-theme minus best-other-theme similarity over all words of `groups`.
-pub fn min_margin(groups: &[Group], themes: &[&ThemeResult]) -> f32 {
-    let mut margin = f32::INFINITY;
-    for (g, group) in groups.iter().enumerate() {
-        for w in &group.words {
+/// Each word's own-theme similarity minus its best similarity to another theme of the
+/// puzzle; `themes` in the order of `groups`.
+fn margins(group: usize, words: &[ScoredWord], themes: &[&ThemeResult]) -> Vec<f32> {
+    words
+        .iter()
+        .map(|w| {
             let closest_other = themes
                 .iter()
                 .enumerate()
-                .filter(|(t, _)| *t != g)
+                .filter(|(t, _)| *t != group)
                 .map(|(_, t)| cosine(&w.vector, &t.vector))
                 .fold(f32::NEG_INFINITY, f32::max);
-            margin = margin.min(w.similarity - closest_other);
+            if closest_other.is_finite() {
+                w.similarity - closest_other
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
+/// Mean pairwise cosine similarity of `words` (1.0 for fewer than two words).
+pub fn coherence(words: &[ScoredWord]) -> f32 {
+    let mut sum = 0.0;
+    let mut pairs = 0usize;
+    for (i, a) in words.iter().enumerate() {
+        for b in &words[i + 1..] {
+            sum += cosine(&a.vector, &b.vector);
+            pairs += 1;
         }
     }
-    if margin.is_finite() { margin } else { 0.0 }
+    if pairs == 0 { 1.0 } else { sum / pairs as f32 }
 }
 
 /// Builds puzzle `id` from its processed themes (in slot order).
@@ -137,12 +163,23 @@ pub fn assemble(
     themes: &[&ThemeResult],
     per_theme: usize,
 ) -> Result<Puzzle, AssembleError> {
-    let groups = select_jointly(themes, per_theme)?;
-    let min_margin = min_margin(&groups, themes);
+    let mut groups = select_jointly(themes, per_theme)?;
+    for (g, group) in groups.iter_mut().enumerate() {
+        group.margins = margins(g, &group.words, themes);
+        group.coherence = coherence(&group.words);
+    }
+    let min_margin = groups
+        .iter()
+        .flat_map(|g| g.margins.iter().copied())
+        .fold(f32::INFINITY, f32::min);
     Ok(Puzzle {
         id,
         groups,
-        min_margin,
+        min_margin: if min_margin.is_finite() {
+            min_margin
+        } else {
+            0.0
+        },
     })
 }
 
@@ -301,5 +338,16 @@ mod tests {
         let to_a = 0.2 / (w[0] * w[0] + w[1] * w[1]).sqrt();
         let expected = (0.9 - to_b).min(0.2 - to_a);
         assert!((p.min_margin - expected).abs() < 1e-6, "{}", p.min_margin);
+        assert!((p.groups[0].margins[0] - (0.9 - to_b)).abs() < 1e-6);
+        assert!((p.groups[1].margins[0] - (0.2 - to_a)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn coherence_is_the_mean_pairwise_cosine() {
+        let a = theme("A", &[1.0, 0.0], &[("a1", 1.0), ("a2", 0.0), ("a3", 1.0)]);
+        // Vectors (1,0), (0,1), (1,0): cosines 0, 1, 0.
+        let c = coherence(&a.ranked);
+        assert!((c - 1.0 / 3.0).abs() < 1e-6, "{c}");
+        assert_eq!(coherence(&a.ranked[..1]), 1.0);
     }
 }

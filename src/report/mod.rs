@@ -209,6 +209,12 @@ pub fn final_puzzles(puzzles: &[Puzzle]) -> FinalPuzzles {
                     all_similarities: scores,
                     quality: PuzzleQuality {
                         min_margin: round6(p.min_margin),
+                        word_margins: p
+                            .groups
+                            .iter()
+                            .flat_map(|g| g.margins.iter().map(|m| round6(*m)))
+                            .collect(),
+                        group_coherence: p.groups.iter().map(|g| round6(g.coherence)).collect(),
                     },
                 };
                 (p.id, entry)

@@ -48,6 +48,11 @@ pub struct PuzzleEntry {
 pub struct PuzzleQuality {
     /// Smallest (own-theme minus best-other-theme similarity) over the puzzle's words.
     pub min_margin: f64,
+    /// Aligned with `words`: each word's own-theme similarity minus its highest similarity to
+    /// another theme of the puzzle.
+    pub word_margins: Vec<f64>,
+    /// Aligned with `themes`: mean pairwise similarity of each group's words.
+    pub group_coherence: Vec<f64>,
 }
 
 /// `puzzle_metadata.json`.

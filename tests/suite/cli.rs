@@ -47,6 +47,8 @@ fn example_run_makes_twelve_valid_puzzles() {
         let keys: HashSet<String> = words.iter().map(|w| dedupe_key(w)).collect();
         assert_eq!(keys.len(), 16, "puzzle_{i} repeats a word: {words:?}");
         assert!(p["quality"]["min_margin"].is_number());
+        assert_eq!(p["quality"]["word_margins"].as_array().unwrap().len(), 16);
+        assert_eq!(p["quality"]["group_coherence"].as_array().unwrap().len(), 4);
         for s in scores {
             let s = s.as_f64().unwrap();
             assert!((-1.0..=1.0).contains(&s));
