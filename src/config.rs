@@ -100,6 +100,8 @@ mod raw {
         pub words_per_theme: Option<i64>,
         pub themes_per_puzzle: Option<i64>,
         pub random_seed: Option<i64>,
+        pub coherence_weight: Option<f64>,
+        pub ambiguity_weight: Option<f64>,
         /// The original's older name for `words_per_theme` (used when that is absent).
         pub words_per_puzzle: Option<i64>,
         // Keys of the original's file used by its earlier stages, not by this one.
@@ -235,7 +237,17 @@ pub struct PuzzleSettings {
     pub words_per_theme: usize,
     pub themes_per_puzzle: usize,
     pub random_seed: i64,
+    /// Weight of group coherence in the assembly objective (`crate::assemble::Weights`).
+    pub coherence_weight: f64,
+    /// Weight of the ambiguity penalty in the assembly objective.
+    pub ambiguity_weight: f64,
 }
+
+/// Default `puzzle_generation.coherence_weight`, chosen on the evaluation set
+/// (docs/QUALITY.md); `crate::assemble::Weights::DEFAULT` holds the same.
+pub const DEFAULT_COHERENCE_WEIGHT: f64 = 1.0;
+/// Default `puzzle_generation.ambiguity_weight` (docs/QUALITY.md).
+pub const DEFAULT_AMBIGUITY_WEIGHT: f64 = 0.0;
 
 /// Gemini settings (`gemini`); the model id, dimension and task type also name the cache space.
 #[derive(Debug, Clone)]
@@ -510,6 +522,14 @@ impl PuzzleSettings {
                 1,
             )?,
             random_seed: pg.random_seed.unwrap_or(42),
+            coherence_weight: v.non_negative(
+                "puzzle_generation.coherence_weight",
+                pg.coherence_weight.unwrap_or(DEFAULT_COHERENCE_WEIGHT),
+            )?,
+            ambiguity_weight: v.non_negative(
+                "puzzle_generation.ambiguity_weight",
+                pg.ambiguity_weight.unwrap_or(DEFAULT_AMBIGUITY_WEIGHT),
+            )?,
         };
         puzzle.check_fits(v)?;
         Ok(puzzle)
@@ -866,6 +886,13 @@ impl Validator<'_> {
     fn positive(&self, key: &str, value: f64) -> Result<f64, ConfigError> {
         if !(value.is_finite() && value > 0.0) {
             return Err(self.invalid(key, "a number > 0", &fmt_number(value)));
+        }
+        Ok(value)
+    }
+
+    fn non_negative(&self, key: &str, value: f64) -> Result<f64, ConfigError> {
+        if !(value.is_finite() && value >= 0.0) {
+            return Err(self.invalid(key, "a number >= 0", &fmt_number(value)));
         }
         Ok(value)
     }
@@ -1241,6 +1268,40 @@ mod tests {
         assert_eq!(
             e,
             "params.yaml: puzzle_generation.words_per_theme: expected an integer >= 1, got 0"
+        );
+    }
+
+    #[test]
+    fn assembly_weights_default_and_must_be_finite_and_not_negative() {
+        let c = load(MINIMAL).unwrap();
+        assert_eq!(c.puzzle.coherence_weight, DEFAULT_COHERENCE_WEIGHT);
+        assert_eq!(c.puzzle.ambiguity_weight, DEFAULT_AMBIGUITY_WEIGHT);
+        let c = load(&format!(
+            "{MINIMAL}puzzle_generation:\n  coherence_weight: 0\n  ambiguity_weight: 2.5\n"
+        ))
+        .unwrap();
+        assert_eq!((c.puzzle.coherence_weight, c.puzzle.ambiguity_weight), (0.0, 2.5));
+        for (key, value, got) in [
+            ("coherence_weight", "-0.5", "-0.5"),
+            ("ambiguity_weight", ".inf", "inf"),
+            ("coherence_weight", ".nan", "NaN"),
+        ] {
+            let e = load(&format!("{MINIMAL}puzzle_generation:\n  {key}: {value}\n"))
+                .unwrap_err()
+                .to_string();
+            assert_eq!(
+                e,
+                format!("params.yaml: puzzle_generation.{key}: expected a number >= 0, got {got}")
+            );
+        }
+        let e = load(&format!(
+            "{MINIMAL}puzzle_generation:\n  ambiguity_weight: high\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("line 6") && e.contains("puzzle_generation.ambiguity_weight"),
+            "{e}"
         );
     }
 

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::assemble::{Puzzle, assemble};
+use crate::assemble::{Puzzle, Weights, assemble};
 use crate::cache::backup_csv::BackupCsvWriter;
 use crate::cache::csv::CsvError;
 use crate::cache::store::{Row, Store, StoreError};
@@ -342,6 +342,10 @@ pub async fn run_with(
         &slots,
         &outcome_of,
         config.puzzle.words_per_theme,
+        Weights {
+            coherence: config.puzzle.coherence_weight,
+            ambiguity: config.puzzle.ambiguity_weight,
+        },
         &stop,
     );
     let slots_filled = slots
@@ -486,6 +490,7 @@ fn assemble_all(
     slots: &[Vec<String>],
     outcome_of: &HashMap<&str, &ThemeOutcome>,
     words_per_theme: usize,
+    weights: Weights,
     stop: &CancellationToken,
 ) -> (Vec<Puzzle>, Vec<FailedPuzzle>) {
     let mut puzzles = Vec::new();
@@ -511,7 +516,7 @@ fn assemble_all(
             })
             .collect();
         let assembled = results.and_then(|results| {
-            assemble(planned.id, &results, words_per_theme).map_err(|e| e.to_string())
+            assemble(planned.id, &results, words_per_theme, weights).map_err(|e| e.to_string())
         });
         match assembled {
             Ok(p) => puzzles.push(p),

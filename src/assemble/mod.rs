@@ -12,6 +12,10 @@ use std::collections::HashMap;
 use pathfinding::kuhn_munkres::kuhn_munkres;
 use pathfinding::matrix::Matrix;
 
+mod search;
+
+pub use search::{AMBIGUITY_THRESHOLD, Weights};
+
 use crate::embed::cosine;
 use crate::words::{ScoredWord, ThemeResult, dedupe_key};
 
@@ -60,12 +64,47 @@ const FORBIDDEN: i64 = -1_000_000_000_000;
 /// Similarities become integers for the solver at this scale (six decimals).
 const SCALE: f32 = 1_000_000.0;
 
+/// The Kuhn-Munkres choice of a puzzle's words: per theme, the chosen words (best first) and
+/// every word the theme may take, by column (distinct word of the puzzle).
+pub(crate) struct Assignment<'a> {
+    pub chosen: Vec<Vec<(usize, &'a ScoredWord)>>,
+    pub allowed: Vec<HashMap<usize, &'a ScoredWord>>,
+    pub columns: usize,
+}
+
 /// Chooses `per_theme` words for each theme, each word in at most one group, maximising the
 /// total similarity of words to their own theme.
 pub fn select_jointly(
     themes: &[&ThemeResult],
     per_theme: usize,
 ) -> Result<Vec<Group>, AssembleError> {
+    let a = assign(themes, per_theme)?;
+    Ok(groups_of(themes, a.chosen))
+}
+
+/// Groups from chosen words, in theme order, each group's words best first.
+fn groups_of(themes: &[&ThemeResult], chosen: Vec<Vec<(usize, &ScoredWord)>>) -> Vec<Group> {
+    themes
+        .iter()
+        .zip(chosen)
+        .map(|(theme, words)| {
+            let mut words: Vec<ScoredWord> = words.into_iter().map(|(_, w)| w.clone()).collect();
+            words.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
+            Group {
+                theme: theme.theme.clone(),
+                words,
+                margins: Vec::new(),
+                coherence: 0.0,
+            }
+        })
+        .collect()
+}
+
+/// Solves the assignment of words to theme slots (see the module documentation).
+pub(crate) fn assign<'a>(
+    themes: &[&'a ThemeResult],
+    per_theme: usize,
+) -> Result<Assignment<'a>, AssembleError> {
     // Columns: distinct words across the puzzle's themes.
     let mut column_of: HashMap<String, usize> = HashMap::new();
     for t in themes {
@@ -87,7 +126,7 @@ pub fn select_jointly(
     }
     let mut weights = Matrix::new(rows, columns, FORBIDDEN);
     // Which of a theme's words sits in each column.
-    let mut word_in: Vec<HashMap<usize, &ScoredWord>> = Vec::with_capacity(themes.len());
+    let mut allowed: Vec<HashMap<usize, &ScoredWord>> = Vec::with_capacity(themes.len());
     for (t, theme) in themes.iter().enumerate() {
         let mut words = HashMap::new();
         for w in &theme.ranked {
@@ -98,29 +137,41 @@ pub fn select_jointly(
                 weights[(t * per_theme + slot, col)] = weight;
             }
         }
-        word_in.push(words);
+        allowed.push(words);
     }
     let (_, assignment) = kuhn_munkres(&weights);
-    let mut groups = Vec::with_capacity(themes.len());
-    let mut allowed = 0;
-    for (t, theme) in themes.iter().enumerate() {
-        let mut words: Vec<ScoredWord> = assignment[t * per_theme..(t + 1) * per_theme]
-            .iter()
-            .filter_map(|col| word_in[t].get(col).map(|w| (*w).clone()))
-            .collect();
-        allowed += words.len();
-        words.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
-        groups.push(Group {
-            theme: theme.theme.clone(),
-            words,
-            margins: Vec::new(),
-            coherence: 0.0,
-        });
+    let chosen: Vec<Vec<(usize, &ScoredWord)>> = (0..themes.len())
+        .map(|t| {
+            assignment[t * per_theme..(t + 1) * per_theme]
+                .iter()
+                .filter_map(|col| allowed[t].get(col).map(|w| (*col, *w)))
+                .collect()
+        })
+        .collect();
+    let placed = chosen.iter().map(Vec::len).sum();
+    if placed < rows {
+        return Err(not_enough(placed));
     }
-    if allowed < rows {
-        return Err(not_enough(allowed));
+    Ok(Assignment {
+        chosen,
+        allowed,
+        columns,
+    })
+}
+
+/// Chooses each theme's words for the objective of `weights`: the Kuhn-Munkres choice
+/// (exactly [`select_jointly`] when both weights are 0), then improved by [`search`].
+pub fn select(
+    themes: &[&ThemeResult],
+    per_theme: usize,
+    weights: Weights,
+) -> Result<Vec<Group>, AssembleError> {
+    let a = assign(themes, per_theme)?;
+    if weights.is_zero() {
+        return Ok(groups_of(themes, a.chosen));
     }
-    Ok(groups)
+    let chosen = search::improve(themes, per_theme, weights, a);
+    Ok(groups_of(themes, chosen))
 }
 
 /// Each word's own-theme similarity minus its best similarity to another theme of the
@@ -162,8 +213,9 @@ pub fn assemble(
     id: usize,
     themes: &[&ThemeResult],
     per_theme: usize,
+    weights: Weights,
 ) -> Result<Puzzle, AssembleError> {
-    let mut groups = select_jointly(themes, per_theme)?;
+    let mut groups = select(themes, per_theme, weights)?;
     for (g, group) in groups.iter_mut().enumerate() {
         group.margins = margins(g, &group.words, themes);
         group.coherence = coherence(&group.words);
@@ -330,7 +382,7 @@ mod tests {
     fn margin_is_own_minus_closest_other_theme() {
         let a = theme("A", &[1.0, 0.0], &[("a1", 0.9)]);
         let b = theme("B", &[0.0, 1.0], &[("b1", 0.2)]);
-        let p = assemble(1, &[&a, &b], 1).unwrap();
+        let p = assemble(1, &[&a, &b], 1, Weights::NONE).unwrap();
         // a1's vector is (0.9, 0.1): own 0.9, cosine to B = 0.1/|v|.
         let v = [0.9f32, 0.1];
         let to_b = 0.1 / (v[0] * v[0] + v[1] * v[1]).sqrt();
