@@ -245,9 +245,9 @@ pub struct PuzzleSettings {
 
 /// Default `puzzle_generation.coherence_weight`, chosen on the evaluation set
 /// (docs/QUALITY.md); `crate::assemble::Weights::DEFAULT` holds the same.
-pub const DEFAULT_COHERENCE_WEIGHT: f64 = 1.0;
+pub const DEFAULT_COHERENCE_WEIGHT: f64 = 4.0;
 /// Default `puzzle_generation.ambiguity_weight` (docs/QUALITY.md).
-pub const DEFAULT_AMBIGUITY_WEIGHT: f64 = 0.0;
+pub const DEFAULT_AMBIGUITY_WEIGHT: f64 = 2.0;
 
 /// Gemini settings (`gemini`); the model id, dimension and task type also name the cache space.
 #[derive(Debug, Clone)]
