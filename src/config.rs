@@ -1280,7 +1280,10 @@ mod tests {
             "{MINIMAL}puzzle_generation:\n  coherence_weight: 0\n  ambiguity_weight: 2.5\n"
         ))
         .unwrap();
-        assert_eq!((c.puzzle.coherence_weight, c.puzzle.ambiguity_weight), (0.0, 2.5));
+        assert_eq!(
+            (c.puzzle.coherence_weight, c.puzzle.ambiguity_weight),
+            (0.0, 2.5)
+        );
         for (key, value, got) in [
             ("coherence_weight", "-0.5", "-0.5"),
             ("ambiguity_weight", ".inf", "inf"),

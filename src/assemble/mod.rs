@@ -6,6 +6,11 @@
 //! chosen words to their own themes is maximised. That is an assignment problem (slots =
 //! themes x words_per_theme, columns = distinct words), solved exactly with the Kuhn-Munkres
 //! algorithm. Without conflicts it gives the same groups as independent top-k.
+//!
+//! With `puzzle_generation.coherence_weight` or `ambiguity_weight` above 0 ([`Weights`]), the
+//! objective also rewards groups whose words hold together and penalises words nearly as close
+//! to another theme of the puzzle; a local search (`search.rs`) improves the Kuhn-Munkres
+//! choice for it.
 
 use std::collections::HashMap;
 
@@ -160,7 +165,8 @@ pub(crate) fn assign<'a>(
 }
 
 /// Chooses each theme's words for the objective of `weights`: the Kuhn-Munkres choice
-/// (exactly [`select_jointly`] when both weights are 0), then improved by [`search`].
+/// (exactly [`select_jointly`] when both weights are 0), then improved by a local search
+/// (`search.rs`).
 pub fn select(
     themes: &[&ThemeResult],
     per_theme: usize,
@@ -348,6 +354,144 @@ mod tests {
         );
         let joint_total = total(&groups);
         assert!((joint_total - (0.85 + 0.80 + 0.95 + 0.70 + 0.8 + 0.7 + 0.95 + 0.85)).abs() < 1e-5);
+    }
+
+    /// Words per group, by name, in group order.
+    fn names(groups: &[Group]) -> Vec<Vec<String>> {
+        groups
+            .iter()
+            .map(|g| g.words.iter().map(|w| w.word.clone()).collect())
+            .collect()
+    }
+
+    /// Four themes over 12 shared words with conflicts (each word wanted by two themes) and
+    /// vectors that make coherence and ambiguity matter.
+    fn conflicted() -> Vec<ThemeResult> {
+        let words = |t: usize| -> Vec<(String, f32, Vec<f32>)> {
+            (0..12)
+                .map(|w| {
+                    let near = w % 4 == t || (w + 1) % 4 == t;
+                    let sim = if near { 0.5 + 0.03 * w as f32 } else { 0.1 };
+                    let v = vec![
+                        (w % 4) as f32,
+                        1.0,
+                        (w % 3) as f32,
+                        (t == w % 4) as u8 as f32,
+                    ];
+                    (format!("w{w}"), sim, v)
+                })
+                .collect()
+        };
+        (0..4)
+            .map(|t| {
+                let mut ranked: Vec<ScoredWord> = words(t)
+                    .into_iter()
+                    .map(|(word, similarity, v)| ScoredWord {
+                        word,
+                        similarity,
+                        vector: vector(&v),
+                    })
+                    .collect();
+                ranked.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
+                let mut v = vec![0.0; 4];
+                v[t] = 1.0;
+                ThemeResult {
+                    theme: format!("T{t}"),
+                    vector: vector(&v),
+                    ranked,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn zero_weights_give_the_joint_selection() {
+        let themes = conflicted();
+        let refs: Vec<&ThemeResult> = themes.iter().collect();
+        let joint = select_jointly(&refs, 3).unwrap();
+        assert_eq!(
+            names(&select(&refs, 3, Weights::NONE).unwrap()),
+            names(&joint)
+        );
+        // The case has conflicts: some word is among the top 3 of two themes.
+        let tops: Vec<String> = refs
+            .iter()
+            .flat_map(|t| t.ranked[..3].iter().map(|w| w.word.clone()))
+            .collect();
+        let distinct: std::collections::HashSet<&String> = tops.iter().collect();
+        assert!(distinct.len() < tops.len(), "{tops:?}");
+        // And the weights matter on it: the defaults choose differently.
+        assert_ne!(
+            names(&select(&refs, 3, Weights::DEFAULT).unwrap()),
+            names(&joint)
+        );
+    }
+
+    /// Two themes where A's sixth word (beyond the 2 x 2 = 4 a cut list keeps) is the one most
+    /// like A's best word.
+    fn deep_coherent_word() -> Vec<ThemeResult> {
+        let a = theme(
+            "A",
+            &[1.0, 0.0],
+            &[
+                ("a1", 0.9),
+                ("a2", 0.5),
+                ("a3", 0.49),
+                ("a4", 0.48),
+                ("a5", 0.47),
+                ("a6", 0.46),
+            ],
+        );
+        let mut a = a;
+        for w in &mut a.ranked {
+            w.vector = vector(if w.word == "a1" || w.word == "a6" {
+                &[1.0, 0.0]
+            } else {
+                &[0.0, 1.0]
+            });
+        }
+        let b = theme("B", &[0.0, 1.0], &[("b1", 0.9), ("b2", 0.8), ("b3", 0.7)]);
+        vec![a, b]
+    }
+
+    #[test]
+    fn ranked_lists_cut_to_themes_times_words_give_the_same_choice() {
+        let deep = deep_coherent_word();
+        let cut: Vec<ThemeResult> = deep
+            .iter()
+            .map(|t| ThemeResult {
+                ranked: t.ranked[..4.min(t.ranked.len())].to_vec(),
+                ..t.clone()
+            })
+            .collect();
+        let full_choice = select(&deep.iter().collect::<Vec<_>>(), 2, Weights::DEFAULT).unwrap();
+        let cut_choice = select(&cut.iter().collect::<Vec<_>>(), 2, Weights::DEFAULT).unwrap();
+        assert_eq!(names(&full_choice), names(&cut_choice));
+
+        let themes = conflicted();
+        let refs: Vec<&ThemeResult> = themes.iter().collect();
+        let per_theme = 2;
+        let cut: Vec<ThemeResult> = themes
+            .iter()
+            .map(|t| ThemeResult {
+                ranked: t.ranked[..themes.len() * per_theme].to_vec(),
+                ..t.clone()
+            })
+            .collect();
+        let cut_refs: Vec<&ThemeResult> = cut.iter().collect();
+        for w in [
+            Weights::DEFAULT,
+            Weights {
+                coherence: 2.0,
+                ambiguity: 0.5,
+            },
+        ] {
+            assert_eq!(
+                names(&select(&refs, per_theme, w).unwrap()),
+                names(&select(&cut_refs, per_theme, w).unwrap()),
+                "{w:?}"
+            );
+        }
     }
 
     #[test]

@@ -17,9 +17,10 @@
 //! word with an unused candidate of the same theme, or swap two words between groups. A word
 //! (by [`dedupe_key`](crate::words::dedupe_key)) stays in at most one group.
 //!
-//! Only each theme's best `themes x words_per_theme` words are candidates for a move (a theme
-//! never needs more: the others take fewer than that), so a `ranked` list cut to that length
-//! gives the same choice.
+//! Only each theme's best `themes x words_per_theme` words are candidates for a move, so a
+//! `ranked` list cut to that length gives the same choice. (For the similarity term alone a
+//! theme never needs more: the other themes take fewer words than that. With coherence a word
+//! further down could score higher; the objective does not look that deep, by design.)
 
 use super::Assignment;
 use crate::embed::cosine;
@@ -117,7 +118,11 @@ fn pool<'a>(
     ambiguity: f64,
 ) -> Vec<Candidate<'a>> {
     let mut words: Vec<(usize, &ScoredWord)> = a.allowed[t].iter().map(|(c, w)| (*c, *w)).collect();
-    words.sort_by(|x, y| y.1.similarity.total_cmp(&x.1.similarity).then(x.0.cmp(&y.0)));
+    words.sort_by(|x, y| {
+        y.1.similarity
+            .total_cmp(&x.1.similarity)
+            .then(x.0.cmp(&y.0))
+    });
     let is_chosen = |col: usize| a.chosen[t].iter().any(|(c, _)| *c == col);
     words
         .into_iter()
@@ -234,7 +239,8 @@ impl<'a> Search<'a> {
     /// Change of the objective if slot `s` of theme `t` took candidate `i` instead.
     fn gain(&mut self, t: usize, s: usize, i: usize) -> f64 {
         let old = self.chosen[t][s];
-        self.pools[t][i].value - self.pools[t][old].value + self.pull(t, i, s) - self.pull(t, old, s)
+        self.pools[t][i].value - self.pools[t][old].value + self.pull(t, i, s)
+            - self.pull(t, old, s)
     }
 
     /// The best replacement of a chosen word by an unused candidate of its theme.
@@ -305,7 +311,11 @@ impl<'a> Search<'a> {
 enum Move {
     None,
     /// Slot `s` of theme `t` takes candidate `i` (an unused word).
-    Replace { t: usize, s: usize, i: usize },
+    Replace {
+        t: usize,
+        s: usize,
+        i: usize,
+    },
     /// Each (theme, slot) takes the candidate given: the other group's word.
     Swap([(usize, usize, usize); 2]),
 }

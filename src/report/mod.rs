@@ -17,10 +17,12 @@
 //! `<paths.outputs>/partial/` instead ([`OutputPaths::partial`]). New files get the usual mode
 //! (0666 less the umask); a replaced file keeps its mode.
 
+mod quality;
 pub mod shapes;
 mod space;
 mod targets;
 
+pub use quality::{COHERENCE_BUCKETS, MARGIN_BUCKETS};
 pub use space::{SpaceError, check_space, min_csv_bytes_per_puzzle};
 pub use targets::{
     PARTIAL_DIR, TargetError, check_targets, database_files, outputs, remove_stale_temps,
@@ -37,11 +39,12 @@ use crate::fsx::{Abort, Staged, WriteError, stage_until};
 use crate::plan::Plan;
 use crate::service::ServiceStats;
 use crate::words::ThemeResult;
+use quality::round6;
 use shapes::{
     CacheStats, Describe, EmbeddingAnalysis, EmbeddingQuality, EmbeddingStats, FailedPuzzle,
     FailedTheme, FinalPuzzles, GeminiConfig, MultiprocessingStats, PerformanceMetrics,
-    PipelineInfo, PuzzleEntry, PuzzleGeneration, PuzzleMetadata, PuzzleQuality, RateLimiterStats,
-    Replacement, SimilarityStats, yaml_number,
+    PipelineInfo, PuzzleEntry, PuzzleGeneration, PuzzleMetadata, RateLimiterStats, Replacement,
+    SimilarityStats, yaml_number,
 };
 
 /// What the run did to the cache, for `cache_stats`.
@@ -188,11 +191,6 @@ pub fn stage_all(r: &RunRecord, to: &OutputPaths, abort: Abort) -> Result<Vec<St
     Ok(vec![puzzle_csv, analysis, metadata, final_puzzles])
 }
 
-/// Rounds to six decimals so JSON shows `0.8123` rather than an f32's binary tail.
-fn round6(x: f32) -> f64 {
-    (f64::from(x) * 1e6).round() / 1e6
-}
-
 /// `final_puzzles.json`.
 pub fn final_puzzles(puzzles: &[Puzzle]) -> FinalPuzzles {
     FinalPuzzles(
@@ -207,15 +205,7 @@ pub fn final_puzzles(puzzles: &[Puzzle]) -> FinalPuzzles {
                     themes: p.groups.iter().map(|g| g.theme.clone()).collect(),
                     all_candidates: Vec::new(),
                     all_similarities: scores,
-                    quality: PuzzleQuality {
-                        min_margin: round6(p.min_margin),
-                        word_margins: p
-                            .groups
-                            .iter()
-                            .flat_map(|g| g.margins.iter().map(|m| round6(*m)))
-                            .collect(),
-                        group_coherence: p.groups.iter().map(|g| round6(g.coherence)).collect(),
-                    },
+                    quality: quality::puzzle(p),
                 };
                 (p.id, entry)
             })
@@ -259,7 +249,10 @@ pub fn metadata(r: &RunRecord) -> PuzzleMetadata {
             words_per_theme: c.puzzle.words_per_theme,
             themes_per_puzzle: c.puzzle.themes_per_puzzle,
             random_seed: c.puzzle.random_seed,
+            coherence_weight: c.puzzle.coherence_weight,
+            ambiguity_weight: c.puzzle.ambiguity_weight,
         },
+        quality: quality::run(r.puzzles),
     }
 }
 
@@ -392,6 +385,8 @@ fn analysis(r: &RunRecord) -> EmbeddingAnalysis {
         .flat_map(|t| t.ranked.iter().map(|w| f64::from(w.similarity)))
         .collect();
     let margins: Vec<f64> = r.puzzles.iter().map(|p| f64::from(p.min_margin)).collect();
+    let word_margins = quality::word_margins(r.puzzles);
+    let coherence = quality::group_coherences(r.puzzles);
     let all = Describe::of(&candidates);
     let secs = r.elapsed.as_secs_f64();
     EmbeddingAnalysis {
@@ -414,6 +409,10 @@ fn analysis(r: &RunRecord) -> EmbeddingAnalysis {
             std_similarity: sample_std(&candidates),
             candidate_count: candidates.len(),
             selected_words: Describe::of(&selected),
+            word_margins: Describe::of(&word_margins),
+            group_coherence: Describe::of(&coherence),
+            word_margin_histogram: quality::histogram(&word_margins, MARGIN_BUCKETS),
+            group_coherence_histogram: quality::histogram(&coherence, COHERENCE_BUCKETS),
         },
         embedding_quality: EmbeddingQuality {
             embedding_dimension: r.space.dimension,

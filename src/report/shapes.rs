@@ -53,6 +53,39 @@ pub struct PuzzleQuality {
     pub word_margins: Vec<f64>,
     /// Aligned with `themes`: mean pairwise similarity of each group's words.
     pub group_coherence: Vec<f64>,
+    /// Mean of `word_margins`.
+    pub mean_margin: f64,
+    /// The word with the smallest margin: the first a player may put in the wrong group.
+    pub weakest_word: String,
+    /// Words closer to another theme of the puzzle than to their own (margin below 0).
+    pub negative_margin_words: usize,
+    /// Mean and smallest of `group_coherence`.
+    pub mean_coherence: f64,
+    pub min_coherence: f64,
+}
+
+/// Extra: the quality of the run's puzzles (margins and coherence as in [`PuzzleQuality`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunQuality {
+    pub puzzles: usize,
+    /// Over every word of every puzzle.
+    pub word_margin: Describe,
+    /// Over puzzles: each puzzle's `min_margin`.
+    pub puzzle_min_margin: Describe,
+    /// Over every group of every puzzle.
+    pub group_coherence: Describe,
+    /// Over puzzles: each puzzle's `mean_coherence`.
+    pub puzzle_mean_coherence: Describe,
+    pub negative_margin_words: usize,
+    pub puzzles_with_negative_margin: usize,
+}
+
+/// Counts in fixed buckets: bucket `i` holds values from `edges[i]` up to `edges[i + 1]`;
+/// values below the first edge count in the first bucket, above the last in the last.
+#[derive(Debug, Clone, Serialize)]
+pub struct Histogram {
+    pub edges: Vec<f64>,
+    pub counts: Vec<usize>,
 }
 
 /// `puzzle_metadata.json`.
@@ -77,6 +110,8 @@ pub struct PuzzleMetadata {
     pub embedding_stats: EmbeddingStats,
     /// Extra: the puzzle settings of the run.
     pub puzzle_generation: PuzzleGeneration,
+    /// Extra: margins and coherence of the run's puzzles.
+    pub quality: RunQuality,
 }
 
 /// A puzzle that could not be made.
@@ -204,6 +239,9 @@ pub struct PuzzleGeneration {
     pub words_per_theme: usize,
     pub themes_per_puzzle: usize,
     pub random_seed: i64,
+    /// The assembly objective's weights (`crate::assemble::Weights`).
+    pub coherence_weight: f64,
+    pub ambiguity_weight: f64,
 }
 
 /// `<paths.reports>/embedding_analysis.json`.
@@ -244,6 +282,14 @@ pub struct SimilarityStats {
     pub candidate_count: usize,
     /// Extra: the words chosen for the puzzles.
     pub selected_words: Describe,
+    /// Extra: every chosen word's margin (own-theme minus best other-theme similarity).
+    pub word_margins: Describe,
+    /// Extra: every group's coherence (mean pairwise similarity of its words).
+    pub group_coherence: Describe,
+    /// Extra: `word_margins` in 0.05-wide buckets from -0.5 to 0.5.
+    pub word_margin_histogram: Histogram,
+    /// Extra: `group_coherence` in 0.05-wide buckets from 0 to 1.
+    pub group_coherence_histogram: Histogram,
 }
 
 /// Per-dimension sample variance over the analysed vectors.
