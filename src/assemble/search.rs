@@ -69,6 +69,9 @@ struct Candidate<'a> {
     word: &'a ScoredWord,
     /// Its linear part of the objective in this theme: similarity minus the ambiguity penalty.
     value: f64,
+    /// 1 / the vector's length (0 for a zero vector, whose cosines are 0 as in
+    /// [`cosine`]); cosines are then one dot product.
+    inverse_norm: f32,
 }
 
 /// The search state: per theme its candidates, the chosen ones, and which words are taken.
@@ -128,10 +131,14 @@ fn pool<'a>(
         .into_iter()
         .enumerate()
         .filter(|(rank, (col, _))| *rank < limit || is_chosen(*col))
-        .map(|(_, (column, word))| Candidate {
-            column,
-            word,
-            value: value(t, word, themes, ambiguity),
+        .map(|(_, (column, word))| {
+            let norm = word.vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+            Candidate {
+                column,
+                word,
+                value: value(t, word, themes, ambiguity),
+                inverse_norm: if norm > 0.0 { 1.0 / norm } else { 0.0 },
+            }
         })
         .collect()
 }
@@ -214,7 +221,15 @@ impl<'a> Search<'a> {
         let (x, y) = (self.offset[t] + i, self.offset[u] + j);
         let cell = x * self.ids + y;
         if self.memo[cell].is_nan() {
-            let c = cosine(&self.pools[t][i].word.vector, &self.pools[u][j].word.vector);
+            let (a, b) = (&self.pools[t][i], &self.pools[u][j]);
+            let dot: f32 = a
+                .word
+                .vector
+                .iter()
+                .zip(b.word.vector.iter())
+                .map(|(p, q)| p * q)
+                .sum();
+            let c = dot * a.inverse_norm * b.inverse_norm;
             self.memo[cell] = c;
             self.memo[y * self.ids + x] = c;
         }

@@ -49,6 +49,11 @@ fn example_run_makes_twelve_valid_puzzles() {
         assert!(p["quality"]["min_margin"].is_number());
         assert_eq!(p["quality"]["word_margins"].as_array().unwrap().len(), 16);
         assert_eq!(p["quality"]["group_coherence"].as_array().unwrap().len(), 4);
+        let q = &p["quality"];
+        let weakest = q["weakest_word"].as_str().unwrap();
+        assert!(words.contains(&weakest), "puzzle_{i}: {weakest}");
+        assert!(q["mean_coherence"].as_f64().unwrap() >= q["min_coherence"].as_f64().unwrap());
+        assert!(q["mean_margin"].as_f64().unwrap() >= q["min_margin"].as_f64().unwrap());
         for s in scores {
             let s = s.as_f64().unwrap();
             assert!((-1.0..=1.0).contains(&s));
@@ -80,6 +85,24 @@ fn example_run_makes_twelve_valid_puzzles() {
         );
     }
     assert_eq!(analysis["pipeline_info"]["embedding_dimension"], 384);
+    // The quality summaries: 12 x 16 word margins, 12 x 4 groups, in the histograms too.
+    assert_eq!(meta["quality"]["word_margin"]["count"], 192);
+    assert_eq!(meta["quality"]["group_coherence"]["count"], 48);
+    assert_eq!(meta["puzzle_generation"]["coherence_weight"], 4.0);
+    let stats = &analysis["similarity_stats"];
+    assert_eq!(stats["word_margins"]["count"], 192);
+    for (key, total) in [
+        ("word_margin_histogram", 192),
+        ("group_coherence_histogram", 48),
+    ] {
+        let counts = stats[key]["counts"].as_array().unwrap();
+        assert_eq!(
+            stats[key]["edges"].as_array().unwrap().len(),
+            counts.len() + 1
+        );
+        let sum: u64 = counts.iter().map(|c| c.as_u64().unwrap()).sum();
+        assert_eq!(sum, total, "{key}");
+    }
 
     // The puzzle CSV: header, then per group a theme row and its 4 words, 6 decimals.
     let csv = std::fs::read_to_string(out.join("puzzle_embeddings.csv")).unwrap();
