@@ -237,4 +237,15 @@ fn main() {
     println!("assemble_us_per_puzzle weights=none {:.1}", plain * 1e6);
     println!("assemble_us_per_puzzle weights=defaults {:.1}", tuned * 1e6);
     println!("assemble_time_ratio defaults/none {:.2}", tuned / plain);
+    for (c, a) in [(4.0, 0.0), (0.0, 2.0)] {
+        let t = time_per_puzzle(
+            &cases,
+            Weights {
+                coherence: c,
+                ambiguity: a,
+            },
+            min,
+        );
+        println!("TMP {c} {a} {:.1}", t * 1e6);
+    }
 }

@@ -22,6 +22,8 @@
 //! theme never needs more: the other themes take fewer words than that. With coherence a word
 //! further down could score higher; the objective does not look that deep, by design.)
 
+use std::collections::HashMap;
+
 use super::Assignment;
 use crate::embed::cosine;
 use crate::words::{ScoredWord, ThemeResult};
@@ -69,9 +71,8 @@ struct Candidate<'a> {
     word: &'a ScoredWord,
     /// Its linear part of the objective in this theme: similarity minus the ambiguity penalty.
     value: f64,
-    /// 1 / the vector's length (0 for a zero vector, whose cosines are 0 as in
-    /// [`cosine`]); cosines are then one dot product.
-    inverse_norm: f32,
+    /// Its vector's index in [`Search::vectors`].
+    vector: usize,
 }
 
 /// The search state: per theme its candidates, the chosen ones, and which words are taken.
@@ -82,10 +83,12 @@ struct Search<'a> {
     index: Vec<Vec<usize>>,
     chosen: Vec<Vec<usize>>,
     taken: Vec<bool>,
-    /// First global id of each theme's candidates, for the cosine memo.
-    offset: Vec<usize>,
+    /// The distinct vectors of the candidates (a word several themes may take is embedded
+    /// once: one shared vector), each with 1 / its length (0 for a zero vector, whose cosines
+    /// are 0 as in [`cosine`]), so a cosine is one dot product.
+    vectors: Vec<(&'a [f32], f32)>,
+    /// Cosines between `vectors`, computed on first use (NaN: not yet).
     memo: Vec<f32>,
-    ids: usize,
 }
 
 /// Improves the Kuhn-Munkres choice `a` for `weights`; returns the chosen words per theme.
@@ -113,13 +116,7 @@ pub(super) fn improve<'a>(
 }
 
 /// Each theme's candidates: its best `themes x per_theme` words, and any word already chosen.
-fn pool<'a>(
-    t: usize,
-    themes: &[&'a ThemeResult],
-    limit: usize,
-    a: &Assignment<'a>,
-    ambiguity: f64,
-) -> Vec<Candidate<'a>> {
+fn pool<'a>(t: usize, limit: usize, a: &Assignment<'a>) -> Vec<Candidate<'a>> {
     let mut words: Vec<(usize, &ScoredWord)> = a.allowed[t].iter().map(|(c, w)| (*c, *w)).collect();
     words.sort_by(|x, y| {
         y.1.similarity
@@ -131,35 +128,62 @@ fn pool<'a>(
         .into_iter()
         .enumerate()
         .filter(|(rank, (col, _))| *rank < limit || is_chosen(*col))
-        .map(|(_, (column, word))| {
-            let norm = word.vector.iter().map(|x| x * x).sum::<f32>().sqrt();
-            Candidate {
-                column,
-                word,
-                value: value(t, word, themes, ambiguity),
-                inverse_norm: if norm > 0.0 { 1.0 / norm } else { 0.0 },
-            }
+        .map(|(_, (column, word))| Candidate {
+            column,
+            word,
+            value: f64::from(word.similarity),
+            vector: usize::MAX,
         })
         .collect()
 }
 
-/// A word's linear part of the objective in theme `t`.
-fn value(t: usize, word: &ScoredWord, themes: &[&ThemeResult], ambiguity: f64) -> f64 {
-    let own = f64::from(word.similarity);
-    if ambiguity == 0.0 {
-        return own;
+/// Subtracts the ambiguity penalty from each candidate's value: its similarity to its theme
+/// minus its best similarity to another theme, below [`AMBIGUITY_THRESHOLD`], times `weight`.
+fn penalise_ambiguity(
+    pools: &mut [Vec<Candidate>],
+    vectors: &[(&[f32], f32)],
+    themes: &[&ThemeResult],
+    weight: f64,
+) {
+    if weight == 0.0 || themes.len() < 2 {
+        return;
     }
-    let other = themes
+    // Cosine of every distinct vector to every theme, computed once.
+    let to_theme: Vec<Vec<f32>> = vectors
         .iter()
-        .enumerate()
-        .filter(|(o, _)| *o != t)
-        .map(|(_, th)| cosine(&word.vector, &th.vector))
-        .fold(f32::NEG_INFINITY, f32::max);
-    if !other.is_finite() {
-        return own;
+        .map(|(v, _)| themes.iter().map(|t| cosine(v, &t.vector)).collect())
+        .collect();
+    for (t, pool) in pools.iter_mut().enumerate() {
+        for c in pool {
+            let other = to_theme[c.vector]
+                .iter()
+                .enumerate()
+                .filter(|(o, _)| *o != t)
+                .map(|(_, s)| *s)
+                .fold(f32::NEG_INFINITY, f32::max);
+            let margin = c.word.similarity - other;
+            c.value -= weight * f64::from((AMBIGUITY_THRESHOLD - margin).max(0.0));
+        }
     }
-    let margin = word.similarity - other;
-    own - ambiguity * f64::from((AMBIGUITY_THRESHOLD - margin).max(0.0))
+}
+
+/// Numbers the distinct vectors of the candidates (by identity: the embedding service hands out
+/// one shared vector per text) and sets each candidate's [`Candidate::vector`].
+#[allow(clippy::type_complexity)]
+fn distinct_vectors<'a>(
+    mut pools: Vec<Vec<Candidate<'a>>>,
+) -> (Vec<Vec<Candidate<'a>>>, Vec<(&'a [f32], f32)>) {
+    let mut id_of: HashMap<*const f32, usize> = HashMap::new();
+    let mut vectors = Vec::new();
+    for c in pools.iter_mut().flatten() {
+        let v: &'a [f32] = &c.word.vector;
+        c.vector = *id_of.entry(v.as_ptr()).or_insert_with(|| {
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            vectors.push((v, if norm > 0.0 { 1.0 / norm } else { 0.0 }));
+            vectors.len() - 1
+        });
+    }
+    (pools, vectors)
 }
 
 impl<'a> Search<'a> {
@@ -170,9 +194,7 @@ impl<'a> Search<'a> {
         a: Assignment<'a>,
     ) -> Search<'a> {
         let limit = themes.len() * per_theme;
-        let pools: Vec<Vec<Candidate>> = (0..themes.len())
-            .map(|t| pool(t, themes, limit, &a, weights.ambiguity))
-            .collect();
+        let pools: Vec<Vec<Candidate>> = (0..themes.len()).map(|t| pool(t, limit, &a)).collect();
         let mut index = vec![vec![usize::MAX; a.columns]; themes.len()];
         for (t, p) in pools.iter().enumerate() {
             for (i, c) in p.iter().enumerate() {
@@ -193,12 +215,8 @@ impl<'a> Search<'a> {
                     .collect()
             })
             .collect();
-        let mut offset = Vec::with_capacity(pools.len());
-        let mut ids = 0;
-        for p in &pools {
-            offset.push(ids);
-            ids += p.len();
-        }
+        let (mut pools, vectors) = distinct_vectors(pools);
+        penalise_ambiguity(&mut pools, &vectors, themes, weights.ambiguity);
         let pairs = per_theme * per_theme.saturating_sub(1) / 2;
         Search {
             coherence_per_pair: if pairs == 0 {
@@ -210,30 +228,23 @@ impl<'a> Search<'a> {
             index,
             chosen,
             taken,
-            offset,
-            memo: vec![f32::NAN; ids * ids],
-            ids,
+            memo: vec![f32::NAN; vectors.len() * vectors.len()],
+            vectors,
         }
     }
 
     /// Cosine of candidate `i` of theme `t` and candidate `j` of theme `u`, computed once.
     fn cos(&mut self, (t, i): (usize, usize), (u, j): (usize, usize)) -> f64 {
-        let (x, y) = (self.offset[t] + i, self.offset[u] + j);
-        let cell = x * self.ids + y;
-        if self.memo[cell].is_nan() {
-            let (a, b) = (&self.pools[t][i], &self.pools[u][j]);
-            let dot: f32 = a
-                .word
-                .vector
-                .iter()
-                .zip(b.word.vector.iter())
-                .map(|(p, q)| p * q)
-                .sum();
-            let c = dot * a.inverse_norm * b.inverse_norm;
-            self.memo[cell] = c;
-            self.memo[y * self.ids + x] = c;
+        let (x, y) = (self.pools[t][i].vector, self.pools[u][j].vector);
+        let n = self.vectors.len();
+        if self.memo[x * n + y].is_nan() {
+            let ((a, inverse_a), (b, inverse_b)) = (self.vectors[x], self.vectors[y]);
+            let dot: f32 = a.iter().zip(b).map(|(p, q)| p * q).sum();
+            let c = dot * inverse_a * inverse_b;
+            self.memo[x * n + y] = c;
+            self.memo[y * n + x] = c;
         }
-        f64::from(self.memo[cell])
+        f64::from(self.memo[x * n + y])
     }
 
     /// Weighted coherence of candidate `i` with theme `t`'s chosen words other than slot `skip`.
