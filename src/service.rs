@@ -366,7 +366,7 @@ impl EmbeddingService {
         let mut waiting = inner.waiting.lock().unwrap_or_else(|e| e.into_inner());
         for (key, slots) in positions {
             // Answered since the first look (dispatch fills the cache before replying).
-            if let Some(v) = inner.cache.get_in_memory(key) {
+            if let Some(v) = inner.cache.get(key) {
                 for &s in &slots {
                     found[s] = Some(v.clone());
                 }
@@ -655,7 +655,7 @@ async fn send_and_publish(
     renewal.abort();
     let (mut done, mut vectors, mut undone) = (vec![], vec![], vec![]);
     for k in keys {
-        match inner.cache.get_in_memory(&k) {
+        match inner.cache.get(&k) {
             Some(v) => {
                 done.push(k);
                 vectors.push(v);

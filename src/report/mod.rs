@@ -36,7 +36,7 @@ use crate::embed::Space;
 use crate::fsx::{Abort, Staged, WriteError, stage_until};
 use crate::plan::Plan;
 use crate::service::ServiceStats;
-use crate::words::ThemeResult;
+use crate::words::ThemeScores;
 use shapes::{
     CacheStats, Describe, EmbeddingAnalysis, EmbeddingQuality, EmbeddingStats, FailedPuzzle,
     FailedTheme, FinalPuzzles, GeminiConfig, MultiprocessingStats, PerformanceMetrics,
@@ -65,7 +65,7 @@ pub struct RunRecord<'a> {
     pub puzzles: &'a [Puzzle],
     pub failed_puzzles: &'a [FailedPuzzle],
     /// Every theme processed successfully, in processing order.
-    pub themes_ok: &'a [&'a ThemeResult],
+    pub themes_ok: &'a [&'a ThemeScores],
     pub themes_failed: &'a [FailedTheme],
     pub replacements: &'a [Replacement],
     pub stats: &'a ServiceStats,
@@ -389,7 +389,7 @@ fn analysis(r: &RunRecord) -> EmbeddingAnalysis {
     let candidates: Vec<f64> = r
         .themes_ok
         .iter()
-        .flat_map(|t| t.ranked.iter().map(|w| f64::from(w.similarity)))
+        .flat_map(|t| t.ranked.iter().map(|(_, s)| f64::from(*s)))
         .collect();
     let margins: Vec<f64> = r.puzzles.iter().map(|p| f64::from(p.min_margin)).collect();
     let all = Describe::of(&candidates);
@@ -442,17 +442,10 @@ fn puzzle_blocks<'a>(r: &'a RunRecord) -> Vec<Block<'a>> {
     r.puzzles
         .iter()
         .flat_map(|p| {
-            p.groups.iter().map(|g| {
-                let theme = r
-                    .themes_ok
-                    .iter()
-                    .find(|t| t.theme == g.theme)
-                    .expect("every group comes from a processed theme");
-                Block {
-                    theme: &g.theme,
-                    vector: &theme.vector,
-                    words: &g.words,
-                }
+            p.groups.iter().map(|g| Block {
+                theme: &g.theme,
+                vector: &g.vector,
+                words: &g.words,
             })
         })
         .collect()
