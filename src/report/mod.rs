@@ -245,6 +245,7 @@ pub fn metadata(r: &RunRecord) -> PuzzleMetadata {
             cache_hits: s.cache_hits,
             cache_hit_rate: s.hit_rate(),
             in_flight_hits: s.in_flight_hits,
+            shared_hits: s.shared_hits,
             texts_embedded: s.texts_embedded,
             texts_sent: s.texts_sent,
             requests: s.requests,

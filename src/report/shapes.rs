@@ -187,6 +187,8 @@ pub struct EmbeddingStats {
     pub cache_hits: u64,
     pub cache_hit_rate: f64,
     pub in_flight_hits: u64,
+    /// Texts taken from the shared Redis tier (paid for by another process).
+    pub shared_hits: u64,
     pub texts_embedded: u64,
     pub texts_sent: u64,
     pub requests: u64,

@@ -511,6 +511,22 @@ fn two_runs_over_overlapping_inputs_pay_for_each_text_once() {
     assert_eq!(s.texts_embedded, 16 * 15, "{s:?}");
     let stored = redis.command(&["EVAL", "return #redis.call('KEYS', 'puzzlegen:vec:*')", "0"]);
     assert_eq!(stored.trim(), ":240", "vectors in the shared tier");
+    // Each text paid for by one of the runs; the other took it from the shared tier.
+    let stats = |dir: &Path| {
+        let m = common::read_json(&dir.join("out/puzzle_metadata.json"));
+        let s = &m["embedding_stats"];
+        (
+            s["texts_embedded"].as_u64().unwrap(),
+            s["shared_hits"].as_u64().unwrap(),
+        )
+    };
+    let ((paid_a, shared_a), (paid_b, shared_b)) = (stats(small.path()), stats(large.path()));
+    assert_eq!(paid_a + paid_b, 240);
+    assert_eq!(
+        shared_a + shared_b,
+        12 * 15,
+        "the small run's texts, paid once"
+    );
     // Each output as a run alone (no Redis, fresh caches) writes it.
     for (dir, themes, puzzles) in [(&small, 12, 3), (&large, 16, 4)] {
         assert_same_as_a_run_alone(dir.path(), &server.base_url(), themes, puzzles, "");
