@@ -31,6 +31,10 @@
   byMargin.addEventListener("click", function () { sort("margin"); });
   byId.addEventListener("click", function () { sort("id"); });
   filter.addEventListener("input", applyFilter);
+  // A link can carry the view: puzzles.html?sort=margin&theme=planet
+  var params = new URLSearchParams(location.search);
+  if (params.get("sort") === "margin") { sort("margin"); }
+  if (params.get("theme")) { filter.value = params.get("theme"); }
   document.getElementById("flag-count").textContent =
     String(list.querySelectorAll("li.word.amb").length);
   applyFilter();

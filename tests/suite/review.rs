@@ -31,8 +31,9 @@ struct Rendered {
     console: Vec<String>,
 }
 
-/// Renders `page` in headless Chromium; writes a screenshot to `screenshot` if given.
-fn render(page: &Path, screenshot: Option<&Path>) -> Rendered {
+/// Renders `page` (with `query`, `?...` or empty) in headless Chromium; writes a screenshot
+/// to `screenshot` if given.
+fn render(page: &Path, query: &str, screenshot: Option<&Path>) -> Rendered {
     let profile = tempfile::tempdir().unwrap();
     let mut cmd = assert_cmd::Command::new(chromium());
     cmd.args([
@@ -50,7 +51,10 @@ fn render(page: &Path, screenshot: Option<&Path>) -> Rendered {
         cmd.arg(format!("--screenshot={}", png.display()));
     }
     let out = cmd
-        .arg(format!("file://{}", page.canonicalize().unwrap().display()))
+        .arg(format!(
+            "file://{}{query}",
+            page.canonicalize().unwrap().display()
+        ))
         .timeout(Duration::from_secs(120))
         .output()
         .unwrap();
@@ -162,7 +166,7 @@ fn the_review_page_renders_in_chromium_with_every_grid_and_flag() {
     std::fs::create_dir_all(&shots).unwrap();
     let png = shots.join("puzzles.png");
     let _ = std::fs::remove_file(&png);
-    let rendered = render(&page, Some(&png));
+    let rendered = render(&page, "", Some(&png));
     let dom = &rendered.dom;
 
     // The script ran: it marks the document and counts the flags.
@@ -229,6 +233,66 @@ fn the_review_page_renders_in_chromium_with_every_grid_and_flag() {
         png.display()
     );
     eprintln!("screenshot: {}", png.display());
+
+    check_sort_and_filter(&page, &puzzles);
+}
+
+/// The controls' script: `?sort=margin&theme=...` sets them as a click and typing would;
+/// the puzzles are then weakest first, and only those with a matching theme are shown.
+fn check_sort_and_filter(page: &Path, puzzles: &serde_json::Value) {
+    let puzzles = puzzles.as_object().unwrap();
+    let theme = puzzles["puzzle_2"]["themes"][0]
+        .as_str()
+        .unwrap()
+        .to_lowercase();
+    let word = theme.split_whitespace().next().unwrap().to_owned();
+    let rendered = render(page, &format!("?sort=margin&theme={word}"), None);
+    assert!(
+        rendered.console.is_empty(),
+        "console: {:#?}",
+        rendered.console
+    );
+    let mut order = Vec::new();
+    let mut shown = Vec::new();
+    for section in rendered
+        .dom
+        .split("<section class=\"puzzle\" id=\"")
+        .skip(1)
+    {
+        let tag = &section[..section.find('>').unwrap()];
+        let id = tag[..tag.find('"').unwrap()].to_owned();
+        order.push(puzzles[&id]["quality"]["min_margin"].as_f64().unwrap());
+        if !tag.contains(" hidden") {
+            shown.push(id);
+        }
+    }
+    assert_eq!(order.len(), puzzles.len());
+    assert!(order.is_sorted(), "not weakest first: {order:?}");
+    let mut want: Vec<String> = puzzles
+        .iter()
+        .filter(|(_, p)| {
+            p["themes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t.as_str().unwrap().to_lowercase().contains(&word))
+        })
+        .map(|(id, _)| id.clone())
+        .collect();
+    shown.sort();
+    want.sort();
+    assert!(
+        !want.is_empty() && want.len() < puzzles.len(),
+        "{word}: {want:?}"
+    );
+    assert_eq!(shown, want, "filter {word:?}");
+    let line = format!("{} of {} puzzles shown", want.len(), puzzles.len());
+    assert!(rendered.dom.contains(&line), "{line}");
+    assert!(
+        rendered
+            .dom
+            .contains("id=\"sort-margin\" aria-pressed=\"true\"")
+    );
 }
 
 #[test]
@@ -243,7 +307,7 @@ fn the_chromium_check_sees_console_errors_and_blocked_requests() {
          </body></html>",
     )
     .unwrap();
-    let blocked = render(&page, None);
+    let blocked = render(&page, "", None);
     assert!(
         blocked.console.iter().any(|l| l.contains("192.0.2.1")),
         "a blocked request went unseen: {:?}",
@@ -254,7 +318,7 @@ fn the_chromium_check_sees_console_errors_and_blocked_requests() {
         "<!DOCTYPE html><html><body><script>console.error('boom')</script></body></html>",
     )
     .unwrap();
-    let logged = render(&page, None);
+    let logged = render(&page, "", None);
     assert!(
         logged.console.iter().any(|l| l.contains("boom")),
         "a console error went unseen: {:?}",
