@@ -8,7 +8,9 @@
 //!   finished puzzle a `theme` row (rank 0) then its words as `selected_word` (rank 1..), values
 //!   rounded to `output.csv_precision`;
 //! - `output.embedding_cache_file` (the cache CSV in the original's backup layout) is written
-//!   by [`crate::cache`], not here.
+//!   by [`crate::cache`], not here;
+//! - `output.review_page` (default `<paths.reports>/puzzles.html`): the review page
+//!   ([`page`], charts in [`charts`]), built from the three JSON files' shapes.
 //!
 //! The outputs are replaced as a set ([`crate::fsx`]): every file is written complete and synced to
 //! a temporary file next to its target first, then all are renamed into place; if any cannot
@@ -177,7 +179,7 @@ pub fn remove_partial(config: &Config) {
     }
 }
 
-/// Stages the JSON files and the puzzle CSV of a run at `to` (the cache CSV is staged by
+/// Stages the JSON files, the review page and the puzzle CSV of a run at `to` (the cache CSV is staged by
 /// [`crate::cache::backup_csv`]); in the order of [`OutputPaths::all`] less the cache CSV.
 /// `abort` gives the set up part way (nothing is left behind; see [`stage_until`]).
 pub fn stage_all(r: &RunRecord, to: &OutputPaths, abort: Abort) -> Result<Vec<Staged>, WriteError> {
