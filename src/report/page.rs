@@ -180,16 +180,9 @@ impl PageInput {
         metadata: &PuzzleMetadata,
         analysis: &EmbeddingAnalysis,
     ) -> Result<PageInput, PageError> {
-        let view = |v: serde_json::Result<serde_json::Value>| {
-            v.map_err(|e| PageError::Render(e.to_string()))
-        };
-        let from = |what, v: serde_json::Value| PageError::Render(format!("{what}: {v}"));
-        let puzzles = serde_json::from_value(view(serde_json::to_value(puzzles))?)
-            .map_err(|e| from("final_puzzles", e.to_string().into()))?;
-        let metadata = serde_json::from_value(view(serde_json::to_value(metadata))?)
-            .map_err(|e| from("metadata", e.to_string().into()))?;
-        let analysis = serde_json::from_value(view(serde_json::to_value(analysis))?)
-            .map_err(|e| from("analysis", e.to_string().into()))?;
+        let puzzles = through_json("final_puzzles.json", puzzles)?;
+        let metadata = through_json("puzzle_metadata.json", metadata)?;
+        let analysis = through_json("embedding_analysis.json", analysis)?;
         Ok(PageInput::with_threshold(puzzles, metadata, analysis, None))
     }
 
@@ -222,6 +215,16 @@ impl PageInput {
             analysis,
         }
     }
+}
+
+/// `value` as a reader of its file sees it: serialised, then read back as `T`.
+fn through_json<T: serde::de::DeserializeOwned>(
+    what: &str,
+    value: &impl serde::Serialize,
+) -> Result<T, PageError> {
+    serde_json::to_value(value)
+        .and_then(serde_json::from_value)
+        .map_err(|e| PageError::Render(format!("{what}: {e}")))
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(
