@@ -8,7 +8,9 @@
 //!   finished puzzle a `theme` row (rank 0) then its words as `selected_word` (rank 1..), values
 //!   rounded to `output.csv_precision`;
 //! - `output.embedding_cache_file` (the cache CSV in the original's backup layout) is written
-//!   by [`crate::cache`], not here.
+//!   by [`crate::cache`], not here;
+//! - `output.review_page` (default `<paths.reports>/puzzles.html`): the review page
+//!   ([`page`], charts in [`charts`]), built from the three JSON files' shapes.
 //!
 //! The outputs are replaced as a set ([`crate::fsx`]): every file is written complete and synced to
 //! a temporary file next to its target first, then all are renamed into place; if any cannot
@@ -17,6 +19,8 @@
 //! `<paths.outputs>/partial/` instead ([`OutputPaths::partial`]). New files get the usual mode
 //! (0666 less the umask); a replaced file keeps its mode.
 
+pub mod charts;
+pub mod page;
 pub mod shapes;
 mod space;
 mod targets;
@@ -95,6 +99,7 @@ pub struct OutputPaths {
     pub analysis: PathBuf,
     pub puzzle_csv: PathBuf,
     pub cache_csv: PathBuf,
+    pub review_page: PathBuf,
 }
 
 impl OutputPaths {
@@ -107,6 +112,7 @@ impl OutputPaths {
             analysis: o.reports_dir.join("embedding_analysis.json"),
             puzzle_csv: o.puzzle_embeddings_file.clone(),
             cache_csv: o.embedding_cache_file.clone(),
+            review_page: o.review_page.clone(),
         }
     }
 
@@ -130,6 +136,7 @@ impl OutputPaths {
             final_puzzles: dir.join("final_puzzles.json"),
             metadata: dir.join("puzzle_metadata.json"),
             analysis: dir.join("embedding_analysis.json"),
+            review_page: name(&o.review_page, "puzzles.html"),
             puzzle_csv,
             cache_csv,
         }
@@ -137,10 +144,11 @@ impl OutputPaths {
 
     /// The files in the order they are put in place: `final_puzzles.json` last, so that a
     /// reader that sees it new sees the rest new too.
-    pub fn all(&self) -> [&Path; 5] {
+    pub fn all(&self) -> [&Path; 6] {
         [
             &self.cache_csv,
             &self.puzzle_csv,
+            &self.review_page,
             &self.analysis,
             &self.metadata,
             &self.final_puzzles,
@@ -171,7 +179,7 @@ pub fn remove_partial(config: &Config) {
     }
 }
 
-/// Stages the JSON files and the puzzle CSV of a run at `to` (the cache CSV is staged by
+/// Stages the JSON files, the review page and the puzzle CSV of a run at `to` (the cache CSV is staged by
 /// [`crate::cache::backup_csv`]); in the order of [`OutputPaths::all`] less the cache CSV.
 /// `abort` gives the set up part way (nothing is left behind; see [`stage_until`]).
 pub fn stage_all(r: &RunRecord, to: &OutputPaths, abort: Abort) -> Result<Vec<Staged>, WriteError> {
@@ -182,10 +190,21 @@ pub fn stage_all(r: &RunRecord, to: &OutputPaths, abort: Abort) -> Result<Vec<St
         &puzzle_blocks(r),
         abort,
     )?;
-    let analysis = stage_json(&to.analysis, &analysis(r), abort)?;
-    let metadata = stage_json(&to.metadata, &metadata(r), abort)?;
-    let final_puzzles = stage_json(&to.final_puzzles, &final_puzzles(r.puzzles), abort)?;
-    Ok(vec![puzzle_csv, analysis, metadata, final_puzzles])
+    let finals = final_puzzles(r.puzzles, r.themes_ok);
+    let metadata_shape = metadata(r);
+    let analysis_shape = analysis(r);
+    let page =
+        page::PageInput::from_shapes(&finals, &metadata_shape, &analysis_shape).map_err(|e| {
+            WriteError {
+                path: to.review_page.clone(),
+                source: std::io::Error::other(e.to_string()),
+            }
+        })?;
+    let page = page::stage_page(&to.review_page, &page, abort)?;
+    let analysis = stage_json(&to.analysis, &analysis_shape, abort)?;
+    let metadata = stage_json(&to.metadata, &metadata_shape, abort)?;
+    let final_puzzles = stage_json(&to.final_puzzles, &finals, abort)?;
+    Ok(vec![puzzle_csv, page, analysis, metadata, final_puzzles])
 }
 
 /// Rounds to six decimals so JSON shows `0.8123` rather than an f32's binary tail.
@@ -193,8 +212,9 @@ fn round6(x: f32) -> f64 {
     (f64::from(x) * 1e6).round() / 1e6
 }
 
-/// `final_puzzles.json`.
-pub fn final_puzzles(puzzles: &[Puzzle]) -> FinalPuzzles {
+/// `final_puzzles.json`; `themes` holds (at least) every theme of the puzzles, for each word's
+/// similarity to every theme of its puzzle.
+pub fn final_puzzles(puzzles: &[Puzzle], themes: &[&ThemeResult]) -> FinalPuzzles {
     FinalPuzzles(
         puzzles
             .iter()
@@ -215,12 +235,28 @@ pub fn final_puzzles(puzzles: &[Puzzle]) -> FinalPuzzles {
                             .flat_map(|g| g.margins.iter().map(|m| round6(*m)))
                             .collect(),
                         group_coherence: p.groups.iter().map(|g| round6(g.coherence)).collect(),
+                        theme_similarities: theme_similarities(p, themes),
                     },
                 };
                 (p.id, entry)
             })
             .collect(),
     )
+}
+
+/// Each theme of `p` (rows) against each of its words (columns): the words' similarity to it.
+fn theme_similarities(p: &Puzzle, themes: &[&ThemeResult]) -> Vec<Vec<f64>> {
+    p.groups
+        .iter()
+        .map(|g| {
+            let theme = themes.iter().find(|t| t.theme == g.theme);
+            p.groups
+                .iter()
+                .flat_map(|h| &h.words)
+                .map(|w| theme.map_or(0.0, |t| round6(crate::embed::cosine(&w.vector, &t.vector))))
+                .collect()
+        })
+        .collect()
 }
 
 /// `puzzle_metadata.json`.
@@ -260,6 +296,7 @@ pub fn metadata(r: &RunRecord) -> PuzzleMetadata {
             words_per_theme: c.puzzle.words_per_theme,
             themes_per_puzzle: c.puzzle.themes_per_puzzle,
             random_seed: c.puzzle.random_seed,
+            ambiguity_margin: c.puzzle.ambiguity_margin,
         },
     }
 }

@@ -53,6 +53,9 @@ pub struct PuzzleQuality {
     pub word_margins: Vec<f64>,
     /// Aligned with `themes`: mean pairwise similarity of each group's words.
     pub group_coherence: Vec<f64>,
+    /// Extra: aligned with `themes`, each aligned with `words`: every word's similarity to
+    /// every theme of the puzzle (the review page's heat map).
+    pub theme_similarities: Vec<Vec<f64>>,
 }
 
 /// `puzzle_metadata.json`.
@@ -80,7 +83,7 @@ pub struct PuzzleMetadata {
 }
 
 /// A puzzle that could not be made.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct FailedPuzzle {
     /// An integer, as in the original.
     pub puzzle_id: usize,
@@ -98,7 +101,7 @@ pub struct Replacement {
 }
 
 /// A theme that could not be used, with the reason.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct FailedTheme {
     pub theme: String,
     pub error: String,
@@ -206,6 +209,8 @@ pub struct PuzzleGeneration {
     pub words_per_theme: usize,
     pub themes_per_puzzle: usize,
     pub random_seed: i64,
+    /// Words whose margin is below this are flagged ambiguous in the review page.
+    pub ambiguity_margin: f64,
 }
 
 /// `<paths.reports>/embedding_analysis.json`.
