@@ -241,7 +241,7 @@ fn answer_of(config: &Config, r: &RunResult) -> Result<Answer, Failure> {
         elapsed: r.elapsed,
     };
     let results = serde_json::json!({
-        "puzzles": report::final_puzzles(&r.puzzles, &themes_ok),
+        "puzzles": report::final_puzzles(&r.puzzles),
         "metadata": report::metadata(&record),
     });
     let vector = |v: &[f32]| v.iter().map(|x| f64::from(*x)).collect::<Vec<f64>>();

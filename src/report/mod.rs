@@ -190,7 +190,7 @@ pub fn stage_all(r: &RunRecord, to: &OutputPaths, abort: Abort) -> Result<Vec<St
         &puzzle_blocks(r),
         abort,
     )?;
-    let finals = final_puzzles(r.puzzles, r.themes_ok);
+    let finals = final_puzzles(r.puzzles);
     let metadata_shape = metadata(r);
     let analysis_shape = analysis(r);
     let page =
@@ -212,9 +212,8 @@ fn round6(x: f32) -> f64 {
     (f64::from(x) * 1e6).round() / 1e6
 }
 
-/// `final_puzzles.json`; `themes` holds (at least) every theme of the puzzles, for each word's
-/// similarity to every theme of its puzzle.
-pub fn final_puzzles(puzzles: &[Puzzle], themes: &[&ThemeResult]) -> FinalPuzzles {
+/// `final_puzzles.json`.
+pub fn final_puzzles(puzzles: &[Puzzle]) -> FinalPuzzles {
     FinalPuzzles(
         puzzles
             .iter()
@@ -235,7 +234,7 @@ pub fn final_puzzles(puzzles: &[Puzzle], themes: &[&ThemeResult]) -> FinalPuzzle
                             .flat_map(|g| g.margins.iter().map(|m| round6(*m)))
                             .collect(),
                         group_coherence: p.groups.iter().map(|g| round6(g.coherence)).collect(),
-                        theme_similarities: theme_similarities(p, themes),
+                        theme_similarities: theme_similarities(p),
                     },
                 };
                 (p.id, entry)
@@ -245,15 +244,14 @@ pub fn final_puzzles(puzzles: &[Puzzle], themes: &[&ThemeResult]) -> FinalPuzzle
 }
 
 /// Each theme of `p` (rows) against each of its words (columns): the words' similarity to it.
-fn theme_similarities(p: &Puzzle, themes: &[&ThemeResult]) -> Vec<Vec<f64>> {
+fn theme_similarities(p: &Puzzle) -> Vec<Vec<f64>> {
     p.groups
         .iter()
         .map(|g| {
-            let theme = themes.iter().find(|t| t.theme == g.theme);
             p.groups
                 .iter()
                 .flat_map(|h| &h.words)
-                .map(|w| theme.map_or(0.0, |t| round6(crate::embed::cosine(&w.vector, &t.vector))))
+                .map(|w| round6(crate::embed::cosine(&w.vector, &g.vector)))
                 .collect()
         })
         .collect()
