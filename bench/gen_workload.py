@@ -2,7 +2,7 @@
 """Deterministic synthetic workload for bench/gemini_mock.sh (standard library only).
 
     python3 bench/gen_workload.py OUTDIR [--themes 320] [--own 35] [--shared 15]
-                                         [--pool 1200] [--seed 42]
+                                         [--pool 1200] [--seed 42] [--full 320]
 
 Writes OUTDIR/themes.json ({"themes": [...]}) and OUTDIR/candidates.json
 ({"candidates": {theme: {"words", "similarity_scores", "word_count"}}, "metadata": {}}).
@@ -10,8 +10,8 @@ Writes OUTDIR/themes.json ({"themes": [...]}) and OUTDIR/candidates.json
 Each theme gets `--own` words unique to it plus `--shared` words drawn (seeded) from a
 common pool of `--pool` words. Words are pronounceable syllable combinations; all are
 distinct, so own words never collide with the pool or with other themes. The full
-320-theme workload is always generated and then cut to the first `--themes` themes, so a
-smaller workload is an exact prefix of the full one.
+workload (`--full` themes, 320 by default) is always generated and then cut to the first
+`--themes` themes, so a smaller workload is an exact prefix of the full one.
 
 Shared words are capitalised in every other theme, as real candidate lists spell one word
 differently from theme to theme.
@@ -72,17 +72,18 @@ def main():
     ap.add_argument("--shared", type=int, default=15)
     ap.add_argument("--pool", type=int, default=1200)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--full", type=int, default=FULL_THEMES)
     a = ap.parse_args()
-    if not 1 <= a.themes <= FULL_THEMES:
-        sys.exit(f"gen_workload: --themes must be in 1..{FULL_THEMES}")
+    if not 1 <= a.themes <= a.full:
+        sys.exit(f"gen_workload: --themes must be in 1..{a.full} (--full)")
     if a.shared > a.pool:
         sys.exit("gen_workload: --shared cannot exceed --pool")
 
     rng = random.Random(a.seed)
-    all_words = distinct_words(rng, a.pool + FULL_THEMES * a.own)
+    all_words = distinct_words(rng, a.pool + a.full * a.own)
     pool, own = all_words[: a.pool], all_words[a.pool:]
 
-    names = [f"Theme {i + 1:03d}" for i in range(FULL_THEMES)]
+    names = [f"Theme {i + 1:03d}" for i in range(a.full)]
     candidates = {}
     for i, name in enumerate(names):
         shared = rng.sample(pool, a.shared)

@@ -102,6 +102,7 @@ mod raw {
         pub random_seed: Option<i64>,
         pub coherence_weight: Option<f64>,
         pub ambiguity_weight: Option<f64>,
+        pub ambiguity_margin: Option<f64>,
         /// The original's older name for `words_per_theme` (used when that is absent).
         pub words_per_puzzle: Option<i64>,
         // Keys of the original's file used by its earlier stages, not by this one.
@@ -157,6 +158,7 @@ mod raw {
         pub csv_precision: Option<i64>,
         pub embedding_cache_file: Option<String>,
         pub puzzle_embeddings_file: Option<String>,
+        pub review_page: Option<String>,
         // The original's output switches: its outputs are always JSON with metadata and scores.
         #[allow(dead_code)]
         pub format: Option<serde_json::Value>,
@@ -241,6 +243,10 @@ pub struct PuzzleSettings {
     pub coherence_weight: f64,
     /// Weight of the ambiguity penalty in the assembly objective.
     pub ambiguity_weight: f64,
+    /// `puzzle_generation.ambiguity_margin`: a word whose margin (own-theme similarity minus
+    /// its best similarity to another theme of the puzzle) is below this is flagged ambiguous
+    /// in the review page (default [`DEFAULT_AMBIGUITY_MARGIN`]).
+    pub ambiguity_margin: f64,
 }
 
 /// Default `puzzle_generation.coherence_weight`, chosen on the evaluation set
@@ -248,6 +254,9 @@ pub struct PuzzleSettings {
 pub const DEFAULT_COHERENCE_WEIGHT: f64 = 4.0;
 /// Default `puzzle_generation.ambiguity_weight` (docs/QUALITY.md).
 pub const DEFAULT_AMBIGUITY_WEIGHT: f64 = 2.0;
+
+/// The default `puzzle_generation.ambiguity_margin`.
+pub const DEFAULT_AMBIGUITY_MARGIN: f64 = 0.05;
 
 /// Gemini settings (`gemini`); the model id, dimension and task type also name the cache space.
 #[derive(Debug, Clone)]
@@ -291,6 +300,8 @@ pub struct OutputSettings {
     pub cache_db: PathBuf,
     pub embedding_cache_file: PathBuf,
     pub puzzle_embeddings_file: PathBuf,
+    /// The review page (`output.review_page`, default `<paths.reports>/puzzles.html`).
+    pub review_page: PathBuf,
 }
 
 /// The embedding provider chosen and its own settings.
@@ -530,6 +541,7 @@ impl PuzzleSettings {
                 "puzzle_generation.ambiguity_weight",
                 pg.ambiguity_weight.unwrap_or(DEFAULT_AMBIGUITY_WEIGHT),
             )?,
+            ambiguity_margin: ambiguity_margin(v, pg.ambiguity_margin)?,
         };
         puzzle.check_fits(v)?;
         Ok(puzzle)
@@ -689,6 +701,7 @@ impl OutputSettings {
         };
         let puzzle_embeddings_file = puzzle_embeddings_file(v, p, o, &outputs_dir)?;
         let cache_db = cache_db(v, &p.cache, &cache_dir)?;
+        let review_page = review_page(v, o, &out.review_page, &reports_dir)?;
         Ok(OutputSettings {
             outputs_dir,
             reports_dir,
@@ -697,8 +710,43 @@ impl OutputSettings {
             cache_db,
             embedding_cache_file,
             puzzle_embeddings_file,
+            review_page,
         })
     }
+}
+
+/// `puzzle_generation.ambiguity_margin`: a finite number from 0 to 2 (a margin is a difference
+/// of two cosines), default [`DEFAULT_AMBIGUITY_MARGIN`].
+fn ambiguity_margin(v: &Validator, value: Option<f64>) -> Result<f64, ConfigError> {
+    let value = value.unwrap_or(DEFAULT_AMBIGUITY_MARGIN);
+    if !(value.is_finite() && (0.0..=2.0).contains(&value)) {
+        return Err(v.invalid(
+            "puzzle_generation.ambiguity_margin",
+            "a number from 0 to 2 (a difference of two cosine similarities)",
+            &fmt_number(value),
+        ));
+    }
+    Ok(value)
+}
+
+/// `output.review_page` (as written, relative to the working directory; only its file name
+/// kept under `--out DIR`, in `DIR/reports`), else `puzzles.html` in the reports folder.
+fn review_page(
+    v: &Validator,
+    o: &Overrides,
+    value: &Option<String>,
+    reports_dir: &Path,
+) -> Result<PathBuf, ConfigError> {
+    const NAME: &str = "puzzles.html";
+    Ok(match (&o.out, value) {
+        (Some(_), Some(file)) => reports_dir.join(
+            Path::new(&v.non_empty("output.review_page", file)?)
+                .file_name()
+                .unwrap_or(std::ffi::OsStr::new(NAME)),
+        ),
+        (None, Some(file)) => PathBuf::from(v.non_empty("output.review_page", file)?),
+        (_, None) => reports_dir.join(NAME),
+    })
 }
 
 /// The folder of `final_puzzles.json`: `--out`, else `paths.outputs` (required).
@@ -1329,6 +1377,48 @@ mod tests {
         let c = Config::from_yaml_bytes(Path::new("p.yaml"), yaml.as_bytes(), &o).unwrap();
         assert_eq!(c.output.outputs_dir, PathBuf::from("x"));
         assert_eq!(c.output.reports_dir, PathBuf::from("x/reports"));
+    }
+
+    #[test]
+    fn ambiguity_margin_defaults_and_is_checked() {
+        assert_eq!(
+            load(MINIMAL).unwrap().puzzle.ambiguity_margin,
+            DEFAULT_AMBIGUITY_MARGIN
+        );
+        let ok = load(&format!(
+            "{MINIMAL}puzzle_generation:\n  ambiguity_margin: 0.1\n"
+        ))
+        .unwrap();
+        assert_eq!(ok.puzzle.ambiguity_margin, 0.1);
+        for bad in ["-0.01", "2.5", ".nan", ".inf"] {
+            let e = load(&format!(
+                "{MINIMAL}puzzle_generation:\n  ambiguity_margin: {bad}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.contains("puzzle_generation.ambiguity_margin: expected a number from 0 to 2"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn review_page_follows_reports_and_out() {
+        let c = load(MINIMAL).unwrap();
+        assert_eq!(
+            c.output.review_page,
+            PathBuf::from("out/reports/puzzles.html")
+        );
+        let own = load(&format!("{MINIMAL}output:\n  review_page: pages/r.html\n")).unwrap();
+        assert_eq!(own.output.review_page, PathBuf::from("pages/r.html"));
+        let o = Overrides {
+            out: Some(PathBuf::from("x")),
+            ..Overrides::default()
+        };
+        let yaml = format!("{MINIMAL}output:\n  review_page: pages/r.html\n");
+        let moved = Config::from_yaml_bytes(Path::new("p.yaml"), yaml.as_bytes(), &o).unwrap();
+        assert_eq!(moved.output.review_page, PathBuf::from("x/reports/r.html"));
     }
 
     #[test]

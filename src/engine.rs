@@ -16,10 +16,13 @@ use tokio_util::sync::CancellationToken;
 use crate::input::Inputs;
 use crate::progress::Progress;
 use crate::theme::{ThemeError, ThemeWorker};
-use crate::words::ThemeResult;
+use crate::words::{ThemeResult, ThemeScores};
 
-/// Outcome of one theme.
-pub type ThemeOutcome = Result<ThemeResult, ThemeError>;
+/// What a run keeps of one theme: its scores, or why it failed.
+pub type ThemeOutcome = Result<ThemeScores, ThemeError>;
+
+/// One theme as its worker left it, vectors included.
+pub(crate) type Worked = Result<ThemeResult, ThemeError>;
 
 /// Runs theme workers with bounded concurrency and a per-theme deadline.
 pub(crate) struct Engine {
@@ -50,14 +53,14 @@ impl Engine {
         }
     }
 
-    /// Processes `themes`, returning one outcome per theme in the same order. `done` sees each
-    /// outcome (with its index) as soon as it is in, so results can be written while the run
-    /// goes on.
+    /// Processes `themes`, returning one outcome per theme in the same order. `done` takes each
+    /// worker's result (with its index) as soon as it is in, so its vectors can be written
+    /// while the run goes on, and returns what the run keeps of it.
     pub(crate) async fn process(
         &self,
         themes: &[String],
         progress: &Progress,
-        done: &mut dyn FnMut(usize, &ThemeOutcome),
+        done: &mut dyn FnMut(usize, Worked) -> ThemeOutcome,
     ) -> Vec<ThemeOutcome> {
         let permits = Arc::new(Semaphore::new(self.worker_count));
         let mut set = JoinSet::new();
@@ -100,8 +103,7 @@ impl Engine {
             if let Err(e) = &outcome {
                 tracing::warn!("theme {:?} failed: {e}", themes[index]);
             }
-            done(index, &outcome);
-            outcomes[index] = Some(outcome);
+            outcomes[index] = Some(done(index, outcome));
             progress.inc();
         }
         outcomes

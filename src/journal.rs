@@ -16,9 +16,9 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cache::{Cache, key};
+use crate::cache::Cache;
 use crate::embed::Space;
-use crate::words::{ScoredWord, ThemeResult};
+use crate::words::ThemeResult;
 
 /// The journal's file name inside the outputs directory.
 pub(crate) const FILE_NAME: &str = "run_journal.jsonl";
@@ -123,29 +123,7 @@ impl Journal {
         if e.inputs != digest(&self.space, theme, &refs) {
             return None;
         }
-        let keys: Vec<String> = std::iter::once(theme)
-            .chain(e.ranked.iter().map(|(w, _)| w.as_str()))
-            .map(key)
-            .collect();
-        let mut vectors = cache.get_many(&keys).into_iter();
-        let vector = vectors.next()??;
-        let ranked = e
-            .ranked
-            .iter()
-            .zip(vectors)
-            .map(|((word, similarity), v)| {
-                Some(ScoredWord {
-                    word: word.clone(),
-                    similarity: *similarity,
-                    vector: v?,
-                })
-            })
-            .collect::<Option<Vec<_>>>()?;
-        Some(ThemeResult {
-            theme: theme.to_owned(),
-            vector,
-            ranked,
-        })
+        cache.theme_result(theme, &e.ranked)
     }
 
     /// Appends a finished result (made from the usable candidates `words`).
@@ -240,6 +218,7 @@ fn read(path: &Path) -> Result<HashMap<String, Entry>, String> {
 mod tests {
     use super::*;
     use crate::embed::Vector;
+    use crate::words::ScoredWord;
 
     fn space() -> Space {
         crate::embed::test_space(2)

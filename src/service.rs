@@ -90,6 +90,9 @@ pub struct ServiceStats {
     pub cache_hits: u64,
     /// Of those, already queued or in flight for another theme (not sent again).
     pub in_flight_hits: u64,
+    /// Texts taken from the shared Redis tier: paid for by another process (a worker, another
+    /// run), not by this one.
+    pub shared_hits: u64,
     /// Texts the provider answered correctly.
     pub texts_embedded: u64,
     /// Texts sent to the provider, retries included.
@@ -146,6 +149,7 @@ struct Inner {
     lookups: AtomicU64,
     cache_hits: AtomicU64,
     in_flight_hits: AtomicU64,
+    shared_hits: AtomicU64,
     texts_embedded: AtomicU64,
     texts_sent: AtomicU64,
     requests: AtomicU64,
@@ -249,6 +253,7 @@ impl EmbeddingService {
             lookups: AtomicU64::new(0),
             cache_hits: AtomicU64::new(0),
             in_flight_hits: AtomicU64::new(0),
+            shared_hits: AtomicU64::new(0),
             texts_embedded: AtomicU64::new(0),
             texts_sent: AtomicU64::new(0),
             requests: AtomicU64::new(0),
@@ -366,7 +371,7 @@ impl EmbeddingService {
         let mut waiting = inner.waiting.lock().unwrap_or_else(|e| e.into_inner());
         for (key, slots) in positions {
             // Answered since the first look (dispatch fills the cache before replying).
-            if let Some(v) = inner.cache.get_in_memory(key) {
+            if let Some(v) = inner.cache.get(key) {
                 for &s in &slots {
                     found[s] = Some(v.clone());
                 }
@@ -397,6 +402,7 @@ impl EmbeddingService {
             lookups: i.lookups.load(Ordering::Relaxed),
             cache_hits: i.cache_hits.load(Ordering::Relaxed),
             in_flight_hits: i.in_flight_hits.load(Ordering::Relaxed),
+            shared_hits: i.shared_hits.load(Ordering::Relaxed),
             texts_embedded: i.texts_embedded.load(Ordering::Relaxed),
             texts_sent: i.texts_sent.load(Ordering::Relaxed),
             requests: i.requests.load(Ordering::Relaxed),
@@ -655,7 +661,7 @@ async fn send_and_publish(
     renewal.abort();
     let (mut done, mut vectors, mut undone) = (vec![], vec![], vec![]);
     for k in keys {
-        match inner.cache.get_in_memory(&k) {
+        match inner.cache.get(&k) {
             Some(v) => {
                 done.push(k);
                 vectors.push(v);
@@ -682,6 +688,9 @@ fn answer(inner: &Inner, texts: &[Text], vectors: Vec<Vector>) {
     if texts.is_empty() {
         return;
     }
+    inner
+        .shared_hits
+        .fetch_add(texts.len() as u64, Ordering::Relaxed);
     let words: Vec<(String, String)> = texts
         .iter()
         .map(|t| (t.key.clone(), t.spelling.clone()))

@@ -32,6 +32,30 @@ pub struct ThemeResult {
     pub ranked: Vec<ScoredWord>,
 }
 
+impl ThemeResult {
+    /// The result as a run keeps it: words and similarities, without the vectors.
+    pub fn scores(&self) -> ThemeScores {
+        ThemeScores {
+            theme: self.theme.clone(),
+            ranked: self
+                .ranked
+                .iter()
+                .map(|w| (w.word.clone(), w.similarity))
+                .collect(),
+        }
+    }
+}
+
+/// A processed theme as a run keeps it: every usable candidate with its similarity to the
+/// theme, best first, and no vector. The vectors are in the cache; assembly reads back the few
+/// it needs, so a run's memory does not grow with its number of themes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThemeScores {
+    pub theme: String,
+    /// `(word, similarity to the theme)`, best first.
+    pub ranked: Vec<(String, f32)>,
+}
+
 /// Characters that show as nothing: zero-width space, non-joiner and joiner, word joiner, byte
 /// order mark, soft hyphen. A word made of them is no word; inside a word they only hide that
 /// two spellings are the same.

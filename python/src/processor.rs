@@ -248,15 +248,11 @@ fn answer_of(config: &Config, r: &RunResult) -> Result<Answer, Failure> {
     let mut rows = Vec::new();
     for p in &r.puzzles {
         for g in &p.groups {
-            let theme = themes_ok
-                .iter()
-                .find(|t| t.theme == g.theme)
-                .ok_or_else(|| Failure::Runtime(format!("theme {:?} not processed", g.theme)))?;
             rows.push(serde_json::json!({
                 "theme": g.theme,
                 "word": g.theme,
                 "word_type": "theme",
-                "embedding": vector(&theme.vector),
+                "embedding": vector(&g.vector),
                 "similarity_to_theme": 1.0,
                 "rank": 0,
                 "dataset": "puzzle",

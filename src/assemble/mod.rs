@@ -21,13 +21,15 @@ mod search;
 
 pub use search::{AMBIGUITY_THRESHOLD, Weights};
 
-use crate::embed::cosine;
+use crate::embed::{Vector, cosine};
 use crate::words::{ScoredWord, ThemeResult, dedupe_key};
 
 /// One theme's group in a puzzle, words best first.
 #[derive(Debug, Clone)]
 pub struct Group {
     pub theme: String,
+    /// The theme's vector.
+    pub vector: Vector,
     pub words: Vec<ScoredWord>,
     /// Aligned with `words`: each word's similarity to its own theme minus its highest
     /// similarity to another theme of the puzzle. Below zero, the word sits closer to another
@@ -97,6 +99,7 @@ fn groups_of(themes: &[&ThemeResult], chosen: Vec<Vec<(usize, &ScoredWord)>>) ->
             words.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
             Group {
                 theme: theme.theme.clone(),
+                vector: theme.vector.clone(),
                 words,
                 margins: Vec::new(),
                 coherence: 0.0,
@@ -244,7 +247,6 @@ pub fn assemble(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::embed::Vector;
 
     fn vector(v: &[f32]) -> Vector {
         Vector::from(v.to_vec())

@@ -4,9 +4,10 @@
 //! A [`Cache`] belongs to exactly one [`Space`] (model id, dimension, task type), so vectors of
 //! one model never answer for another. It has two layers:
 //!
-//! - memory: every vector this run has seen, shared by every theme in flight;
-//! - the durable [`store`] (SQLite, WAL), read one key at a time on a memory miss and written
-//!   by a [`writer`] thread that commits each answer within milliseconds.
+//! - memory: the vectors not on disk yet (all of them for a cache without a database), so a
+//!   run's memory does not grow with its number of texts;
+//! - the durable [`store`] (SQLite, WAL), read on a memory miss and written by a [`writer`]
+//!   thread that commits each answer within milliseconds; a committed vector leaves memory.
 //!
 //! [`csv`] brings the Python pipeline's cache files in and writes them out again;
 //! [`backup_csv`] writes the Python pipeline's cache backup (`output.embedding_cache_file`)
@@ -17,11 +18,12 @@ pub mod csv;
 pub mod store;
 pub mod writer;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::embed::{Space, Vector};
+use crate::words::{ScoredWord, ThemeResult};
 use store::{Annotation, Row, Store, StoreError};
 use writer::Writer;
 
@@ -53,16 +55,26 @@ struct Durable {
 /// Texts to vectors for one embedding space, safe to share between tasks.
 pub struct Cache {
     space: Space,
-    memory: Mutex<HashMap<String, Vector>>,
+    memory: Arc<Mutex<HashMap<String, Vector>>>,
+    /// Keys inserted by this run and not yet given to the cache CSV (see
+    /// [`Cache::unexported_rows`]).
+    unexported: Mutex<HashSet<String>>,
     durable: Option<Durable>,
 }
 
+/// Locks a mutex, going on with its data if a thread panicked while holding it.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Cache {
-    /// A cache that lives only as long as the run (tests, benchmarks).
+    /// A cache that lives only as long as the run (tests, benchmarks): every vector stays in
+    /// memory.
     pub fn in_memory(space: Space) -> Cache {
         Cache {
             space,
-            memory: Mutex::new(HashMap::new()),
+            memory: Arc::default(),
+            unexported: Mutex::default(),
             durable: None,
         }
     }
@@ -70,10 +82,27 @@ impl Cache {
     /// A cache backed by the database at `path` (created if missing). Nothing is read yet.
     pub fn open(path: &Path, space: Space) -> Result<Cache, StoreError> {
         let reader = Store::open(path)?;
-        let writer = Writer::start(Store::open(path)?, space.clone());
+        let memory: Arc<Mutex<HashMap<String, Vector>>> = Arc::default();
+        // Committed rows leave memory (unless the key got another vector since).
+        let on_commit = {
+            let memory = Arc::clone(&memory);
+            Box::new(move |rows: &[Row]| {
+                let mut memory = lock(&memory);
+                for r in rows {
+                    if memory
+                        .get(&r.key)
+                        .is_some_and(|v| Arc::ptr_eq(v, &r.vector))
+                    {
+                        memory.remove(&r.key);
+                    }
+                }
+            })
+        };
+        let writer = Writer::start(Store::open(path)?, space.clone(), on_commit);
         Ok(Cache {
             space,
-            memory: Mutex::new(HashMap::new()),
+            memory,
+            unexported: Mutex::default(),
             durable: Some(Durable {
                 path: path.to_owned(),
                 reader: Mutex::new(reader),
@@ -91,11 +120,11 @@ impl Cache {
         self.durable.as_ref().map(|d| d.path.as_path())
     }
 
-    /// The cached vector of each key, `None` where it is missing. Memory first, then the
-    /// store; what the store had is kept in memory for the rest of the run.
+    /// The cached vector of each key, `None` where it is missing: memory first, then the
+    /// store (what the store has is not kept in memory).
     pub fn get_many(&self, keys: &[String]) -> Vec<Option<Vector>> {
         let mut found = {
-            let memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+            let memory = lock(&self.memory);
             keys.iter()
                 .map(|k| memory.get(k).cloned())
                 .collect::<Vec<_>>()
@@ -108,19 +137,10 @@ impl Cache {
             return found;
         }
         let wanted: Vec<String> = missing.iter().map(|&i| keys[i].clone()).collect();
-        let stored = d
-            .reader
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_many(&self.space, &wanted);
-        match stored {
+        match lock(&d.reader).get_many(&self.space, &wanted) {
             Ok(stored) => {
-                let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
                 for (i, v) in missing.into_iter().zip(stored) {
-                    if let Some(v) = v {
-                        memory.insert(keys[i].clone(), v.clone());
-                        found[i] = Some(v);
-                    }
+                    found[i] = v;
                 }
             }
             // A read error costs requests, never results: the texts are embedded again.
@@ -129,30 +149,63 @@ impl Cache {
         found
     }
 
-    /// The vector of `key` if this run already has it in memory.
-    pub fn get_in_memory(&self, key: &str) -> Option<Vector> {
-        self.memory
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-            .cloned()
+    /// The cached vector of `key` (memory, then the store).
+    pub fn get(&self, key: &str) -> Option<Vector> {
+        self.get_many(&[key.to_owned()]).pop().flatten()
     }
 
-    /// Every vector of this run's memory layer as a bare row (no theme yet), for the cache CSV's
-    /// last rows: texts answered for themes that did not finish.
-    pub fn memory_rows(&self) -> Vec<Row> {
-        self.memory
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+    /// A theme's result rebuilt from its scores (`ranked`: word and similarity, best first)
+    /// with the vectors from the cache; `None` if one of them is missing.
+    pub fn theme_result(&self, theme: &str, ranked: &[(String, f32)]) -> Option<ThemeResult> {
+        let keys: Vec<String> = std::iter::once(theme)
+            .chain(ranked.iter().map(|(w, _)| w.as_str()))
+            .map(key)
+            .collect();
+        let mut vectors = self.get_many(&keys).into_iter();
+        let vector = vectors.next()??;
+        let ranked = ranked
             .iter()
-            .map(|(k, v)| Row {
-                key: k.clone(),
-                word: k.clone(),
-                theme: None,
-                word_type: None,
-                similarity: None,
-                timestamp: None,
-                vector: v.clone(),
+            .zip(vectors)
+            .map(|((word, similarity), v)| {
+                Some(ScoredWord {
+                    word: word.clone(),
+                    similarity: *similarity,
+                    vector: v?,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(ThemeResult {
+            theme: theme.to_owned(),
+            vector,
+            ranked,
+        })
+    }
+
+    /// Says that the cache CSV has the rows of `keys` (see [`Cache::unexported_rows`]).
+    pub fn mark_exported<'a>(&self, keys: impl IntoIterator<Item = &'a str>) {
+        let mut unexported = lock(&self.unexported);
+        for k in keys {
+            unexported.remove(k);
+        }
+    }
+
+    /// Every vector this run inserted whose row the cache CSV did not get (texts answered for
+    /// themes that did not finish), as bare rows (no theme yet; the key as word).
+    pub fn unexported_rows(&self) -> Vec<Row> {
+        let keys: Vec<String> = lock(&self.unexported).drain().collect();
+        let vectors = self.get_many(&keys);
+        keys.into_iter()
+            .zip(vectors)
+            .filter_map(|(k, v)| {
+                Some(Row {
+                    key: k.clone(),
+                    word: k,
+                    theme: None,
+                    word_type: None,
+                    similarity: None,
+                    timestamp: None,
+                    vector: v?,
+                })
             })
             .collect()
     }
@@ -173,9 +226,11 @@ impl Cache {
     /// disk within milliseconds.
     pub fn insert_words(&self, texts: &[(String, String)], vectors: &[Vector]) {
         {
-            let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+            let mut memory = lock(&self.memory);
+            let mut unexported = lock(&self.unexported);
             for ((k, _), v) in texts.iter().zip(vectors) {
                 memory.insert(k.clone(), v.clone());
+                unexported.insert(k.clone());
             }
         }
         self.with_writer(|w| {
@@ -205,7 +260,7 @@ impl Cache {
 
     fn with_writer(&self, f: impl FnOnce(&Writer)) {
         if let Some(d) = &self.durable
-            && let Some(w) = d.writer.lock().unwrap_or_else(|e| e.into_inner()).as_ref()
+            && let Some(w) = lock(&d.writer).as_ref()
         {
             f(w);
         }
@@ -234,7 +289,7 @@ impl Cache {
         let Some(d) = &self.durable else {
             return Ok(Closed::default());
         };
-        let Some(writer) = d.writer.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+        let Some(writer) = lock(&d.writer).take() else {
             return Ok(Closed::default());
         };
         let report = writer.finish();
@@ -357,7 +412,10 @@ mod tests {
         let got = cache.get_many(&["a".into(), "b".into()]);
         assert_eq!(got[0].as_deref(), Some(&[0.6f32, 0.8][..]));
         assert!(got[1].is_none());
-        assert!(cache.get_in_memory("a").is_some(), "promoted to memory");
+        assert!(
+            lock(&cache.memory).is_empty(),
+            "store hits are not kept in memory"
+        );
         let other = Cache::open(
             &path,
             Space {
@@ -368,6 +426,44 @@ mod tests {
         )
         .unwrap();
         assert!(other.get_many(&["a".into()])[0].is_none());
+    }
+
+    #[test]
+    fn committed_vectors_leave_memory_and_are_read_back_from_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&dir.path().join("c.sqlite3"), space()).unwrap();
+        let texts: Vec<String> = (0..100).map(|i| format!("w{i}")).collect();
+        let vectors: Vec<Vector> = (0..100)
+            .map(|i| Vector::from(vec![i as f32, 1.0]))
+            .collect();
+        cache.insert_many(&texts, &vectors);
+        cache.flush();
+        assert!(
+            lock(&cache.memory).is_empty(),
+            "committed rows stay in memory"
+        );
+        let got = cache.get_many(&texts);
+        assert!(
+            got.iter()
+                .zip(&vectors)
+                .all(|(g, v)| g.as_deref() == Some(&v[..]))
+        );
+        // The cache CSV got half of them: the other half come back as bare rows.
+        cache.mark_exported(texts[..50].iter().map(String::as_str));
+        let mut rest: Vec<String> = cache.unexported_rows().into_iter().map(|r| r.key).collect();
+        rest.sort();
+        let mut want = texts[50..].to_vec();
+        want.sort();
+        assert_eq!(rest, want);
+        assert!(cache.unexported_rows().is_empty(), "handed out once");
+    }
+
+    #[test]
+    fn without_a_database_every_vector_stays_in_memory() {
+        let cache = Cache::in_memory(space());
+        cache.insert_many(&["a".into()], &[Vector::from(vec![1.0f32, 0.0])]);
+        cache.flush();
+        assert!(cache.get("a").is_some());
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub struct WriterReport {
 const FIRST_RETRY_DELAY: Duration = Duration::from_secs(1);
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 
+/// Told the rows of each successful commit (the cache then drops them from memory).
+pub type OnCommit = Box<dyn Fn(&[Row]) + Send>;
+
 /// Handle to the writer thread of one store and space.
 pub struct Writer {
     tx: mpsc::Sender<Msg>,
@@ -48,11 +51,12 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn start(store: Store, space: Space) -> Writer {
+    /// Starts the thread; `on_commit` sees the rows of each successful commit.
+    pub fn start(store: Store, space: Space, on_commit: OnCommit) -> Writer {
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("cache-writer".into())
-            .spawn(move || run(store, space, rx))
+            .spawn(move || run(store, space, on_commit, rx))
             .expect("cannot start the cache writer thread");
         Writer { tx, thread }
     }
@@ -90,6 +94,7 @@ impl Writer {
 struct State {
     store: Store,
     space: Space,
+    on_commit: OnCommit,
     rows: Vec<Row>,
     notes: Vec<Annotation>,
     flushes: Vec<mpsc::Sender<()>>,
@@ -99,10 +104,11 @@ struct State {
 }
 
 /// The writer thread: commits what arrives until the channel closes, then what is left.
-fn run(store: Store, space: Space, rx: mpsc::Receiver<Msg>) -> WriterReport {
+fn run(store: Store, space: Space, on_commit: OnCommit, rx: mpsc::Receiver<Msg>) -> WriterReport {
     let mut state = State {
         store,
         space,
+        on_commit,
         rows: Vec::new(),
         notes: Vec::new(),
         flushes: Vec::new(),
@@ -226,6 +232,7 @@ impl State {
         }
         let n = self.store.put(&self.space, &self.rows, &self.notes)?;
         self.report.written += n as u64;
+        (self.on_commit)(&self.rows);
         self.rows.clear();
         self.notes.clear();
         Ok(())

@@ -79,16 +79,12 @@ impl Redis {
             url: shown.clone(),
             message,
         };
-        if url.expose().starts_with("rediss://") {
-            return Err(bad_url(
-                "TLS (rediss://) is not supported by this build: use redis:// (through a TLS \
-                 tunnel if needed)"
-                    .into(),
-            ));
-        }
+        // rediss://: TLS with rustls, trusting the system's certificates (or the PEM file
+        // SSL_CERT_FILE names).
+        crate::embed::use_ring_for_tls();
         let mut info = url.expose().into_connection_info().map_err(|e| {
             bad_url(format!(
-                "{} (expected redis://[user:password@]host:port[/db])",
+                "{} (expected redis://[user:password@]host:port[/db], or rediss:// for TLS)",
                 e.category()
             ))
         })?;
@@ -137,6 +133,11 @@ pub(crate) fn describe(e: &redis::RedisError) -> String {
         || line.to_ascii_lowercase().contains("password")
     {
         format!("authentication failed (wrong user or password?): {line}")
+    } else if line.to_ascii_lowercase().contains("certificate") {
+        format!(
+            "{line} (TLS: the server's certificate must be trusted by the system, or by the \
+             PEM file SSL_CERT_FILE names)"
+        )
     } else if line.is_empty() {
         e.category().to_owned()
     } else {

@@ -72,9 +72,15 @@ impl std::fmt::Debug for ApiKey {
     }
 }
 
+/// Makes ring the process's TLS crypto provider (the one rustls provider built in), for HTTPS
+/// and for `rediss://`. Idempotent.
+pub(crate) fn use_ring_for_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// An HTTP client with a per-request timeout. Uses rustls with the ring provider.
 pub(super) fn client(timeout: Duration) -> Result<reqwest::Client, EmbedError> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    use_ring_for_tls();
     reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(10)))

@@ -9,6 +9,7 @@
 pub mod fake;
 pub mod gemini;
 mod http;
+pub(crate) use http::use_ring_for_tls;
 pub mod local;
 pub mod openai;
 

@@ -35,7 +35,7 @@ use crate::report::shapes::{FailedPuzzle, FailedTheme, Replacement, puzzle_key};
 use crate::report::{self, CacheRecord, OutputPaths, RunRecord};
 use crate::service::{EmbeddingService, ServiceStats};
 use crate::theme::ThemeWorker;
-use crate::words::{ThemeResult, texts_of, usable_candidates};
+use crate::words::{ThemeResult, ThemeScores, texts_of, usable_candidates};
 
 /// How long requests and themes in flight may take to finish once the run is told to stop.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -126,8 +126,9 @@ pub struct RunResult {
     /// The puzzles assembled, in plan order.
     pub puzzles: Vec<Puzzle>,
     pub failed_puzzles: Vec<FailedPuzzle>,
-    /// Every theme processed (planned themes, then spares), with its scored words and vectors
-    /// or why it failed.
+    /// Every theme processed (planned themes, then spares), with its scored words or why it
+    /// failed. The vectors are in the cache, not here: a run's memory does not grow with its
+    /// number of themes.
     pub themes: Vec<(String, ThemeOutcome)>,
     pub replacements: Vec<Replacement>,
     /// Themes taken from the journal of an earlier, interrupted run.
@@ -152,7 +153,7 @@ pub struct RunResult {
 
 impl RunResult {
     /// The themes that were processed successfully, in processing order.
-    pub fn themes_ok(&self) -> impl Iterator<Item = &ThemeResult> {
+    pub fn themes_ok(&self) -> impl Iterator<Item = &ThemeScores> {
         themes_ok(&self.themes)
     }
 
@@ -189,7 +190,7 @@ impl RunResult {
     }
 }
 
-fn themes_ok(themes: &[(String, ThemeOutcome)]) -> impl Iterator<Item = &ThemeResult> {
+fn themes_ok(themes: &[(String, ThemeOutcome)]) -> impl Iterator<Item = &ThemeScores> {
     themes.iter().filter_map(|(_, o)| o.as_ref().ok())
 }
 
@@ -337,11 +338,16 @@ pub async fn run_with(
             .await;
     let outcome_of: HashMap<&str, &ThemeOutcome> =
         processed.iter().map(|(t, o)| (t.as_str(), o)).collect();
+    let sizes = Sizes {
+        themes_per_puzzle: config.puzzle.themes_per_puzzle,
+        words_per_theme: config.puzzle.words_per_theme,
+    };
     let (puzzles, failed_puzzles) = assemble_all(
         &plan,
         &slots,
         &outcome_of,
-        config.puzzle.words_per_theme,
+        sizes,
+        run.service.cache(),
         Weights {
             coherence: config.puzzle.coherence_weight,
             ambiguity: config.puzzle.ambiguity_weight,
@@ -419,7 +425,7 @@ pub async fn worker(config: &Config, stop: CancellationToken) -> Result<(), RunE
 }
 
 /// Processes `themes` on the engine with a progress bar named `what`; each finished theme's
-/// texts go to the cache CSV at once.
+/// texts go to the cache CSV at once, and only its scores are kept.
 async fn process(
     engine: &Engine,
     run: &OpenRun,
@@ -428,11 +434,15 @@ async fn process(
     what: &str,
 ) -> Vec<(String, ThemeOutcome)> {
     let bar = Progress::new(progress, what, themes.len() as u64);
+    let cache = run.service.cache();
     let outcomes = engine
-        .process(&themes, &bar, &mut |_, o| {
-            if let Ok(t) = o {
-                run.cache_csv.add(cache_rows(t));
-            }
+        .process(&themes, &bar, &mut |_, worked| {
+            worked.map(|t| {
+                let rows = cache_rows(&t);
+                cache.mark_exported(rows.iter().map(|r| r.key.as_str()));
+                run.cache_csv.add(rows);
+                t.scores()
+            })
         })
         .await;
     bar.finish();
@@ -483,19 +493,24 @@ async fn replace_failed_with_spares(
     (processed, replacements)
 }
 
-/// Assembles each puzzle from its slots. A signal stops assembly too: what is assembled within
-/// [`ASSEMBLY_GRACE`] of it is kept, the rest skipped with a warning.
+/// Assembles each puzzle from its slots. A theme's vectors are read back from the cache when
+/// its first puzzle is assembled (its best `pool` words only: more can never be chosen) and
+/// dropped after its last, so memory holds the themes of the puzzles at hand, not all of
+/// them. A signal stops assembly too: what is assembled within [`ASSEMBLY_GRACE`] of it is
+/// kept, the rest skipped with a warning.
 fn assemble_all(
     plan: &Plan,
     slots: &[Vec<String>],
     outcome_of: &HashMap<&str, &ThemeOutcome>,
-    words_per_theme: usize,
+    sizes: Sizes,
+    cache: &Cache,
     weights: Weights,
     stop: &CancellationToken,
 ) -> (Vec<Puzzle>, Vec<FailedPuzzle>) {
     let mut puzzles = Vec::new();
     let mut failed = Vec::new();
     let mut deadline = None;
+    let mut open = OpenThemes::new(slots, sizes.pool());
     for (i, (planned, themes)) in plan.puzzles.iter().zip(slots).enumerate() {
         if i % 16 == 0 && stop.is_cancelled() {
             let deadline = *deadline.get_or_insert_with(|| Instant::now() + ASSEMBLY_GRACE);
@@ -508,16 +523,18 @@ fn assemble_all(
                 break;
             }
         }
-        let results: Result<Vec<&ThemeResult>, String> = themes
+        let results: Result<Vec<Arc<ThemeResult>>, String> = themes
             .iter()
             .map(|t| match outcome_of[t.as_str()] {
-                Ok(r) => Ok(r),
+                Ok(scores) => open.take(scores, cache),
                 Err(e) => Err(format!("theme {t:?} failed: {e} (no spare theme left)")),
             })
             .collect();
         let assembled = results.and_then(|results| {
-            assemble(planned.id, &results, words_per_theme, weights).map_err(|e| e.to_string())
+            let refs: Vec<&ThemeResult> = results.iter().map(|r| &**r).collect();
+            assemble(planned.id, &refs, sizes.words_per_theme, weights).map_err(|e| e.to_string())
         });
+        open.release(themes);
         match assembled {
             Ok(p) => puzzles.push(p),
             Err(error) => failed.push(FailedPuzzle {
@@ -527,6 +544,79 @@ fn assemble_all(
             }),
         }
     }
+    log_failed_puzzles(&failed);
+    (puzzles, failed)
+}
+
+/// The puzzle shape assembly works to.
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    themes_per_puzzle: usize,
+    words_per_theme: usize,
+}
+
+impl Sizes {
+    /// How many of a theme's best words assembly needs: with `k` words per group and `t`
+    /// themes, the other groups take at most `(t - 1) x k` words, so a theme's chosen words
+    /// are always among its best `t x k`.
+    fn pool(self) -> usize {
+        self.themes_per_puzzle.max(1) * self.words_per_theme
+    }
+}
+
+/// The themes whose vectors are in memory for assembly, each with the number of slots still
+/// to assemble that use it.
+struct OpenThemes {
+    uses: HashMap<String, usize>,
+    open: HashMap<String, Arc<ThemeResult>>,
+    pool: usize,
+}
+
+impl OpenThemes {
+    fn new(slots: &[Vec<String>], pool: usize) -> OpenThemes {
+        let mut uses = HashMap::new();
+        for t in slots.iter().flatten() {
+            *uses.entry(t.clone()).or_insert(0) += 1;
+        }
+        OpenThemes {
+            uses,
+            open: HashMap::new(),
+            pool,
+        }
+    }
+
+    /// The theme with the vectors of its best words, read from the cache on first use.
+    fn take(&mut self, scores: &ThemeScores, cache: &Cache) -> Result<Arc<ThemeResult>, String> {
+        if let Some(r) = self.open.get(&scores.theme) {
+            return Ok(Arc::clone(r));
+        }
+        let best = &scores.ranked[..self.pool.min(scores.ranked.len())];
+        let r = cache.theme_result(&scores.theme, best).ok_or_else(|| {
+            format!(
+                "the vectors of theme {:?} could not be read back from the cache",
+                scores.theme
+            )
+        })?;
+        let r = Arc::new(r);
+        self.open.insert(scores.theme.clone(), Arc::clone(&r));
+        Ok(r)
+    }
+
+    /// One more use of each of `themes` is done; themes used no more leave memory.
+    fn release(&mut self, themes: &[String]) {
+        for t in themes {
+            if let Some(n) = self.uses.get_mut(t) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.uses.remove(t);
+                    self.open.remove(t);
+                }
+            }
+        }
+    }
+}
+
+fn log_failed_puzzles(failed: &[FailedPuzzle]) {
     for f in failed.iter().take(MAX_LOGGED_FAILURES) {
         tracing::warn!("{} failed: {}", puzzle_key(f.puzzle_id), f.error);
     }
@@ -536,7 +626,6 @@ fn assemble_all(
             failed.len() - MAX_LOGGED_FAILURES
         );
     }
-    (puzzles, failed)
 }
 
 /// What processing and assembly made of the plan.
@@ -575,7 +664,7 @@ async fn close_run(
         ),
     };
     let database = service.cache().path().map(std::path::Path::to_owned);
-    let (csv_rows, cache_csv) = run.cache_csv.finish(service.cache().memory_rows())?;
+    let (csv_rows, cache_csv) = run.cache_csv.finish(service.cache().unexported_rows())?;
     let cache = CacheRecord {
         entries: match &database {
             Some(db) => cache_entries(db, service.space()).unwrap_or(csv_rows),
@@ -620,7 +709,7 @@ pub fn write_outputs(
     stop: &CancellationToken,
 ) -> Result<Summary, RunError> {
     let themes_failed = result.themes_failed();
-    let themes_ok: Vec<&ThemeResult> = themes_ok(&result.themes).collect();
+    let themes_ok: Vec<&ThemeScores> = themes_ok(&result.themes).collect();
     let record = RunRecord {
         config,
         plan: &result.plan,

@@ -68,10 +68,14 @@ impl std::fmt::Display for Summary {
         )?;
         writeln!(
             f,
-            "texts:   {} embedded, {} cache hits ({:.1}% hit rate)",
+            "texts:   {} embedded, {} cache hits ({:.1}% hit rate){}",
             self.stats.texts_embedded,
             self.stats.cache_hits,
-            self.stats.hit_rate() * 100.0
+            self.stats.hit_rate() * 100.0,
+            match self.stats.shared_hits {
+                0 => String::new(),
+                n => format!(", {n} from the shared Redis tier"),
+            }
         )?;
         let retries: Vec<String> = self
             .stats

@@ -8,7 +8,9 @@
 //!   finished puzzle a `theme` row (rank 0) then its words as `selected_word` (rank 1..), values
 //!   rounded to `output.csv_precision`;
 //! - `output.embedding_cache_file` (the cache CSV in the original's backup layout) is written
-//!   by [`crate::cache`], not here.
+//!   by [`crate::cache`], not here;
+//! - `output.review_page` (default `<paths.reports>/puzzles.html`): the review page
+//!   ([`page`], charts in [`charts`]), built from the three JSON files' shapes.
 //!
 //! The outputs are replaced as a set ([`crate::fsx`]): every file is written complete and synced to
 //! a temporary file next to its target first, then all are renamed into place; if any cannot
@@ -17,6 +19,8 @@
 //! `<paths.outputs>/partial/` instead ([`OutputPaths::partial`]). New files get the usual mode
 //! (0666 less the umask); a replaced file keeps its mode.
 
+pub mod charts;
+pub mod page;
 mod quality;
 pub mod shapes;
 mod space;
@@ -38,7 +42,7 @@ use crate::embed::Space;
 use crate::fsx::{Abort, Staged, WriteError, stage_until};
 use crate::plan::Plan;
 use crate::service::ServiceStats;
-use crate::words::ThemeResult;
+use crate::words::ThemeScores;
 use quality::round6;
 use shapes::{
     CacheStats, Describe, EmbeddingAnalysis, EmbeddingQuality, EmbeddingStats, FailedPuzzle,
@@ -68,7 +72,7 @@ pub struct RunRecord<'a> {
     pub puzzles: &'a [Puzzle],
     pub failed_puzzles: &'a [FailedPuzzle],
     /// Every theme processed successfully, in processing order.
-    pub themes_ok: &'a [&'a ThemeResult],
+    pub themes_ok: &'a [&'a ThemeScores],
     pub themes_failed: &'a [FailedTheme],
     pub replacements: &'a [Replacement],
     pub stats: &'a ServiceStats,
@@ -98,6 +102,7 @@ pub struct OutputPaths {
     pub analysis: PathBuf,
     pub puzzle_csv: PathBuf,
     pub cache_csv: PathBuf,
+    pub review_page: PathBuf,
 }
 
 impl OutputPaths {
@@ -110,6 +115,7 @@ impl OutputPaths {
             analysis: o.reports_dir.join("embedding_analysis.json"),
             puzzle_csv: o.puzzle_embeddings_file.clone(),
             cache_csv: o.embedding_cache_file.clone(),
+            review_page: o.review_page.clone(),
         }
     }
 
@@ -133,6 +139,7 @@ impl OutputPaths {
             final_puzzles: dir.join("final_puzzles.json"),
             metadata: dir.join("puzzle_metadata.json"),
             analysis: dir.join("embedding_analysis.json"),
+            review_page: name(&o.review_page, "puzzles.html"),
             puzzle_csv,
             cache_csv,
         }
@@ -140,10 +147,11 @@ impl OutputPaths {
 
     /// The files in the order they are put in place: `final_puzzles.json` last, so that a
     /// reader that sees it new sees the rest new too.
-    pub fn all(&self) -> [&Path; 5] {
+    pub fn all(&self) -> [&Path; 6] {
         [
             &self.cache_csv,
             &self.puzzle_csv,
+            &self.review_page,
             &self.analysis,
             &self.metadata,
             &self.final_puzzles,
@@ -174,7 +182,7 @@ pub fn remove_partial(config: &Config) {
     }
 }
 
-/// Stages the JSON files and the puzzle CSV of a run at `to` (the cache CSV is staged by
+/// Stages the JSON files, the review page and the puzzle CSV of a run at `to` (the cache CSV is staged by
 /// [`crate::cache::backup_csv`]); in the order of [`OutputPaths::all`] less the cache CSV.
 /// `abort` gives the set up part way (nothing is left behind; see [`stage_until`]).
 pub fn stage_all(r: &RunRecord, to: &OutputPaths, abort: Abort) -> Result<Vec<Staged>, WriteError> {
@@ -185,10 +193,21 @@ pub fn stage_all(r: &RunRecord, to: &OutputPaths, abort: Abort) -> Result<Vec<St
         &puzzle_blocks(r),
         abort,
     )?;
-    let analysis = stage_json(&to.analysis, &analysis(r), abort)?;
-    let metadata = stage_json(&to.metadata, &metadata(r), abort)?;
-    let final_puzzles = stage_json(&to.final_puzzles, &final_puzzles(r.puzzles), abort)?;
-    Ok(vec![puzzle_csv, analysis, metadata, final_puzzles])
+    let finals = final_puzzles(r.puzzles);
+    let metadata_shape = metadata(r);
+    let analysis_shape = analysis(r);
+    let page =
+        page::PageInput::from_shapes(&finals, &metadata_shape, &analysis_shape).map_err(|e| {
+            WriteError {
+                path: to.review_page.clone(),
+                source: std::io::Error::other(e.to_string()),
+            }
+        })?;
+    let page = page::stage_page(&to.review_page, &page, abort)?;
+    let analysis = stage_json(&to.analysis, &analysis_shape, abort)?;
+    let metadata = stage_json(&to.metadata, &metadata_shape, abort)?;
+    let final_puzzles = stage_json(&to.final_puzzles, &finals, abort)?;
+    Ok(vec![puzzle_csv, page, analysis, metadata, final_puzzles])
 }
 
 /// `final_puzzles.json`.
@@ -205,12 +224,26 @@ pub fn final_puzzles(puzzles: &[Puzzle]) -> FinalPuzzles {
                     themes: p.groups.iter().map(|g| g.theme.clone()).collect(),
                     all_candidates: Vec::new(),
                     all_similarities: scores,
-                    quality: quality::puzzle(p),
+                    quality: quality::puzzle(p, theme_similarities(p)),
                 };
                 (p.id, entry)
             })
             .collect(),
     )
+}
+
+/// Each theme of `p` (rows) against each of its words (columns): the words' similarity to it.
+fn theme_similarities(p: &Puzzle) -> Vec<Vec<f64>> {
+    p.groups
+        .iter()
+        .map(|g| {
+            p.groups
+                .iter()
+                .flat_map(|h| &h.words)
+                .map(|w| round6(crate::embed::cosine(&w.vector, &g.vector)))
+                .collect()
+        })
+        .collect()
 }
 
 /// `puzzle_metadata.json`.
@@ -235,6 +268,7 @@ pub fn metadata(r: &RunRecord) -> PuzzleMetadata {
             cache_hits: s.cache_hits,
             cache_hit_rate: s.hit_rate(),
             in_flight_hits: s.in_flight_hits,
+            shared_hits: s.shared_hits,
             texts_embedded: s.texts_embedded,
             texts_sent: s.texts_sent,
             requests: s.requests,
@@ -251,6 +285,7 @@ pub fn metadata(r: &RunRecord) -> PuzzleMetadata {
             random_seed: c.puzzle.random_seed,
             coherence_weight: c.puzzle.coherence_weight,
             ambiguity_weight: c.puzzle.ambiguity_weight,
+            ambiguity_margin: c.puzzle.ambiguity_margin,
         },
         quality: quality::run(r.puzzles),
     }
@@ -382,7 +417,7 @@ fn analysis(r: &RunRecord) -> EmbeddingAnalysis {
     let candidates: Vec<f64> = r
         .themes_ok
         .iter()
-        .flat_map(|t| t.ranked.iter().map(|w| f64::from(w.similarity)))
+        .flat_map(|t| t.ranked.iter().map(|(_, s)| f64::from(*s)))
         .collect();
     let margins: Vec<f64> = r.puzzles.iter().map(|p| f64::from(p.min_margin)).collect();
     let word_margins = quality::word_margins(r.puzzles);
@@ -441,17 +476,10 @@ fn puzzle_blocks<'a>(r: &'a RunRecord) -> Vec<Block<'a>> {
     r.puzzles
         .iter()
         .flat_map(|p| {
-            p.groups.iter().map(|g| {
-                let theme = r
-                    .themes_ok
-                    .iter()
-                    .find(|t| t.theme == g.theme)
-                    .expect("every group comes from a processed theme");
-                Block {
-                    theme: &g.theme,
-                    vector: &theme.vector,
-                    words: &g.words,
-                }
+            p.groups.iter().map(|g| Block {
+                theme: &g.theme,
+                vector: &g.vector,
+                words: &g.words,
             })
         })
         .collect()

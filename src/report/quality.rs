@@ -33,8 +33,9 @@ pub(super) fn group_coherences(puzzles: &[Puzzle]) -> Vec<f64> {
         .collect()
 }
 
-/// The `quality` of one puzzle in `final_puzzles.json`.
-pub(super) fn puzzle(p: &Puzzle) -> PuzzleQuality {
+/// The `quality` of one puzzle in `final_puzzles.json`, with each word's similarity to every
+/// theme of the puzzle (`theme_similarities`, for the review page's heat map).
+pub(super) fn puzzle(p: &Puzzle, theme_similarities: Vec<Vec<f64>>) -> PuzzleQuality {
     let margins: Vec<f64> = p
         .groups
         .iter()
@@ -58,6 +59,7 @@ pub(super) fn puzzle(p: &Puzzle) -> PuzzleQuality {
         min_coherence: coherence.iter().copied().reduce(f64::min).unwrap_or(0.0),
         word_margins: margins,
         group_coherence: coherence,
+        theme_similarities,
     }
 }
 
@@ -118,6 +120,7 @@ mod tests {
     fn group(theme: &str, words: &[(&str, f32)], coherence: f32) -> Group {
         Group {
             theme: theme.into(),
+            vector: Vector::from(vec![1.0]),
             words: words
                 .iter()
                 .map(|(w, _)| ScoredWord {
@@ -154,7 +157,7 @@ mod tests {
 
     #[test]
     fn puzzle_quality_names_the_weakest_word_and_summarises_groups() {
-        let q = puzzle(&puzzles()[0]);
+        let q = puzzle(&puzzles()[0], Vec::new());
         assert_eq!(q.weakest_word, "a2");
         assert_eq!(q.negative_margin_words, 1);
         assert!((q.mean_margin - 0.2).abs() < 1e-6, "{}", q.mean_margin);

@@ -53,6 +53,9 @@ pub struct PuzzleQuality {
     pub word_margins: Vec<f64>,
     /// Aligned with `themes`: mean pairwise similarity of each group's words.
     pub group_coherence: Vec<f64>,
+    /// Extra: aligned with `themes`, each aligned with `words`: every word's similarity to
+    /// every theme of the puzzle (the review page's heat map).
+    pub theme_similarities: Vec<Vec<f64>>,
     /// Mean of `word_margins`.
     pub mean_margin: f64,
     /// The word with the smallest margin: the first a player may put in the wrong group.
@@ -115,7 +118,7 @@ pub struct PuzzleMetadata {
 }
 
 /// A puzzle that could not be made.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct FailedPuzzle {
     /// An integer, as in the original.
     pub puzzle_id: usize,
@@ -133,7 +136,7 @@ pub struct Replacement {
 }
 
 /// A theme that could not be used, with the reason.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct FailedTheme {
     pub theme: String,
     pub error: String,
@@ -222,6 +225,8 @@ pub struct EmbeddingStats {
     pub cache_hits: u64,
     pub cache_hit_rate: f64,
     pub in_flight_hits: u64,
+    /// Texts taken from the shared Redis tier (paid for by another process).
+    pub shared_hits: u64,
     pub texts_embedded: u64,
     pub texts_sent: u64,
     pub requests: u64,
@@ -242,6 +247,8 @@ pub struct PuzzleGeneration {
     /// The assembly objective's weights (`crate::assemble::Weights`).
     pub coherence_weight: f64,
     pub ambiguity_weight: f64,
+    /// Words whose margin is below this are flagged ambiguous in the review page.
+    pub ambiguity_margin: f64,
 }
 
 /// `<paths.reports>/embedding_analysis.json`.

@@ -36,6 +36,7 @@ pub fn outputs(config: &Config) -> Vec<(&'static str, PathBuf)> {
             "output.embedding_cache_file",
             o.embedding_cache_file.clone(),
         ),
+        ("output.review_page", o.review_page.clone()),
     ]
 }
 
@@ -112,7 +113,11 @@ pub fn remove_stale_temps(config: &Config) -> usize {
         o.outputs_dir.join(PARTIAL_DIR),
         o.reports_dir.clone(),
     ];
-    for file in [&o.puzzle_embeddings_file, &o.embedding_cache_file] {
+    for file in [
+        &o.puzzle_embeddings_file,
+        &o.embedding_cache_file,
+        &o.review_page,
+    ] {
         if let Ok(Target::Replace(dest)) = resolve_target(file) {
             dirs.push(parent(&dest).to_owned());
         }

@@ -35,6 +35,7 @@ const OUTS: &[&str] = &[
     "data/outputs/final_puzzles.json",
     "data/outputs/puzzle_metadata.json",
     "reports/embedding_analysis.json",
+    "reports/puzzles.html",
     "data/cache/all_embeddings.csv",
     "data/embeddings/puzzle_embeddings.csv",
 ];

@@ -12,3 +12,4 @@ mod hostile;
 mod local_model;
 mod redis;
 mod resume;
+mod review;

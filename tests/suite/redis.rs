@@ -209,6 +209,114 @@ fn assert_quick_user_error(mut cmd: Command, needle: &str, secret: &str) {
     assert!(!all.contains("panicked"), "{all}");
 }
 
+/// Runs `openssl` with `args` in `dir`; the test fails, saying how to install it, if it cannot.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run openssl ({e}): install it: apt-get install -y openssl")
+        });
+    assert!(out.status.success(), "openssl {args:?}: {}", text(&out));
+}
+
+/// A test certificate authority and a certificate for 127.0.0.1 signed by it, in `dir`:
+/// `ca.pem`, `server.pem`, `server.key`.
+fn write_test_certificates(dir: &Path) {
+    let days = ["-days", "2"];
+    openssl(
+        dir,
+        &[
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
+        ]
+        .into_iter()
+        .chain(["-out", "ca.pem", "-subj", "/CN=puzzlegen test CA"])
+        .chain(days)
+        .collect::<Vec<_>>(),
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-extfile",
+            "san.ext",
+        ]
+        .into_iter()
+        .chain(days)
+        .collect::<Vec<_>>(),
+    );
+}
+
+/// `rediss://` connects over TLS when the server's certificate is trusted (here through
+/// SSL_CERT_FILE), and is refused at once, with a line saying how to trust it, when not.
+#[test]
+fn rediss_connects_over_tls_to_a_trusted_server_only() {
+    let certs = tempfile::tempdir().unwrap();
+    write_test_certificates(certs.path());
+    let tls_port = free_port().to_string();
+    let file = |name: &str| certs.path().join(name).to_string_lossy().into_owned();
+    let (cert, key, ca) = (file("server.pem"), file("server.key"), file("ca.pem"));
+    let redis = RedisServer::start_with(&[
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+        "--tls-ca-cert-file",
+        &ca,
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let url = format!("rediss://127.0.0.1:{tls_port}/");
+    let dir = tempfile::tempdir().unwrap();
+    common::write_workload(dir.path(), 4, 6);
+    common::write_params(dir.path(), 1, "");
+    let out = common::command(dir.path())
+        .args(["run", "--config", "params.yaml", "--redis", &url])
+        .env("SSL_CERT_FILE", &ca)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // The run shared its vectors through the TLS port (read back on the plain one).
+    let stored = redis.command(&["EVAL", "return #redis.call('KEYS', 'puzzlegen:vec:*')", "0"]);
+    let stored: usize = stored.trim().trim_start_matches(':').parse().unwrap();
+    assert!(stored > 0, "no vector in the shared tier: {}", text(&out));
+    // Not trusted: the system's store does not know the test authority.
+    let mut untrusted = common::command(dir.path());
+    untrusted
+        .args(["run", "--config", "params.yaml", "--redis", &url])
+        .env_remove("SSL_CERT_FILE");
+    assert_quick_user_error(untrusted, "SSL_CERT_FILE", "no-secret-here");
+}
+
 /// A wrong Redis URL or password ends the run at once (exit 2, one line naming Redis), and
 /// the password appears in no output, even with every log line on.
 #[test]
@@ -243,12 +351,16 @@ fn wrong_redis_url_or_password_exits_2_quickly_without_the_password() {
         "Redis URL",
         secret,
     );
+    // Nothing listens there either, over TLS.
     assert_quick_user_error(
         run(
-            &["--redis".into(), format!("rediss://:{secret}@127.0.0.1:1/")],
+            &[
+                "--redis".into(),
+                format!("rediss://:{secret}@127.0.0.1:{}/", free_port()),
+            ],
             None,
         ),
-        "TLS (rediss://) is not supported",
+        "Redis",
         secret,
     );
     // Wrong password from the variable the config names.
@@ -399,6 +511,22 @@ fn two_runs_over_overlapping_inputs_pay_for_each_text_once() {
     assert_eq!(s.texts_embedded, 16 * 15, "{s:?}");
     let stored = redis.command(&["EVAL", "return #redis.call('KEYS', 'puzzlegen:vec:*')", "0"]);
     assert_eq!(stored.trim(), ":240", "vectors in the shared tier");
+    // Each text paid for by one of the runs; the other took it from the shared tier.
+    let stats = |dir: &Path| {
+        let m = common::read_json(&dir.join("out/puzzle_metadata.json"));
+        let s = &m["embedding_stats"];
+        (
+            s["texts_embedded"].as_u64().unwrap(),
+            s["shared_hits"].as_u64().unwrap(),
+        )
+    };
+    let ((paid_a, shared_a), (paid_b, shared_b)) = (stats(small.path()), stats(large.path()));
+    assert_eq!(paid_a + paid_b, 240);
+    assert_eq!(
+        shared_a + shared_b,
+        12 * 15,
+        "the small run's texts, paid once"
+    );
     // Each output as a run alone (no Redis, fresh caches) writes it.
     for (dir, themes, puzzles) in [(&small, 12, 3), (&large, 16, 4)] {
         assert_same_as_a_run_alone(dir.path(), &server.base_url(), themes, puzzles, "");

@@ -4,6 +4,7 @@
 
 mod cache;
 mod exit;
+mod report;
 mod run;
 mod worker;
 
@@ -28,8 +29,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Generate puzzles: embed every planned theme and its candidates, choose each puzzle's
-    /// words, and write final_puzzles.json, puzzle_metadata.json, embedding_analysis.json and
-    /// the embedding CSVs.
+    /// words, and write final_puzzles.json, puzzle_metadata.json, embedding_analysis.json, the
+    /// review page (reports/puzzles.html) and the embedding CSVs.
     ///
     /// Exit code 0: the outputs were written (puzzles that failed, if any, are listed in
     /// puzzle_metadata.json, as the original does); 1: with --strict, some puzzles failed;
@@ -53,6 +54,10 @@ enum Command {
         #[command(subcommand)]
         command: cache::CacheCommand,
     },
+    /// Rebuild the review page (<paths.reports>/puzzles.html, or output.review_page) from a
+    /// run's output files, without any embedding work. Exit code 2 when an output file is
+    /// missing or malformed.
+    Report(report::ReportArgs),
     /// Embed the themes of runs started with `run --redis URL --queue` on the same Redis
     /// (any number of workers, on any machine, joining and leaving at will), with this
     /// config's provider settings and API key. SIGINT/SIGTERM: the task at hand is handed
@@ -76,6 +81,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args, cli.quiet),
         Command::Cache { command } => cache::command(command),
         Command::Worker(args) => worker::worker(args),
+        Command::Report(args) => report::report(args, cli.quiet),
     };
     match done {
         Ok(status) => status.into(),

@@ -25,10 +25,11 @@ const WORDS: &[(&str, &[&str])] = &[
 ];
 
 /// The output set of a run with default paths (`out`, `out/reports`, `cache`).
-const SET: [&str; 5] = [
+const SET: [&str; 6] = [
     "out/final_puzzles.json",
     "out/puzzle_metadata.json",
     "out/reports/embedding_analysis.json",
+    "out/reports/puzzles.html",
     "out/puzzle_embeddings.csv",
     "cache/all_embeddings.csv",
 ];
@@ -320,6 +321,8 @@ fn outputs_onto_the_database_the_journal_or_an_input_are_refused() {
         ("embedding_cache_file", "themes.json"),
         ("puzzle_embeddings_file", "params.yaml"),
         ("puzzle_embeddings_file", "cache/all_embeddings.csv"),
+        ("review_page", "params.yaml"),
+        ("review_page", "out/final_puzzles.json"),
     ] {
         let d = local_setup(4, 1, &format!("output:\n  {key}: {value}\n"));
         let inputs: Vec<(String, Vec<u8>)> = ["themes.json", "candidates.json", "params.yaml"]
@@ -479,6 +482,7 @@ fn assert_partial_set(dir: &Path, stdout: &str) {
         "final_puzzles.json",
         "puzzle_metadata.json",
         "embedding_analysis.json",
+        "puzzles.html",
         "puzzle_embeddings.csv",
         "all_embeddings.csv",
     ] {
