@@ -4,6 +4,7 @@
 //! spare themes (themes the plan did not place) before a puzzle is given up; each spare is used
 //! at most once.
 
+mod prefetch;
 pub mod queue;
 mod setup;
 pub mod spares;
@@ -35,7 +36,8 @@ use crate::report::shapes::{FailedPuzzle, FailedTheme, Replacement, puzzle_key};
 use crate::report::{self, CacheRecord, OutputPaths, RunRecord};
 use crate::service::{EmbeddingService, ServiceStats};
 use crate::theme::ThemeWorker;
-use crate::words::{ThemeResult, ThemeScores, texts_of, usable_candidates};
+use crate::words::{ThemeResult, ThemeScores};
+use prefetch::Prefetch;
 
 /// How long requests and themes in flight may take to finish once the run is told to stop.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -226,14 +228,15 @@ struct OpenRun {
     journal: Arc<Journal>,
     worker: ThemeWorker,
     cache_csv: BackupCsvWriter,
+    prefetch: Prefetch,
     started: Instant,
 }
 
-/// Opens the journal, starts the service and the cache CSV, and queues every text of the
-/// plan's themes so that requests go out full and as fast as the limiter allows.
+/// Opens the journal, starts the service and the cache CSV, and (`prefetch`) queues the texts
+/// of the plan's first themes so that requests go out full and as fast as the limiter allows.
 fn open_run(
     config: &Config,
-    inputs: &Inputs,
+    inputs: &Arc<Inputs>,
     plan: &Plan,
     provider: Arc<dyn Provider>,
     cache: Cache,
@@ -268,19 +271,22 @@ fn open_run(
         service.space().clone(),
         config.output.embedding_cache_file.clone(),
     )?;
-    for theme in plan.distinct_themes().iter().filter(|_| prefetch) {
-        if let Some(words) = inputs.candidates_of(theme) {
-            let usable = usable_candidates(words);
-            if usable.len() >= config.puzzle.words_per_theme {
-                service.prefetch(&texts_of(theme, &usable));
-            }
-        }
-    }
+    let prefetch = Prefetch::start(
+        Arc::clone(&service),
+        Arc::clone(inputs),
+        if prefetch {
+            plan.distinct_themes()
+        } else {
+            Vec::new()
+        },
+        config.puzzle.words_per_theme,
+    );
     Ok(OpenRun {
         service,
         journal,
         worker,
         cache_csv,
+        prefetch,
         started,
     })
 }
@@ -298,6 +304,7 @@ pub async fn run_with(
 ) -> Result<RunResult, RunError> {
     // Redis first (`distributed.redis_url`): a wrong URL or password ends the run here.
     let shared = setup::shared_setup(config).await?;
+    let inputs = Arc::new(inputs);
     let queue = config
         .distributed
         .queue
@@ -325,7 +332,7 @@ pub async fn run_with(
     });
     let engine = Engine::new(
         run.worker.clone(),
-        Arc::new(inputs),
+        Arc::clone(&inputs),
         config.engine.worker_count,
         config.engine.task_timeout,
         stop.clone(),
@@ -437,6 +444,7 @@ async fn process(
     let cache = run.service.cache();
     let outcomes = engine
         .process(&themes, &bar, &mut |_, worked| {
+            run.prefetch.one_more();
             worked.map(|t| {
                 let rows = cache_rows(&t);
                 cache.mark_exported(rows.iter().map(|r| r.key.as_str()));
