@@ -53,7 +53,7 @@ enum Command {
         #[command(subcommand)]
         command: cache::CacheCommand,
     },
-    /// Embed the themes of runs started with `run --redis URL --queue` on the same Redis
+    /// Embed the themes of runs started with `run --redis URL` on the same Redis
     /// (any number of workers, on any machine, joining and leaving at will), with this
     /// config's provider settings and API key. SIGINT/SIGTERM: the task at hand is handed
     /// back and the worker exits.
