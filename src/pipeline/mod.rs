@@ -8,6 +8,7 @@ pub mod health;
 pub mod queue;
 mod setup;
 pub mod spares;
+pub mod status;
 mod summary;
 
 pub use setup::{build_provider, make_plan, make_plan_until, open_cache, service_options};

@@ -251,6 +251,17 @@ fn wrong_redis_url_or_password_exits_2_quickly_without_the_password() {
         "TLS (rediss://) is not supported",
         secret,
     );
+    // `puzzlegen status` too.
+    let status = |url: String| {
+        let mut cmd = common::command(dir.path());
+        cmd.args(["status", "--redis", &url])
+            .env("RUST_LOG", "trace");
+        cmd
+    };
+    let wrong = format!("redis://:{secret}@127.0.0.1:{}/", redis.port);
+    assert_quick_user_error(status(wrong), "authentication failed", secret);
+    let nobody = format!("redis://:{secret}@127.0.0.1:{}/", free_port());
+    assert_quick_user_error(status(nobody), "Redis", secret);
     // Wrong password from the variable the config names.
     append_params(
         dir.path(),
@@ -1059,4 +1070,139 @@ fn poison_last_task(redis: &RedisServer) -> String {
         "3",
     ]);
     theme
+}
+
+/// `puzzlegen status --json` of `redis`, parsed (asserting exit 0).
+fn status_json(redis: &str) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let out = common::command(dir.path())
+        .args(["status", "--json", "--redis", redis])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `puzzlegen status` mid-run (a coordinator and a worker against a slow mock) and after:
+/// both processes alive with their tasks in hand, the run's figures coherent (backlog, in
+/// flight and done cover its tasks; in flight no more than the slots and the tasks in hand),
+/// then the run finished with every task done, the coordinator's heartbeat gone, and the
+/// limiter's last-minute count equal to the requests the mock saw.
+#[test]
+fn status_shows_workers_runs_and_the_limiter_mid_run_and_after() {
+    let redis = RedisServer::start();
+    let server = start_blocking(common::mock_config(17, |m| {
+        m.latency = Duration::from_millis(400);
+    }))
+    .unwrap();
+    let extra = "  batch_size: 5
+  requests_per_minute: 6000
+  rpm_counts: requests
+";
+    let worker_dir = common::gemini_dir(&server.base_url(), 1, 6, 1, extra);
+    let worker = spawn_worker(worker_dir.path(), &redis.url());
+    let coordinator = common::gemini_dir(&server.base_url(), 24, 14, 6, extra);
+    let run = spawn(coordinator.path(), &["--redis", &redis.url()]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mid = loop {
+        let s = status_json(&redis.url());
+        let workers = s["workers"].as_array().unwrap();
+        let busy = workers
+            .iter()
+            .all(|w| !w["tasks"].as_array().unwrap().is_empty());
+        let running = s["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["state"] == "running");
+        if workers.len() == 2 && busy && running {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never saw both processes at work: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let r = &mid["runs"][0];
+    let n = |v: &serde_json::Value| v.as_u64().unwrap();
+    assert_eq!(n(&r["tasks"]), 24, "{mid}");
+    assert!(n(&r["done"]) < 24, "{mid}");
+    assert!(
+        n(&r["backlog"]) + n(&r["in_flight"]) + n(&r["done"]) >= 24,
+        "tasks unaccounted for: {mid}"
+    );
+    assert!(n(&r["in_flight"]) <= 8, "two processes of 4 slots: {mid}");
+    let in_hand: usize = mid["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["tasks"].as_array().unwrap().len())
+        .sum();
+    assert!((1..=8).contains(&in_hand), "{mid}");
+    let roles: Vec<&str> = mid["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["coordinator", "worker"], "{mid}");
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // Heartbeats are refreshed every second: the worker shows idle within a few.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let after = loop {
+        let s = status_json(&redis.url());
+        let idle = s["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|w| w["tasks"] == serde_json::json!([]));
+        if idle || Instant::now() > deadline {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let log = stop_worker(worker);
+    let r = &after["runs"][0];
+    assert_eq!(r["state"], "finished", "{after}");
+    assert_eq!(
+        (
+            n(&r["done"]),
+            n(&r["backlog"]),
+            n(&r["in_flight"]),
+            n(&r["dead_letters"])
+        ),
+        (24, 0, 0, 0),
+        "{after}"
+    );
+    let workers = after["workers"].as_array().unwrap();
+    assert_eq!(
+        workers.len(),
+        1,
+        "the coordinator's heartbeat is gone: {after}\n{log}"
+    );
+    assert_eq!(workers[0]["role"], "worker");
+    assert!(
+        workers[0]["tasks"].as_array().unwrap().is_empty(),
+        "{after}"
+    );
+    let l = &after["limiters"][0];
+    let s = server.stats();
+    assert_eq!(n(&l["requests_last_minute"]), s.requests, "{after}\n{s:?}");
+    assert_eq!(l["unit"], "requests");
+    assert_eq!(l["limit_per_minute"].as_f64(), Some(6000.0), "{after}");
+    assert_eq!(n(&l["rate_limited"]), 0);
+    // The text form says the same in lines.
+    let text_out = common::command(worker_dir.path())
+        .args(["status", "--config", "params.yaml", "--redis", &redis.url()])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&text_out.stdout);
+    // The worker was stopped: its heartbeat went with it.
+    assert!(shown.contains("workers alive: 0"), "{shown}");
+    assert!(
+        shown.contains("done 24 (0 failed), dead letters 0"),
+        "{shown}"
+    );
 }

@@ -5,6 +5,7 @@
 mod cache;
 mod exit;
 mod run;
+mod status;
 mod worker;
 
 use std::process::ExitCode;
@@ -58,6 +59,12 @@ enum Command {
     /// config's provider settings and API key. SIGINT/SIGTERM: the task at hand is handed
     /// back and the worker exits.
     Worker(worker::WorkerArgs),
+    /// Show what a Redis shared by runs and workers holds: the workers alive (their
+    /// heartbeats: host, pid, tasks in hand, texts embedded), each queue run of the last day
+    /// (backlog, in flight, done, dead letters) and each global limiter (requests and texts
+    /// in the last 60 s against the limit, a 429 pause, the 429s seen). Exit 2 if Redis
+    /// cannot be used (wrong URL or password).
+    Status(status::StatusArgs),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +83,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args, cli.quiet),
         Command::Cache { command } => cache::command(command),
         Command::Worker(args) => worker::worker(args),
+        Command::Status(args) => status::status(args),
     };
     match done {
         Ok(status) => status.into(),
