@@ -390,24 +390,7 @@ async fn one_task(
     let mut entry = claim_stale(&mut conn, &tasks, consumer).await;
     let reclaimed = entry.is_some();
     if entry.is_none() {
-        let read = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(GROUP)
-            .arg(consumer)
-            .arg("COUNT")
-            .arg(1)
-            .arg("STREAMS")
-            .arg(&tasks)
-            .arg(">")
-            .query_async::<Value>(&mut conn)
-            .await;
-        entry = match read {
-            Ok(Value::Array(streams)) => streams.first().and_then(|s| match s {
-                Value::Array(pair) if pair.len() == 2 => entries(&pair[1]).into_iter().next(),
-                _ => None,
-            }),
-            _ => None,
-        };
+        entry = read_new(&mut conn, &tasks, consumer).await;
     }
     let Some((id, fields)) = entry else {
         return false;
@@ -475,6 +458,32 @@ async fn one_task(
     }
     heart.put_down(run, &theme);
     true
+}
+
+/// A task of `tasks` never delivered yet, for `consumer`.
+async fn read_new(
+    conn: &mut ConnectionManager,
+    tasks: &str,
+    consumer: &str,
+) -> Option<(String, HashMap<String, String>)> {
+    let read = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(GROUP)
+        .arg(consumer)
+        .arg("COUNT")
+        .arg(1)
+        .arg("STREAMS")
+        .arg(tasks)
+        .arg(">")
+        .query_async::<Value>(conn)
+        .await;
+    match read {
+        Ok(Value::Array(streams)) => streams.first().and_then(|s| match s {
+            Value::Array(pair) if pair.len() == 2 => entries(&pair[1]).into_iter().next(),
+            _ => None,
+        }),
+        _ => None,
+    }
 }
 
 /// A task of `tasks` nobody touched for [`CLAIM_AFTER`], claimed for `consumer`: the whole
