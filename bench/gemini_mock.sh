@@ -54,18 +54,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # --- build ----------------------------------------------------------------------------------
-note "building (release): puzzlegen, mock-gemini"
-if ! cargo build --release -p puzzlegen -p mock-gemini >"$TMP/build.log" 2>&1; then
-  tail -n 40 "$TMP/build.log" >&2
-  die "cargo build --release -p puzzlegen -p mock-gemini failed (log above)"
-fi
-# cargo builds into CARGO_TARGET_DIR when it is set (relative paths are from the root).
-TARGET_DIR=${CARGO_TARGET_DIR:-target}
-case $TARGET_DIR in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
-PUZZLEGEN=$TARGET_DIR/release/puzzlegen
-MOCK=$TARGET_DIR/release/mock-gemini
-[ -x "$PUZZLEGEN" ] || die "$PUZZLEGEN missing after build"
-[ -x "$MOCK" ] || die "$MOCK missing after build"
+# shellcheck source=bench/build_release.sh
+. "$ROOT/bench/build_release.sh"
 
 # --- helpers --------------------------------------------------------------------------------
 # start_mock LATENCY_MS -> sets MOCK_PID, MOCK_URL

@@ -199,7 +199,8 @@ mod raw {
     pub(super) struct Distributed {
         pub redis_url: Option<String>,
         pub redis_password_env: Option<String>,
-        pub queue: Option<bool>,
+        /// Deprecated (every run with a Redis queues its themes): any value only warns.
+        pub queue: Option<serde_json::Value>,
     }
 
     impl std::fmt::Debug for Distributed {
@@ -345,6 +346,8 @@ pub struct Config {
     pub candidates_file: PathBuf,
     /// Keys present in the file that this tool does not know (warned about, not fatal).
     pub unknown_keys: Vec<String>,
+    /// Notices about keys still accepted but no longer used (warned about, not fatal).
+    pub deprecated: Vec<String>,
     /// `distributed.*`: the Redis shared with other runs, if any (`--redis` overrides).
     pub distributed: DistributedSettings,
 }
@@ -357,9 +360,6 @@ pub struct DistributedSettings {
     pub redis_url: Option<RedisUrl>,
     /// The environment variable holding the Redis password (overrides one in the URL).
     pub redis_password_env: Option<String>,
-    /// `distributed.queue` (or `run --queue`): the run's themes go through the work queue,
-    /// for `puzzlegen worker` processes to share (see `crate::pipeline::queue`).
-    pub queue: bool,
 }
 
 /// A Redis URL, which may hold a password: `Debug` and [`RedisUrl::shown`] never show it.
@@ -405,7 +405,19 @@ impl std::fmt::Debug for RedisUrl {
 }
 
 impl DistributedSettings {
-    fn resolve(v: &Validator, d: &raw::Distributed) -> Result<DistributedSettings, ConfigError> {
+    /// Resolves `distributed`; a key kept for old files only adds its notice to `deprecated`.
+    fn resolve(
+        v: &Validator,
+        d: &raw::Distributed,
+        deprecated: &mut Vec<String>,
+    ) -> Result<DistributedSettings, ConfigError> {
+        if d.queue.is_some() {
+            deprecated.push(
+                "distributed.queue is deprecated and ignored: every run with a Redis URL now \
+                 queues its themes for `puzzlegen worker` processes (remove the key)"
+                    .to_owned(),
+            );
+        }
         let redis_url = match d.redis_url.as_deref() {
             None => None,
             Some(u) if u.trim().is_empty() => None,
@@ -418,7 +430,6 @@ impl DistributedSettings {
         Ok(DistributedSettings {
             redis_url,
             redis_password_env,
-            queue: d.queue.unwrap_or(false),
         })
     }
 }
@@ -498,7 +509,8 @@ impl Config {
         let output = OutputSettings::resolve(&v, &p, o)?;
         let provider = ProviderSettings::resolve(&v, &p.embedding, o, gemini.request_timeout)?;
         let (themes_file, candidates_file) = input_files(&v, &p.paths, o)?;
-        let distributed = DistributedSettings::resolve(&v, &p.distributed)?;
+        let mut deprecated = Vec::new();
+        let distributed = DistributedSettings::resolve(&v, &p.distributed, &mut deprecated)?;
         Ok(Config {
             source: path.to_owned(),
             puzzle,
@@ -509,6 +521,7 @@ impl Config {
             themes_file,
             candidates_file,
             unknown_keys,
+            deprecated,
             distributed,
         })
     }
@@ -1295,6 +1308,17 @@ mod tests {
             ))
             .is_err()
         );
+    }
+
+    #[test]
+    fn the_old_queue_key_is_deprecated_not_fatal() {
+        for value in ["true", "false", "'yes please'"] {
+            let c = load(&format!("{MINIMAL}distributed:\n  queue: {value}\n")).unwrap();
+            assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
+            assert_eq!(c.deprecated.len(), 1, "{value}");
+            assert!(c.deprecated[0].contains("distributed.queue is deprecated"));
+        }
+        assert!(load(MINIMAL).unwrap().deprecated.is_empty());
     }
 
     #[test]

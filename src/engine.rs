@@ -4,8 +4,13 @@
 //! flight at once, each bounded by `task_timeout_seconds` (a late theme fails with "timeout",
 //! the run goes on). Results come back in input order whatever order they finish in. When the
 //! run is told to stop (a signal), themes not started yet are not started, and themes in flight
-//! get `grace` to finish; both end as [`ThemeError::Cancelled`].
+//! get `grace` to finish; both end as [`ThemeError::Cancelled`]. With a [`Before`] step (the
+//! Redis work queue), each batch of themes goes through it first: the themes it failed come
+//! out failed with its reason ([`ThemeError::Queue`]) without being tried here.
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,8 +29,17 @@ pub type ThemeOutcome = Result<ThemeScores, ThemeError>;
 /// One theme as its worker left it, vectors included.
 pub(crate) type Worked = Result<ThemeResult, ThemeError>;
 
+/// Work done elsewhere on a batch of themes before the engine scores them: answers the
+/// themes that failed there, with why.
+pub(crate) type Before = Arc<
+    dyn Fn(Vec<String>) -> Pin<Box<dyn Future<Output = HashMap<String, String>> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// Runs theme workers with bounded concurrency and a per-theme deadline.
 pub(crate) struct Engine {
+    before: Option<Before>,
     worker: ThemeWorker,
     inputs: Arc<Inputs>,
     worker_count: usize,
@@ -44,6 +58,7 @@ impl Engine {
         grace: Duration,
     ) -> Engine {
         Engine {
+            before: None,
             worker,
             inputs,
             worker_count: worker_count.max(1),
@@ -51,6 +66,12 @@ impl Engine {
             stop,
             grace,
         }
+    }
+
+    /// Sends every batch of themes through `before` first (see [`Before`]).
+    pub(crate) fn with_before(mut self, before: Before) -> Engine {
+        self.before = Some(before);
+        self
     }
 
     /// Processes `themes`, returning one outcome per theme in the same order. `done` takes each
@@ -62,9 +83,17 @@ impl Engine {
         progress: &Progress,
         done: &mut dyn FnMut(usize, Worked) -> ThemeOutcome,
     ) -> Vec<ThemeOutcome> {
+        let mut failed_before = match &self.before {
+            Some(before) => before(themes.to_vec()).await,
+            None => HashMap::new(),
+        };
         let permits = Arc::new(Semaphore::new(self.worker_count));
         let mut set = JoinSet::new();
         for (index, theme) in themes.iter().enumerate() {
+            if let Some(e) = failed_before.remove(theme) {
+                set.spawn(async move { (index, Err(ThemeError::Queue(e))) });
+                continue;
+            }
             let permits = Arc::clone(&permits);
             let worker = self.worker.clone();
             let inputs = Arc::clone(&self.inputs);

@@ -29,6 +29,9 @@ pub enum ThemeError {
     Timeout(f64),
     #[error("not finished: the run was stopped")]
     Cancelled,
+    /// Its task on the Redis work queue failed or went to the dead-letter stream.
+    #[error("work queue: {0}")]
+    Queue(String),
 }
 
 impl From<EmbedError> for ThemeError {

@@ -112,6 +112,9 @@ impl ImprovedGeminiTaskProcessor {
         for key in &config.unknown_keys {
             tracing::warn!("{}: unknown key {key} (ignored)", config.source.display());
         }
+        for notice in &config.deprecated {
+            tracing::warn!("{}: {notice}", config.source.display());
+        }
         Ok(ImprovedGeminiTaskProcessor { config })
     }
 

@@ -19,9 +19,11 @@ use std::time::Duration;
 use crate::distributed::{Redis, describe};
 use crate::limit::{LimitSettings, RpmCounts};
 
-/// The admission script. KEYS: rpm, interval, tpm, leases, pause. ARGV: lease id, lease TTL
-/// (us), most leases, then (period us, burst, cells) for rpm, interval and tpm (period 0: that
-/// schedule is off). Answers 0 (admitted, lease taken) or the microseconds to wait.
+/// The admission script. KEYS: rpm, interval, tpm, leases, pause, the per-second counters'
+/// prefix, the settings. ARGV: lease id, lease TTL (us), most leases, then (period us, burst,
+/// cells) for rpm, interval and tpm (period 0: that schedule is off), then the request's texts,
+/// the per-minute limit and its unit (for `puzzlegen status`). Answers 0 (admitted, lease
+/// taken: the second's counters bumped) or the microseconds to wait.
 const ACQUIRE: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -59,15 +61,23 @@ end
 local lease_ttl = tonumber(ARGV[2])
 redis.call('ZADD', KEYS[4], string.format('%.0f', now + lease_ttl), ARGV[1])
 redis.call('PEXPIRE', KEYS[4], math.ceil(lease_ttl / 1000) + 1000)
+local second = KEYS[6] .. ':' .. math.floor(now / 1000000)
+redis.call('HINCRBY', second, 'requests', 1)
+redis.call('HINCRBY', second, 'texts', tonumber(ARGV[13]))
+redis.call('EXPIRE', second, 65)
+redis.call('HSET', KEYS[7], 'per_minute', ARGV[14], 'unit', ARGV[15], 'concurrency', ARGV[3])
+redis.call('EXPIRE', KEYS[7], 86400)
 return 0
 "#;
 
-/// KEYS[1]: the pause key. ARGV[1]: the delay in microseconds. Moves the pause later, never
-/// earlier.
+/// KEYS[1]: the pause key, KEYS[2]: the 429 counter. ARGV[1]: the delay in microseconds.
+/// Counts the 429 and moves the pause later, never earlier.
 const PAUSE: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local pause_at = now + tonumber(ARGV[1])
+redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], 86400)
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
 if cur < pause_at then
   redis.call('SET', KEYS[1], string.format('%.0f', pause_at), 'PX', math.ceil(tonumber(ARGV[1]) / 1000) + 1000)
@@ -103,6 +113,8 @@ pub struct GlobalLimiter {
     prefix: String,
     counts: RpmCounts,
     rpm: Schedule,
+    /// `requests_per_minute` over a minute (the window may be shorter in tests).
+    per_minute: f64,
     interval: Option<Schedule>,
     tpm: Option<Schedule>,
     max_concurrent: usize,
@@ -174,6 +186,7 @@ impl GlobalLimiter {
             ),
             counts: s.rpm_counts,
             rpm: Schedule::per_minute(s.requests_per_minute, rpm_burst, s.window),
+            per_minute: s.requests_per_minute * 60.0 / s.window.as_secs_f64().max(1e-3),
             interval,
             tpm,
             max_concurrent: s.max_concurrent_requests.max(1),
@@ -216,12 +229,14 @@ impl GlobalLimiter {
         loop {
             let mut cmd = redis::cmd("EVAL");
             cmd.arg(ACQUIRE)
-                .arg(5)
+                .arg(7)
                 .arg(self.key("rpm"))
                 .arg(self.key("interval"))
                 .arg(self.key("tpm"))
                 .arg(self.key("leases"))
                 .arg(self.key("pause"))
+                .arg(self.key("second"))
+                .arg(self.key("settings"))
                 .arg(&id)
                 .arg(self.lease_ttl.as_micros() as u64)
                 .arg(self.max_concurrent)
@@ -233,7 +248,13 @@ impl GlobalLimiter {
                 .arg(1)
                 .arg(tpm.period_us)
                 .arg(tpm.burst)
-                .arg(tokens);
+                .arg(tokens)
+                .arg(texts)
+                .arg(self.per_minute)
+                .arg(match self.counts {
+                    RpmCounts::Items => "items",
+                    RpmCounts::Requests => "requests",
+                });
             let mut conn = self.redis.conn.clone();
             match cmd.query_async::<i64>(&mut conn).await {
                 Ok(0) => {
@@ -267,8 +288,9 @@ impl GlobalLimiter {
         let mut conn = self.redis.conn.clone();
         let r = redis::cmd("EVAL")
             .arg(PAUSE)
-            .arg(1)
+            .arg(2)
             .arg(self.key("pause"))
+            .arg(self.key("429s"))
             .arg(delay.as_micros() as u64)
             .query_async::<i64>(&mut conn)
             .await;
@@ -284,6 +306,127 @@ impl GlobalLimiter {
     /// Redis errors met while acquiring.
     pub fn errors(&self) -> u64 {
         self.errors.load(Ordering::Relaxed)
+    }
+}
+
+/// What `puzzlegen status` reads of a limiter. KEYS: the per-second counters' prefix, pause,
+/// 429 counter, leases. Answers requests and texts admitted in the last 60 s (this second
+/// included), the pause left (us), the 429s and the leases held.
+const STATUS: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local second = math.floor(now / 1000000)
+local requests, texts = 0, 0
+for s = second - 59, second do
+  local v = redis.call('HMGET', KEYS[1] .. ':' .. s, 'requests', 'texts')
+  requests = requests + tonumber(v[1] or '0')
+  texts = texts + tonumber(v[2] or '0')
+end
+local pause = tonumber(redis.call('GET', KEYS[2]) or '0') - now
+if pause < 0 then pause = 0 end
+local leases = redis.call('ZCOUNT', KEYS[4], now, '+inf')
+return {requests, texts, pause, tonumber(redis.call('GET', KEYS[3]) or '0'), leases}
+"#;
+
+/// A global limiter as `puzzlegen status` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LimiterStatus {
+    /// `provider:key variable:model`.
+    pub name: String,
+    /// The configured limit per minute, in `unit`.
+    pub limit_per_minute: f64,
+    /// `items` (texts) or `requests`.
+    pub unit: String,
+    /// Requests let through in the last 60 s, by every process.
+    pub requests_last_minute: u64,
+    /// Texts in them.
+    pub texts_last_minute: u64,
+    /// Of `limit_per_minute`, what the last 60 s achieved (in `unit`).
+    pub share_of_limit: f64,
+    /// Seconds left of a pause a 429 set (0: none).
+    pub pause_seconds: f64,
+    /// 429s reported by any process (the last day).
+    pub rate_limited: u64,
+    pub leases_in_use: u64,
+    pub max_concurrent: u64,
+}
+
+/// Every limiter used on `redis` in the last day.
+pub async fn status_of_all(redis: &Redis) -> redis::RedisResult<Vec<LimiterStatus>> {
+    let mut conn = redis.conn.clone();
+    let keys = scan(&mut conn, "puzzlegen:limit:*:settings").await?;
+    let mut all = Vec::new();
+    for settings in keys {
+        let prefix = settings.trim_end_matches(":settings");
+        let conf: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(&settings)
+            .query_async(&mut conn)
+            .await?;
+        let v: Vec<i64> = redis::cmd("EVAL")
+            .arg(STATUS)
+            .arg(4)
+            .arg(format!("{prefix}:second"))
+            .arg(format!("{prefix}:pause"))
+            .arg(format!("{prefix}:429s"))
+            .arg(format!("{prefix}:leases"))
+            .query_async(&mut conn)
+            .await?;
+        let num = |k: &str| {
+            conf.get(k)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let unit = conf.get("unit").cloned().unwrap_or_else(|| "items".into());
+        let (requests, texts) = (v[0].max(0) as u64, v[1].max(0) as u64);
+        let achieved = if unit == "requests" { requests } else { texts };
+        let limit = num("per_minute");
+        all.push(LimiterStatus {
+            name: prefix
+                .trim_start_matches("puzzlegen:limit:")
+                .trim_matches(['{', '}'])
+                .to_owned(),
+            limit_per_minute: limit,
+            unit,
+            requests_last_minute: requests,
+            texts_last_minute: texts,
+            share_of_limit: if limit > 0.0 {
+                achieved as f64 / limit
+            } else {
+                0.0
+            },
+            pause_seconds: v[2].max(0) as f64 / 1e6,
+            rate_limited: v[3].max(0) as u64,
+            leases_in_use: v[4].max(0) as u64,
+            max_concurrent: num("concurrency") as u64,
+        });
+    }
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(all)
+}
+
+/// Every key matching `pattern` (SCAN: Redis is not blocked however many keys it holds).
+pub(crate) async fn scan(
+    conn: &mut redis::aio::ConnectionManager,
+    pattern: &str,
+) -> redis::RedisResult<Vec<String>> {
+    let mut cursor = 0u64;
+    let mut keys = Vec::new();
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await?;
+        keys.extend(batch);
+        if next == 0 {
+            keys.sort();
+            keys.dedup();
+            return Ok(keys);
+        }
+        cursor = next;
     }
 }
 

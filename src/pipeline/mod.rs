@@ -4,10 +4,12 @@
 //! spare themes (themes the plan did not place) before a puzzle is given up; each spare is used
 //! at most once.
 
+pub mod health;
 mod prefetch;
 pub mod queue;
 mod setup;
 pub mod spares;
+pub mod status;
 mod summary;
 
 pub use setup::{build_provider, make_plan, make_plan_until, open_cache, service_options};
@@ -305,11 +307,7 @@ pub async fn run_with(
     // Redis first (`distributed.redis_url`): a wrong URL or password ends the run here.
     let shared = setup::shared_setup(config).await?;
     let inputs = Arc::new(inputs);
-    let queue = config
-        .distributed
-        .queue
-        .then(|| shared.as_ref().map(|s| s.redis.clone()))
-        .flatten();
+    let queue = shared.as_ref().map(|s| s.redis.clone());
     let run = open_run(
         config,
         &inputs,
@@ -319,9 +317,6 @@ pub async fn run_with(
         shared,
         queue.is_none(),
     )?;
-    if let Some(redis) = &queue {
-        distribute(config, redis, &run, &inputs, &plan, &stop).await;
-    }
     // A signal stops the sending at once: requests in flight finish, nothing new is paid for.
     let stop_sending = tokio::spawn({
         let (service, stop) = (Arc::clone(&run.service), stop.clone());
@@ -330,7 +325,7 @@ pub async fn run_with(
             service.stop_sending();
         }
     });
-    let engine = Engine::new(
+    let mut engine = Engine::new(
         run.worker.clone(),
         Arc::clone(&inputs),
         config.engine.worker_count,
@@ -338,6 +333,9 @@ pub async fn run_with(
         stop.clone(),
         SHUTDOWN_GRACE,
     );
+    if let Some(redis) = queue {
+        engine = engine.with_before(distribute(config, redis, &run, inputs, &stop));
+    }
     let processed = process(&engine, &run, plan.distinct_themes(), progress, "themes").await;
     let mut slots: Vec<Vec<String>> = plan.puzzles.iter().map(|p| p.themes.clone()).collect();
     let (processed, replacements) =
@@ -382,27 +380,37 @@ pub async fn run_with(
     .await
 }
 
-/// The work queue (`distributed.queue`, `run --queue`): the plan's themes are embedded by
-/// every worker on the run's Redis (this process included) before the engine scores them
-/// from the shared cache tier. On a Redis error the run goes on locally.
-async fn distribute(
+/// The work queue (any run with a Redis): each batch of themes the engine is given (the
+/// planned themes, then each round of spares) is embedded by every worker on the run's Redis
+/// (this process included) before the engine scores it from the shared cache tier. A theme
+/// whose task failed or went to the dead-letter stream fails with that error. On a Redis error
+/// the batch goes on locally.
+fn distribute(
     config: &Config,
-    redis: &crate::distributed::Redis,
+    redis: crate::distributed::Redis,
     run: &OpenRun,
-    inputs: &Inputs,
-    plan: &Plan,
+    inputs: Arc<Inputs>,
     stop: &CancellationToken,
-) {
+) -> crate::engine::Before {
     let service = Arc::clone(&run.service);
-    let wpt = config.puzzle.words_per_theme;
-    match queue::coordinate(redis, service, wpt, inputs, plan, stop).await {
-        Ok(d) => {
-            for (theme, e) in &d.failed {
-                tracing::warn!("theme {theme:?}: queued task failed: {e} (retried here)");
-            }
-        }
-        Err(e) => tracing::warn!("work queue on {}: {e}; going on locally", redis.shown()),
-    }
+    let (wpt, slots) = (config.puzzle.words_per_theme, config.engine.worker_count);
+    let stop = stop.clone();
+    Arc::new(move |themes: Vec<String>| {
+        let (redis, service, inputs, stop) = (
+            redis.clone(),
+            Arc::clone(&service),
+            Arc::clone(&inputs),
+            stop.clone(),
+        );
+        Box::pin(async move {
+            let queued =
+                queue::coordinate(&redis, service, wpt, slots, &inputs, &themes, &stop).await;
+            queued.map(|d| d.failed).unwrap_or_else(|e| {
+                tracing::warn!("work queue on {}: {e}; going on locally", redis.shown());
+                HashMap::new()
+            })
+        })
+    })
 }
 
 /// A worker (`puzzlegen worker`): embeds the themes of every queued run of its embedding
@@ -422,7 +430,13 @@ pub async fn worker(config: &Config, stop: CancellationToken) -> Result<(), RunE
         cache,
         Some(shared),
     ));
-    queue::serve(redis, Arc::clone(&service), stop).await;
+    queue::serve(
+        redis,
+        Arc::clone(&service),
+        config.engine.worker_count,
+        stop,
+    )
+    .await;
     service.shutdown(SHUTDOWN_GRACE).await;
     service.cache().close()?;
     match service.fatal_error() {

@@ -1,19 +1,23 @@
-//! The work queue (`run --queue`, `puzzlegen worker`): the embeddings of a run's themes are
-//! paid for by any number of worker processes, on any machine, sharing one Redis.
+//! The work queue (`run --redis URL`, `puzzlegen worker`): the embeddings of a run's themes
+//! are paid for by any number of worker processes, on any machine, sharing one Redis.
 //!
-//! - The coordinator (`puzzlegen run --redis URL --queue`) registers the run under its
-//!   embedding space, queues one task per planned theme (the theme and its usable candidates)
-//!   on a Redis stream with a consumer group, works on the queue itself like any worker, and
-//!   waits until every task has a result. Then the run goes on as usual: every vector is in
-//!   the shared cache tier, so scoring, assembly and outputs are local and cost no request.
+//! - The coordinator (`puzzlegen run --redis URL`) registers each batch of themes it needs
+//!   (the planned themes, then each round of spares) as a queue run under its embedding space,
+//!   queues one task per theme (the theme and its usable candidates) on a Redis stream with a
+//!   consumer group, works on the queue itself like any worker, and waits until every task
+//!   has a result. Then the run goes on as usual: every vector is in the shared cache tier, so
+//!   scoring, assembly and outputs are local and cost no request. A task that failed or went
+//!   to the dead-letter stream fails its theme (see [`Distributed::failed`]).
 //! - A worker (`puzzlegen worker --redis URL --config params.yaml`) serves every registered
 //!   run of its own embedding space with its own provider settings and API key (nothing of
 //!   them goes through Redis): it embeds a task's texts through its service (shared limiter,
-//!   shared cache tier), writes the result (idempotent) and acknowledges the task.
+//!   shared cache tier), writes the result (idempotent) and acknowledges the task. Each
+//!   process works on up to `multiprocessing.worker_count` tasks at once.
 //! - At-least-once: a task whose worker stops touching it for [`CLAIM_AFTER`] (killed,
 //!   hung) is claimed by another (XAUTOCLAIM); a task delivered [`MAX_DELIVERIES`] times goes
 //!   to the run's dead-letter stream with its error, and its theme fails as any failed theme.
 //!   A worker told to stop hands its task back (queued again) before it exits.
+//! - Every process working on the queue keeps a heartbeat (see [`super::health`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,10 +27,10 @@ use redis::Value;
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
+use super::health::{self, Heart};
 use crate::distributed::Redis;
 use crate::embed::Space;
 use crate::input::Inputs;
-use crate::plan::Plan;
 use crate::service::EmbeddingService;
 use crate::words::{texts_of, usable_candidates};
 
@@ -36,22 +40,37 @@ pub const CLAIM_AFTER: Duration = Duration::from_secs(4);
 pub const MAX_DELIVERIES: u64 = 3;
 const GROUP: &str = "workers";
 /// Every run being coordinated: run id -> embedding space.
-const RUNS: &str = "puzzlegen:queue:runs";
+pub(crate) const RUNS: &str = "puzzlegen:queue:runs";
+/// Every run of the last day, finished or not: run id -> start (Unix seconds).
+pub(crate) const ALL_RUNS: &str = "puzzlegen:queue:all";
+/// How long a run's keys stay once it is finished (for `puzzlegen status` and `redis-cli`).
+const KEEP_FINISHED: u64 = 86_400;
 
 fn space_name(space: &Space) -> String {
     format!("{}:{}:{}", space.model_id, space.dimension, space.task_type)
 }
 
-fn tasks_key(run: &str) -> String {
+pub(crate) fn tasks_key(run: &str) -> String {
     format!("puzzlegen:queue:{{{run}}}:tasks")
 }
 
-fn results_key(run: &str) -> String {
+pub(crate) fn results_key(run: &str) -> String {
     format!("puzzlegen:queue:{{{run}}}:results")
 }
 
-fn dead_key(run: &str) -> String {
+pub(crate) fn dead_key(run: &str) -> String {
     format!("puzzlegen:queue:{{{run}}}:dead")
+}
+
+/// A run's description: space, tasks, started_at, finished_at, coordinator.
+pub(crate) fn meta_key(run: &str) -> String {
+    format!("puzzlegen:queue:{{{run}}}:meta")
+}
+
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// What the queue did for a run.
@@ -61,91 +80,162 @@ pub struct Distributed {
     pub failed: HashMap<String, String>,
 }
 
-/// Queues the plan's themes, works on them with `service` too, and waits for every result
-/// (or `stop`). Redis errors end the waiting: the run then goes on locally.
+/// Queues `themes` (those with enough usable candidates: the others fail in the engine as
+/// they would alone), works on them with `service` too (`slots` tasks at once), and waits
+/// for every result (or `stop`). A Redis error ends the waiting: the caller goes on locally.
 pub async fn coordinate(
     redis: &Redis,
     service: Arc<EmbeddingService>,
     words_per_theme: usize,
+    slots: usize,
     inputs: &Inputs,
-    plan: &Plan,
+    themes: &[String],
     stop: &CancellationToken,
 ) -> Result<Distributed, String> {
     let run = format!("{:x}", crate::distributed::limiter::unique());
     let mut conn = redis.conn.clone();
-    let err = |e: redis::RedisError| crate::distributed::describe(&e);
-    let tasks = tasks_key(&run);
-    redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(&tasks)
-        .arg(GROUP)
-        .arg("$")
-        .arg("MKSTREAM")
-        .query_async::<()>(&mut conn)
+    let queued = queue_tasks(&mut conn, &run, words_per_theme, inputs, themes).await?;
+    let heart = Heart::new(
+        format!("coordinator-{}-{run}", std::process::id()),
+        "coordinator",
+    );
+    register(&mut conn, &run, service.space(), queued, &heart.id)
         .await
-        .map_err(err)?;
-    let mut queued = 0usize;
-    for theme in plan.distinct_themes() {
-        let Some(words) = inputs.candidates_of(&theme) else {
-            continue;
-        };
-        let usable = usable_candidates(words);
-        if usable.len() < words_per_theme {
-            continue;
-        }
-        redis::cmd("XADD")
-            .arg(&tasks)
-            .arg("*")
-            .arg("theme")
-            .arg(&theme)
-            .arg("texts")
-            .arg(serde_json::to_string(&texts_of(&theme, &usable)).expect("strings"))
-            .query_async::<String>(&mut conn)
-            .await
-            .map_err(err)?;
-        queued += 1;
-    }
-    redis::cmd("HSET")
-        .arg(RUNS)
-        .arg(&run)
-        .arg(space_name(service.space()))
-        .query_async::<()>(&mut conn)
-        .await
-        .map_err(err)?;
+        .map_err(|e| crate::distributed::describe(&e))?;
     tracing::info!(
         "queued {queued} theme task(s) as run {run} on {}",
         redis.shown()
     );
+    let beat = health::start(redis.clone(), Arc::clone(&heart), Arc::clone(&service));
     let own = CancellationToken::new();
     let local = tokio::spawn(work_on(
         redis.clone(),
         service,
         run.clone(),
-        format!("coordinator-{run}"),
+        heart,
+        slots,
         own.clone(),
     ));
     let waited = wait_for_results(&mut conn, &run, queued, stop).await;
     own.cancel();
     let _ = local.await;
-    let _ = redis::cmd("HDEL")
-        .arg(RUNS)
-        .arg(&run)
-        .query_async::<()>(&mut conn)
-        .await;
-    // The run's keys stay a day for `redis-cli` users, then go.
-    for key in [tasks_key(&run), results_key(&run), dead_key(&run)] {
-        let _ = redis::cmd("EXPIRE")
-            .arg(key)
-            .arg(86_400)
-            .query_async::<()>(&mut conn)
-            .await;
-    }
+    beat.stop().await;
+    finish(&mut conn, &run).await;
     let results = waited?;
     let failed = results
         .into_iter()
         .filter_map(|(theme, r)| r.strip_prefix("error: ").map(|e| (theme, e.to_owned())))
         .collect();
     Ok(Distributed { failed })
+}
+
+/// Creates the run's stream and group and queues one task per usable theme (pipelined);
+/// returns how many.
+async fn queue_tasks(
+    conn: &mut ConnectionManager,
+    run: &str,
+    words_per_theme: usize,
+    inputs: &Inputs,
+    themes: &[String],
+) -> Result<usize, String> {
+    let err = |e: redis::RedisError| crate::distributed::describe(&e);
+    let tasks = tasks_key(run);
+    redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&tasks)
+        .arg(GROUP)
+        .arg("$")
+        .arg("MKSTREAM")
+        .query_async::<()>(conn)
+        .await
+        .map_err(err)?;
+    let mut queued = 0usize;
+    let mut pipe = redis::pipe();
+    for theme in themes {
+        let Some(words) = inputs.candidates_of(theme) else {
+            continue;
+        };
+        let usable = usable_candidates(words);
+        if usable.len() < words_per_theme {
+            continue;
+        }
+        let texts = serde_json::to_string(&texts_of(theme, &usable)).expect("strings");
+        pipe.cmd("XADD")
+            .arg(&tasks)
+            .arg("*")
+            .arg("theme")
+            .arg(theme)
+            .arg("texts")
+            .arg(texts)
+            .ignore();
+        queued += 1;
+        if queued.is_multiple_of(500) {
+            pipe.query_async::<()>(conn).await.map_err(err)?;
+            pipe = redis::pipe();
+        }
+    }
+    pipe.query_async::<()>(conn).await.map_err(err)?;
+    Ok(queued)
+}
+
+/// Registers `run` for the workers of `space` and for `puzzlegen status`.
+async fn register(
+    conn: &mut ConnectionManager,
+    run: &str,
+    space: &Space,
+    queued: usize,
+    coordinator: &str,
+) -> redis::RedisResult<()> {
+    let now = unix_now();
+    redis::pipe()
+        .cmd("HSET")
+        .arg(meta_key(run))
+        .arg("space")
+        .arg(space_name(space))
+        .arg("tasks")
+        .arg(queued)
+        .arg("started_at")
+        .arg(now)
+        .arg("coordinator")
+        .arg(coordinator)
+        .ignore()
+        .cmd("ZADD")
+        .arg(ALL_RUNS)
+        .arg(now)
+        .arg(run)
+        .ignore()
+        .cmd("ZREMRANGEBYSCORE")
+        .arg(ALL_RUNS)
+        .arg("-inf")
+        .arg(now.saturating_sub(KEEP_FINISHED))
+        .ignore()
+        .cmd("HSET")
+        .arg(RUNS)
+        .arg(run)
+        .arg(space_name(space))
+        .ignore()
+        .query_async(conn)
+        .await
+}
+
+/// Takes `run` off the list workers serve; its keys stay [`KEEP_FINISHED`], then go.
+async fn finish(conn: &mut ConnectionManager, run: &str) {
+    let mut pipe = redis::pipe();
+    pipe.cmd("HDEL").arg(RUNS).arg(run).ignore();
+    pipe.cmd("HSET")
+        .arg(meta_key(run))
+        .arg("finished_at")
+        .arg(unix_now())
+        .ignore();
+    for key in [
+        tasks_key(run),
+        results_key(run),
+        dead_key(run),
+        meta_key(run),
+    ] {
+        pipe.cmd("EXPIRE").arg(key).arg(KEEP_FINISHED).ignore();
+    }
+    let _ = pipe.query_async::<()>(conn).await;
 }
 
 async fn wait_for_results(
@@ -155,13 +245,17 @@ async fn wait_for_results(
     stop: &CancellationToken,
 ) -> Result<HashMap<String, String>, String> {
     loop {
-        let results: HashMap<String, String> = redis::cmd("HGETALL")
+        let done: usize = redis::cmd("HLEN")
             .arg(results_key(run))
             .query_async(conn)
             .await
             .map_err(|e| crate::distributed::describe(&e))?;
-        if results.len() >= queued || stop.is_cancelled() {
-            return Ok(results);
+        if done >= queued || stop.is_cancelled() {
+            return redis::cmd("HGETALL")
+                .arg(results_key(run))
+                .query_async(conn)
+                .await
+                .map_err(|e| crate::distributed::describe(&e));
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
@@ -170,19 +264,50 @@ async fn wait_for_results(
     }
 }
 
-/// A worker: serves every registered run of `service`'s space until `stop`.
-pub async fn serve(redis: Redis, service: Arc<EmbeddingService>, stop: CancellationToken) {
-    let consumer = format!(
+/// A worker: serves every registered run of `service`'s space, `slots` tasks at once, until
+/// `stop`; its heartbeat says so meanwhile.
+pub async fn serve(
+    redis: Redis,
+    service: Arc<EmbeddingService>,
+    slots: usize,
+    stop: CancellationToken,
+) {
+    let id = format!(
         "worker-{}-{:x}",
         std::process::id(),
         crate::distributed::limiter::unique()
     );
-    let space = space_name(service.space());
-    let mut conn = redis.conn.clone();
     tracing::info!(
-        "worker {consumer} serving runs of {space} on {}",
+        "worker {id} serving runs of {} on {}",
+        space_name(service.space()),
         redis.shown()
     );
+    let heart = Heart::new(id, "worker");
+    let beat = health::start(redis.clone(), Arc::clone(&heart), Arc::clone(&service));
+    let mut set = tokio::task::JoinSet::new();
+    for slot in 0..slots.max(1) {
+        set.spawn(serve_slot(
+            redis.clone(),
+            Arc::clone(&service),
+            Arc::clone(&heart),
+            format!("{}-{slot}", heart.id),
+            stop.clone(),
+        ));
+    }
+    while set.join_next().await.is_some() {}
+    beat.stop().await;
+}
+
+/// One of a worker's slots: a task of any run of its space at a time.
+async fn serve_slot(
+    redis: Redis,
+    service: Arc<EmbeddingService>,
+    heart: Arc<Heart>,
+    consumer: String,
+    stop: CancellationToken,
+) {
+    let space = space_name(service.space());
+    let mut conn = redis.conn.clone();
     while !stop.is_cancelled() {
         if let Some(e) = service.fatal_error() {
             tracing::error!("worker {consumer}: stopping: {e}");
@@ -206,7 +331,7 @@ pub async fn serve(redis: Redis, service: Arc<EmbeddingService>, stop: Cancellat
             if stop.is_cancelled() {
                 break;
             }
-            worked |= one_task(&redis, &service, &run, &consumer, &stop).await;
+            worked |= one_task(&redis, &service, &heart, &run, &consumer, &stop).await;
         }
         if !worked {
             tokio::select! {
@@ -217,22 +342,37 @@ pub async fn serve(redis: Redis, service: Arc<EmbeddingService>, stop: Cancellat
     }
 }
 
-/// Works on run `run` until `stop` or until it has no task left for us.
+/// Works on run `run`, `slots` tasks at once, until `stop`.
 async fn work_on(
     redis: Redis,
     service: Arc<EmbeddingService>,
     run: String,
-    consumer: String,
+    heart: Arc<Heart>,
+    slots: usize,
     stop: CancellationToken,
 ) {
-    while !stop.is_cancelled() {
-        if !one_task(&redis, &service, &run, &consumer, &stop).await {
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                _ = stop.cancelled() => {}
+    let mut set = tokio::task::JoinSet::new();
+    for slot in 0..slots.max(1) {
+        let (redis, service, heart, run, stop) = (
+            redis.clone(),
+            Arc::clone(&service),
+            Arc::clone(&heart),
+            run.clone(),
+            stop.clone(),
+        );
+        set.spawn(async move {
+            let consumer = format!("{}-{slot}", heart.id);
+            while !stop.is_cancelled() {
+                if !one_task(&redis, &service, &heart, &run, &consumer, &stop).await {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                        _ = stop.cancelled() => {}
+                    }
+                }
             }
-        }
+        });
     }
+    while set.join_next().await.is_some() {}
 }
 
 /// One task of `run`: a stale one of a dead worker first, else a new one. False when there
@@ -240,46 +380,17 @@ async fn work_on(
 async fn one_task(
     redis: &Redis,
     service: &Arc<EmbeddingService>,
+    heart: &Heart,
     run: &str,
     consumer: &str,
     stop: &CancellationToken,
 ) -> bool {
     let mut conn = redis.conn.clone();
     let tasks = tasks_key(run);
-    let claimed = redis::cmd("XAUTOCLAIM")
-        .arg(&tasks)
-        .arg(GROUP)
-        .arg(consumer)
-        .arg(CLAIM_AFTER.as_millis() as u64)
-        .arg("0-0")
-        .arg("COUNT")
-        .arg(1)
-        .query_async::<Value>(&mut conn)
-        .await;
-    let mut entry = match &claimed {
-        Ok(Value::Array(parts)) if parts.len() >= 2 => entries(&parts[1]).into_iter().next(),
-        _ => None,
-    };
+    let mut entry = claim_stale(&mut conn, &tasks, consumer).await;
     let reclaimed = entry.is_some();
     if entry.is_none() {
-        let read = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(GROUP)
-            .arg(consumer)
-            .arg("COUNT")
-            .arg(1)
-            .arg("STREAMS")
-            .arg(&tasks)
-            .arg(">")
-            .query_async::<Value>(&mut conn)
-            .await;
-        entry = match read {
-            Ok(Value::Array(streams)) => streams.first().and_then(|s| match s {
-                Value::Array(pair) if pair.len() == 2 => entries(&pair[1]).into_iter().next(),
-                _ => None,
-            }),
-            _ => None,
-        };
+        entry = read_new(&mut conn, &tasks, consumer).await;
     }
     let Some((id, fields)) = entry else {
         return false;
@@ -290,6 +401,7 @@ async fn one_task(
             "{consumer}: claimed task {theme:?} of run {run} from a worker that stopped touching it"
         );
     }
+    heart.take(run, &theme);
     let deliveries = deliveries(&mut conn, &tasks, &id).await;
     let result = if deliveries > MAX_DELIVERIES {
         let error = format!("dead letter: delivered {deliveries} times without a result");
@@ -313,7 +425,8 @@ async fn one_task(
     match result {
         Some(r) => {
             tracing::info!("{consumer}: task {theme:?} of run {run}: {r}");
-            let _ = redis::cmd("HSET")
+            // The first result of a task stands (a dead letter is not undone by a late "ok").
+            let _ = redis::cmd("HSETNX")
                 .arg(results_key(run))
                 .arg(&theme)
                 .arg(r)
@@ -343,7 +456,67 @@ async fn one_task(
                 .await;
         }
     }
+    heart.put_down(run, &theme);
     true
+}
+
+/// A task of `tasks` never delivered yet, for `consumer`.
+async fn read_new(
+    conn: &mut ConnectionManager,
+    tasks: &str,
+    consumer: &str,
+) -> Option<(String, HashMap<String, String>)> {
+    let read = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(GROUP)
+        .arg(consumer)
+        .arg("COUNT")
+        .arg(1)
+        .arg("STREAMS")
+        .arg(tasks)
+        .arg(">")
+        .query_async::<Value>(conn)
+        .await;
+    match read {
+        Ok(Value::Array(streams)) => streams.first().and_then(|s| match s {
+            Value::Array(pair) if pair.len() == 2 => entries(&pair[1]).into_iter().next(),
+            _ => None,
+        }),
+        _ => None,
+    }
+}
+
+/// A task of `tasks` nobody touched for [`CLAIM_AFTER`], claimed for `consumer`: the whole
+/// list of pending tasks is scanned (XAUTOCLAIM looks at a few per call), so a dead worker's
+/// task is found behind any number of tasks in hand.
+async fn claim_stale(
+    conn: &mut ConnectionManager,
+    tasks: &str,
+    consumer: &str,
+) -> Option<(String, HashMap<String, String>)> {
+    let mut cursor = "0-0".to_owned();
+    loop {
+        let claimed = redis::cmd("XAUTOCLAIM")
+            .arg(tasks)
+            .arg(GROUP)
+            .arg(consumer)
+            .arg(CLAIM_AFTER.as_millis() as u64)
+            .arg(&cursor)
+            .arg("COUNT")
+            .arg(1)
+            .query_async::<Value>(conn)
+            .await;
+        let Ok(Value::Array(parts)) = claimed else {
+            return None;
+        };
+        if let Some(entry) = parts.get(1).and_then(|e| entries(e).into_iter().next()) {
+            return Some(entry);
+        }
+        cursor = parts.first().and_then(string)?;
+        if cursor == "0-0" {
+            return None;
+        }
+    }
 }
 
 /// Embeds `texts`, touching the task (resetting its idle time) meanwhile so no other worker

@@ -99,3 +99,14 @@ impl From<puzzlegen::cache::csv::CsvError> for Failure {
         Failure::of(e, user)
     }
 }
+
+/// Warns about the config's unknown keys (ignored) and deprecated ones (still accepted).
+pub fn warn_about_keys(config: &puzzlegen::config::Config) {
+    let file = config.source.display();
+    for key in &config.unknown_keys {
+        tracing::warn!("{file}: unknown key {key} (ignored)");
+    }
+    for notice in &config.deprecated {
+        tracing::warn!("{file}: {notice}");
+    }
+}

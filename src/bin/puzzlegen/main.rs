@@ -6,6 +6,7 @@ mod cache;
 mod exit;
 mod report;
 mod run;
+mod status;
 mod worker;
 
 use std::process::ExitCode;
@@ -58,11 +59,17 @@ enum Command {
     /// run's output files, without any embedding work. Exit code 2 when an output file is
     /// missing or malformed.
     Report(report::ReportArgs),
-    /// Embed the themes of runs started with `run --redis URL --queue` on the same Redis
+    /// Embed the themes of runs started with `run --redis URL` on the same Redis
     /// (any number of workers, on any machine, joining and leaving at will), with this
     /// config's provider settings and API key. SIGINT/SIGTERM: the task at hand is handed
     /// back and the worker exits.
     Worker(worker::WorkerArgs),
+    /// Show what a Redis shared by runs and workers holds: the workers alive (their
+    /// heartbeats: host, pid, tasks in hand, texts embedded), each queue run of the last day
+    /// (backlog, in flight, done, dead letters) and each global limiter (requests and texts
+    /// in the last 60 s against the limit, a 429 pause, the 429s seen). Exit 2 if Redis
+    /// cannot be used (wrong URL or password).
+    Status(status::StatusArgs),
 }
 
 fn main() -> ExitCode {
@@ -82,6 +89,7 @@ fn main() -> ExitCode {
         Command::Cache { command } => cache::command(command),
         Command::Worker(args) => worker::worker(args),
         Command::Report(args) => report::report(args, cli.quiet),
+        Command::Status(args) => status::status(args),
     };
     match done {
         Ok(status) => status.into(),

@@ -44,14 +44,12 @@ pub struct RunArgs {
     #[arg(long)]
     pub strict: bool,
     /// Share the request limits and the embeddings with every run on this Redis
-    /// (redis://[user:password@]host:port[/db]); overrides distributed.redis_url. Prefer
-    /// distributed.redis_password_env for the password: command lines are visible to others.
+    /// (redis://[user:password@]host:port[/db]), and queue the themes there for `puzzlegen
+    /// worker` processes to embed (this run works on them too; scoring, assembly and outputs
+    /// stay here); overrides distributed.redis_url. Prefer distributed.redis_password_env for
+    /// the password: command lines are visible to others.
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
-    /// With --redis: queue the themes for `puzzlegen worker` processes to embed (this run
-    /// works on them too), then score and assemble here; sets distributed.queue.
-    #[arg(long, requires = "redis")]
-    pub queue: bool,
 }
 
 /// Runs the job the config describes; the exit status says how it ended.
@@ -68,10 +66,7 @@ pub fn run(args: RunArgs, quiet: bool) -> Result<ExitStatus, Failure> {
     if let Some(url) = args.redis {
         config.distributed.redis_url = Some(puzzlegen::config::RedisUrl::new(url));
     }
-    config.distributed.queue |= args.queue;
-    for key in &config.unknown_keys {
-        tracing::warn!("{}: unknown key {key} (ignored)", config.source.display());
-    }
+    crate::exit::warn_about_keys(&config);
     let progress = if quiet {
         ProgressMode::Hidden
     } else {

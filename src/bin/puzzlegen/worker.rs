@@ -24,6 +24,7 @@ pub fn worker(args: WorkerArgs) -> Result<ExitStatus, Failure> {
     if let Some(url) = args.redis {
         config.distributed.redis_url = Some(puzzlegen::config::RedisUrl::new(url));
     }
+    crate::exit::warn_about_keys(&config);
     let runtime = crate::exit::runtime()?;
     let done = runtime.block_on(async {
         let stop = CancellationToken::new();

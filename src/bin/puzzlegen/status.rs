@@ -1,0 +1,60 @@
+//! `puzzlegen status`: the workers, queue runs and global limiters on a Redis (see
+//! `puzzlegen::pipeline::status`), as text or JSON.
+
+use std::path::PathBuf;
+
+use puzzlegen::config::{Config, DistributedSettings, Overrides, RedisUrl};
+use puzzlegen::distributed::{DistributedError, Redis};
+
+use crate::exit::{ExitStatus, Failure};
+
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    /// The Redis to look at; overrides distributed.redis_url of --config.
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+    /// A params.yaml whose distributed.redis_url (and redis_password_env) name the Redis.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print JSON (one object: redis, workers, runs, limiters) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn status(args: StatusArgs) -> Result<ExitStatus, Failure> {
+    let mut settings = match &args.config {
+        Some(path) => {
+            let config = Config::load(path, &Overrides::default())
+                .map_err(|e| Failure::user(e.to_string()))?;
+            config.distributed
+        }
+        None => DistributedSettings::default(),
+    };
+    if let Some(url) = args.redis {
+        settings.redis_url = Some(RedisUrl::new(url));
+    }
+    let runtime = crate::exit::runtime()?;
+    let read = runtime.block_on(async {
+        let redis = Redis::connect(&settings)
+            .await
+            .map_err(|e| Failure::user(e.to_string()))?
+            .ok_or_else(|| Failure::user(DistributedError::NoUrl.to_string()))?;
+        puzzlegen::pipeline::status::read(&redis)
+            .await
+            .map_err(|e| Failure {
+                message: format!("Redis at {}: {e}", redis.shown()),
+                status: ExitStatus::Failed,
+            })
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    let status = read?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&status).expect("plain data")
+        );
+    } else {
+        print!("{status}");
+    }
+    Ok(ExitStatus::Success)
+}
