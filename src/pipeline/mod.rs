@@ -209,6 +209,9 @@ pub async fn run(
     report::check_targets(config)?;
     report::remove_stale_temps(config);
     let inputs = Inputs::load(&config.themes_file, &config.candidates_file)?;
+    // A wrong Redis URL or password ends the run before anything is paid for (the OpenAI
+    // provider's dimension probe) or created (the cache database).
+    crate::distributed::Redis::connect(&config.distributed).await?;
     let provider = build_provider(config).await?;
     report::check_space(config, provider.space().dimension)?;
     // Planning millions of slots takes a while: it stops as soon as a signal says so (the

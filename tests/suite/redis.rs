@@ -394,6 +394,10 @@ fn wrong_redis_url_or_password_exits_2_quickly_without_the_password() {
         0,
         "no request before Redis was reached"
     );
+    assert!(
+        !dir.path().join("cache").exists(),
+        "a run refused for its Redis made a cache database"
+    );
     // The right one: the run goes through, and the password is still shown nowhere.
     let out = run(&[], Some(("PUZZLEGEN_TEST_REDIS_PW", "right-pw-4242")))
         .output()
