@@ -2,8 +2,10 @@
 //! keeps its SQLite store as its local tier, in front of this one).
 //!
 //! - Values: the vector as little-endian `f32` bytes under
-//!   `puzzlegen:vec:{model:dimension:task}:<cache key>`; keys are hash-tagged by space, so a
-//!   batch's keys share one slot (one script serves them on Redis Cluster too).
+//!   `puzzlegen:vec:{model:dimension:task:sNN}:<cache key>`, `NN` one of [`SHARDS`] buckets
+//!   chosen by a stable hash of the cache key: a text's value and lock share a slot, and a
+//!   space's vectors spread over [`SHARDS`] slots, so Redis Cluster can shard them. A batch is
+//!   one script call per bucket, all in one pipeline (one round trip).
 //! - A text about to be fetched is locked first (`puzzlegen:lock:{space}:<key>`, set only if
 //!   absent, with an expiry that the holder renews while its request is under way): another
 //!   process that needs it waits for the value instead of paying for it again. A holder that
@@ -66,6 +68,32 @@ end
 return #KEYS
 "#;
 
+/// Buckets a space's keys are spread over (each its own hash tag, so its own cluster slot).
+pub const SHARDS: u64 = 64;
+
+/// The bucket of cache key `key`: FNV-1a, the same in every build and on every machine.
+fn shard(key: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h % SHARDS
+}
+
+/// The positions of `keys` grouped by bucket, buckets in first-seen order.
+fn by_shard(keys: &[String]) -> Vec<Vec<usize>> {
+    let mut groups: Vec<(u64, Vec<usize>)> = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        let s = shard(k);
+        match groups.iter_mut().find(|(g, _)| *g == s) {
+            Some((_, v)) => v.push(i),
+            None => groups.push((s, vec![i])),
+        }
+    }
+    groups.into_iter().map(|(_, v)| v).collect()
+}
+
 /// What the shared tier says about one text.
 #[derive(Debug, Clone)]
 pub enum Claim {
@@ -81,7 +109,7 @@ pub enum Claim {
 #[derive(Clone)]
 pub struct SharedCache {
     redis: Redis,
-    /// `{model:dimension:task}`.
+    /// `model:dimension:task`, the hash tag's stem.
     tag: String,
     dimension: usize,
     /// This process's lock value.
@@ -94,7 +122,7 @@ impl SharedCache {
         SharedCache {
             redis,
             tag: format!(
-                "{{{}:{}:{}}}",
+                "{}:{}:{}",
                 clean(&space.model_id),
                 space.dimension,
                 clean(&space.task_type)
@@ -106,11 +134,48 @@ impl SharedCache {
 
     /// The Redis key of the vector of cache key `key`.
     pub fn value_key(&self, key: &str) -> String {
-        format!("puzzlegen:vec:{}:{key}", self.tag)
+        format!("puzzlegen:vec:{{{}:s{:02}}}:{key}", self.tag, shard(key))
     }
 
     fn lock_key(&self, key: &str) -> String {
-        format!("puzzlegen:lock:{}:{key}", self.tag)
+        format!("puzzlegen:lock:{{{}:s{:02}}}:{key}", self.tag, shard(key))
+    }
+
+    /// Runs `script` once per bucket of `keys` (in one pipeline), with the value keys then the
+    /// lock keys of the bucket's texts (`values` false: lock keys only), then `args` and the
+    /// bucket's `per_key` arguments. Answers in bucket order, with each bucket's positions.
+    async fn per_shard<T: redis::FromRedisValue>(
+        &self,
+        script: &str,
+        keys: &[String],
+        values: bool,
+        args: &[String],
+        per_key: &[Vec<u8>],
+    ) -> Result<Vec<(Vec<usize>, T)>, String> {
+        let groups = by_shard(keys);
+        let mut pipe = redis::pipe();
+        for g in &groups {
+            let cmd = pipe.cmd("EVAL").arg(script);
+            cmd.arg(if values { g.len() * 2 } else { g.len() });
+            if values {
+                for &i in g {
+                    cmd.arg(self.value_key(&keys[i]));
+                }
+            }
+            for &i in g {
+                cmd.arg(self.lock_key(&keys[i]));
+            }
+            cmd.arg(args);
+            for &i in g.iter().filter(|_| !per_key.is_empty()) {
+                cmd.arg(&per_key[i]);
+            }
+        }
+        let mut conn = self.redis.conn.clone();
+        let answers: Vec<T> = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| describe(&e))?;
+        Ok(groups.into_iter().zip(answers).collect())
     }
 
     pub fn shown(&self) -> &str {
@@ -119,57 +184,46 @@ impl SharedCache {
 
     /// Looks each key up and locks the missing ones that nobody else holds, in one step.
     pub async fn claim(&self, keys: &[String]) -> Result<Vec<Claim>, String> {
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(CLAIM).arg(keys.len() * 2);
-        for k in keys {
-            cmd.arg(self.value_key(k));
+        let ttl = LOCK_TTL.as_millis().to_string();
+        let answers: Vec<(Vec<usize>, Vec<Value>)> = self
+            .per_shard(CLAIM, keys, true, &[self.token.clone(), ttl], &[])
+            .await?;
+        let mut claims = vec![Claim::Theirs; keys.len()];
+        for (positions, values) in answers {
+            if values.len() != positions.len() {
+                return Err(format!(
+                    "{} answers for {} texts from the claim script",
+                    values.len(),
+                    positions.len()
+                ));
+            }
+            for (i, v) in positions.into_iter().zip(values) {
+                claims[i] = match v {
+                    Value::BulkString(bytes) => match decode(&bytes, self.dimension) {
+                        Some(v) => Claim::Found(v),
+                        // Not a vector of this space: fetched again and overwritten.
+                        None => Claim::Mine,
+                    },
+                    Value::Int(1) => Claim::Mine,
+                    _ => Claim::Theirs,
+                };
+            }
         }
-        for k in keys {
-            cmd.arg(self.lock_key(k));
-        }
-        cmd.arg(&self.token).arg(LOCK_TTL.as_millis() as u64);
-        let mut conn = self.redis.conn.clone();
-        let values: Vec<Value> = cmd.query_async(&mut conn).await.map_err(|e| describe(&e))?;
-        if values.len() != keys.len() {
-            return Err(format!(
-                "{} answers for {} texts from the claim script",
-                values.len(),
-                keys.len()
-            ));
-        }
-        Ok(values
-            .into_iter()
-            .map(|v| match v {
-                Value::BulkString(bytes) => match decode(&bytes, self.dimension) {
-                    Some(v) => Claim::Found(v),
-                    // Not a vector of this space: fetched again and overwritten.
-                    None => Claim::Mine,
-                },
-                Value::Int(1) => Claim::Mine,
-                _ => Claim::Theirs,
-            })
-            .collect())
+        Ok(claims)
     }
 
     /// Stores the vectors of `keys` (fetched under our locks) and releases the locks.
     pub async fn publish(&self, keys: &[String], vectors: &[Vector]) -> Result<(), String> {
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(PUBLISH).arg(keys.len() * 2);
-        for k in keys {
-            cmd.arg(self.value_key(k));
-        }
-        for k in keys {
-            cmd.arg(self.lock_key(k));
-        }
-        cmd.arg(&self.token);
-        for v in vectors {
-            cmd.arg(encode(v));
-        }
-        let mut conn = self.redis.conn.clone();
-        cmd.query_async::<i64>(&mut conn)
-            .await
-            .map(|_| ())
-            .map_err(|e| describe(&e))
+        let bytes: Vec<Vec<u8>> = vectors.iter().map(|v| encode(v)).collect();
+        self.per_shard::<i64>(
+            PUBLISH,
+            keys,
+            true,
+            std::slice::from_ref(&self.token),
+            &bytes,
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Extends our locks on `keys` by [`LOCK_TTL`].
@@ -186,17 +240,10 @@ impl SharedCache {
         if keys.is_empty() {
             return Ok(());
         }
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(LOCKS).arg(keys.len());
-        for k in keys {
-            cmd.arg(self.lock_key(k));
-        }
-        cmd.arg(&self.token).arg(ttl_ms);
-        let mut conn = self.redis.conn.clone();
-        cmd.query_async::<i64>(&mut conn)
+        let args = [self.token.clone(), ttl_ms.to_string()];
+        self.per_shard::<i64>(LOCKS, keys, false, &args, &[])
             .await
             .map(|_| ())
-            .map_err(|e| describe(&e))
     }
 }
 
@@ -220,6 +267,25 @@ pub fn decode(bytes: &[u8], dimension: usize) -> Option<Vector> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_spread_over_the_buckets_and_a_text_keeps_its_bucket() {
+        let keys: Vec<String> = (0..2000).map(|i| format!("word{i}")).collect();
+        let used: std::collections::HashSet<u64> = keys.iter().map(|k| shard(k)).collect();
+        assert_eq!(used.len() as u64, SHARDS, "every bucket used by 2,000 keys");
+        // Fixed values: every build and machine must agree on a key's bucket.
+        assert_eq!(shard(""), 0xcbf2_9ce4_8422_2325 % SHARDS);
+        assert_eq!(shard("mercury"), shard("mercury"));
+        let groups = by_shard(&keys[..10]);
+        let mut all: Vec<usize> = groups.iter().flatten().copied().collect();
+        all.sort();
+        assert_eq!(all, (0..10).collect::<Vec<_>>());
+        assert!(
+            groups
+                .iter()
+                .all(|g| g.iter().all(|&i| shard(&keys[i]) == shard(&keys[g[0]])))
+        );
+    }
 
     #[test]
     fn vectors_round_trip_as_f32_bytes_and_wrong_sizes_are_refused() {
