@@ -560,20 +560,7 @@ impl Store {
             let mut insert = tx.prepare_cached(INSERT).map_err(e)?;
             let dim = space.dimension as i64;
             for r in rows {
-                added += insert
-                    .execute(params![
-                        space.model_id,
-                        dim,
-                        space.task_type,
-                        r.key,
-                        r.word,
-                        r.theme,
-                        r.word_type,
-                        r.similarity,
-                        r.timestamp,
-                        encode(&r.vector),
-                    ])
-                    .map_err(e)?;
+                added += insert_row(&mut insert, space, r).map_err(e)?;
             }
             let mut annotate = tx.prepare_cached(ANNOTATE).map_err(e)?;
             for a in annotations {
@@ -626,23 +613,9 @@ impl Store {
                 .prepare_cached("DELETE FROM embeddings WHERE model_id = ?1 AND text_key = ?2")
                 .map_err(e)?;
             let mut insert = tx.prepare_cached(INSERT).map_err(e)?;
-            let dim = space.dimension as i64;
             for r in rows {
                 delete.execute(params![space.model_id, r.key]).map_err(e)?;
-                stored += insert
-                    .execute(params![
-                        space.model_id,
-                        dim,
-                        space.task_type,
-                        r.key,
-                        r.word,
-                        r.theme,
-                        r.word_type,
-                        r.similarity,
-                        r.timestamp,
-                        encode(&r.vector),
-                    ])
-                    .map_err(e)?;
+                stored += insert_row(&mut insert, space, r).map_err(e)?;
             }
         }
         tx.commit().map_err(e)?;
@@ -799,6 +772,26 @@ impl Store {
             .map(|m| m.len())
             .sum()
     }
+}
+
+/// Runs [`INSERT`] for row `r` of `space`; the number of rows stored (0: the key was there).
+fn insert_row(
+    insert: &mut rusqlite::CachedStatement<'_>,
+    space: &Space,
+    r: &Row,
+) -> rusqlite::Result<usize> {
+    insert.execute(params![
+        space.model_id,
+        space.dimension as i64,
+        space.task_type,
+        r.key,
+        r.word,
+        r.theme,
+        r.word_type,
+        r.similarity,
+        r.timestamp,
+        encode(&r.vector),
+    ])
 }
 
 /// Waits for another process's lock as a busy timeout of [`BUSY_TIMEOUT`] would, but says so:

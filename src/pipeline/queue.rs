@@ -422,6 +422,7 @@ async fn one_task(
             .unwrap_or_default();
         embed_touching(redis, service, &tasks, consumer, &id, &texts, stop).await
     };
+    // The delivery is acknowledged either way, after its result (or its copy) is written.
     match result {
         Some(r) => {
             tracing::info!("{consumer}: task {theme:?} of run {run}: {r}");
@@ -430,12 +431,6 @@ async fn one_task(
                 .arg(results_key(run))
                 .arg(&theme)
                 .arg(r)
-                .query_async::<()>(&mut conn)
-                .await;
-            let _ = redis::cmd("XACK")
-                .arg(&tasks)
-                .arg(GROUP)
-                .arg(&id)
                 .query_async::<()>(&mut conn)
                 .await;
         }
@@ -448,14 +443,14 @@ async fn one_task(
                 add.arg(k).arg(v);
             }
             let _ = add.query_async::<String>(&mut conn).await;
-            let _ = redis::cmd("XACK")
-                .arg(&tasks)
-                .arg(GROUP)
-                .arg(&id)
-                .query_async::<()>(&mut conn)
-                .await;
         }
     }
+    let _ = redis::cmd("XACK")
+        .arg(&tasks)
+        .arg(GROUP)
+        .arg(&id)
+        .query_async::<()>(&mut conn)
+        .await;
     heart.put_down(run, &theme);
     true
 }

@@ -243,3 +243,38 @@ pub fn write_gemini_params(
     .unwrap();
     p
 }
+
+/// The name of an environment variable already set whose value a header can carry (printable
+/// ASCII): it serves as the "API key" for a mock that checks none, since setting a variable in
+/// a threaded test is unsound.
+pub fn any_key_variable() -> String {
+    std::env::vars()
+        .find(|(_, v)| !v.trim().is_empty() && v.chars().all(|c| (' '..='~').contains(&c)))
+        .map(|(name, _)| name)
+        .expect("no environment variable of printable ASCII")
+}
+
+/// The budget of 1,200 texts a `window` (a 100-text burst, concurrency 4) against a mock with
+/// that quota: no 429, no window over 1,200 texts and the busiest at least 1,100 (filled), no
+/// text twice, all `texts` embedded, and, since they cannot all fit in one window, the run
+/// took longer than a window.
+pub fn assert_budget_filled_never_broken(
+    s: &mock_gemini::Stats,
+    texts: u64,
+    seconds: f64,
+    window: std::time::Duration,
+) {
+    assert_eq!(s.responses_429, 0, "{s:?}");
+    assert!(s.max_texts_in_any_60s <= 1200, "{s:?}");
+    assert!(
+        s.max_texts_in_any_60s >= 1100,
+        "the budget was not filled: {s:?}"
+    );
+    assert!(s.peak_concurrency <= 4, "{s:?}");
+    assert_eq!(s.duplicate_texts, 0, "{s:?}");
+    assert_eq!(s.distinct_texts_embedded, texts, "{s:?}");
+    assert!(
+        seconds > window.as_secs_f64(),
+        "{seconds:.1} s: the limiter did not bind"
+    );
+}

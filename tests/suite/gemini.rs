@@ -400,7 +400,7 @@ fn rate_limit_is_filled_but_never_broken() {
         model_id: "gemini-embedding-001".into(),
         dimension: 768,
         task_type: "SEMANTIC_SIMILARITY".into(),
-        api_key_env: any_key_variable(),
+        api_key_env: common::any_key_variable(),
         request_timeout: Duration::from_secs(1),
     })
     .unwrap();
@@ -414,31 +414,7 @@ fn rate_limit_is_filled_but_never_broken() {
         service.shutdown(Duration::from_secs(1)).await;
         seconds
     });
-    let s = server.stats();
-    assert_eq!(s.responses_429, 0, "{s:?}");
-    assert!(s.max_texts_in_any_60s <= 1200, "{s:?}");
-    assert!(
-        s.max_texts_in_any_60s >= 1100,
-        "the budget was not filled: {s:?}"
-    );
-    assert!(s.peak_concurrency <= 4, "{s:?}");
-    assert_eq!(s.duplicate_texts, 0, "{s:?}");
-    assert_eq!(s.distinct_texts_embedded, 40 * 36);
-    // 1440 texts at 1200 a window with a 100-text burst cannot take less than ~1.2 windows.
-    assert!(
-        seconds > WINDOW.as_secs_f64(),
-        "{seconds:.1} s: the limiter did not bind"
-    );
-}
-
-/// The provider reads its key from an environment variable, and setting one in a threaded
-/// test is unsound: any variable already set that a header can carry serves (the mock of
-/// [`rate_limit_is_filled_but_never_broken`] checks no key).
-fn any_key_variable() -> String {
-    std::env::vars()
-        .find(|(_, v)| !v.trim().is_empty() && v.chars().all(|c| (' '..='~').contains(&c)))
-        .map(|(name, _)| name)
-        .expect("no environment variable of printable ASCII")
+    common::assert_budget_filled_never_broken(&server.stats(), 40 * 36, seconds, WINDOW);
 }
 
 /// The same property end to end, with the real 60 s minute: the budget of params.yaml binds

@@ -411,16 +411,10 @@ fn wrong_redis_url_or_password_exits_2_quickly_without_the_password() {
     );
 }
 
-/// Two independent runs with one Redis and one key name, against one mock whose quota is the
-/// limit: the global limiter holds for their sum. The budget is the one of
-/// `gemini::rate_limit_of_the_config_binds_the_binary`: 1200 texts a minute (a burst of 100,
-/// then 1100 a minute), so no 1 s window holds more than 100 + 1100 / 60 = 118.3 texts (120
-/// allowed for the time a request takes to reach the mock, which enforces that over every
-/// 1 s window). Each run alone may send that much, so without the shared limiter the two
-/// together would be refused; together they need (240 - 100) / 1100 * 60 = 7.6 s at least.
-#[test]
-fn two_runs_on_one_redis_and_key_name_share_one_budget() {
-    let redis = RedisServer::start();
+/// A mock whose quota is 120 texts per minute (counted over 1 s windows), and two run folders
+/// (`alpha`, `beta`: 8 themes of 14 words each, 2 puzzles) whose own limit, 1,200 texts a
+/// minute, is far above it.
+fn two_runs_against_a_quota() -> (mock_gemini::BlockingMockServer, Vec<tempfile::TempDir>) {
     let server = start_blocking(MockConfig {
         dimension: 768,
         latency: Duration::from_millis(100),
@@ -440,6 +434,20 @@ fn two_runs_on_one_redis_and_key_name_share_one_budget() {
             dir
         })
         .collect();
+    (server, dirs)
+}
+
+/// Two independent runs with one Redis and one key name, against one mock whose quota is the
+/// limit: the global limiter holds for their sum. The budget is the one of
+/// `gemini::rate_limit_of_the_config_binds_the_binary`: 1200 texts a minute (a burst of 100,
+/// then 1100 a minute), so no 1 s window holds more than 100 + 1100 / 60 = 118.3 texts (120
+/// allowed for the time a request takes to reach the mock, which enforces that over every
+/// 1 s window). Each run alone may send that much, so without the shared limiter the two
+/// together would be refused; together they need (240 - 100) / 1100 * 60 = 7.6 s at least.
+#[test]
+fn two_runs_on_one_redis_and_key_name_share_one_budget() {
+    let redis = RedisServer::start();
+    let (server, dirs) = two_runs_against_a_quota();
     // One names Redis in its config, the other on the command line.
     append_params(
         dirs[0].path(),
@@ -475,25 +483,7 @@ fn two_runs_on_one_redis_and_key_name_share_one_budget() {
 /// runs without Redis each keep their own budget, so together they break the mock's quota.
 #[test]
 fn without_redis_two_runs_each_spend_the_whole_budget() {
-    let server = start_blocking(MockConfig {
-        dimension: 768,
-        latency: Duration::from_millis(100),
-        quota_per_minute: Some(120),
-        quota_unit: QuotaUnit::Texts,
-        quota_window: Duration::from_secs(1),
-        ..MockConfig::default()
-    })
-    .unwrap();
-    let limits = "  requests_per_minute: 1200\n  rpm_counts: items\n";
-    let dirs: Vec<tempfile::TempDir> = ["alpha", "beta"]
-        .iter()
-        .map(|prefix| {
-            let dir = tempfile::tempdir().unwrap();
-            write_named_workload(dir.path(), prefix, 8, 14);
-            common::write_gemini_params(dir.path(), 2, &server.base_url(), limits);
-            dir
-        })
-        .collect();
+    let (server, dirs) = two_runs_against_a_quota();
     let a = spawn(dirs[0].path(), &[]);
     let b = spawn(dirs[1].path(), &[]);
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
@@ -669,7 +659,7 @@ fn two_services_on_one_redis_keep_the_quota_of_the_mock_exactly() {
                     model_id: "gemini-embedding-001".into(),
                     dimension: 768,
                     task_type: "SEMANTIC_SIMILARITY".into(),
-                    api_key_env: any_key_variable(),
+                    api_key_env: common::any_key_variable(),
                     request_timeout: Duration::from_secs(1),
                 })
                 .unwrap(),
@@ -699,29 +689,7 @@ fn two_services_on_one_redis_keep_the_quota_of_the_mock_exactly() {
         b.shutdown(Duration::from_secs(1)).await;
         seconds
     });
-    let s = server.stats();
-    assert_eq!(s.responses_429, 0, "{s:?}");
-    assert!(s.max_texts_in_any_60s <= 1200, "{s:?}");
-    assert!(
-        s.max_texts_in_any_60s >= 1100,
-        "the budget was not filled: {s:?}"
-    );
-    assert!(s.peak_concurrency <= 4, "{s:?}");
-    assert_eq!(s.duplicate_texts, 0, "{s:?}");
-    assert_eq!(s.distinct_texts_embedded, 1440);
-    assert!(
-        seconds > WINDOW.as_secs_f64(),
-        "{seconds:.1} s: the limiter did not bind"
-    );
-}
-
-/// Any variable already set that a header can carry serves as the key (the mock checks none;
-/// setting one in a threaded test is unsound).
-fn any_key_variable() -> String {
-    std::env::vars()
-        .find(|(_, v)| !v.trim().is_empty() && v.chars().all(|c| (' '..='~').contains(&c)))
-        .map(|(name, _)| name)
-        .expect("no environment variable of printable ASCII")
+    common::assert_budget_filled_never_broken(&server.stats(), 1440, seconds, WINDOW);
 }
 
 /// Redis killed mid-run and started again a second later (same port, its append-only file):
