@@ -86,6 +86,15 @@ impl RedisServer {
         }
     }
 
+    /// How many results the (one) queue run on this server holds, as Redis answers (`:N`).
+    fn results_of_the_run(&self) -> String {
+        self.command(&[
+            "EVAL",
+            "local k = redis.call('KEYS', 'puzzlegen:queue:*:results') return redis.call('HLEN', k[1])",
+            "0",
+        ])
+    }
+
     /// Sends one command (no password) and returns the raw answer.
     fn command(&self, args: &[&str]) -> String {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
@@ -801,6 +810,14 @@ fn spawn_worker(dir: &Path, redis: &str) -> Child {
         .unwrap()
 }
 
+/// A worker of its own folder (one theme of 6 words in its config, gemini at `base_url`,
+/// `extra` gemini lines) serving runs on `redis`; the folder lives as long as it is held.
+fn start_worker(base_url: &str, redis: &str, extra: &str) -> (tempfile::TempDir, Child) {
+    let dir = common::gemini_dir(base_url, 1, 6, 1, extra);
+    let child = spawn_worker(dir.path(), redis);
+    (dir, child)
+}
+
 /// Stops a worker with SIGTERM; its stderr.
 fn stop_worker(child: Child) -> String {
     let _ = Command::new("kill")
@@ -829,11 +846,7 @@ fn a_coordinator_and_three_workers_make_the_puzzles_of_a_run_alone() {
     .unwrap();
     let limits = "  requests_per_minute: 1200\n  rpm_counts: items\n";
     let workers: Vec<(tempfile::TempDir, Child)> = (0..3)
-        .map(|_| {
-            let dir = common::gemini_dir(&server.base_url(), 1, 6, 1, limits);
-            let child = spawn_worker(dir.path(), &redis.url());
-            (dir, child)
-        })
+        .map(|_| start_worker(&server.base_url(), &redis.url(), limits))
         .collect();
     let coordinator = common::gemini_dir(&server.base_url(), 12, 14, 3, limits);
     let out = common::puzzlegen(coordinator.path())
@@ -870,11 +883,7 @@ fn a_worker_killed_mid_run_leaves_no_task_behind() {
     .unwrap();
     let extra = "  batch_size: 5\n";
     let mut workers: Vec<(tempfile::TempDir, Child)> = (0..2)
-        .map(|_| {
-            let dir = common::gemini_dir(&server.base_url(), 1, 6, 1, extra);
-            let child = spawn_worker(dir.path(), &redis.url());
-            (dir, child)
-        })
+        .map(|_| start_worker(&server.base_url(), &redis.url(), extra))
         .collect();
     let coordinator = common::gemini_dir(&server.base_url(), 20, 14, 5, extra);
     let run = spawn(coordinator.path(), &["--redis", &redis.url()]);
@@ -893,11 +902,7 @@ fn a_worker_killed_mid_run_leaves_no_task_behind() {
     assert_eq!(server.stats().distinct_texts_embedded, 20 * 15);
     let all = format!("{}{logs:?}", text(&out));
     assert!(all.contains("claimed task"), "no task was claimed: {all}");
-    let results = redis.command(&[
-        "EVAL",
-        "local k = redis.call('KEYS', 'puzzlegen:queue:*:results') return redis.call('HLEN', k[1])",
-        "0",
-    ]);
+    let results = redis.results_of_the_run();
     assert_eq!(results.trim(), ":20", "one result per theme");
     assert!(
         !String::from_utf8_lossy(&victim_log.stderr).contains("dead letter"),
@@ -916,8 +921,7 @@ fn sigterm_stops_a_worker_and_hands_its_task_back() {
     }))
     .unwrap();
     let extra = "  batch_size: 5\n";
-    let worker_dir = common::gemini_dir(&server.base_url(), 1, 6, 1, extra);
-    let worker = spawn_worker(worker_dir.path(), &redis.url());
+    let (_worker_dir, worker) = start_worker(&server.base_url(), &redis.url(), extra);
     let coordinator = common::gemini_dir(&server.base_url(), 12, 14, 3, extra);
     let mut run = spawn(coordinator.path(), &["--redis", &redis.url()]);
     std::thread::sleep(Duration::from_millis(1200));
@@ -941,11 +945,7 @@ fn sigterm_stops_a_worker_and_hands_its_task_back() {
     let out = run.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}\n{log}", text(&out));
     assert_eq!(server.stats().distinct_texts_embedded, 12 * 15);
-    let results = redis.command(&[
-        "EVAL",
-        "local k = redis.call('KEYS', 'puzzlegen:queue:*:results') return redis.call('HLEN', k[1])",
-        "0",
-    ]);
+    let results = redis.results_of_the_run();
     assert_eq!(results.trim(), ":12", "one result per theme");
 }
 
@@ -1055,11 +1055,7 @@ fn a_worker_with_a_refused_key_hands_back_and_exits() {
     let log = String::from_utf8_lossy(&worker.wait_with_output().unwrap().stderr).into_owned();
     assert_eq!(ended.and_then(|s| s.code()), Some(2), "{log}");
     assert!(!log.contains("a-wrong-key"), "{log}");
-    let results = redis.command(&[
-        "EVAL",
-        "local k = redis.call('KEYS', 'puzzlegen:queue:*:results') return redis.call('HLEN', k[1])",
-        "0",
-    ]);
+    let results = redis.results_of_the_run();
     assert_eq!(results.trim(), ":12", "one result per theme");
     let puzzles = common::read_json(&coordinator.path().join("out/final_puzzles.json"));
     assert_eq!(puzzles.as_object().map(|m| m.len()), Some(3), "{puzzles}");
@@ -1199,8 +1195,7 @@ fn status_shows_workers_runs_and_the_limiter_mid_run_and_after() {
   requests_per_minute: 6000
   rpm_counts: requests
 ";
-    let worker_dir = common::gemini_dir(&server.base_url(), 1, 6, 1, extra);
-    let worker = spawn_worker(worker_dir.path(), &redis.url());
+    let (worker_dir, worker) = start_worker(&server.base_url(), &redis.url(), extra);
     let coordinator = common::gemini_dir(&server.base_url(), 24, 14, 6, extra);
     let run = spawn(coordinator.path(), &["--redis", &redis.url()]);
     let deadline = Instant::now() + Duration::from_secs(30);
