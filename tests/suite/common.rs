@@ -278,3 +278,51 @@ pub fn assert_budget_filled_never_broken(
         "{seconds:.1} s: the limiter did not bind"
     );
 }
+
+/// A mock (768 dims, 100 ms latency) enforcing a quota of 1,200 texts per `window`.
+pub fn window_budget_mock(window: Duration) -> mock_gemini::BlockingMockServer {
+    mock_gemini::start_blocking(mock_gemini::MockConfig {
+        dimension: 768,
+        latency: Duration::from_millis(100),
+        quota_per_minute: Some(1200),
+        quota_unit: mock_gemini::QuotaUnit::Texts,
+        quota_window: window,
+        ..mock_gemini::MockConfig::default()
+    })
+    .unwrap()
+}
+
+/// The service a run builds, with a budget of 1,200 texts a `window` (its "minute"): 4
+/// requests at once, batches of up to 100, 6 retries.
+pub fn window_budget_options(window: Duration) -> puzzlegen::service::ServiceOptions {
+    use puzzlegen::limit::{LimitSettings, RpmCounts};
+    puzzlegen::service::ServiceOptions {
+        limits: LimitSettings {
+            requests_per_minute: 1200.0,
+            rpm_counts: RpmCounts::Items,
+            min_request_interval: Duration::ZERO,
+            tokens_per_minute: None,
+            max_concurrent_requests: 4,
+            window,
+        },
+        max_retries: 6,
+        retry_base_delay: Duration::from_millis(50),
+        linger: Duration::from_millis(20),
+        batch_size: 100,
+        stall_timeout: puzzlegen::service::DEFAULT_STALL_TIMEOUT,
+    }
+}
+
+/// The Gemini provider against the mock at `base_url` (768 dims, 1 s request timeout).
+pub fn window_budget_provider(base_url: &str) -> puzzlegen::embed::gemini::GeminiProvider {
+    use puzzlegen::embed::gemini::{GeminiOptions, GeminiProvider};
+    GeminiProvider::new(&GeminiOptions {
+        base_url: base_url.to_owned(),
+        model_id: "gemini-embedding-001".into(),
+        dimension: 768,
+        task_type: "SEMANTIC_SIMILARITY".into(),
+        api_key_env: any_key_variable(),
+        request_timeout: Duration::from_secs(1),
+    })
+    .unwrap()
+}

@@ -7,9 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use mock_gemini::{BlockingMockServer, MockConfig, QuotaUnit, Stats, start_blocking};
-use puzzlegen::embed::gemini::{GeminiOptions, GeminiProvider};
-use puzzlegen::limit::{LimitSettings, RpmCounts};
-use puzzlegen::service::{DEFAULT_STALL_TIMEOUT, EmbeddingService, ServiceOptions};
+use puzzlegen::service::EmbeddingService;
 use serde_json::Value;
 
 use crate::common::{self, KEY, puzzlegen};
@@ -364,15 +362,7 @@ fn unix_ms() -> u64 {
 #[test]
 fn rate_limit_is_filled_but_never_broken() {
     const WINDOW: Duration = Duration::from_secs(5);
-    let server = start_blocking(MockConfig {
-        dimension: 768,
-        latency: Duration::from_millis(100),
-        quota_per_minute: Some(1200),
-        quota_unit: QuotaUnit::Texts,
-        quota_window: WINDOW,
-        ..MockConfig::default()
-    })
-    .unwrap();
+    let server = common::window_budget_mock(WINDOW);
     // The 40 x 35 workload: each theme and its words.
     let texts: Vec<String> = (0..40)
         .flat_map(|t| {
@@ -380,30 +370,8 @@ fn rate_limit_is_filled_but_never_broken() {
                 .chain((0..35).map(move |i| format!("word{t}x{i}")))
         })
         .collect();
-    let options = ServiceOptions {
-        limits: LimitSettings {
-            requests_per_minute: 1200.0,
-            rpm_counts: RpmCounts::Items,
-            min_request_interval: Duration::ZERO,
-            tokens_per_minute: None,
-            max_concurrent_requests: 4,
-            window: WINDOW,
-        },
-        max_retries: 6,
-        retry_base_delay: Duration::from_millis(50),
-        linger: Duration::from_millis(20),
-        batch_size: 100,
-        stall_timeout: DEFAULT_STALL_TIMEOUT,
-    };
-    let provider = GeminiProvider::new(&GeminiOptions {
-        base_url: server.base_url(),
-        model_id: "gemini-embedding-001".into(),
-        dimension: 768,
-        task_type: "SEMANTIC_SIMILARITY".into(),
-        api_key_env: common::any_key_variable(),
-        request_timeout: Duration::from_secs(1),
-    })
-    .unwrap();
+    let options = common::window_budget_options(WINDOW);
+    let provider = common::window_budget_provider(&server.base_url());
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let seconds = runtime.block_on(async {
         let service = EmbeddingService::new(Arc::new(provider), options);

@@ -15,9 +15,8 @@ use std::sync::Arc;
 use puzzlegen::cache::Cache;
 use puzzlegen::distributed::{GlobalLimiter, LimiterName, Redis, SharedSetup};
 use puzzlegen::embed::Provider;
-use puzzlegen::embed::gemini::{GeminiOptions, GeminiProvider};
 use puzzlegen::limit::{LimitSettings, MINUTE, RpmCounts};
-use puzzlegen::service::{DEFAULT_STALL_TIMEOUT, EmbeddingService, ServiceOptions};
+use puzzlegen::service::{EmbeddingService, ServiceOptions};
 
 use crate::common::{self, KEY};
 
@@ -630,30 +629,8 @@ fn a_dead_holders_lease_expires_and_frees_its_slot() {
 fn two_services_on_one_redis_keep_the_quota_of_the_mock_exactly() {
     const WINDOW: Duration = Duration::from_secs(5);
     let redis = RedisServer::start();
-    let server = start_blocking(MockConfig {
-        dimension: 768,
-        latency: Duration::from_millis(100),
-        quota_per_minute: Some(1200),
-        quota_unit: QuotaUnit::Texts,
-        quota_window: WINDOW,
-        ..MockConfig::default()
-    })
-    .unwrap();
-    let options = ServiceOptions {
-        limits: LimitSettings {
-            requests_per_minute: 1200.0,
-            rpm_counts: RpmCounts::Items,
-            min_request_interval: Duration::ZERO,
-            tokens_per_minute: None,
-            max_concurrent_requests: 4,
-            window: WINDOW,
-        },
-        max_retries: 6,
-        retry_base_delay: Duration::from_millis(50),
-        linger: Duration::from_millis(20),
-        batch_size: 100,
-        stall_timeout: DEFAULT_STALL_TIMEOUT,
-    };
+    let server = common::window_budget_mock(WINDOW);
+    let options = common::window_budget_options(WINDOW);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let seconds = runtime.block_on(async {
         let settings = DistributedSettings {
@@ -662,17 +639,8 @@ fn two_services_on_one_redis_keep_the_quota_of_the_mock_exactly() {
         };
         let conn = Redis::connect(&settings).await.unwrap().unwrap();
         let service = |prefix: &str| {
-            let provider: Arc<dyn Provider> = Arc::new(
-                GeminiProvider::new(&GeminiOptions {
-                    base_url: server.base_url(),
-                    model_id: "gemini-embedding-001".into(),
-                    dimension: 768,
-                    task_type: "SEMANTIC_SIMILARITY".into(),
-                    api_key_env: common::any_key_variable(),
-                    request_timeout: Duration::from_secs(1),
-                })
-                .unwrap(),
-            );
+            let provider: Arc<dyn Provider> =
+                Arc::new(common::window_budget_provider(&server.base_url()));
             let cache = Cache::in_memory(provider.space().clone());
             let shared = SharedSetup {
                 redis: conn.clone(),
@@ -1083,7 +1051,7 @@ fn a_dead_lettered_task_fails_its_theme_and_a_spare_replaces_it() {
     )
     .unwrap();
     let run = spawn(dir.path(), &["--redis", &redis.url()]);
-    let victim = poison_last_task(&redis);
+    let victim = poison_last_task(&redis, 12);
     let out = run.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let meta = common::read_json(&dir.path().join("out/puzzle_metadata.json"));
@@ -1114,16 +1082,22 @@ fn a_dead_lettered_task_fails_its_theme_and_a_spare_replaces_it() {
     assert_eq!(dead.trim(), ":1", "one dead letter");
 }
 
-/// Waits for the first queue run's tasks, takes every task not yet delivered and marks the
-/// last one delivered three times, idle for ten minutes; returns its theme.
-fn poison_last_task(redis: &RedisServer) -> String {
+/// Waits for the first queue run's `queued` tasks, takes every task not yet delivered and
+/// marks the last one delivered three times, idle for ten minutes; returns its theme.
+fn poison_last_task(redis: &RedisServer, queued: usize) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
+    // The stream exists before its tasks are added (in batches): wait for all of them.
     let tasks = loop {
         let keys = redis.command(&["KEYS", "puzzlegen:queue:*:tasks"]);
-        if let Some(key) = keys.lines().find(|l| l.starts_with("puzzlegen:queue:")) {
+        if let Some(key) = keys.lines().find(|l| l.starts_with("puzzlegen:queue:"))
+            && redis.command(&["XLEN", key]).trim() == format!(":{queued}")
+        {
             break key.to_owned();
         }
-        assert!(Instant::now() < deadline, "no tasks were queued");
+        assert!(
+            Instant::now() < deadline,
+            "the {queued} tasks were not queued"
+        );
         std::thread::sleep(Duration::from_millis(10));
     };
     let taken = redis.command(&[
