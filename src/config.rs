@@ -376,25 +376,24 @@ impl RedisUrl {
         &self.0
     }
 
-    /// The URL with any password replaced by `***`, for messages.
+    /// The URL with any password replaced by `***`, for messages, whatever the URL's shape:
+    /// the user information ends at the *last* `@` (a password may hold `/`, `?`, `#`, `@`
+    /// or `:`), and everything after the first `:` before it is hidden. A string that is not
+    /// a URL but holds an `@` shows nothing before it.
     pub fn shown(&self) -> String {
         let url = &self.0;
-        let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        let Some(at) = url.rfind('@') else {
             return url.clone();
         };
-        let rest = &url[scheme_end..];
-        let authority_end = rest.find('/').unwrap_or(rest.len());
-        match rest[..authority_end].rfind('@') {
-            Some(at) => {
-                let user = &rest[..at];
-                let user = match user.find(':') {
-                    Some(colon) => format!("{}:***", &user[..colon]),
-                    None => user.to_owned(),
-                };
-                format!("{}{user}{}", &url[..scheme_end], &rest[at..])
-            }
-            None => url.clone(),
-        }
+        let Some(scheme_end) = url.find("://").map(|i| i + 3).filter(|&i| i <= at) else {
+            return format!("***{}", &url[at..]);
+        };
+        let user = &url[scheme_end..at];
+        let user = match user.find(':') {
+            Some(colon) => format!("{}:***", &user[..colon]),
+            None => user.to_owned(),
+        };
+        format!("{}{user}{}", &url[..scheme_end], &url[at..])
     }
 }
 
@@ -1298,6 +1297,13 @@ mod tests {
             ("redis://h:1/0", "redis://h:1/0"),
             ("redis://user@h", "redis://user@h"),
             ("redis://u:p@ss:w@h/", "redis://u:***@h/"),
+            (
+                "redis://user:Top/Secret@127.0.0.1:6391/",
+                "redis://user:***@127.0.0.1:6391/",
+            ),
+            ("redis://u:a?b#c/d@h:1/2", "redis://u:***@h:1/2"),
+            ("rediss://:p/w@h", "rediss://:***@h"),
+            ("redis:u:pw@h", "***@h"),
             ("not a url", "not a url"),
         ] {
             assert_eq!(RedisUrl::new(url).shown(), shown, "{url}");

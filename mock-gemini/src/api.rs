@@ -342,6 +342,14 @@ async fn process(
         if let Ok(v) = HeaderValue::from_str(&fixed.content_type) {
             resp.headers_mut().insert(header::CONTENT_TYPE, v);
         }
+        for (name, value) in &fixed.headers {
+            if let (Ok(n), Ok(v)) = (
+                header::HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                resp.headers_mut().insert(n, v);
+            }
+        }
         return resp;
     }
 

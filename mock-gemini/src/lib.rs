@@ -112,6 +112,8 @@ pub struct FixedAnswer {
     pub status: u16,
     pub content_type: String,
     pub body: String,
+    /// Extra response headers (name, value).
+    pub headers: Vec<(String, String)>,
 }
 
 impl FixedAnswer {
@@ -128,6 +130,7 @@ impl FixedAnswer {
             status,
             content_type: "text/html".into(),
             body,
+            headers: Vec::new(),
         }
     }
 }

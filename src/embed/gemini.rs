@@ -12,7 +12,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::http::{
-    ApiKey, check_url, client, error_message, parse_seconds, status_error, transport_error,
+    ApiKey, bad_json, check_url, client, error_message, parse_seconds, status_error,
+    transport_error,
 };
 use super::{EmbedError, Provider, Space, check_answer, normalize};
 
@@ -128,6 +129,14 @@ impl Provider for GeminiProvider {
     }
 
     async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.request(texts).await.map_err(|e| self.key.scrub(e))
+    }
+}
+
+impl GeminiProvider {
+    /// One `batchEmbedContents` request. Its errors may quote the answer: [`Provider::embed`]
+    /// scrubs the key from them.
+    async fn request(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
         let model = format!("models/{}", self.model);
         let requests: Vec<Value> = texts
             .iter()
@@ -149,23 +158,23 @@ impl Provider for GeminiProvider {
             .await
             .map_err(|e| transport_error(&e, Some(&self.key)))?;
         let status = response.status().as_u16();
+        // The key is taken out of the answer before anything reads it, so no message cut
+        // from it can hold part of the key.
         let body = response
             .text()
             .await
+            .map(|b| self.key.redact(&b))
             .map_err(|e| transport_error(&e, Some(&self.key)))?;
         if status != 200 {
             return Err(match google_error(status, &body) {
                 EmbedError::Rejected { status, message } => EmbedError::Rejected {
                     status,
-                    message: format!("{}{}", self.key.redact(&message), hint(status, &self.key)),
+                    message: format!("{message}{}", hint(status, &self.key)),
                 },
-                EmbedError::Transient(message) => EmbedError::Transient(self.key.redact(&message)),
                 other => other,
             });
         }
-        let answer: Answer = serde_json::from_str(&body).map_err(|e| {
-            EmbedError::BadAnswer(format!("response is not the expected JSON: {e}"))
-        })?;
+        let answer: Answer = serde_json::from_str(&body).map_err(|e| bad_json(&e))?;
         let mut vectors: Vec<Vec<f32>> = answer.embeddings.into_iter().map(|e| e.values).collect();
         check_answer(&vectors, texts.len(), self.space.dimension)?;
         if self.space.dimension < FULL_DIMENSION {

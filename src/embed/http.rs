@@ -60,9 +60,15 @@ impl ApiKey {
         &self.var
     }
 
-    /// Replaces every occurrence of the key in `text` (belt and braces for error messages).
+    /// Replaces every occurrence of the key in `text`.
     pub(super) fn redact(&self, text: &str) -> String {
         text.replace(&self.value, "[redacted]")
+    }
+
+    /// `error` with the key redacted from every text it holds: a provider's errors pass
+    /// through this on their way out, whatever part of an answer they quote.
+    pub(super) fn scrub(&self, error: EmbedError) -> EmbedError {
+        error.map_text(|t| self.redact(&t))
     }
 }
 
@@ -186,10 +192,27 @@ pub(super) fn one_line(text: &str, max: usize) -> String {
     }
 }
 
+/// A 200 answer that is not the expected JSON. serde's message quotes the values it met (a
+/// server may put anything there), so only its kind of error and position are kept.
+pub(super) fn bad_json(e: &serde_json::Error) -> EmbedError {
+    let what = match e.classify() {
+        serde_json::error::Category::Io => "cannot be read",
+        serde_json::error::Category::Syntax => "is not JSON",
+        serde_json::error::Category::Data => "is JSON of another shape than embeddings",
+        serde_json::error::Category::Eof => "is cut short",
+    };
+    EmbedError::BadAnswer(format!(
+        "the response {what} (line {}, column {})",
+        e.line(),
+        e.column()
+    ))
+}
+
 /// Parses a duration such as Google's `"15.97s"` or a `Retry-After` number of seconds.
 pub(super) fn parse_seconds(text: &str) -> Option<Duration> {
     let secs: f64 = text.trim().trim_end_matches('s').parse().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(3600.0)))
+    (secs.is_finite() && secs >= 0.0)
+        .then(|| Duration::from_secs_f64(secs).min(super::MAX_SERVER_DELAY))
 }
 
 #[cfg(test)]
@@ -214,6 +237,7 @@ mod tests {
         );
         assert_eq!(parse_seconds("2"), Some(Duration::from_secs(2)));
         assert_eq!(parse_seconds("soon"), None);
+        assert_eq!(parse_seconds("86400"), Some(crate::embed::MAX_SERVER_DELAY));
     }
 
     #[test]

@@ -36,6 +36,10 @@ pub(crate) fn test_space(dimension: usize) -> Space {
     }
 }
 
+/// The longest delay a server's 429 is obeyed for (a longer one is cut to it): a shared
+/// pause further ahead than this is stale (see `distributed::limiter`).
+pub const MAX_SERVER_DELAY: std::time::Duration = std::time::Duration::from_secs(900);
+
 /// Why a batch could not be embedded. The variant decides what the service does next:
 /// retry, wait for the server, or stop the run.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -75,6 +79,29 @@ pub enum EmbedError {
 }
 
 impl EmbedError {
+    /// The same error with `f` applied to every text it holds (for redaction).
+    pub(crate) fn map_text(self, f: impl Fn(String) -> String) -> EmbedError {
+        match self {
+            EmbedError::Setup(t) => EmbedError::Setup(f(t)),
+            EmbedError::Rejected { status, message } => EmbedError::Rejected {
+                status,
+                message: f(message),
+            },
+            EmbedError::RateLimited { retry_after } => EmbedError::RateLimited { retry_after },
+            EmbedError::DailyQuota { quota } => EmbedError::DailyQuota { quota: f(quota) },
+            EmbedError::Transient(t) => EmbedError::Transient(f(t)),
+            EmbedError::Unreachable(t) => EmbedError::Unreachable(f(t)),
+            EmbedError::Stalled {
+                seconds,
+                last_error,
+            } => EmbedError::Stalled {
+                seconds,
+                last_error: f(last_error),
+            },
+            EmbedError::BadAnswer(t) => EmbedError::BadAnswer(f(t)),
+        }
+    }
+
     /// Errors after which no other request can succeed: the run stops.
     pub fn is_fatal(&self) -> bool {
         matches!(

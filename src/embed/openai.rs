@@ -12,7 +12,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::http::{
-    ApiKey, check_url, client, error_message, parse_seconds, status_error, transport_error,
+    ApiKey, bad_json, check_url, client, error_message, parse_seconds, status_error,
+    transport_error,
 };
 use super::{EmbedError, Provider, Space, check_answer, normalize};
 
@@ -73,7 +74,16 @@ impl OpenAiProvider {
         Ok(provider)
     }
 
+    /// One request; its errors have the key scrubbed from them (they may quote the answer).
     async fn request(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let answer = self.send(texts).await;
+        match &self.key {
+            Some(k) => answer.map_err(|e| k.scrub(e)),
+            None => answer,
+        }
+    }
+
+    async fn send(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
         let mut req = self
             .client
             .post(&self.url)
@@ -89,9 +99,12 @@ impl OpenAiProvider {
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .and_then(parse_seconds);
+        // The key is taken out of the answer before anything reads it, so no message cut
+        // from it can hold part of the key.
         let body = response
             .text()
             .await
+            .map(|b| key.map_or(b.clone(), |k| k.redact(&b)))
             .map_err(|e| transport_error(&e, key))?;
         if status == 429 {
             return Err(EmbedError::RateLimited { retry_after });
@@ -99,14 +112,12 @@ impl OpenAiProvider {
         if status != 200 {
             let message = error_message(&body, 200);
             let message = match key {
-                Some(k) => format!("{}{}", k.redact(&message), super::gemini::hint(status, k)),
+                Some(k) => format!("{message}{}", super::gemini::hint(status, k)),
                 None => message,
             };
             return Err(status_error(status, message));
         }
-        let mut answer: Answer = serde_json::from_str(&body).map_err(|e| {
-            EmbedError::BadAnswer(format!("response is not the expected JSON: {e}"))
-        })?;
+        let mut answer: Answer = serde_json::from_str(&body).map_err(|e| bad_json(&e))?;
         answer.data.sort_by_key(|i| i.index);
         let mut vectors: Vec<Vec<f32>> = answer.data.into_iter().map(|i| i.embedding).collect();
         vectors.iter_mut().for_each(|v| normalize(v));
