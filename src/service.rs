@@ -499,12 +499,23 @@ async fn watchdog(inner: Arc<Inner>) {
             continue;
         }
         if now.duration_since(since) >= limit {
-            let last_error = inner
+            let own = inner
                 .last_error
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .clone()
-                .unwrap_or_else(|| "none (requests were still waiting for an answer)".into());
+                .clone();
+            // A shared limiter that cannot reach Redis holds every request back: name it.
+            let redis = inner
+                .shared
+                .as_ref()
+                .and_then(|s| s.limiter.as_ref()?.last_error())
+                .map(|e| format!("{e} (the shared limiter cannot reach Redis)"));
+            let last_error = match (own, redis) {
+                (Some(own), Some(redis)) => format!("{own}; {redis}"),
+                (own, redis) => own
+                    .or(redis)
+                    .unwrap_or_else(|| "none (requests were still waiting for an answer)".into()),
+            };
             inner.stop_fatal(&EmbedError::Stalled {
                 seconds: limit.as_secs_f64(),
                 last_error,

@@ -22,12 +22,19 @@ use crate::limit::{LimitSettings, RpmCounts};
 /// The admission script. KEYS: rpm, interval, tpm, leases, pause, the per-second counters'
 /// prefix, the settings. ARGV: lease id, lease TTL (us), most leases, then (period us, burst,
 /// cells) for rpm, interval and tpm (period 0: that schedule is off), then the request's texts,
-/// the per-minute limit and its unit (for `puzzlegen status`). Answers 0 (admitted, lease
-/// taken: the second's counters bumped) or the microseconds to wait.
+/// the per-minute limit and its unit (for `puzzlegen status`), then the longest pause a server
+/// can ask for (us). Answers 0 (admitted, lease taken: the second's counters bumped), the
+/// microseconds to wait, or minus how far ahead a stale pause was (one further ahead than any
+/// server delay, or not a number: it is deleted, and the caller says so).
 const ACQUIRE: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local pause = tonumber(redis.call('GET', KEYS[5]) or '0')
+if pause == nil or pause - now > tonumber(ARGV[16]) then
+  redis.call('DEL', KEYS[5])
+  if pause == nil then return -1 end
+  return -(pause - now)
+end
 if pause > now then return pause - now end
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
 if redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[3]) then
@@ -40,7 +47,7 @@ for i = 0, 2 do
   if period > 0 then
     local burst = tonumber(ARGV[5 + i * 3])
     local cells = tonumber(ARGV[6 + i * 3])
-    local tat = tonumber(redis.call('GET', KEYS[1 + i]) or '0')
+    local tat = tonumber(redis.call('GET', KEYS[1 + i]) or '0') or 0
     if tat < now then tat = now end
     local next_tat = tat + cells * period
     local allow_at = next_tat - burst * period
@@ -68,6 +75,14 @@ redis.call('EXPIRE', second, 65)
 redis.call('HSET', KEYS[7], 'per_minute', ARGV[14], 'unit', ARGV[15], 'concurrency', ARGV[3])
 redis.call('EXPIRE', KEYS[7], 86400)
 return 0
+"#;
+
+/// KEYS[1]: the leases. ARGV: the lease id, its TTL (us). Moves an existing lease's expiry to
+/// now + TTL (on the Redis clock); a lease already gone stays gone.
+const RENEW: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+return redis.call('ZADD', KEYS[1], 'XX', 'CH', string.format('%.0f', now + tonumber(ARGV[2])), ARGV[1])
 "#;
 
 /// KEYS[1]: the pause key, KEYS[2]: the 429 counter. ARGV[1]: the delay in microseconds.
@@ -124,18 +139,21 @@ pub struct GlobalLimiter {
     process: String,
     /// Redis errors met while acquiring (the limiter then waits and tries again).
     errors: Arc<AtomicU64>,
+    last_error: std::sync::Mutex<Option<String>>,
 }
 
-/// A lease on one of the global concurrency slots: released when dropped (or when it
-/// expires, if the process dies first).
+/// A lease on one of the global concurrency slots: renewed while held, released when
+/// dropped; if its process dies, it expires one lease TTL after the last renewal.
 pub struct GlobalPermit {
     redis: Redis,
     leases: String,
     id: String,
+    renew: tokio::task::AbortHandle,
 }
 
 impl Drop for GlobalPermit {
     fn drop(&mut self) {
+        self.renew.abort();
         let mut conn = self.redis.conn.clone();
         let (leases, id) = (self.leases.clone(), self.id.clone());
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
@@ -153,7 +171,8 @@ impl Drop for GlobalPermit {
 impl GlobalLimiter {
     /// The limiter of `provider` reached with the key in variable `key_variable` for `model`,
     /// with the limits of `s` (`max_batch` as for [`crate::limit::Limiter::new`]). A lease
-    /// expires after `lease_ttl` if its holder never releases it.
+    /// is renewed while its request runs and expires `lease_ttl` after its holder stopped
+    /// renewing it (died).
     pub fn new(
         redis: Redis,
         provider: &str,
@@ -194,6 +213,7 @@ impl GlobalLimiter {
             next_lease: AtomicU64::new(0),
             process: format!("{}-{:x}", std::process::id(), unique()),
             errors: Arc::new(AtomicU64::new(0)),
+            last_error: std::sync::Mutex::new(None),
         }
     }
 
@@ -254,20 +274,38 @@ impl GlobalLimiter {
                 .arg(match self.counts {
                     RpmCounts::Items => "items",
                     RpmCounts::Requests => "requests",
-                });
+                })
+                .arg(crate::embed::MAX_SERVER_DELAY.as_micros() as u64);
             let mut conn = self.redis.conn.clone();
             match cmd.query_async::<i64>(&mut conn).await {
                 Ok(0) => {
-                    return GlobalPermit {
-                        redis: self.redis.clone(),
-                        leases: self.key("leases"),
-                        id,
-                    };
+                    // Redis answers again: an earlier error no longer explains a stall.
+                    self.last_error
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .take();
+                    return self.permit(id);
+                }
+                Ok(stale) if stale < 0 => {
+                    tracing::warn!(
+                        "Redis limiter at {}: the shared 429 pause {} was {}, longer than any \
+                         delay a server can ask for ({} s): treated as stale and removed",
+                        self.redis.shown(),
+                        self.key("pause"),
+                        if stale == -1 {
+                            "not a number".to_owned()
+                        } else {
+                            format!("{:.0} s ahead", -stale as f64 / 1e6)
+                        },
+                        crate::embed::MAX_SERVER_DELAY.as_secs()
+                    );
                 }
                 Ok(wait) => {
                     tokio::time::sleep(Duration::from_micros(wait.max(500) as u64)).await;
                 }
                 Err(e) => {
+                    *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(format!("Redis at {}: {}", self.redis.shown(), describe(&e)));
                     let n = self.errors.fetch_add(1, Ordering::Relaxed);
                     if n.is_multiple_of(20) {
                         tracing::warn!(
@@ -306,6 +344,41 @@ impl GlobalLimiter {
     /// Redis errors met while acquiring.
     pub fn errors(&self) -> u64 {
         self.errors.load(Ordering::Relaxed)
+    }
+
+    /// The last Redis error met while acquiring (for the stall message: a run that waits on
+    /// an unreachable Redis names it as the cause).
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Lease `id`, just taken, renewed every third of the lease TTL until dropped.
+    fn permit(&self, id: String) -> GlobalPermit {
+        let (mut conn, leases) = (self.redis.conn.clone(), self.key("leases"));
+        let (lease, ttl) = (id.clone(), self.lease_ttl);
+        let renew = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                let _ = redis::cmd("EVAL")
+                    .arg(RENEW)
+                    .arg(1)
+                    .arg(&leases)
+                    .arg(&lease)
+                    .arg(ttl.as_micros() as u64)
+                    .query_async::<i64>(&mut conn)
+                    .await;
+            }
+        })
+        .abort_handle();
+        GlobalPermit {
+            redis: self.redis.clone(),
+            leases: self.key("leases"),
+            id,
+            renew,
+        }
     }
 }
 

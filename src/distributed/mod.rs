@@ -160,7 +160,7 @@ pub struct SharedSetup {
     pub redis: Redis,
     /// `None` for providers without a rate limit (the local model): only the cache is shared.
     pub limiter: Option<LimiterName>,
-    /// How long a concurrency lease outlives a holder that died (longer than any request).
+    /// How long a concurrency lease outlives a holder that stopped renewing it (died).
     pub lease_ttl: Duration,
 }
 

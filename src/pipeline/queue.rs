@@ -110,13 +110,13 @@ pub async fn coordinate(
     let own = CancellationToken::new();
     let local = tokio::spawn(work_on(
         redis.clone(),
-        service,
+        Arc::clone(&service),
         run.clone(),
         heart,
         slots,
         own.clone(),
     ));
-    let waited = wait_for_results(&mut conn, &run, queued, stop).await;
+    let waited = wait_for_results(&mut conn, &run, queued, &service, stop).await;
     own.cancel();
     let _ = local.await;
     beat.stop().await;
@@ -238,10 +238,14 @@ async fn finish(conn: &mut ConnectionManager, run: &str) {
     let _ = pipe.query_async::<()>(conn).await;
 }
 
+/// Waits until every task of `run` has a result, the run is stopped, or this process's
+/// service met an error after which no request can succeed (a stall, a refused key): the run
+/// then ends as it would alone, with that error, instead of waiting for workers.
 async fn wait_for_results(
     conn: &mut ConnectionManager,
     run: &str,
     queued: usize,
+    service: &EmbeddingService,
     stop: &CancellationToken,
 ) -> Result<HashMap<String, String>, String> {
     loop {
@@ -250,7 +254,7 @@ async fn wait_for_results(
             .query_async(conn)
             .await
             .map_err(|e| crate::distributed::describe(&e))?;
-        if done >= queued || stop.is_cancelled() {
+        if done >= queued || stop.is_cancelled() || service.fatal_error().is_some() {
             return redis::cmd("HGETALL")
                 .arg(results_key(run))
                 .query_async(conn)
@@ -362,7 +366,9 @@ async fn work_on(
         );
         set.spawn(async move {
             let consumer = format!("{}-{slot}", heart.id);
-            while !stop.is_cancelled() {
+            // After a fatal error each slot hands its task back once and stops (the run ends
+            // with the error); it never takes a task it cannot serve.
+            while !stop.is_cancelled() && service.fatal_error().is_none() {
                 if !one_task(&redis, &service, &heart, &run, &consumer, &stop).await {
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_millis(100)) => {}

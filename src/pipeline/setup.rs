@@ -202,6 +202,9 @@ pub fn make_plan_until(
 
 // --- distributed (Redis) ---------------------------------------------------------------------
 
+/// How long a concurrency lease outlives a process that stopped renewing it (died).
+const LEASE_TTL: Duration = Duration::from_secs(10);
+
 /// Connects to the Redis the config names, if any, and names the global limiter by provider,
 /// API-key variable and model (the local model has no limiter: only the cache is shared).
 pub(super) async fn shared_setup(
@@ -211,34 +214,25 @@ pub(super) async fn shared_setup(
         return Ok(None);
     };
     let g = &config.gemini;
-    let (limiter, request_timeout) = match &config.provider {
-        ProviderSettings::Local { .. } => (None, g.request_timeout),
-        ProviderSettings::Gemini => (
-            Some(crate::distributed::LimiterName {
-                provider: "gemini".into(),
-                key_variable: g.api_key_env.clone(),
-                model: g.model_id.clone(),
-            }),
-            g.request_timeout,
-        ),
+    let limiter = match &config.provider {
+        ProviderSettings::Local { .. } => None,
+        ProviderSettings::Gemini => Some(crate::distributed::LimiterName {
+            provider: "gemini".into(),
+            key_variable: g.api_key_env.clone(),
+            model: g.model_id.clone(),
+        }),
         ProviderSettings::Openai {
-            model,
-            api_key_env,
-            request_timeout,
-            ..
-        } => (
-            Some(crate::distributed::LimiterName {
-                provider: "openai".into(),
-                key_variable: api_key_env.clone().unwrap_or_default(),
-                model: model.clone(),
-            }),
-            *request_timeout,
-        ),
+            model, api_key_env, ..
+        } => Some(crate::distributed::LimiterName {
+            provider: "openai".into(),
+            key_variable: api_key_env.clone().unwrap_or_default(),
+            model: model.clone(),
+        }),
     };
     Ok(Some(crate::distributed::SharedSetup {
         redis,
         limiter,
-        // A request never lasts longer than its timeout: a lease outlives it a little.
-        lease_ttl: request_timeout + Duration::from_secs(5),
+        // Renewed while its request runs: a dead process's leases free within this.
+        lease_ttl: LEASE_TTL,
     }))
 }

@@ -1,8 +1,10 @@
 //! Helpers shared by the integration tests.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// The API key the tests give the mock server and puzzlegen.
 pub const KEY: &str = "test-KEY-sekrit-4711";
@@ -45,6 +47,33 @@ pub fn puzzlegen(dir: &Path) -> assert_cmd::Command {
     let mut cmd = assert_cmd::Command::from_std(command(dir));
     cmd.timeout(Duration::from_secs(180));
     cmd
+}
+
+/// What a finished `puzzlegen` did.
+pub struct Finished {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub seconds: f64,
+}
+
+impl Finished {
+    /// Exit code, stdout and stderr, for assertion messages.
+    pub fn all(&self) -> String {
+        format!("exit {}\n{}\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+/// Runs `cmd` to the end and collects what it did.
+pub fn finish(cmd: &mut assert_cmd::Command) -> Finished {
+    let t = Instant::now();
+    let out = cmd.output().unwrap();
+    Finished {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        seconds: t.elapsed().as_secs_f64(),
+    }
 }
 
 /// Starts `puzzlegen run --config params.yaml` in `dir` ([`command`]), its output piped.
@@ -325,4 +354,127 @@ pub fn window_budget_provider(base_url: &str) -> puzzlegen::embed::gemini::Gemin
         request_timeout: Duration::from_secs(1),
     })
     .unwrap()
+}
+
+/// A `redis-server` of a test: a free loopback port, append-only file in its own temporary
+/// directory, no snapshots. Killed when dropped.
+pub struct RedisServer {
+    child: Child,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        Self::start_with(&[])
+    }
+
+    /// Started with extra arguments (`--requirepass`, ...).
+    pub fn start_with(extra: &[&str]) -> RedisServer {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = spawn_redis(port, dir.path(), extra);
+        let server = RedisServer { child, port, dir };
+        server.wait_for_ping();
+        server
+    }
+
+    pub fn wait_for_ping(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.answers_ping() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on port {} never answered PING",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the server (as a crash would), then starts it again on the same port and data
+    /// directory (its append-only file) after `down`.
+    pub fn crash_and_restart(&mut self, down: Duration) {
+        self.kill();
+        std::thread::sleep(down);
+        self.child = spawn_redis(self.port, self.dir.path(), &[]);
+        self.wait_for_ping();
+    }
+
+    /// Kills the server for good (as a crash would).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// True once the server answers PING (or asks for a password: it is up).
+    pub fn answers_ping(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        if s.write_all(b"PING\r\n").is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 64];
+        match s.read(&mut buf) {
+            Ok(n) => buf[..n].starts_with(b"+PONG") || buf[..n].starts_with(b"-NOAUTH"),
+            Err(_) => false,
+        }
+    }
+
+    /// How many results the (one) queue run on this server holds, as Redis answers (`:N`).
+    pub fn results_of_the_run(&self) -> String {
+        self.command(&[
+            "EVAL",
+            "local k = redis.call('KEYS', 'puzzlegen:queue:*:results') return redis.call('HLEN', k[1])",
+            "0",
+        ])
+    }
+
+    /// Sends one command (no password) and returns the raw answer.
+    pub fn command(&self, args: &[&str]) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(req.as_bytes()).unwrap();
+        let mut buf = vec![0u8; 1 << 16];
+        let n = s.read(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn_redis(port: u16, dir: &Path, extra: &[&str]) -> Child {
+    Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--appendonly", "yes", "--save", ""])
+        .arg("--dir")
+        .arg(dir)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot start redis-server ({e}): install it: apt-get install -y redis-server")
+        })
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

@@ -2,8 +2,6 @@
 //! the global limiter and the shared cache tier. Each test starts its own `redis-server` on a
 //! free loopback port ([`RedisServer`]) and its own mock Gemini.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -18,126 +16,7 @@ use puzzlegen::embed::Provider;
 use puzzlegen::limit::{LimitSettings, MINUTE, RpmCounts};
 use puzzlegen::service::{EmbeddingService, ServiceOptions};
 
-use crate::common::{self, KEY};
-
-/// A `redis-server` of this test: a free loopback port, append-only file in its own temporary
-/// directory, no snapshots. Killed when dropped.
-struct RedisServer {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        Self::start_with(&[])
-    }
-
-    /// Started with extra arguments (`--requirepass`, ...).
-    fn start_with(extra: &[&str]) -> RedisServer {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let child = spawn_redis(port, dir.path(), extra);
-        let server = RedisServer { child, port, dir };
-        server.wait_for_ping();
-        server
-    }
-
-    fn wait_for_ping(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.answers_ping() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on port {} never answered PING",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Kills the server (as a crash would), then starts it again on the same port and data
-    /// directory (its append-only file) after `down`.
-    fn crash_and_restart(&mut self, down: Duration) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        std::thread::sleep(down);
-        self.child = spawn_redis(self.port, self.dir.path(), &[]);
-        self.wait_for_ping();
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    /// True once the server answers PING (or asks for a password: it is up).
-    fn answers_ping(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-        if s.write_all(b"PING\r\n").is_err() {
-            return false;
-        }
-        let mut buf = [0u8; 64];
-        match s.read(&mut buf) {
-            Ok(n) => buf[..n].starts_with(b"+PONG") || buf[..n].starts_with(b"-NOAUTH"),
-            Err(_) => false,
-        }
-    }
-
-    /// How many results the (one) queue run on this server holds, as Redis answers (`:N`).
-    fn results_of_the_run(&self) -> String {
-        self.command(&[
-            "EVAL",
-            "local k = redis.call('KEYS', 'puzzlegen:queue:*:results') return redis.call('HLEN', k[1])",
-            "0",
-        ])
-    }
-
-    /// Sends one command (no password) and returns the raw answer.
-    fn command(&self, args: &[&str]) -> String {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let mut req = format!("*{}\r\n", args.len());
-        for a in args {
-            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-        }
-        s.write_all(req.as_bytes()).unwrap();
-        let mut buf = vec![0u8; 1 << 16];
-        let n = s.read(&mut buf).unwrap();
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_redis(port: u16, dir: &Path, extra: &[&str]) -> Child {
-    Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--appendonly", "yes", "--save", ""])
-        .arg("--dir")
-        .arg(dir)
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot start redis-server ({e}): install it: apt-get install -y redis-server")
-        })
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::common::{self, KEY, RedisServer, free_port};
 
 /// A workload of `themes` themes of `words` candidates each, every name starting `prefix`.
 /// Asserts that the puzzles `dir` wrote equal, timings aside, those of the same workload
@@ -565,53 +444,66 @@ fn strip_times(json: &str) -> serde_json::Value {
     v
 }
 
-/// Concurrency leases: a holder that dies without releasing frees its slot once its lease
-/// expires; a released lease frees it at once. Below the binary, with the library's limiter.
+/// Concurrency leases: a lease is renewed while its holder lives (a request longer than the
+/// lease TTL keeps its slot); a holder that dies without releasing frees its slot one TTL after
+/// its last renewal; a released lease frees it at once. Below the binary, with the library's
+/// limiter.
 #[test]
 fn a_dead_holders_lease_expires_and_frees_its_slot() {
     let redis = RedisServer::start();
+    let settings = DistributedSettings {
+        redis_url: Some(RedisUrl::new(redis.url())),
+        redis_password_env: None,
+    };
+    let limits = LimitSettings {
+        requests_per_minute: 1e6,
+        rpm_counts: RpmCounts::Requests,
+        min_request_interval: Duration::ZERO,
+        tokens_per_minute: None,
+        max_concurrent_requests: 1,
+        window: MINUTE,
+    };
+    let ttl = Duration::from_millis(400);
+    let limiter = |c: Redis| GlobalLimiter::new(c, "gemini", "KEYVAR", "m", &limits, 10, ttl);
+    // A process that takes the slot and dies holding it: its runtime (and so its renewals)
+    // ends with the thread.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let doomed = tokio::runtime::Runtime::new().unwrap();
+            doomed.block_on(async {
+                let conn = Redis::connect(&settings).await.unwrap().unwrap();
+                std::mem::forget(limiter(conn).acquire(1, 1).await);
+            });
+        });
+    });
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let settings = DistributedSettings {
-            redis_url: Some(RedisUrl::new(redis.url())),
-            redis_password_env: None,
-        };
         let conn = Redis::connect(&settings).await.unwrap().unwrap();
-        let limits = LimitSettings {
-            requests_per_minute: 1e6,
-            rpm_counts: RpmCounts::Requests,
-            min_request_interval: Duration::ZERO,
-            tokens_per_minute: None,
-            max_concurrent_requests: 1,
-            window: MINUTE,
-        };
-        let ttl = Duration::from_millis(400);
-        let limiter = |c: Redis| GlobalLimiter::new(c, "gemini", "KEYVAR", "m", &limits, 10, ttl);
         let (one, two) = (limiter(conn.clone()), limiter(conn.clone()));
-        // Released: the other gets the slot at once.
+        // The dead holder's slot comes back when its lease expires.
+        let t = Instant::now();
         let permit = one.acquire(1, 1).await;
-        drop(permit);
-        let t = Instant::now();
-        let permit = two.acquire(1, 1).await;
-        assert!(
-            t.elapsed() < Duration::from_millis(200),
-            "{:?}",
-            t.elapsed()
-        );
-        // Never released (its holder "died"): the slot comes back when the lease expires.
-        std::mem::forget(permit);
-        let t = Instant::now();
-        let _p = one.acquire(1, 1).await;
         let waited = t.elapsed();
+        assert!(waited < Duration::from_secs(3), "{waited:?}");
+        // A live holder keeps its slot for three TTLs (renewed), then releases it: the other
+        // gets it at once.
+        let taken = tokio::spawn(async move {
+            let t = Instant::now();
+            let _p = two.acquire(1, 1).await;
+            t.elapsed()
+        });
+        tokio::time::sleep(ttl * 3).await;
+        assert!(!taken.is_finished(), "a renewed lease was taken over");
+        drop(permit);
+        let waited = taken.await.unwrap();
         assert!(
-            (Duration::from_millis(300)..Duration::from_millis(1500)).contains(&waited),
+            (ttl * 3..ttl * 3 + Duration::from_millis(1500)).contains(&waited),
             "{waited:?}"
         );
         // A 429 pause set by one holds for every process sharing the limiter.
-        drop(_p);
         one.back_off(Duration::from_millis(300)).await;
         let t = Instant::now();
-        let _p = two.acquire(1, 1).await;
+        let _p = one.acquire(1, 1).await;
         assert!(
             t.elapsed() >= Duration::from_millis(250),
             "{:?}",

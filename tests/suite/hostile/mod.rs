@@ -7,3 +7,4 @@ mod inputs;
 mod limits;
 mod network;
 mod outputs;
+mod shared;

@@ -4,25 +4,10 @@
 //! retried and an HTML error page is cut to one line; the summary counts only requests sent.
 
 use std::path::Path;
-use std::time::Instant;
 
 use mock_gemini::{BlockingMockServer, FixedAnswer, MockConfig, start_blocking};
 
-use crate::common::{self, KEY, puzzlegen};
-
-/// What a run of the binary did.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-    seconds: f64,
-}
-
-impl Run {
-    fn all(&self) -> String {
-        format!("exit {}\n{}\n{}", self.code, self.stdout, self.stderr)
-    }
-}
+use crate::common::{self, Finished, KEY, puzzlegen};
 
 fn mock(f: impl FnOnce(&mut MockConfig)) -> BlockingMockServer {
     start_blocking(common::mock_config(3, f)).unwrap()
@@ -34,19 +19,12 @@ fn workspace(base_url: &str, gemini_extra: &str) -> tempfile::TempDir {
 }
 
 /// Runs `puzzlegen run` in `dir` at the default log level with `key` in the key variable.
-fn run(dir: &Path, key: &str) -> Run {
-    let t = Instant::now();
-    let out = puzzlegen(dir)
-        .env("PUZZLEGEN_TEST_KEY", key)
-        .args(["run", "--config", "params.yaml"])
-        .output()
-        .unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        seconds: t.elapsed().as_secs_f64(),
-    }
+fn run(dir: &Path, key: &str) -> Finished {
+    common::finish(puzzlegen(dir).env("PUZZLEGEN_TEST_KEY", key).args([
+        "run",
+        "--config",
+        "params.yaml",
+    ]))
 }
 
 #[test]
