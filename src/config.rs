@@ -288,7 +288,14 @@ pub struct EngineSettings {
     pub worker_count: usize,
     pub task_timeout: Duration,
     pub max_concurrent_requests: usize,
+    /// How long requests and themes in flight may take to finish once the run is told to
+    /// stop (a signal). Not a params.yaml key: [`DEFAULT_STOP_GRACE`] for the CLI; a caller
+    /// that must answer a signal at once (the Python package) sets it shorter.
+    pub stop_grace: Duration,
 }
+
+/// Default of [`EngineSettings::stop_grace`].
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Output files and their precision (`output` + `paths`), all resolved to paths.
 #[derive(Debug, Clone)]
@@ -677,6 +684,7 @@ impl EngineSettings {
                 1,
                 MAX_CONCURRENCY,
             )?,
+            stop_grace: DEFAULT_STOP_GRACE,
         };
         if let Some(n) = m.tasks_per_batch {
             v.at_least("multiprocessing.tasks_per_batch", n, 1)?;

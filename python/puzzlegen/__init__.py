@@ -14,7 +14,7 @@ A drop-in for the original pipeline's three entry points, backed by the Rust eng
   ``with limiter.acquire_request_slot(): ...``.
 - ``ApiError``: the embedding API refused the key or the quota is used up.
 
-The GIL is released while Rust works; Ctrl-C raises KeyboardInterrupt within a second.
+The GIL is released while Rust works; Ctrl-C raises KeyboardInterrupt within about a second (requests in flight are given up).
 Engine log lines go to stderr (warnings; ``PUZZLEGEN_LOG=info`` for more).
 """
 

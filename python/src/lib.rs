@@ -31,9 +31,13 @@ pyo3::create_exception!(
 /// How often a waiting call checks for signals.
 const POLL: Duration = Duration::from_millis(50);
 
-/// How long a call interrupted by a signal waits for the Rust work to wind down before it
-/// raises (the work finishes on its own thread meanwhile; the cache stays consistent).
-const INTERRUPT_GRACE: Duration = Duration::from_millis(700);
+/// Longest a call interrupted by a signal waits for the Rust work to wind down before it
+/// raises anyway (a second signal raises at once). The work is told to stop first and gives up
+/// requests in flight (see `processor`), so it normally ends well within a second: the call
+/// raises only once nothing of it touches the cache any more. That matters: this module has
+/// its own SQLite, and a second copy in the process (Python's `sqlite3`) opening the database
+/// while the first still has it open can lose the first one's locks.
+const INTERRUPT_WAIT: Duration = Duration::from_secs(10);
 
 /// The process-wide runtime every call runs on.
 fn runtime() -> &'static tokio::runtime::Runtime {
@@ -70,8 +74,8 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 
 /// Runs `work` on a new thread (with the process runtime at hand), panics caught, and waits for
 /// it with the GIL released. A signal handler that raises (Ctrl-C: `KeyboardInterrupt`) ends
-/// the wait: `on_interrupt` is called (it should make the work stop), the work gets
-/// [`INTERRUPT_GRACE`] to end, then the exception is raised.
+/// the wait: `on_interrupt` is called (it should make the work stop), the work is waited for
+/// (up to [`INTERRUPT_WAIT`], or until another signal), then the exception is raised.
 fn run_interruptible<T: Send + 'static>(
     py: Python<'_>,
     work: impl FnOnce() -> T + Send + 'static,
@@ -89,7 +93,9 @@ fn run_interruptible<T: Send + 'static>(
     out.map_err(|m| PyRuntimeError::new_err(format!("internal error in puzzlegen: {m}")))
 }
 
-/// Waits for one message on `rx`, GIL released, checking for signals every [`POLL`].
+/// Waits for one message on `rx`, GIL released, checking for signals every [`POLL`]. A signal
+/// wins whenever it comes, even while the work is handing over its answer: the call then
+/// raises, once the work has ended (see [`wait_for_the_end`]).
 fn wait_interruptible<T: Send>(
     py: Python<'_>,
     mut rx: Receiver<T>,
@@ -99,6 +105,13 @@ fn wait_interruptible<T: Send>(
         // The receiver goes in and out by value: it is Send but not Sync.
         let (got, back) = py.allow_threads(move || (rx.recv_timeout(POLL), rx));
         rx = back;
+        if let Err(e) = py.check_signals() {
+            on_interrupt();
+            if matches!(got, Err(RecvTimeoutError::Timeout)) {
+                wait_for_the_end(py, rx);
+            }
+            return Err(e);
+        }
         match got {
             Ok(v) => return Ok(v),
             Err(RecvTimeoutError::Disconnected) => {
@@ -108,17 +121,19 @@ fn wait_interruptible<T: Send>(
             }
             Err(RecvTimeoutError::Timeout) => {}
         }
-        if let Err(e) = py.check_signals() {
-            on_interrupt();
-            let until = Instant::now() + INTERRUPT_GRACE;
-            py.allow_threads(move || {
-                while let Some(left) = until.checked_duration_since(Instant::now()) {
-                    if rx.recv_timeout(left.min(POLL)).is_ok() {
-                        break;
-                    }
-                }
-            });
-            return Err(e);
+    }
+}
+
+/// After a signal: waits, GIL released in short steps, until the work has answered (or
+/// dropped its sender), for at most [`INTERRUPT_WAIT`]; another signal ends the wait at once
+/// (that exception is dropped: the first one is raised).
+fn wait_for_the_end<T: Send>(py: Python<'_>, mut rx: Receiver<T>) {
+    let until = Instant::now() + INTERRUPT_WAIT;
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        let (got, back) = py.allow_threads(move || (rx.recv_timeout(left.min(POLL)), rx));
+        rx = back;
+        if !matches!(got, Err(RecvTimeoutError::Timeout)) || py.check_signals().is_err() {
+            return;
         }
     }
 }

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -135,8 +136,9 @@ impl ImprovedGeminiTaskProcessor {
     /// `embedding`, `similarity_to_theme`, `rank`, `dataset`), as the puzzle CSV.
     ///
     /// Raises ValueError for bad input or configuration, puzzlegen.ApiError when the API
-    /// refuses the key or the quota is used up, KeyboardInterrupt on Ctrl-C (within a second;
-    /// the cache keeps everything received).
+    /// refuses the key or the quota is used up, KeyboardInterrupt on Ctrl-C (within about a
+    /// second: requests in flight are given up; the cache keeps everything received, and is
+    /// closed when the exception is raised).
     fn process_themes<'py>(
         &self,
         py: Python<'py>,
@@ -167,6 +169,9 @@ impl ImprovedGeminiTaskProcessor {
     }
 }
 
+/// How long requests and themes in flight may go on once the call is interrupted.
+const STOP_GRACE: Duration = Duration::from_millis(250);
+
 /// The run, on a runtime thread: setup as `pipeline::run` does, then `run_with`.
 async fn process(
     mut config: Config,
@@ -180,6 +185,9 @@ async fn process(
     };
     report::check_targets(&config).map_err(|e| Failure::Value(e.to_string()))?;
     report::remove_stale_temps(&config);
+    // Ctrl-C answers at once: requests in flight are given up rather than waited for (their
+    // texts are embedded again by the next call), so the call raises within about a second.
+    config.engine.stop_grace = STOP_GRACE;
     // Messages about the inputs name the arguments, not the config's input files.
     config.themes_file = PathBuf::from("themes");
     config.candidates_file = PathBuf::from("candidates_dict");

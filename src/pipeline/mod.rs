@@ -41,9 +41,6 @@ use crate::theme::ThemeWorker;
 use crate::words::{ThemeResult, ThemeScores};
 use prefetch::Prefetch;
 
-/// How long requests and themes in flight may take to finish once the run is told to stop.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
 /// How long assembly goes on once the run is told to stop (then the puzzles left are skipped).
 pub const ASSEMBLY_GRACE: Duration = Duration::from_millis(300);
 
@@ -334,7 +331,7 @@ pub async fn run_with(
         config.engine.worker_count,
         config.engine.task_timeout,
         stop.clone(),
-        SHUTDOWN_GRACE,
+        config.engine.stop_grace,
     );
     if let Some(redis) = queue {
         engine = engine.with_before(distribute(config, redis, &run, inputs, &stop));
@@ -379,6 +376,7 @@ pub async fn run_with(
             slots_filled,
         },
         &stop,
+        config.engine.stop_grace,
     )
     .await
 }
@@ -440,7 +438,7 @@ pub async fn worker(config: &Config, stop: CancellationToken) -> Result<(), RunE
         stop,
     )
     .await;
-    service.shutdown(SHUTDOWN_GRACE).await;
+    service.shutdown(config.engine.stop_grace).await;
     service.cache().close()?;
     match service.fatal_error() {
         Some(e) => Err(RunError::Provider(e)),
@@ -669,9 +667,10 @@ async fn close_run(
     plan: Plan,
     done: Assembled,
     stop: &CancellationToken,
+    grace: Duration,
 ) -> Result<RunResult, RunError> {
     let service = run.service;
-    service.shutdown(SHUTDOWN_GRACE).await;
+    service.shutdown(grace).await;
     let stats = service.stats();
     service
         .cache()
