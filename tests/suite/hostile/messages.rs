@@ -1,7 +1,12 @@
 //! Hostile cases: what the tool says and shows. A wrongly typed value anywhere in params.yaml
-//! is named by its dotted key and the type expected.
+//! is named by its dotted key and the type expected; a journal left by a run in another
+//! embedding space is said to be unusable, not "held".
 
-use crate::common::{self, puzzlegen};
+use std::time::{Duration, Instant};
+
+use mock_gemini::{MockConfig, start_blocking};
+
+use crate::common::{self, finish, puzzlegen};
 
 #[test]
 fn a_wrongly_typed_value_in_params_names_the_file_its_dotted_key_and_the_type() {
@@ -46,4 +51,83 @@ fn a_wrongly_typed_value_in_params_names_the_file_its_dotted_key_and_the_type() 
         );
         assert!(!stderr.contains("column"), "{stderr}");
     }
+}
+
+#[test]
+fn a_journal_from_another_dimension_is_said_to_be_unusable() {
+    // A run at 768 dimensions killed once a theme is journalled: the server answers one
+    // request more each time the run's only request in flight is held at its gate.
+    let first = start_blocking(MockConfig {
+        dimension: 768,
+        ..MockConfig::default()
+    })
+    .unwrap();
+    let dir = common::gemini_dir(
+        &first.base_url(),
+        12,
+        9,
+        3,
+        "  request_timeout: 30
+",
+    );
+    let params = dir.path().join("params.yaml");
+    let yaml = std::fs::read_to_string(&params)
+        .unwrap()
+        .replace("max_concurrent_requests: 4", "max_concurrent_requests: 1");
+    std::fs::write(&params, &yaml).unwrap();
+    let journal = dir.path().join("out/run_journal.jsonl");
+    // Whole entries (a line cut short by the kill is no entry), not counting the header.
+    let entries = || {
+        std::fs::read_to_string(&journal).map_or(0, |t| t.matches('\n').count().saturating_sub(1))
+    };
+    let mut answers = 1;
+    first.hold_after(Some(answers));
+    let mut child = common::spawn_run(dir.path());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while entries() == 0 {
+        assert!(Instant::now() < deadline, "no theme journalled in a minute");
+        if first.held() > 0 {
+            answers += 1;
+            first.hold_after(Some(answers));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let held = entries();
+    let kept = std::fs::read(&journal).unwrap();
+
+    // Run again at 768 dimensions: the journal answers for it.
+    first.hold_after(None);
+    let resumed = finish(puzzlegen(dir.path()).args(["run", "--config", "params.yaml"]));
+    assert_eq!(resumed.code, 0, "{}", resumed.all());
+    let said = format!("resuming: the run journal holds {held} finished theme(s)");
+    assert!(
+        resumed.stderr.contains(&said),
+        "{said:?} not in {}",
+        resumed.stderr
+    );
+    assert!(!resumed.stderr.contains("not used"), "{}", resumed.stderr);
+    std::fs::write(&journal, kept).unwrap();
+
+    // The same job and journal at 384 dimensions: nothing in the journal answers for it.
+    let server = start_blocking(MockConfig {
+        dimension: 384,
+        ..MockConfig::default()
+    })
+    .unwrap();
+    let yaml = yaml
+        .replace(&first.base_url(), &server.base_url())
+        .replace("embedding_dimension: 768", "embedding_dimension: 384");
+    std::fs::write(&params, yaml).unwrap();
+    let run = finish(puzzlegen(dir.path()).args(["run", "--config", "params.yaml"]));
+    assert_eq!(run.code, 0, "{}", run.all());
+    let said = format!(
+        "run_journal.jsonl: {held} finished theme(s) from another embedding space or other \
+         candidates: not used"
+    );
+    assert!(run.stderr.contains(&said), "{said:?} not in {}", run.stderr);
+    assert!(!run.stderr.contains("resuming"), "{}", run.stderr);
+    // Every theme was embedded again, none taken from the journal.
+    assert_eq!(server.stats().texts_embedded, 12 * 10);
 }
