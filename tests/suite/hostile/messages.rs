@@ -1,6 +1,7 @@
 //! Hostile cases: what the tool says and shows. A wrongly typed value anywhere in params.yaml
 //! is named by its dotted key and the type expected; a journal left by a run in another
-//! embedding space is said to be unusable, not "held".
+//! embedding space is said to be unusable, not "held"; the review page shows control and bidi
+//! characters as visible markers and cuts overlong text, its whole text in a `title`.
 
 use std::time::{Duration, Instant};
 
@@ -130,4 +131,86 @@ fn a_journal_from_another_dimension_is_said_to_be_unusable() {
     assert!(!run.stderr.contains("resuming"), "{}", run.stderr);
     // Every theme was embedded again, none taken from the journal.
     assert_eq!(server.stats().texts_embedded, 12 * 10);
+}
+
+/// Characters that must never reach the page raw: bidi embeddings, overrides, isolates and
+/// marks, C0 and C1 controls.
+const HIDDEN: &[char] = &[
+    '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}', '\u{2066}', '\u{2067}', '\u{2068}',
+    '\u{2069}', '\u{200E}', '\u{200F}', '\u{0007}', '\u{001B}', '\u{0085}', '\u{009B}',
+];
+
+/// `html` without the values of its `title` attributes.
+fn without_titles(html: &str) -> String {
+    let mut parts = html.split("title=\"");
+    let mut out = parts.next().unwrap().to_owned();
+    for p in parts {
+        out.push_str(p.split_once('"').expect("a closed title").1);
+    }
+    out
+}
+
+#[test]
+fn the_review_page_shows_hidden_characters_as_markers_and_cuts_overlong_text() {
+    let long_theme = format!("Overlong{}", "x".repeat(6000));
+    let long_word = format!("overlong{}", "y".repeat(6000));
+    let failing = format!("\u{202E}Failing{}", "z".repeat(6000));
+    let dir = tempfile::tempdir().unwrap();
+    common::write_params(dir.path(), 1, "");
+    let themes: [(&str, &[&str]); 5] = [
+        // Too few words: fails, and its name is in the failed themes.
+        (failing.as_str(), &["lonely"]),
+        (
+            "\u{202E}gnp.exe",
+            &["\u{202E}fdp.exe", "river", "lake", "sea"],
+        ),
+        (
+            "Rivers \u{202A}\u{202B}\u{202C}\u{202D} and \u{2066}\u{2067}\u{2068}\u{2069}",
+            &["\u{200E}left\u{200F}", "delta", "stream", "brook"],
+        ),
+        (
+            "Bells\u{0007} and \u{001B}[31mescapes\u{0085}\u{009B}",
+            &["ring\u{0007}", "chime", "gong", "tone"],
+        ),
+        (long_theme.as_str(), &[long_word.as_str(), "x", "xx", "xxx"]),
+    ];
+    common::write_inputs(dir.path(), &themes);
+    let run = finish(puzzlegen(dir.path()).args(["run", "--config", "params.yaml"]));
+    assert_eq!(run.code, 0, "{}", run.all());
+    let html = std::fs::read_to_string(dir.path().join("out/reports/puzzles.html")).unwrap();
+    for c in HIDDEN {
+        assert!(
+            !html.contains(*c),
+            "U+{:04X} raw in the page",
+            u32::from(*c)
+        );
+    }
+    for marker in [
+        "\u{27E8}U+202E\u{27E9}",
+        "\u{27E8}U+0007\u{27E9}",
+        "\u{27E8}U+0085\u{27E9}",
+    ] {
+        assert!(html.contains(marker), "no {marker} in the page");
+    }
+    assert!(html.contains("Failing"), "the failed theme is not shown");
+    // Each overlong text is whole in a title (its marker shown as text), and nowhere else.
+    for long in [
+        &long_theme,
+        &long_word,
+        &failing.replace('\u{202E}', "\u{27E8}U+202E\u{27E9}"),
+    ] {
+        assert!(
+            html.contains(&format!("title=\"{long}\"")),
+            "{}... not whole in a title",
+            &long[..20]
+        );
+    }
+    let shown = without_titles(&html);
+    for letter in ["x", "y", "z"] {
+        assert!(
+            !shown.contains(&letter.repeat(301)),
+            "more than 300 {letter}s outside titles"
+        );
+    }
+    assert!(shown.contains('\u{2026}'), "no ellipsis where text was cut");
 }
