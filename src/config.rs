@@ -491,12 +491,17 @@ impl Config {
             line: line_of_offset(bytes, e.valid_up_to()),
         })?;
         let mut unknown_keys = Vec::new();
-        let params: raw::Params = serde_saphyr::with_deserializer_from_str(text, |de| {
+        let mut track = serde_path_to_error::Track::new();
+        // `no_schema`: a plain `12` or `true` where text is expected is refused, not taken as
+        // the text "12" (the original's Python would have passed on a number there).
+        let options = serde_saphyr::options! { no_schema: true };
+        let parsed = serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
+            let de = serde_path_to_error::Deserializer::new(de, &mut track);
             serde_ignored::deserialize(de, |p| unknown_keys.push(p.to_string()))
-        })
-        .map_err(|e| ConfigError::Yaml {
+        });
+        let params: raw::Params = parsed.map_err(|e| ConfigError::Yaml {
             path: path.to_owned(),
-            message: yaml_message(text, &e),
+            message: yaml_message(text, &e, &track.path()),
         })?;
         Self::resolve(path, params, unknown_keys, overrides)
     }
@@ -1085,9 +1090,14 @@ pub(crate) fn fmt_number(v: f64) -> String {
     }
 }
 
-/// A YAML parser error as a user reads it: the line and the key at fault, what was expected,
-/// and never the parser's own advice ("set DuplicateKeyPolicy in Options").
-fn yaml_message(text: &str, e: &serde_saphyr::Error) -> String {
+/// A YAML parser error as a user reads it: the line and the dotted key at fault (`key_path`,
+/// where deserialisation stopped), what that key takes, and never the parser's own advice ("set
+/// DuplicateKeyPolicy in Options").
+fn yaml_message(
+    text: &str,
+    e: &serde_saphyr::Error,
+    key_path: &serde_path_to_error::Path,
+) -> String {
     use serde_saphyr::Error as E;
     let mut err = e;
     while let E::WithSnippet { error, .. } | E::AliasError { error, .. } = err {
@@ -1095,26 +1105,46 @@ fn yaml_message(text: &str, e: &serde_saphyr::Error) -> String {
     }
     let line = err.location().map(|l| l.line() as usize).filter(|&l| l > 0);
     let column = err.location().map(|l| l.column() as usize).unwrap_or(0);
-    let key = line.and_then(|l| key_at_line(text, l));
+    let key_on_line = line.and_then(|l| key_at_line(text, l));
+    let key = match key_path.iter().len() {
+        0 => key_on_line.clone(),
+        _ => Some(cut(&key_path.to_string(), 120)),
+    };
     let at = |rest: String| match (line, &key) {
         (Some(l), Some(k)) => format!("line {l}: {k}: {rest}"),
         (Some(l), None) => format!("line {l}: {rest}"),
-        (None, _) => rest,
+        (None, Some(k)) => format!("{k}: {rest}"),
+        (None, None) => rest,
     };
     let got = || match line {
         Some(l) => scalar_at(text, l, column),
         None => "something else".into(),
     };
+    let wanted =
+        |parser_says: &str| expected_at(key_path).unwrap_or_else(|| type_words(parser_says));
     match err {
         E::Budget { .. } => "too large or too deeply nested (alias expansion)".into(),
-        E::InvalidScalar { ty, .. } => {
-            let expected = match *ty {
-                t if t.starts_with('i') || t.starts_with('u') => "an integer".to_owned(),
-                "f64" | "f32" => "a number".to_owned(),
-                "bool" => "true or false".to_owned(),
-                t => format!("a value of type {t}"),
+        E::InvalidScalar { ty, .. } => at(format!("expected {}, got {}", wanted(ty), got())),
+        E::QuotingRequired { .. } => match wanted("string") {
+            w if w == type_words("string") => at(format!(
+                "expected {w}, got {} (put it in quotes if it is meant as text)",
+                got()
+            )),
+            w => at(format!("expected {w}, got {}", got())),
+        },
+        E::Unexpected { .. }
+        | E::ExternallyTaggedEnumExpectedScalarOrMapping { .. }
+        | E::ExpectedStringKeyForExternallyTaggedEnum { .. }
+        | E::UnexpectedValueForUnitEnumVariant { .. } => {
+            let parser_says = match err {
+                E::Unexpected { expected, .. } => expected,
+                _ => "a single value",
             };
-            at(format!("expected {expected}, got {}", got()))
+            at(format!(
+                "expected {}, got {}",
+                wanted(parser_says),
+                line.map_or_else(|| "something else".into(), |l| node_at(text, l, column))
+            ))
         }
         E::NonFiniteFloat { value, .. } => {
             at(format!("expected a finite number, got {}", cut(value, 30)))
@@ -1123,8 +1153,12 @@ fn yaml_message(text: &str, e: &serde_saphyr::Error) -> String {
             unexpected,
             expected,
             ..
-        }
-        | E::SerdeInvalidValue {
+        } => at(format!(
+            "expected {}, got {}",
+            cut(&wanted(expected), 80),
+            cut(unexpected, 40)
+        )),
+        E::SerdeInvalidValue {
             unexpected,
             expected,
             ..
@@ -1141,8 +1175,7 @@ fn yaml_message(text: &str, e: &serde_saphyr::Error) -> String {
             cut(variant, 40)
         )),
         E::DuplicateMappingKey { key: k, .. } => {
-            let name = key
-                .clone()
+            let name = key_on_line
                 .or_else(|| k.clone())
                 .unwrap_or_else(|| "a key".into());
             match line {
@@ -1159,15 +1192,69 @@ fn yaml_message(text: &str, e: &serde_saphyr::Error) -> String {
     }
 }
 
-/// The value written at `line`, `column` (1-based) of `text`, cut for a message.
+/// What `params.yaml` takes at `key_path`, in words. The raw structs are the one list of types:
+/// they are offered a value no key takes but text, and serde's refusal names the type.
+fn expected_at(key_path: &serde_path_to_error::Path) -> Option<String> {
+    use serde_path_to_error::Segment;
+    let mut probe = serde_json::Value::String("\u{1}".into());
+    for segment in key_path.iter().rev() {
+        let Segment::Map { key } = segment else {
+            return None;
+        };
+        probe = serde_json::json!({ key: probe });
+    }
+    match serde_json::from_value::<raw::Params>(probe) {
+        Ok(_) => Some(type_words("string")),
+        Err(e) => Some(type_words(e.to_string().rsplit_once("expected ")?.1)),
+    }
+}
+
+/// A type as serde or the YAML parser names it, as a user reads it.
+fn type_words(ty: &str) -> String {
+    let integer = ["i", "u"].iter().any(|p| {
+        ty.strip_prefix(p)
+            .is_some_and(|bits| bits == "size" || bits.parse::<u8>().is_ok())
+    });
+    match ty {
+        _ if integer => "an integer".into(),
+        "f64" | "f32" | "floating point" => "a number".into(),
+        "bool" | "boolean" | "a boolean" => "true or false".into(),
+        "string" | "a string" | "string scalar" => "a string".into(),
+        "mapping start" => "a mapping (keys indented under it)".into(),
+        t if t.starts_with("struct ") => "a mapping (keys indented under it)".into(),
+        t if t.starts_with("one of ") || t.starts_with('`') => t.replace('`', ""),
+        t if t.starts_with("a ") => t.to_owned(),
+        t => format!("a value of type {t}"),
+    }
+}
+
+/// What starts at `line`, `column` (1-based) of `text`: a list, a mapping, or the value written.
+fn node_at(text: &str, line: usize, column: usize) -> String {
+    let written = scalar_at(text, line, column);
+    if written.starts_with('[') || written == "-" || written.starts_with("- ") {
+        "a list".into()
+    } else if written.starts_with('{') || written.ends_with(':') || written.contains(": ") {
+        "a mapping".into()
+    } else {
+        written
+    }
+}
+
+/// The value written at `line`, `column` (1-based) of `text`, cut for a message; inside a flow
+/// collection (`{a: 1, b: x}`) it ends at the next `,`, `}` or `]`.
 fn scalar_at(text: &str, line: usize, column: usize) -> String {
     let Some(l) = text.lines().nth(line - 1) else {
         return "nothing".into();
     };
+    let before: String = l.chars().take(column.saturating_sub(1)).collect();
     let rest: String = l.chars().skip(column.saturating_sub(1)).collect();
     let rest = match rest.find(" #") {
         Some(i) => &rest[..i],
         None => &rest,
+    };
+    let rest = match before.contains(['{', '[']) {
+        true => rest.split([',', '}', ']']).next().unwrap_or(rest),
+        false => rest,
     };
     let rest = rest.trim();
     if rest.is_empty() {
@@ -1477,6 +1564,57 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("line 6"), "{e}");
+    }
+
+    #[test]
+    fn a_wrong_type_anywhere_names_the_dotted_key_and_the_type_expected() {
+        let cases = [
+            (
+                "puzzle_generation:\n  words_per_theme: [1,2]\n",
+                "line 2: puzzle_generation.words_per_theme: expected an integer, got a list",
+            ),
+            (
+                "puzzle_generation:\n  words_per_theme:\n    - 1\n",
+                "line 3: puzzle_generation.words_per_theme: expected an integer, got a list",
+            ),
+            (
+                "gemini:\n  model_id:\n    a: b\n",
+                "line 3: gemini.model_id: expected a string, got a mapping",
+            ),
+            (
+                "paths: {outputs: out}\ngemini: {requests_per_minute: fast}\n",
+                "line 2: gemini.requests_per_minute: expected a number, got fast",
+            ),
+            (
+                "paths:\n  outputs: 12\n",
+                "line 2: paths.outputs: expected a string, got 12 (put it in quotes if it is \
+                 meant as text)",
+            ),
+            (
+                "embedding:\n  local:\n    model_dir: {a: 1}\n",
+                "line 3: embedding.local.model_dir: expected a string, got a mapping",
+            ),
+            (
+                "embedding:\n  provider: [a]\n",
+                "line 2: embedding.provider: expected one of local, gemini, openai, got a list",
+            ),
+            (
+                "gemini:\n  rpm_counts: 5\n",
+                "line 2: gemini.rpm_counts: expected items or requests, got 5",
+            ),
+            (
+                "multiprocessing:\n  enabled: maybe\n",
+                "line 2: multiprocessing.enabled: expected true or false, got maybe",
+            ),
+            (
+                "paths: [1]\n",
+                "line 1: paths: expected a mapping (keys indented under it), got a list",
+            ),
+        ];
+        for (yaml, message) in cases {
+            let e = load(yaml).unwrap_err().to_string();
+            assert_eq!(e, format!("params.yaml: {message}"), "{yaml}");
+        }
     }
 
     #[test]

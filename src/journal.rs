@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::Cache;
 use crate::embed::Space;
-use crate::words::ThemeResult;
+use crate::words::{ThemeResult, usable_candidates};
 
 /// The journal's file name inside the outputs directory.
 pub(crate) const FILE_NAME: &str = "run_journal.jsonl";
@@ -110,6 +110,23 @@ impl Journal {
         self.finished.is_empty()
     }
 
+    /// How many of the results held answer for this run: made in this embedding space from
+    /// the usable candidates `candidates_of` gives their theme now.
+    pub(crate) fn usable<'a>(&self, candidates_of: impl Fn(&str) -> Option<&'a [String]>) -> usize {
+        self.finished
+            .values()
+            .filter(|e| {
+                candidates_of(&e.theme).is_some_and(|c| self.answers(e, &usable_candidates(c)))
+            })
+            .count()
+    }
+
+    /// Whether `e` was made in this space from `words`.
+    fn answers(&self, e: &Entry, words: &[String]) -> bool {
+        let refs: Vec<&str> = words.iter().map(String::as_str).collect();
+        e.inputs == digest(&self.space, &e.theme, &refs)
+    }
+
     /// The journalled result of `theme`, if it was made from the same `words` in this space
     /// and every vector it needs is in `cache`.
     pub(crate) fn restore(
@@ -119,8 +136,7 @@ impl Journal {
         cache: &Cache,
     ) -> Option<ThemeResult> {
         let e = self.finished.get(theme)?;
-        let refs: Vec<&str> = words.iter().map(String::as_str).collect();
-        if e.inputs != digest(&self.space, theme, &refs) {
+        if !self.answers(e, words) {
             return None;
         }
         cache.theme_result(theme, &e.ranked)

@@ -246,15 +246,21 @@ fn open_run(
     prefetch: bool,
 ) -> Result<OpenRun, RunError> {
     let started = Instant::now();
-    let journal = Arc::new(Journal::open(
-        &config.output.outputs_dir.join(journal::FILE_NAME),
-        provider.space(),
-    )?);
+    let journal_path = config.output.outputs_dir.join(journal::FILE_NAME);
+    let journal = Arc::new(Journal::open(&journal_path, provider.space())?);
     if !journal.is_empty() {
-        tracing::info!(
-            "resuming: the run journal holds {} finished theme(s)",
-            journal.len()
-        );
+        let usable = journal.usable(|theme| inputs.candidates_of(theme));
+        if usable > 0 {
+            tracing::info!("resuming: the run journal holds {usable} finished theme(s)");
+        }
+        if journal.len() > usable {
+            tracing::info!(
+                "{}: {} finished theme(s) from another embedding space or other candidates: \
+                 not used",
+                journal_path.display(),
+                journal.len() - usable
+            );
+        }
     }
     let service = Arc::new(EmbeddingService::with_shared(
         provider,

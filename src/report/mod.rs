@@ -23,6 +23,7 @@ pub mod charts;
 pub mod page;
 mod quality;
 pub mod shapes;
+mod shown;
 mod space;
 mod targets;
 

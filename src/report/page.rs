@@ -22,6 +22,7 @@ use serde::Deserialize;
 
 use super::charts::{self, Histogram, Marker, heat_class};
 use super::shapes::{EmbeddingAnalysis, FailedPuzzle, FailedTheme, FinalPuzzles, PuzzleMetadata};
+use super::shown::{Shown, visible};
 use crate::config::DEFAULT_AMBIGUITY_MARGIN;
 use crate::fsx::{Abort, Staged, WriteError, read_limited, stage_until};
 
@@ -34,6 +35,12 @@ const MAX_INPUT_BYTES: u64 = 1 << 30;
 
 /// How many puzzles the "weakest" table lists.
 const WEAKEST: usize = 10;
+
+/// Most characters shown of a word or a puzzle key, of a theme name or model, and of a failure
+/// reason; the rest is in the `title` (see [`Shown`]).
+const WORD_CHARS: usize = 40;
+const THEME_CHARS: usize = 100;
+const REASON_CHARS: usize = 300;
 
 /// Why the page could not be built from the output files.
 #[derive(Debug, thiserror::Error)]
@@ -288,7 +295,7 @@ fn check_aligned(path: &Path, puzzles: &PuzzlesView) -> Result<(), PageError> {
 
 /// One word of a grid.
 struct WordCell {
-    word: String,
+    word: Shown,
     similarity: String,
     margin: String,
     ambiguous: bool,
@@ -296,7 +303,7 @@ struct WordCell {
 
 /// One group of a grid: its theme, colour, coherence and words.
 struct GroupCard {
-    theme: String,
+    theme: Shown,
     colour: usize,
     coherence: String,
     words: Vec<WordCell>,
@@ -304,31 +311,47 @@ struct GroupCard {
 
 /// One row of a heat map: a theme and its similarity to each word (value, colour class).
 struct HeatRow {
-    theme: String,
+    theme: Shown,
     colour: usize,
     cells: Vec<(String, &'static str)>,
 }
 
 /// One puzzle of the page.
 struct PuzzleCard {
-    key: String,
+    key: Shown,
+    /// The key as the card's `id` and the weakest table's links (plain visible text).
+    anchor: String,
     id: String,
     min_margin: String,
     /// The minimum margin for sorting (full precision).
     sort_margin: String,
-    /// Theme names, lower case, for the filter.
+    /// Theme names as shown, lower case, for the filter.
     themes: String,
     groups: Vec<GroupCard>,
     flagged: usize,
-    heat_words: Vec<String>,
+    heat_words: Vec<Shown>,
     heat: Vec<HeatRow>,
 }
 
 /// A line of the "weakest puzzles" table.
 struct WeakRow {
-    key: String,
+    key: Shown,
+    anchor: String,
     min_margin: String,
-    word: String,
+    word: Shown,
+}
+
+/// A failed puzzle of the summary, with its themes and why.
+struct FailedPuzzleLine {
+    puzzle_id: usize,
+    themes: Vec<Shown>,
+    error: Shown,
+}
+
+/// A failed theme of the summary, and why.
+struct FailedThemeLine {
+    theme: Shown,
+    error: Shown,
 }
 
 /// The page (`templates/puzzles.html`).
@@ -339,13 +362,13 @@ struct Page<'a> {
     style: &'a str,
     script: &'a str,
     threshold: String,
-    model: String,
+    model: Shown,
     puzzles: Vec<PuzzleCard>,
     flagged: usize,
     words: usize,
     weakest: Vec<WeakRow>,
-    failed_puzzles: &'a [FailedPuzzle],
-    failed_themes: &'a [FailedTheme],
+    failed_puzzles: Vec<FailedPuzzleLine>,
+    failed_themes: Vec<FailedThemeLine>,
     figures: Vec<(&'static str, String)>,
     similarity_chart: String,
     margin_chart: String,
@@ -368,8 +391,18 @@ pub fn render(input: &PageInput) -> Result<String, PageError> {
         flagged: puzzles.iter().map(|p| p.flagged).sum(),
         words: input.puzzles.0.iter().map(|(_, p)| p.words.len()).sum(),
         weakest: weakest(&input.puzzles),
-        failed_puzzles: &input.metadata.failed_puzzles,
-        failed_themes: &input.metadata.failed_themes,
+        failed_puzzles: input
+            .metadata
+            .failed_puzzles
+            .iter()
+            .map(failed_puzzle)
+            .collect(),
+        failed_themes: input
+            .metadata
+            .failed_themes
+            .iter()
+            .map(failed_theme)
+            .collect(),
         figures: figures(input),
         similarity_chart: similarity_chart(&input.puzzles),
         margin_chart: margin_chart(&input.puzzles, input.threshold),
@@ -402,14 +435,34 @@ fn csp() -> String {
     )
 }
 
-fn model_line(a: &AnalysisView) -> String {
+fn model_line(a: &AnalysisView) -> Shown {
     let p = &a.pipeline_info;
-    match &p.provider {
+    let line = match &p.provider {
         Some(provider) => format!(
             "{} ({provider}, {} dimensions)",
             p.gemini_model, p.embedding_dimension
         ),
         None => format!("{} ({} dimensions)", p.gemini_model, p.embedding_dimension),
+    };
+    Shown::new(&line, THEME_CHARS)
+}
+
+fn failed_puzzle(f: &FailedPuzzle) -> FailedPuzzleLine {
+    FailedPuzzleLine {
+        puzzle_id: f.puzzle_id,
+        themes: f
+            .themes
+            .iter()
+            .map(|t| Shown::new(t, THEME_CHARS))
+            .collect(),
+        error: Shown::new(&f.error, REASON_CHARS),
+    }
+}
+
+fn failed_theme(f: &FailedTheme) -> FailedThemeLine {
+    FailedThemeLine {
+        theme: Shown::new(&f.theme, THEME_CHARS),
+        error: Shown::new(&f.error, REASON_CHARS),
     }
 }
 
@@ -420,14 +473,14 @@ fn card(key: &str, p: &PuzzleView, threshold: f64) -> PuzzleCard {
         let range = g * per_group..(g + 1) * per_group;
         let words = range
             .map(|i| WordCell {
-                word: p.words[i].clone(),
+                word: Shown::new(&p.words[i], WORD_CHARS),
                 similarity: format!("{:.2}", p.theme_similarity_scores[i]),
                 margin: format!("{:+.3}", p.quality.word_margins[i]),
                 ambiguous: p.quality.word_margins[i] < threshold,
             })
             .collect();
         groups.push(GroupCard {
-            theme: theme.clone(),
+            theme: Shown::new(theme, THEME_CHARS),
             colour: g % 4,
             coherence: p
                 .quality
@@ -444,7 +497,7 @@ fn card(key: &str, p: &PuzzleView, threshold: f64) -> PuzzleCard {
         .zip(&p.themes)
         .enumerate()
         .map(|(g, (row, theme))| HeatRow {
-            theme: theme.clone(),
+            theme: Shown::new(theme, THEME_CHARS),
             colour: g % 4,
             cells: row
                 .iter()
@@ -452,19 +505,21 @@ fn card(key: &str, p: &PuzzleView, threshold: f64) -> PuzzleCard {
                 .collect(),
         })
         .collect();
+    let themes: Vec<String> = p.themes.iter().map(|t| visible(t, THEME_CHARS)).collect();
     PuzzleCard {
-        key: key.to_owned(),
-        id: key.strip_prefix("puzzle_").unwrap_or(key).to_owned(),
+        key: Shown::new(key, WORD_CHARS),
+        anchor: visible(key, WORD_CHARS),
+        id: visible(key.strip_prefix("puzzle_").unwrap_or(key), WORD_CHARS),
         min_margin: format!("{:+.3}", p.quality.min_margin),
         sort_margin: format!("{}", p.quality.min_margin),
-        themes: p.themes.join(" | ").to_lowercase(),
+        themes: themes.join(" | ").to_lowercase(),
         flagged: groups
             .iter()
             .flat_map(|g: &GroupCard| &g.words)
             .filter(|w| w.ambiguous)
             .count(),
         groups,
-        heat_words: p.words.clone(),
+        heat_words: p.words.iter().map(|w| Shown::new(w, WORD_CHARS)).collect(),
         heat,
     }
 }
@@ -482,11 +537,12 @@ fn weakest(puzzles: &PuzzlesView) -> Vec<WeakRow> {
                 .iter()
                 .enumerate()
                 .min_by(|a, b| a.1.total_cmp(b.1))
-                .map_or(String::new(), |(i, _)| p.words[i].clone());
+                .map_or("", |(i, _)| &p.words[i]);
             WeakRow {
-                key: key.clone(),
+                key: Shown::new(key, WORD_CHARS),
+                anchor: visible(key, WORD_CHARS),
                 min_margin: format!("{:+.3}", p.quality.min_margin),
-                word: worst,
+                word: Shown::new(worst, WORD_CHARS),
             }
         })
         .collect()

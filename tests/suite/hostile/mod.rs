@@ -5,6 +5,7 @@ mod cache;
 mod fuzz;
 mod inputs;
 mod limits;
+mod messages;
 mod network;
 mod outputs;
 mod shared;
