@@ -1,10 +1,14 @@
-//! `puzzlegen status` on a hostile Redis (issue 20, item 4): a value that is not a number or a
-//! key of the wrong type is named (key and what is wrong, in the text and in `--json`) while
-//! everything else is still shown, with exit 0.
+//! `puzzlegen status` on a hostile Redis (issue 20, item 4 and the killed coordinator): a
+//! value that is not a number or a key of the wrong type is named (key and what is wrong, in
+//! the text and in `--json`) while everything else is still shown, with exit 0; a queue run
+//! whose coordinator died shows as orphaned, and no worker spends budget on it.
+
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::common::{self, Finished, RedisServer};
+use crate::redis::{spawn, start_worker, status_json, stop_worker};
 
 const LIMITER: &str = "puzzlegen:limit:{gemini:SOME_KEY_VAR:gemini-embedding-001}";
 const COORDINATOR: &str = "coordinator-4242-r1";
@@ -400,4 +404,86 @@ fn status_names_each_unreadable_key_and_shows_the_rest() {
             text.all()
         );
     }
+}
+
+/// Polls `puzzlegen status --json` until `ready` holds of it (the test fails after `within`).
+fn wait_for_status(redis: &str, within: Duration, ready: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let s = status_json(redis);
+        if ready(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "never came: {s:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A coordinator killed with SIGKILL mid-run: once its heartbeat has lapsed its run shows as
+/// orphaned (JSON and text), and a worker started afterwards takes the run off the list
+/// (one log line, the run's meta marked, its keys set to expire) and sends the mock no
+/// request for it.
+#[test]
+fn a_killed_coordinators_run_is_orphaned_and_costs_no_worker_request() {
+    let redis = RedisServer::start();
+    let server = mock_gemini::start_blocking(common::mock_config(23, |m| {
+        m.latency = Duration::from_millis(1500);
+    }))
+    .unwrap();
+    let extra = "  batch_size: 5\n";
+    let coordinator = common::gemini_dir(&server.base_url(), 20, 14, 5, extra);
+    let mut run = spawn(coordinator.path(), &["--redis", &redis.url()]);
+    // Mid-run: the run registered and a request of it at the mock.
+    let running = |s: &Value| {
+        s["runs"].as_array().is_some_and(|r| !r.is_empty()) && server.stats().requests > 0
+    };
+    let mid = wait_for_status(&redis.url(), Duration::from_secs(30), running);
+    assert_eq!(mid["runs"][0]["state"], "running", "{mid:#}");
+    assert!(run.try_wait().unwrap().is_none(), "the run ended first");
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let id = mid["runs"][0]["run"].as_str().unwrap().to_owned();
+    let orphaned = |s: &Value| s["runs"][0]["state"] == "orphaned";
+    wait_for_status(&redis.url(), Duration::from_secs(15), orphaned);
+    let text = common::finish(common::puzzlegen(coordinator.path()).args([
+        "status",
+        "--redis",
+        &redis.url(),
+    ]));
+    assert!(
+        text.stdout
+            .lines()
+            .any(|l| l.contains(&id) && l.contains("orphaned")),
+        "{}",
+        text.all()
+    );
+    let before = server.stats().requests;
+    let (_worker_dir, worker) = start_worker(&server.base_url(), &redis.url(), extra);
+    // Until the worker took the run off the list, or spent a request on it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while redis
+        .command(&["HEXISTS", "puzzlegen:queue:runs", &id])
+        .trim()
+        == ":1"
+        && server.stats().requests == before
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = stop_worker(worker);
+    assert_eq!(server.stats().requests, before, "the worker spent: {log}");
+    let lines = log
+        .lines()
+        .filter(|l| l.contains(&id) && l.contains("orphaned"));
+    assert_eq!(lines.count(), 1, "{log}");
+    let meta = format!("puzzlegen:queue:{{{id}}}:meta");
+    assert_eq!(
+        redis.command(&["HEXISTS", &meta, "orphaned_at"]).trim(),
+        ":1"
+    );
+    let ttl = redis.command(&["TTL", &format!("puzzlegen:queue:{{{id}}}:tasks")]);
+    let ttl: i64 = ttl.trim().trim_start_matches(':').parse().unwrap();
+    assert!(ttl > 0, "the run's keys do not expire: {ttl}");
+    let after = status_json(&redis.url());
+    assert_eq!(after["runs"][0]["state"], "orphaned", "{after:#}");
 }
