@@ -16,6 +16,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use redis::Value;
+
+use crate::distributed::inspect::{Inspector, Read, fields, text};
 use crate::distributed::{Redis, describe};
 use crate::limit::{LimitSettings, RpmCounts};
 
@@ -382,99 +385,125 @@ impl GlobalLimiter {
     }
 }
 
-/// What `puzzlegen status` reads of a limiter. KEYS: the per-second counters' prefix, pause,
-/// 429 counter, leases. Answers requests and texts admitted in the last 60 s (this second
-/// included), the pause left (us), the 429s and the leases held.
-const STATUS: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local second = math.floor(now / 1000000)
-local requests, texts = 0, 0
-for s = second - 59, second do
-  local v = redis.call('HMGET', KEYS[1] .. ':' .. s, 'requests', 'texts')
-  requests = requests + tonumber(v[1] or '0')
-  texts = texts + tonumber(v[2] or '0')
-end
-local pause = tonumber(redis.call('GET', KEYS[2]) or '0') - now
-if pause < 0 then pause = 0 end
-local leases = redis.call('ZCOUNT', KEYS[4], now, '+inf')
-return {requests, texts, pause, tonumber(redis.call('GET', KEYS[3]) or '0'), leases}
-"#;
-
-/// A global limiter as `puzzlegen status` shows it.
+/// A global limiter as `puzzlegen status` shows it; a figure whose key cannot be read (see
+/// [`Inspector`]) is `None`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LimiterStatus {
     /// `provider:key variable:model`.
     pub name: String,
     /// The configured limit per minute, in `unit`.
-    pub limit_per_minute: f64,
+    pub limit_per_minute: Option<f64>,
     /// `items` (texts) or `requests`.
-    pub unit: String,
+    pub unit: Option<String>,
     /// Requests let through in the last 60 s, by every process.
-    pub requests_last_minute: u64,
+    pub requests_last_minute: Option<u64>,
     /// Texts in them.
-    pub texts_last_minute: u64,
+    pub texts_last_minute: Option<u64>,
     /// Of `limit_per_minute`, what the last 60 s achieved (in `unit`).
-    pub share_of_limit: f64,
+    pub share_of_limit: Option<f64>,
     /// Seconds left of a pause a 429 set (0: none).
-    pub pause_seconds: f64,
+    pub pause_seconds: Option<f64>,
     /// 429s reported by any process (the last day).
-    pub rate_limited: u64,
-    pub leases_in_use: u64,
-    pub max_concurrent: u64,
+    pub rate_limited: Option<u64>,
+    pub leases_in_use: Option<u64>,
+    pub max_concurrent: Option<u64>,
 }
 
-/// Every limiter used on `redis` in the last day.
-pub async fn status_of_all(redis: &Redis) -> redis::RedisResult<Vec<LimiterStatus>> {
+/// Every limiter used on `redis` in the last day (found by its settings key); what cannot be
+/// read is named in `inspector`.
+pub(crate) async fn status_of_all(
+    redis: &Redis,
+    inspector: &mut Inspector,
+) -> redis::RedisResult<Vec<LimiterStatus>> {
     let mut conn = redis.conn.clone();
-    let keys = scan(&mut conn, "puzzlegen:limit:*:settings").await?;
     let mut all = Vec::new();
-    for settings in keys {
+    for settings in scan(&mut conn, "puzzlegen:limit:*:settings").await? {
         let prefix = settings.trim_end_matches(":settings");
-        let conf: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(&settings)
-            .query_async(&mut conn)
-            .await?;
-        let v: Vec<i64> = redis::cmd("EVAL")
-            .arg(STATUS)
-            .arg(4)
-            .arg(format!("{prefix}:second"))
-            .arg(format!("{prefix}:pause"))
-            .arg(format!("{prefix}:429s"))
-            .arg(format!("{prefix}:leases"))
-            .query_async(&mut conn)
-            .await?;
-        let num = |k: &str| {
-            conf.get(k)
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        let unit = conf.get("unit").cloned().unwrap_or_else(|| "items".into());
-        let (requests, texts) = (v[0].max(0) as u64, v[1].max(0) as u64);
-        let achieved = if unit == "requests" { requests } else { texts };
-        let limit = num("per_minute");
-        all.push(LimiterStatus {
-            name: prefix
-                .trim_start_matches("puzzlegen:limit:")
-                .trim_matches(['{', '}'])
-                .to_owned(),
-            limit_per_minute: limit,
-            unit,
-            requests_last_minute: requests,
-            texts_last_minute: texts,
-            share_of_limit: if limit > 0.0 {
-                achieved as f64 / limit
-            } else {
-                0.0
-            },
-            pause_seconds: v[2].max(0) as f64 / 1e6,
-            rate_limited: v[3].max(0) as u64,
-            leases_in_use: v[4].max(0) as u64,
-            max_concurrent: num("concurrency") as u64,
-        });
+        all.push(status_of(&mut conn, inspector, prefix).await?);
     }
     all.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(all)
+}
+
+/// The limiter whose keys start with `prefix`, read in one transaction on the Redis clock.
+async fn status_of(
+    conn: &mut redis::aio::ConnectionManager,
+    inspector: &mut Inspector,
+    prefix: &str,
+) -> redis::RedisResult<LimiterStatus> {
+    let (seconds, micros): (u64, u64) = redis::cmd("TIME").query_async(conn).await?;
+    let now_us = seconds * 1_000_000 + micros;
+    let now = now_us.to_string();
+    let key = |name: &str| format!("{prefix}:{name}");
+    let mut reads = vec![
+        Read::new(key("settings"), "hash", &["HGETALL", &key("settings")]),
+        Read::new(key("pause"), "string", &["GET", &key("pause")]),
+        Read::new(key("429s"), "string", &["GET", &key("429s")]),
+        Read::new(
+            key("leases"),
+            "zset",
+            &["ZCOUNT", &key("leases"), &now, "+inf"],
+        ),
+    ];
+    for s in seconds - 59..=seconds {
+        let second = key(&format!("second:{s}"));
+        reads.push(Read::new(
+            &second,
+            "hash",
+            &["HMGET", &second, "requests", "texts"],
+        ));
+    }
+    let answers = inspector.read(conn, &reads).await?;
+    let conf = answers[0].as_ref().map(fields);
+    let limit = conf.as_ref().and_then(|c| {
+        inspector.number::<f64>(&reads[0].key, Some("per_minute"), c.get("per_minute"), 0.0)
+    });
+    let concurrency = conf.as_ref().and_then(|c| {
+        inspector.number::<u64>(&reads[0].key, Some("concurrency"), c.get("concurrency"), 0)
+    });
+    let unit = conf.as_ref().map(|c| {
+        c.get("unit")
+            .and_then(text)
+            .unwrap_or_else(|| "items".into())
+    });
+    let pause = inspector.value_of::<f64>(&reads[1], &answers[1], 0.0);
+    let rate_limited = inspector.value_of::<u64>(&reads[2], &answers[2], 0);
+    let leases = inspector.value_of::<u64>(&reads[3], &answers[3], 0);
+    // A counter that cannot be read leaves its sum unknown.
+    let (mut requests, mut texts) = (Some(0u64), Some(0u64));
+    for (read, answer) in reads[4..].iter().zip(&answers[4..]) {
+        let mut count = |i: usize, field: &str| {
+            let Some(Value::Array(v)) = answer else {
+                return answer.as_ref().map(|_| 0);
+            };
+            inspector.number::<u64>(&read.key, Some(field), v.get(i), 0)
+        };
+        let (r, t) = (count(0, "requests"), count(1, "texts"));
+        requests = requests.zip(r).map(|(a, b)| a + b);
+        texts = texts.zip(t).map(|(a, b)| a + b);
+    }
+    let achieved = match unit.as_deref() {
+        Some("requests") => requests,
+        Some(_) => texts,
+        None => None,
+    };
+    Ok(LimiterStatus {
+        name: prefix
+            .trim_start_matches("puzzlegen:limit:")
+            .trim_matches(['{', '}'])
+            .to_owned(),
+        limit_per_minute: limit,
+        unit,
+        requests_last_minute: requests,
+        texts_last_minute: texts,
+        share_of_limit: achieved
+            .zip(limit)
+            .map(|(a, l)| if l > 0.0 { a as f64 / l } else { 0.0 }),
+        pause_seconds: pause.map(|p| ((p - now_us as f64) / 1e6).max(0.0)),
+        rate_limited,
+        leases_in_use: leases,
+        max_concurrent: concurrency,
+    })
 }
 
 /// Every key matching `pattern` (SCAN: Redis is not blocked however many keys it holds).

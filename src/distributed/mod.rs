@@ -6,6 +6,7 @@
 //! The password (in the URL or in the variable `distributed.redis_password_env` names) is never
 //! logged or printed: messages show the URL with `***` in its place.
 
+pub(crate) mod inspect;
 pub mod limiter;
 pub mod shared_cache;
 
@@ -19,6 +20,7 @@ use crate::config::DistributedSettings;
 use crate::embed::Space;
 use crate::limit::LimitSettings;
 
+pub use inspect::Unreadable;
 pub use limiter::GlobalLimiter;
 pub use shared_cache::SharedCache;
 

@@ -94,28 +94,55 @@ pub(crate) struct Heartbeat {
     key: String,
 }
 
-/// Starts refreshing `heart`'s key every [`BEAT_EVERY`] (Redis errors are skipped: the next
-/// beat tries again).
-pub(crate) fn start(redis: Redis, heart: Arc<Heart>, service: Arc<EmbeddingService>) -> Heartbeat {
+/// Stores `heart`'s first beat, then refreshes it every [`BEAT_EVERY`] (Redis errors are
+/// skipped: the next beat tries again).
+pub(crate) async fn start(
+    redis: Redis,
+    heart: Arc<Heart>,
+    service: Arc<EmbeddingService>,
+) -> Heartbeat {
     let key = format!("{BEAT_PREFIX}{}", heart.id);
+    let mut conn = redis.conn.clone();
+    send(&mut conn, &key, &heart, &service).await;
     let task = tokio::spawn({
-        let (mut conn, key) = (redis.conn.clone(), key.clone());
+        let key = key.clone();
         async move {
             loop {
-                let beat = heart.beat(service.stats().texts_embedded);
-                let json = serde_json::to_string(&beat).expect("plain data");
-                let _ = redis::cmd("SET")
-                    .arg(&key)
-                    .arg(json)
-                    .arg("PX")
-                    .arg(BEAT_TTL.as_millis() as u64)
-                    .query_async::<()>(&mut conn)
-                    .await;
                 tokio::time::sleep(BEAT_EVERY).await;
+                send(&mut conn, &key, &heart, &service).await;
             }
         }
     });
     Heartbeat { task, redis, key }
+}
+
+/// Stores one beat of `heart` under `key`, to live [`BEAT_TTL`].
+async fn send(
+    conn: &mut redis::aio::ConnectionManager,
+    key: &str,
+    heart: &Heart,
+    service: &EmbeddingService,
+) {
+    let beat = heart.beat(service.stats().texts_embedded);
+    let json = serde_json::to_string(&beat).expect("plain data");
+    let _ = redis::cmd("SET")
+        .arg(key)
+        .arg(json)
+        .arg("PX")
+        .arg(BEAT_TTL.as_millis() as u64)
+        .query_async::<()>(conn)
+        .await;
+}
+
+/// Whether process `id` has a heartbeat: it beat within the last [`BEAT_TTL`].
+pub(crate) async fn is_alive(
+    conn: &mut redis::aio::ConnectionManager,
+    id: &str,
+) -> redis::RedisResult<bool> {
+    redis::cmd("EXISTS")
+        .arg(format!("{BEAT_PREFIX}{id}"))
+        .query_async(conn)
+        .await
 }
 
 impl Heartbeat {

@@ -17,7 +17,10 @@
 //!   hung) is claimed by another (XAUTOCLAIM); a task delivered [`MAX_DELIVERIES`] times goes
 //!   to the run's dead-letter stream with its error, and its theme fails as any failed theme.
 //!   A worker told to stop hands its task back (queued again) before it exits.
-//! - Every process working on the queue keeps a heartbeat (see [`super::health`]).
+//! - Every process working on the queue keeps a heartbeat (see [`super::health`]). A run whose
+//!   coordinator has had none for [`super::health::BEAT_TTL`] (killed) is orphaned: nobody
+//!   will read its results, so no worker serves it; the first worker to see it takes it off
+//!   the list, marks it `orphaned_at` and lets its keys expire as a finished run's.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -99,14 +102,24 @@ pub async fn coordinate(
         format!("coordinator-{}-{run}", std::process::id()),
         "coordinator",
     );
-    register(&mut conn, &run, service.space(), queued, &heart.id)
-        .await
-        .map_err(|e| crate::distributed::describe(&e))?;
+    // A registered run whose coordinator has no heartbeat is orphaned: the heartbeat comes
+    // first, so a live run is never taken for one.
+    let beat = health::start(redis.clone(), Arc::clone(&heart), Arc::clone(&service)).await;
+    let registered = match health::is_alive(&mut conn, &heart.id).await {
+        Ok(true) => register(&mut conn, &run, service.space(), queued, &heart.id)
+            .await
+            .map_err(|e| crate::distributed::describe(&e)),
+        Ok(false) => Err("cannot store this process's heartbeat".to_owned()),
+        Err(e) => Err(crate::distributed::describe(&e)),
+    };
+    if let Err(e) = registered {
+        beat.stop().await;
+        return Err(e);
+    }
     tracing::info!(
         "queued {queued} theme task(s) as run {run} on {}",
         redis.shown()
     );
-    let beat = health::start(redis.clone(), Arc::clone(&heart), Arc::clone(&service));
     let own = CancellationToken::new();
     let local = tokio::spawn(work_on(
         redis.clone(),
@@ -119,8 +132,9 @@ pub async fn coordinate(
     let waited = wait_for_results(&mut conn, &run, queued, &service, stop).await;
     own.cancel();
     let _ = local.await;
-    beat.stop().await;
+    // Off the list before the heartbeat goes: a finished run is never taken for orphaned.
     finish(&mut conn, &run).await;
+    beat.stop().await;
     let results = waited?;
     let failed = results
         .into_iter()
@@ -222,9 +236,16 @@ async fn register(
 async fn finish(conn: &mut ConnectionManager, run: &str) {
     let mut pipe = redis::pipe();
     pipe.cmd("HDEL").arg(RUNS).arg(run).ignore();
+    keep_for_a_day(&mut pipe, run, "finished_at");
+    let _ = pipe.query_async::<()>(conn).await;
+}
+
+/// Adds to `pipe`: `field` of `run`'s meta set to now, and every key of `run` set to expire
+/// after [`KEEP_FINISHED`].
+fn keep_for_a_day(pipe: &mut redis::Pipeline, run: &str, field: &str) {
     pipe.cmd("HSET")
         .arg(meta_key(run))
-        .arg("finished_at")
+        .arg(field)
         .arg(unix_now())
         .ignore();
     for key in [
@@ -235,7 +256,44 @@ async fn finish(conn: &mut ConnectionManager, run: &str) {
     ] {
         pipe.cmd("EXPIRE").arg(key).arg(KEEP_FINISHED).ignore();
     }
-    let _ = pipe.query_async::<()>(conn).await;
+}
+
+/// Whether `run` is not to be served: its coordinator (named in its meta) has had no
+/// heartbeat for longer than [`health::BEAT_TTL`] (it died: nobody will read the results), or
+/// cannot be read. The first worker to find it orphaned takes it off the list, marks its
+/// meta `orphaned_at`, lets its keys expire as [`finish`] does, and says so.
+async fn orphaned(conn: &mut ConnectionManager, run: &str) -> bool {
+    let coordinator = redis::cmd("HGET")
+        .arg(meta_key(run))
+        .arg("coordinator")
+        .query_async::<Option<String>>(conn)
+        .await;
+    let coordinator = match coordinator {
+        Ok(Some(c)) => c,
+        Ok(None) => return false, // a run of an older version: served as before
+        Err(_) => return true,
+    };
+    match health::is_alive(conn, &coordinator).await {
+        Ok(true) => return false,
+        Ok(false) => {}
+        Err(_) => return true,
+    }
+    let taken = redis::cmd("HDEL")
+        .arg(RUNS)
+        .arg(run)
+        .query_async::<i64>(conn)
+        .await;
+    if taken.is_ok_and(|n| n == 1) {
+        let mut pipe = redis::pipe();
+        keep_for_a_day(&mut pipe, run, "orphaned_at");
+        let _ = pipe.query_async::<()>(conn).await;
+        tracing::warn!(
+            "run {run} orphaned: its coordinator {coordinator} has had no heartbeat for over \
+             {} s; taken off the list, its tasks are not served",
+            health::BEAT_TTL.as_secs()
+        );
+    }
+    true
 }
 
 /// Waits until every task of `run` has a result, the run is stopped, or this process's
@@ -287,7 +345,7 @@ pub async fn serve(
         redis.shown()
     );
     let heart = Heart::new(id, "worker");
-    let beat = health::start(redis.clone(), Arc::clone(&heart), Arc::clone(&service));
+    let beat = health::start(redis.clone(), Arc::clone(&heart), Arc::clone(&service)).await;
     let mut set = tokio::task::JoinSet::new();
     for slot in 0..slots.max(1) {
         set.spawn(serve_slot(
@@ -334,6 +392,9 @@ async fn serve_slot(
         for run in mine {
             if stop.is_cancelled() {
                 break;
+            }
+            if orphaned(&mut conn, &run).await {
+                continue;
             }
             worked |= one_task(&redis, &service, &heart, &run, &consumer, &stop).await;
         }

@@ -3,7 +3,7 @@
 //! last day (backlog, in flight, done, dead letters) and each global limiter (the rate
 //! achieved in the last minute against its limit, a 429 pause, the 429s seen).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use redis::Value;
@@ -11,32 +11,37 @@ use redis::aio::ConnectionManager;
 
 use super::health::{BEAT_PREFIX, Beat};
 use super::queue::{ALL_RUNS, RUNS, dead_key, meta_key, results_key, tasks_key, unix_now};
+use crate::distributed::inspect::{Inspector, Read, fields, text};
 use crate::distributed::limiter::{LimiterStatus, scan, status_of_all};
-use crate::distributed::{Redis, describe};
+use crate::distributed::{Redis, Unreadable, describe};
 
-/// One queue run (a batch of a coordinator's themes).
+/// One queue run (a batch of a coordinator's themes); a figure whose key cannot be read is
+/// `None` (the key is in [`Status::unreadable`]).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RunStatus {
     pub run: String,
     /// `model:dimension:task type`.
     pub space: String,
     pub coordinator: String,
-    /// `running` or `finished`.
+    /// `running`, `finished`, `orphaned` (its coordinator died: no worker serves it) or
+    /// `unknown` (its description cannot be read).
     pub state: String,
     /// Unix seconds.
-    pub started_at: u64,
+    pub started_at: Option<u64>,
     pub finished_at: Option<u64>,
+    /// When a worker found the coordinator gone and took the run off the list.
+    pub orphaned_at: Option<u64>,
     /// Tasks queued (one per theme).
-    pub tasks: u64,
+    pub tasks: Option<u64>,
     /// Queued, not yet delivered to any worker.
-    pub backlog: u64,
+    pub backlog: Option<u64>,
     /// Delivered, not yet acknowledged (pending entries).
-    pub in_flight: u64,
+    pub in_flight: Option<u64>,
     /// Tasks with a result (failed ones included).
-    pub done: u64,
+    pub done: Option<u64>,
     /// Of `done`, results that are errors (dead letters included).
-    pub failed: u64,
-    pub dead_letters: u64,
+    pub failed: Option<u64>,
+    pub dead_letters: Option<u64>,
 }
 
 /// Everything `puzzlegen status` shows.
@@ -47,98 +52,183 @@ pub struct Status {
     pub workers: Vec<Beat>,
     pub runs: Vec<RunStatus>,
     pub limiters: Vec<LimiterStatus>,
+    /// Keys that could not be read (a wrong type, a value that is not a number), each with
+    /// what is wrong; everything else is shown.
+    pub unreadable: Vec<Unreadable>,
 }
 
-/// Reads the status of everything on `redis`; one line on a Redis error.
+/// Reads the status of everything on `redis`; one line when Redis does not answer. Keys that
+/// cannot be read are named in [`Status::unreadable`], not errors.
 pub async fn read(redis: &Redis) -> Result<Status, String> {
     let mut conn = redis.conn.clone();
+    let mut inspector = Inspector::default();
     let err = |e: redis::RedisError| describe(&e);
+    let (workers, alive) = workers(&mut conn, &mut inspector).await.map_err(err)?;
+    let runs = runs(&mut conn, &mut inspector, &alive).await.map_err(err)?;
+    let limiters = status_of_all(redis, &mut inspector).await.map_err(err)?;
     Ok(Status {
         redis: redis.shown().to_owned(),
-        workers: workers(&mut conn).await.map_err(err)?,
-        runs: runs(&mut conn).await.map_err(err)?,
-        limiters: status_of_all(redis).await.map_err(err)?,
+        workers,
+        runs,
+        limiters,
+        unreadable: inspector.into_unreadable(),
     })
 }
 
-async fn workers(conn: &mut ConnectionManager) -> redis::RedisResult<Vec<Beat>> {
+/// The heartbeats that can be read, and the ids of every process with a heartbeat key
+/// (readable or not: the key lives only while its process refreshes it).
+async fn workers(
+    conn: &mut ConnectionManager,
+    inspector: &mut Inspector,
+) -> redis::RedisResult<(Vec<Beat>, HashSet<String>)> {
     let mut beats = Vec::new();
+    let mut alive = HashSet::new();
     for key in scan(conn, &format!("{BEAT_PREFIX}*")).await? {
-        let json: Option<String> = redis::cmd("GET").arg(&key).query_async(conn).await?;
-        if let Some(beat) = json.and_then(|j| serde_json::from_str::<Beat>(&j).ok()) {
-            beats.push(beat);
+        alive.insert(key.trim_start_matches(BEAT_PREFIX).to_owned());
+        let read = Read::new(&key, "string", &["GET", &key]);
+        let Some(json) = inspector
+            .read_one(conn, read)
+            .await?
+            .as_ref()
+            .and_then(text)
+        else {
+            continue;
+        };
+        match serde_json::from_str::<Beat>(&json) {
+            Ok(beat) => beats.push(beat),
+            Err(e) => inspector.name(&key, format!("not a heartbeat (JSON): {e}")),
         }
     }
     beats.sort_by(|a, b| (&a.role, &a.id).cmp(&(&b.role, &b.id)));
-    Ok(beats)
+    Ok((beats, alive))
 }
 
-async fn runs(conn: &mut ConnectionManager) -> redis::RedisResult<Vec<RunStatus>> {
-    let ids: Vec<String> = redis::cmd("ZRANGE")
-        .arg(ALL_RUNS)
-        .arg(0)
-        .arg(-1)
-        .query_async(conn)
-        .await?;
-    let running: HashMap<String, String> =
-        redis::cmd("HGETALL").arg(RUNS).query_async(conn).await?;
+/// Every run of the last day (and every registered one: either list may be unreadable).
+async fn runs(
+    conn: &mut ConnectionManager,
+    inspector: &mut Inspector,
+    alive: &HashSet<String>,
+) -> redis::RedisResult<Vec<RunStatus>> {
+    let reads = [
+        Read::new(ALL_RUNS, "zset", &["ZRANGE", ALL_RUNS, "0", "-1"]),
+        Read::new(RUNS, "hash", &["HGETALL", RUNS]),
+    ];
+    let answers = inspector.read(conn, &reads).await?;
+    let mut ids: Vec<String> = match &answers[0] {
+        Some(Value::Array(ids)) => ids.iter().filter_map(text).collect(),
+        _ => Vec::new(),
+    };
+    let registered = answers[1].as_ref().map(fields);
+    let mut more: Vec<&String> = registered
+        .iter()
+        .flat_map(|r| r.keys())
+        .filter(|r| !ids.contains(r))
+        .collect();
+    more.sort();
+    ids.extend(more.into_iter().cloned());
     let mut all = Vec::new();
     for run in ids {
-        let meta: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(meta_key(&run))
-            .query_async(conn)
-            .await?;
-        if meta.is_empty() {
-            continue; // expired
-        }
-        all.push(run_status(conn, run, meta, &running).await?);
+        let key = meta_key(&run);
+        let meta = match inspector
+            .read_one(conn, Read::new(&key, "hash", &["HGETALL", &key]))
+            .await?
+        {
+            Some(Value::Nil) => continue, // expired
+            Some(v) => Some(fields(&v)),
+            None => None,
+        };
+        let is_registered = registered.as_ref().map(|r| r.contains_key(&run));
+        all.push(run_status(conn, inspector, run, meta, is_registered, alive).await?);
     }
     Ok(all)
 }
 
-async fn run_status(
-    conn: &mut ConnectionManager,
-    run: String,
-    meta: HashMap<String, String>,
-    running: &HashMap<String, String>,
-) -> redis::RedisResult<RunStatus> {
-    let num = |k: &str| meta.get(k).and_then(|v| v.parse::<u64>().ok());
-    let tasks = tasks_key(&run);
-    // One transaction: the figures are of one moment.
-    let (length, groups, results, dead): (u64, Value, Vec<String>, u64) = redis::pipe()
-        .atomic()
-        .cmd("XLEN")
-        .arg(&tasks)
-        .cmd("XINFO")
-        .arg("GROUPS")
-        .arg(&tasks)
-        .cmd("HVALS")
-        .arg(results_key(&run))
-        .cmd("XLEN")
-        .arg(dead_key(&run))
-        .query_async(conn)
-        .await?;
-    let group = first_group(&groups);
-    let field = |k: &str| group.get(k).copied().flatten();
-    let backlog =
-        field("lag").unwrap_or_else(|| length.saturating_sub(field("entries-read").unwrap_or(0)));
-    Ok(RunStatus {
-        state: if running.contains_key(&run) {
+/// `running` while its coordinator's heartbeat lives, `orphaned` once it is gone (or a worker
+/// said so), `finished` once the coordinator said so; `unknown` without a readable `meta`.
+fn state(
+    meta: Option<&HashMap<String, Value>>,
+    registered: Option<bool>,
+    alive: &HashSet<String>,
+) -> &'static str {
+    let Some(meta) = meta else {
+        return "unknown";
+    };
+    let coordinator = meta.get("coordinator").and_then(text);
+    if meta.contains_key("finished_at") {
+        "finished"
+    } else if meta.contains_key("orphaned_at") {
+        "orphaned"
+    } else if let Some(c) = coordinator {
+        if alive.contains(&c) {
             "running"
         } else {
-            "finished"
+            "orphaned"
         }
-        .to_owned(),
-        space: meta.get("space").cloned().unwrap_or_default(),
-        coordinator: meta.get("coordinator").cloned().unwrap_or_default(),
-        started_at: num("started_at").unwrap_or(0),
-        finished_at: num("finished_at"),
-        tasks: num("tasks").unwrap_or(0),
+    } else if registered == Some(true) {
+        "running"
+    } else {
+        "unknown"
+    }
+}
+
+async fn run_status(
+    conn: &mut ConnectionManager,
+    inspector: &mut Inspector,
+    run: String,
+    meta: Option<HashMap<String, Value>>,
+    registered: Option<bool>,
+    alive: &HashSet<String>,
+) -> redis::RedisResult<RunStatus> {
+    let key = meta_key(&run);
+    let mut num = |field: &str, absent: Option<u64>| {
+        let raw = meta.as_ref()?.get(field);
+        if raw.is_none() {
+            return absent;
+        }
+        inspector.number::<u64>(&key, Some(field), raw, 0)
+    };
+    let (tasks, started_at) = (num("tasks", Some(0)), num("started_at", Some(0)));
+    let (finished_at, orphaned_at) = (num("finished_at", None), num("orphaned_at", None));
+    let meta_text = |field: &str| {
+        meta.as_ref()
+            .and_then(|m| m.get(field))
+            .and_then(text)
+            .unwrap_or_default()
+    };
+    let (tasks_key, results, dead) = (tasks_key(&run), results_key(&run), dead_key(&run));
+    // One transaction: the figures are of one moment.
+    let reads = [
+        Read::new(&tasks_key, "stream", &["XLEN", &tasks_key]),
+        Read::new(&tasks_key, "stream", &["XINFO", "GROUPS", &tasks_key]),
+        Read::new(&results, "hash", &["HVALS", &results]),
+        Read::new(&dead, "stream", &["XLEN", &dead]),
+    ];
+    let answers = inspector.read(conn, &reads).await?;
+    let length = inspector.value_of::<u64>(&reads[0], &answers[0], 0);
+    let group = answers[1].as_ref().map(first_group);
+    let field = |k: &str| group.as_ref().and_then(|g| g.get(k).copied().flatten());
+    let backlog = length.filter(|_| group.is_some()).map(|length| {
+        field("lag").unwrap_or_else(|| length.saturating_sub(field("entries-read").unwrap_or(0)))
+    });
+    let results: Option<Vec<String>> = answers[2].as_ref().map(|v| match v {
+        Value::Array(r) => r.iter().filter_map(text).collect(),
+        _ => Vec::new(),
+    });
+    Ok(RunStatus {
+        state: state(meta.as_ref(), registered, alive).to_owned(),
+        space: meta_text("space"),
+        coordinator: meta_text("coordinator"),
+        started_at,
+        finished_at,
+        orphaned_at,
+        tasks,
         backlog,
-        in_flight: field("pending").unwrap_or(0),
-        done: results.len() as u64,
-        failed: results.iter().filter(|r| r.starts_with("error: ")).count() as u64,
-        dead_letters: dead,
+        in_flight: group.as_ref().map(|_| field("pending").unwrap_or(0)),
+        done: results.as_ref().map(|r| r.len() as u64),
+        failed: results
+            .as_ref()
+            .map(|r| r.iter().filter(|r| r.starts_with("error: ")).count() as u64),
+        dead_letters: inspector.value_of::<u64>(&reads[3], &answers[3], 0),
         run,
     })
 }
@@ -205,35 +295,46 @@ impl fmt::Display for Status {
                 r.run,
                 r.state,
                 r.space,
-                r.tasks,
-                r.backlog,
-                r.in_flight,
-                r.done,
-                r.failed,
-                r.dead_letters
+                shown(r.tasks),
+                shown(r.backlog),
+                shown(r.in_flight),
+                shown(r.done),
+                shown(r.failed),
+                shown(r.dead_letters)
             )?;
         }
         writeln!(f, "global limiters: {}", self.limiters.len())?;
         for l in &self.limiters {
             writeln!(
                 f,
-                "  {}: last 60 s {} request(s), {} text(s): {:.0}% of {:.0} {}/min; pause {}; 429s {}; leases {}/{}",
+                "  {}: last 60 s {} request(s), {} text(s): {}% of {} {}/min; pause {}; 429s {}; leases {}/{}",
                 l.name,
-                l.requests_last_minute,
-                l.texts_last_minute,
-                l.share_of_limit * 100.0,
-                l.limit_per_minute,
-                l.unit,
-                if l.pause_seconds > 0.0 {
-                    format!("{:.1} s left", l.pause_seconds)
-                } else {
-                    "none".to_owned()
+                shown(l.requests_last_minute),
+                shown(l.texts_last_minute),
+                shown(l.share_of_limit.map(|s| format!("{:.0}", s * 100.0))),
+                shown(l.limit_per_minute.map(|n| format!("{n:.0}"))),
+                shown(l.unit.as_deref()),
+                match l.pause_seconds {
+                    Some(p) if p > 0.0 => format!("{p:.1} s left"),
+                    Some(_) => "none".to_owned(),
+                    None => "?".to_owned(),
                 },
-                l.rate_limited,
-                l.leases_in_use,
-                l.max_concurrent
+                shown(l.rate_limited),
+                shown(l.leases_in_use),
+                shown(l.max_concurrent)
             )?;
+        }
+        if !self.unreadable.is_empty() {
+            writeln!(f, "unreadable keys (shown as ?): {}", self.unreadable.len())?;
+            for u in &self.unreadable {
+                writeln!(f, "  {}: {}", u.key, u.problem)?;
+            }
         }
         Ok(())
     }
+}
+
+/// A figure, or `?` where its key could not be read.
+fn shown(v: Option<impl fmt::Display>) -> String {
+    v.map_or_else(|| "?".to_owned(), |v| v.to_string())
 }

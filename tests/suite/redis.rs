@@ -62,7 +62,7 @@ fn append_params(dir: &Path, yaml: &str) {
 }
 
 /// `puzzlegen run` in `dir` with `args` after it, started now, output piped.
-fn spawn(dir: &Path, args: &[&str]) -> Child {
+pub(crate) fn spawn(dir: &Path, args: &[&str]) -> Child {
     common::command(dir)
         .args(["run", "--config", "params.yaml"])
         .args(args)
@@ -672,14 +672,14 @@ fn spawn_worker(dir: &Path, redis: &str) -> Child {
 
 /// A worker of its own folder (one theme of 6 words in its config, gemini at `base_url`,
 /// `extra` gemini lines) serving runs on `redis`; the folder lives as long as it is held.
-fn start_worker(base_url: &str, redis: &str, extra: &str) -> (tempfile::TempDir, Child) {
+pub(crate) fn start_worker(base_url: &str, redis: &str, extra: &str) -> (tempfile::TempDir, Child) {
     let dir = common::gemini_dir(base_url, 1, 6, 1, extra);
     let child = spawn_worker(dir.path(), redis);
     (dir, child)
 }
 
 /// Stops a worker with SIGTERM; its stderr.
-fn stop_worker(child: Child) -> String {
+pub(crate) fn stop_worker(child: Child) -> String {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
@@ -1035,7 +1035,7 @@ fn poison_last_task(redis: &RedisServer, queued: usize) -> String {
 }
 
 /// `puzzlegen status --json` of `redis`, parsed (asserting exit 0).
-fn status_json(redis: &str) -> serde_json::Value {
+pub(crate) fn status_json(redis: &str) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
     let out = common::command(dir.path())
         .args(["status", "--json", "--redis", redis])

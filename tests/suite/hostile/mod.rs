@@ -9,3 +9,4 @@ mod messages;
 mod network;
 mod outputs;
 mod shared;
+mod status;
