@@ -32,13 +32,24 @@ use crate::limit::{LimitSettings, RpmCounts};
 const ACQUIRE: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local pause = tonumber(redis.call('GET', KEYS[5]) or '0')
+-- A key of another type or a value that is not a number (written by anyone but this script)
+-- never stops admission: it reads as stale (the pause), as absent (the schedules, the leases)
+-- or is skipped (the counters for `puzzlegen status`).
+local function number(key)
+  local v = redis.pcall('GET', key)
+  if v == false then return 0 end
+  if type(v) ~= 'string' then return nil end
+  return tonumber(v)
+end
+local pause = number(KEYS[5])
 if pause == nil or pause - now > tonumber(ARGV[16]) then
   redis.call('DEL', KEYS[5])
   if pause == nil then return -1 end
   return -(pause - now)
 end
 if pause > now then return pause - now end
+local leases_type = redis.call('TYPE', KEYS[4]).ok
+if leases_type ~= 'zset' and leases_type ~= 'none' then redis.call('DEL', KEYS[4]) end
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
 if redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[3]) then
   return 5000
@@ -50,7 +61,7 @@ for i = 0, 2 do
   if period > 0 then
     local burst = tonumber(ARGV[5 + i * 3])
     local cells = tonumber(ARGV[6 + i * 3])
-    local tat = tonumber(redis.call('GET', KEYS[1 + i]) or '0') or 0
+    local tat = number(KEYS[1 + i]) or 0
     if tat < now then tat = now end
     local next_tat = tat + cells * period
     local allow_at = next_tat - burst * period
@@ -72,11 +83,11 @@ local lease_ttl = tonumber(ARGV[2])
 redis.call('ZADD', KEYS[4], string.format('%.0f', now + lease_ttl), ARGV[1])
 redis.call('PEXPIRE', KEYS[4], math.ceil(lease_ttl / 1000) + 1000)
 local second = KEYS[6] .. ':' .. math.floor(now / 1000000)
-redis.call('HINCRBY', second, 'requests', 1)
-redis.call('HINCRBY', second, 'texts', tonumber(ARGV[13]))
-redis.call('EXPIRE', second, 65)
-redis.call('HSET', KEYS[7], 'per_minute', ARGV[14], 'unit', ARGV[15], 'concurrency', ARGV[3])
-redis.call('EXPIRE', KEYS[7], 86400)
+redis.pcall('HINCRBY', second, 'requests', 1)
+redis.pcall('HINCRBY', second, 'texts', tonumber(ARGV[13]))
+redis.pcall('EXPIRE', second, 65)
+redis.pcall('HSET', KEYS[7], 'per_minute', ARGV[14], 'unit', ARGV[15], 'concurrency', ARGV[3])
+redis.pcall('EXPIRE', KEYS[7], 86400)
 return 0
 "#;
 
@@ -94,9 +105,10 @@ const PAUSE: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local pause_at = now + tonumber(ARGV[1])
-redis.call('INCR', KEYS[2])
-redis.call('EXPIRE', KEYS[2], 86400)
-local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+redis.pcall('INCR', KEYS[2])
+redis.pcall('EXPIRE', KEYS[2], 86400)
+local cur = redis.pcall('GET', KEYS[1])
+cur = (type(cur) == 'string' and tonumber(cur)) or 0
 if cur < pause_at then
   redis.call('SET', KEYS[1], string.format('%.0f', pause_at), 'PX', math.ceil(tonumber(ARGV[1]) / 1000) + 1000)
 end

@@ -112,6 +112,40 @@ fn a_stale_shared_pause_is_said_and_removed() {
     }
 }
 
+/// Limiter keys of the wrong type or holding text (written by anything but puzzlegen) never
+/// stop admission: a run whose every limiter key is poisoned (the schedules, the leases, the
+/// pause, the 429 count, the settings, the per-second counters of the next minute) finishes
+/// as a clean one does, against a server that answers 429 half the time (so the pause is
+/// written too).
+#[test]
+fn poisoned_limiter_keys_never_stop_a_run() {
+    let redis = RedisServer::start();
+    let prefix = "puzzlegen:limit:{gemini:PUZZLEGEN_TEST_KEY:gemini-embedding-001}";
+    const POISON: &str = "
+local p = ARGV[1]
+redis.call('HSET', p .. ':rpm', 'x', 'y')
+redis.call('SET', p .. ':interval', 'soon')
+redis.call('LPUSH', p .. ':tpm', 'x')
+redis.call('SET', p .. ':leases', 'none')
+redis.call('SADD', p .. ':pause', 'x')
+redis.call('LPUSH', p .. ':429s', 'x')
+redis.call('SET', p .. ':settings', 'x')
+local now = tonumber(redis.call('TIME')[1])
+for s = now, now + 90 do redis.call('SET', p .. ':second:' .. s, 'x') end
+return 1";
+    redis.command(&["EVAL", POISON, "0", prefix]);
+    let server = mock(|m| m.rate_429 = 0.5);
+    let dir = common::gemini_dir(&server.base_url(), 4, 8, 1, "  stall_timeout: 20\n");
+    let r = run(dir.path(), &["--redis", &redis.url()]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stderr.contains("treated as stale and removed"),
+        "{}",
+        r.all()
+    );
+    assert!(server.stats().responses_ok > 0);
+}
+
 /// Everything a run left in Redis (keys, and the values of strings, hashes, lists, sets and
 /// streams), as text.
 fn everything_in(redis: &RedisServer) -> String {
