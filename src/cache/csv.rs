@@ -242,7 +242,6 @@ impl Columns {
             let x = std::str::from_utf8(field)
                 .ok()
                 .and_then(|s| s.trim().parse::<f32>().ok())
-                .filter(|x| x.is_finite())
                 .ok_or_else(|| {
                     format!(
                         "embedding_dim_{}: expected a finite number, got {:?}",
@@ -252,10 +251,9 @@ impl Columns {
                 })?;
             vector.push(x);
         }
-        if vector.iter().all(|&x| x == 0.0) {
-            // Its similarity to every text would be 0: groups chosen at random.
-            return Err("all-zero vector: it has no direction, so it cannot be compared".into());
-        }
+        // Checked as an API answer is: a vector every text would score 0 (or NaN) against
+        // would have groups chosen at random.
+        crate::embed::check_vector(&vector, self.dims.len())?;
         Ok(Row {
             key,
             word,
@@ -770,7 +768,8 @@ mod tests {
                 word_type: Some("candidate".into()),
                 similarity: Some(0.123_456_79),
                 timestamp: Some("2025-01-02T03:04:05Z".into()),
-                vector: Vector::from(vec![0.1f32, -1.0e-7, 3.402_823_5e38]),
+                // Large but scorable (f32::MAX would be refused on import: its square overflows).
+                vector: Vector::from(vec![0.1f32, -1.0e-7, 1.0e19]),
             },
             Row {
                 key: "café".into(),

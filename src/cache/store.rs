@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use crate::embed::{Space, Vector};
+use crate::embed::{Space, Vector, from_bytes, to_bytes, values_of};
 
 /// The schema version this build writes (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = 2;
@@ -100,6 +100,10 @@ const COLUMNS: &str = "id, model_id, dimension, task_type, text_key, word, theme
 const LOOKUP: &str = "SELECT vector FROM embeddings \
      WHERE model_id = ?1 AND dimension = ?2 AND task_type = ?3 AND text_key = ?4 \
      ORDER BY id LIMIT 1";
+
+/// Removes a key's row holding exactly `vector` (an unusable one, see [`Store::lookup_many`]).
+const DISCARD: &str = "DELETE FROM embeddings \
+     WHERE model_id = ?1 AND dimension = ?2 AND task_type = ?3 AND text_key = ?4 AND vector = ?5";
 
 /// Insert if absent: run inside an IMMEDIATE transaction, so no other writer can add the key
 /// between the check and the insert.
@@ -253,6 +257,21 @@ pub struct Row {
     /// `None`: now.
     pub timestamp: Option<String>,
     pub vector: Vector,
+}
+
+/// A stored vector that cannot be used (see [`crate::embed::check_vector`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unusable {
+    pub reason: String,
+    /// Its bytes as stored, so that exactly this row is removed (see [`Store::put_discarding`]).
+    pub bytes: Vec<u8>,
+}
+
+/// A key whose stored row `bytes` is to be removed (it is replaced by a row of the same put).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Discard {
+    pub key: String,
+    pub bytes: Vec<u8>,
 }
 
 /// Metadata learned when a theme finishes, for rows stored without it.
@@ -515,12 +534,27 @@ impl Store {
         &self.path
     }
 
-    /// The stored vector of each key (its oldest row's), `None` where it is missing.
+    /// The stored vector of each key (its oldest row's), `None` where it is missing or cannot
+    /// be used (see [`Store::lookup_many`] to know why).
     pub fn get_many(
         &self,
         space: &Space,
         keys: &[String],
     ) -> Result<Vec<Option<Vector>>, StoreError> {
+        Ok(self
+            .lookup_many(space, keys)?
+            .into_iter()
+            .map(|found| found.and_then(Result::ok))
+            .collect())
+    }
+
+    /// The stored row of each key (its oldest), `None` where it is missing: its vector, or
+    /// why that vector cannot be used (checked as an API answer is).
+    pub fn lookup_many(
+        &self,
+        space: &Space,
+        keys: &[String],
+    ) -> Result<Vec<Option<Result<Vector, Unusable>>>, StoreError> {
         let e = |e| StoreError::sql(&self.path, e);
         let mut stmt = self.conn.prepare_cached(LOOKUP).map_err(e)?;
         keys.iter()
@@ -532,7 +566,9 @@ impl Store {
                     )
                     .optional()
                     .map_err(e)?;
-                Ok(blob.and_then(|b| decode(&b, space.dimension)))
+                Ok(blob.map(|bytes| {
+                    from_bytes(&bytes, space.dimension).map_err(|reason| Unusable { reason, bytes })
+                }))
             })
             .collect()
     }
@@ -546,7 +582,19 @@ impl Store {
         rows: &[Row],
         annotations: &[Annotation],
     ) -> Result<usize, StoreError> {
-        if rows.is_empty() && annotations.is_empty() {
+        self.put_discarding(space, &[], rows, annotations)
+    }
+
+    /// [`Store::put`], removing first, in the same transaction, the unusable rows `discards`
+    /// (so that a new vector of their key is stored in their place).
+    pub fn put_discarding(
+        &mut self,
+        space: &Space,
+        discards: &[Discard],
+        rows: &[Row],
+        annotations: &[Annotation],
+    ) -> Result<usize, StoreError> {
+        if discards.is_empty() && rows.is_empty() && annotations.is_empty() {
             return Ok(0);
         }
         let path = self.path.clone();
@@ -557,8 +605,20 @@ impl Store {
             .map_err(e)?;
         let mut added = 0;
         {
-            let mut insert = tx.prepare_cached(INSERT).map_err(e)?;
             let dim = space.dimension as i64;
+            let mut discard = tx.prepare_cached(DISCARD).map_err(e)?;
+            for d in discards {
+                discard
+                    .execute(params![
+                        space.model_id,
+                        dim,
+                        space.task_type,
+                        d.key,
+                        d.bytes
+                    ])
+                    .map_err(e)?;
+            }
+            let mut insert = tx.prepare_cached(INSERT).map_err(e)?;
             for r in rows {
                 added += insert_row(&mut insert, space, r).map_err(e)?;
             }
@@ -656,7 +716,7 @@ impl Store {
         let mut n = 0;
         while let Some(r) = rows.next().map_err(e)? {
             let blob: Vec<u8> = r.get(6).map_err(e)?;
-            let Some(vector) = decode(&blob, space.dimension) else {
+            let Some(vector) = values_of(&blob, space.dimension) else {
                 return Err(StoreError::Damaged {
                     path: self.path.clone(),
                     detail: format!(
@@ -790,7 +850,7 @@ fn insert_row(
         r.word_type,
         r.similarity,
         r.timestamp,
-        encode(&r.vector),
+        to_bytes(&r.vector),
     ])
 }
 
@@ -849,21 +909,6 @@ fn install_busy_handler(
 fn is_busy(e: &rusqlite::Error) -> bool {
     use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
     matches!(e.sqlite_error_code(), Some(DatabaseBusy | DatabaseLocked))
-}
-
-/// Little-endian f32 bytes, the stored form of a vector.
-pub fn encode(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-/// The vector of `dimension` values in `bytes`, `None` if the length is wrong.
-pub fn decode(bytes: &[u8], dimension: usize) -> Option<Vector> {
-    (bytes.len() == dimension * 4).then(|| {
-        bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect()
-    })
 }
 
 /// Refuses, before SQLite sees it, a file that is not a database or is shorter than its own
@@ -1064,7 +1109,7 @@ PRAGMA user_version = 1;
             c.execute(
                 "INSERT INTO embeddings (model_id, dimension, task_type, text_key, word, vector) \
                  VALUES (?1, 3, 't', ?2, ?3, ?4)",
-                params![model, key, word, encode(&v)],
+                params![model, key, word, to_bytes(&v)],
             )
             .unwrap();
         }

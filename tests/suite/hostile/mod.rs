@@ -8,3 +8,4 @@ mod limits;
 mod network;
 mod outputs;
 mod shared;
+mod tiers;

@@ -1,0 +1,237 @@
+//! Hostile cases: what a run reads back from a tier (the SQLite cache, the shared Redis tier,
+//! the run journal) is checked as an API answer is. A vector that cannot be used (not finite,
+//! absurd) is counted, named with its source, and its text embedded again; a journal entry that
+//! does not check out is recomputed. Either way the puzzles are those of a clean run.
+
+use std::path::Path;
+
+use super::cache::{db, mock, workspace};
+use crate::common::{self, Finished, RedisServer};
+
+/// `puzzlegen run` in `dir`, to the end.
+fn run(dir: &Path) -> Finished {
+    common::finish(common::puzzlegen(dir).args(["run", "--config", "params.yaml"]))
+}
+
+fn run_ok(dir: &Path) -> Finished {
+    let f = run(dir);
+    assert_eq!(f.code, 0, "{}", f.all());
+    assert!(!f.stderr.contains("panicked"), "{}", f.all());
+    f
+}
+
+fn read(dir: &Path, file: &str) -> serde_json::Value {
+    common::read_json(&dir.join("out").join(file))
+}
+
+/// The first word of puzzle 1: a word the puzzles depend on.
+fn a_chosen_word(dir: &Path) -> String {
+    read(dir, "final_puzzles.json")["puzzle_1"]["words"][0]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn bad_cached_vectors(dir: &Path) -> u64 {
+    read(dir, "puzzle_metadata.json")["embedding_stats"]["bad_cached_vectors"]
+        .as_u64()
+        .expect("embedding_stats.bad_cached_vectors")
+}
+
+/// Replaces the stored vector of `word` in the cache database of `dir` with `values`.
+fn poison(dir: &Path, word: &str, values: &[f32]) {
+    let bytes: Vec<u8> = values.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let changed = rusqlite::Connection::open(db(dir))
+        .unwrap()
+        .execute(
+            "UPDATE embeddings SET vector = ?1 WHERE text_key = ?2",
+            rusqlite::params![bytes, puzzlegen::cache::key(word)],
+        )
+        .unwrap();
+    assert_eq!(changed, 1, "{word} is not in the cache");
+}
+
+/// The stored vector of `word` in the cache database of `dir`: every value finite.
+fn assert_stored_finite(dir: &Path, word: &str) {
+    let blob: Vec<u8> = rusqlite::Connection::open(db(dir))
+        .unwrap()
+        .query_row(
+            "SELECT vector FROM embeddings WHERE text_key = ?1",
+            [puzzlegen::cache::key(word)],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        blob.chunks_exact(4)
+            .all(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]).abs() <= 1.0),
+        "{word}: the unusable vector is still stored"
+    );
+}
+
+/// A run in `dir` to the end, then a rerun whose cache CSV cannot be written (a file size limit
+/// of 200 KiB: the journal fits, the CSV of 36 vectors of 768 values does not): the rerun
+/// fails after every theme is done and keeps its journal. Returns the first run's puzzles.
+fn run_keeping_a_journal(dir: &Path) -> serde_json::Value {
+    run_ok(dir);
+    let clean = read(dir, "final_puzzles.json");
+    let limited = "ulimit -f 400; exec \"$0\" run --config params.yaml";
+    let out = common::wrapped(dir, &["sh", "-c", limited])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        dir.join("out/run_journal.jsonl").is_file(),
+        "no journal kept:\n{stderr}"
+    );
+    clean
+}
+
+/// Removes the outputs and the journal of `dir`: the next run starts from the cache alone.
+fn clear_outputs(dir: &Path) {
+    std::fs::remove_dir_all(dir.join("out")).unwrap();
+}
+
+#[test]
+fn an_infinite_value_in_the_sqlite_cache_is_not_used_and_its_text_is_embedded_again() {
+    let server = mock();
+    let dir = workspace(&server.base_url());
+    run_ok(dir.path());
+    let clean = read(dir.path(), "final_puzzles.json");
+    assert_eq!(bad_cached_vectors(dir.path()), 0);
+    let word = a_chosen_word(dir.path());
+    let mut values = vec![0.01f32; 768];
+    values[3] = f32::INFINITY;
+    poison(dir.path(), &word, &values);
+    clear_outputs(dir.path());
+    let paid = server.stats().texts_embedded;
+
+    let f = run_ok(dir.path());
+    assert_eq!(read(dir.path(), "final_puzzles.json"), clean, "{}", f.all());
+    assert_eq!(bad_cached_vectors(dir.path()), 1, "{}", f.all());
+    let line = rejection(&f, &word);
+    assert!(
+        line.contains("cache/embeddings.sqlite3") && line.contains("embedding_dim_4 is inf"),
+        "{line}"
+    );
+    assert_eq!(server.stats().texts_embedded - paid, 1, "{}", f.all());
+    assert_stored_finite(dir.path(), &word);
+}
+
+#[test]
+fn an_infinite_value_under_a_journal_is_not_used_and_the_run_writes_its_outputs() {
+    let server = mock();
+    let dir = workspace(&server.base_url());
+    let clean = run_keeping_a_journal(dir.path());
+    let word = {
+        // The words of the first theme, best first, as journalled.
+        let journal = std::fs::read_to_string(dir.path().join("out/run_journal.jsonl")).unwrap();
+        let entry: serde_json::Value =
+            serde_json::from_str(journal.lines().nth(1).unwrap()).unwrap();
+        entry["ranked"][0][0].as_str().unwrap().to_owned()
+    };
+    poison(dir.path(), &word, &vec![f32::NAN; 768]);
+
+    let f = run_ok(dir.path());
+    assert_eq!(bad_cached_vectors(dir.path()), 1, "{}", f.all());
+    assert!(
+        rejection(&f, &word).contains("cache/embeddings.sqlite3"),
+        "{}",
+        f.all()
+    );
+    assert_stored_finite(dir.path(), &word);
+    assert_eq!(read(dir.path(), "final_puzzles.json"), clean);
+}
+
+/// The one line of `f` saying that a vector of `word` cannot be used.
+fn rejection(f: &Finished, word: &str) -> String {
+    let key = format!("{:?}", puzzlegen::cache::key(word));
+    let lines: Vec<&str> = f
+        .stderr
+        .lines()
+        .filter(|l| l.contains("cannot be used"))
+        .collect();
+    assert!(
+        lines.len() == 1 && lines[0].contains(&key),
+        "not said once:\n{}",
+        f.all()
+    );
+    lines[0].to_owned()
+}
+
+/// `EVAL script 1 key args...` on `redis`; the raw answer.
+fn eval(redis: &RedisServer, script: &str, key: &str, args: &[&str]) -> String {
+    redis.command(&[&["EVAL", script, "1", key], args].concat())
+}
+
+#[test]
+fn an_absurd_vector_in_the_shared_redis_tier_is_not_used_nor_copied() {
+    let redis = RedisServer::start();
+    let server = mock();
+    let with_redis = |dir: &Path| {
+        let params = dir.join("params.yaml");
+        let yaml = std::fs::read_to_string(&params).unwrap();
+        let yaml = format!("{yaml}distributed:\n  redis_url: {}\n", redis.url());
+        std::fs::write(&params, yaml).unwrap();
+    };
+    let first = workspace(&server.base_url());
+    with_redis(first.path());
+    run_ok(first.path());
+    let clean = read(first.path(), "final_puzzles.json");
+    let word = a_chosen_word(first.path());
+    let key = puzzlegen::cache::key(&word);
+    // The value key of the word, as the shared tier named it; 768 x 1e30 written over it.
+    let found = eval(
+        &redis,
+        "local k = redis.call('KEYS', 'puzzlegen:vec:*:' .. KEYS[1]) return k[1]",
+        &key,
+        &[],
+    );
+    let value_key = found
+        .lines()
+        .nth(1)
+        .expect("the word's value key")
+        .to_owned();
+    assert!(value_key.starts_with("puzzlegen:vec:"), "{found}");
+    let set = eval(
+        &redis,
+        "redis.call('SET', KEYS[1], string.rep(struct.pack('<f', 1e30), 768)) return 1",
+        &value_key,
+        &[],
+    );
+    assert_eq!(set.trim(), ":1", "{set}");
+    let paid = server.stats().texts_embedded;
+
+    // Another run on the same Redis, with a cache of its own.
+    let second = workspace(&server.base_url());
+    with_redis(second.path());
+    let f = run_ok(second.path());
+    assert_eq!(
+        read(second.path(), "final_puzzles.json"),
+        clean,
+        "{}",
+        f.all()
+    );
+    assert_eq!(bad_cached_vectors(second.path()), 1, "{}", f.all());
+    let line = rejection(&f, &word);
+    assert!(
+        line.contains(&format!("Redis tier at {}", redis.url())) && line.contains("absurd"),
+        "{line}"
+    );
+    assert_eq!(server.stats().texts_embedded - paid, 1, "{}", f.all());
+    assert_stored_finite(second.path(), &word);
+    let csv = std::fs::read_to_string(second.path().join("cache/all_embeddings.csv"))
+        .expect("the cache CSV");
+    assert!(
+        !csv.contains("e30"),
+        "the absurd vector was copied into the cache CSV"
+    );
+    // The shared tier holds the vector paid for again.
+    let first_value = eval(
+        &redis,
+        "return tostring(struct.unpack('<f', redis.call('GET', KEYS[1])))",
+        &value_key,
+        &[],
+    );
+    assert!(!first_value.contains("e+30"), "{first_value}");
+}
