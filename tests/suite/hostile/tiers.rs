@@ -92,6 +92,14 @@ fn clear_outputs(dir: &Path) {
     std::fs::remove_dir_all(dir.join("out")).unwrap();
 }
 
+/// `puzzles: N ok` of the summary.
+fn puzzles_ok(f: &Finished) -> usize {
+    f.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("puzzles: ")?.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no puzzles line:\n{}", f.all()))
+}
+
 #[test]
 fn an_infinite_value_in_the_sqlite_cache_is_not_used_and_its_text_is_embedded_again() {
     let server = mock();
@@ -234,4 +242,47 @@ fn an_absurd_vector_in_the_shared_redis_tier_is_not_used_nor_copied() {
         &[],
     );
     assert!(!first_value.contains("e+30"), "{first_value}");
+}
+
+#[test]
+fn a_hand_edited_journal_is_recomputed_and_the_summary_counts_what_the_outputs_hold() {
+    let server = mock();
+    let dir = workspace(&server.base_url());
+    let clean = run_keeping_a_journal(dir.path());
+    let path = dir.path().join("out/run_journal.jsonl");
+    let journal = std::fs::read_to_string(&path).unwrap();
+    let mut lines: Vec<String> = journal.lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 5, "a header and 4 themes: {journal}");
+    let mut edit = |n: usize, f: &dyn Fn(&mut serde_json::Value)| {
+        let mut e: serde_json::Value = serde_json::from_str(&lines[n]).unwrap();
+        f(&mut e);
+        lines[n] = e.to_string();
+    };
+    // A similarity of 5.0, and a word list cut to one word.
+    edit(1, &|e| e["ranked"][0][1] = serde_json::json!(5.0));
+    edit(2, &|e| {
+        let first = e["ranked"][0].clone();
+        e["ranked"] = serde_json::json!([first]);
+    });
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let paid = server.stats().texts_embedded;
+
+    let f = run_ok(dir.path());
+    assert_eq!(server.stats().texts_embedded, paid, "all from the cache");
+    let edited = read(dir.path(), "final_puzzles.json");
+    let scores = edited.to_string();
+    assert!(!scores.contains("5.0"), "{scores}");
+    assert_eq!(
+        (puzzles_ok(&f), edited.as_object().unwrap().len()),
+        (1, 1),
+        "the puzzle was not made, or the summary's count differs from final_puzzles.json:\n{}",
+        f.all()
+    );
+    let said: Vec<&str> = f
+        .stderr
+        .lines()
+        .filter(|l| l.contains("run_journal.jsonl") && l.contains("does not check out"))
+        .collect();
+    assert_eq!(said.len(), 2, "{}", f.all());
+    assert_eq!(edited, clean, "not the puzzles of a run without a journal");
 }
