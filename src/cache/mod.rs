@@ -82,9 +82,11 @@ impl Cache {
         }
     }
 
-    /// A cache backed by the database at `path` (created if missing). Nothing is read yet.
+    /// A cache backed by the database at `path` (created if missing), checked for damage
+    /// first (see [`Store::quick_check`]). No row is read yet.
     pub fn open(path: &Path, space: Space) -> Result<Cache, StoreError> {
         let reader = Store::open(path)?;
+        reader.quick_check(store::QUICK_CHECK_BUDGET)?;
         let memory: Arc<Mutex<HashMap<String, Vector>>> = Arc::default();
         // Committed rows leave memory (unless the key got another vector since).
         let on_commit = {

@@ -47,6 +47,12 @@ pub const SCHEMA_VERSION: i64 = 2;
 /// How long a statement waits for another process's write lock before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Longest the start-up integrity check (`PRAGMA quick_check`, see [`Store::quick_check`]) may
+/// take. It reads every page: about 0.8 s for 100,000 vectors of 768 dimensions (417 MB) and
+/// 0.7 s for 25,000 of 3072 (322 MB), file in the page cache; a larger database is checked for
+/// this long, the rest as it is read.
+pub const QUICK_CHECK_BUDGET: Duration = Duration::from_secs(2);
+
 /// How long a wait for a lock lasts before it is reported (a commit of our own other
 /// connection takes milliseconds).
 const LOCK_NOTICE_AFTER: Duration = Duration::from_millis(250);
@@ -133,9 +139,8 @@ const EACH_ROW: &str = "SELECT text_key, word, theme, word_type, similarity_to_t
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
-        "{path}: the cache database is damaged ({detail}); it was left as it is: move it \
-         aside (or restore a copy) and run again, or bring vectors back with \
-         `puzzlegen cache import`"
+        "{path}: the cache database is damaged ({detail}): move it aside (or restore a copy) \
+         and run again, or bring vectors back with `puzzlegen cache import`"
     )]
     Damaged { path: PathBuf, detail: String },
     #[error(
@@ -532,6 +537,51 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Checks the whole file (`PRAGMA quick_check`: every page, every b-tree; not the values)
+    /// for at most `budget`, so that damage in the middle of it is found before a run pays
+    /// for anything rather than in the middle of the run. A check cut short by the budget
+    /// passes (said at info level).
+    pub fn quick_check(&self, budget: Duration) -> Result<(), StoreError> {
+        let interrupt = self.conn.get_interrupt_handle();
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        let timer = std::thread::spawn(move || {
+            let late =
+                finished.recv_timeout(budget) == Err(std::sync::mpsc::RecvTimeoutError::Timeout);
+            if late {
+                interrupt.interrupt();
+            }
+        });
+        let found: rusqlite::Result<Vec<String>> = self
+            .conn
+            .prepare("PRAGMA quick_check(5)")
+            .and_then(|mut stmt| stmt.query_map([], |r| r.get(0))?.collect());
+        drop(done);
+        let _ = timer.join();
+        match found {
+            Ok(lines) if lines == ["ok"] => Ok(()),
+            Ok(lines) => Err(StoreError::Damaged {
+                path: self.path.clone(),
+                detail: crate::text::cut(&format!("quick_check: {}", lines.join("; ")), 300),
+            }),
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::OperationInterrupted) => {
+                tracing::info!(
+                    "{}: the start-up check stopped after {} s (a large database); the rest is \
+                     checked as it is read",
+                    self.path.display(),
+                    budget.as_secs()
+                );
+                Ok(())
+            }
+            Err(e) => Err(match StoreError::sql(&self.path, e) {
+                StoreError::Damaged { path, detail } => StoreError::Damaged {
+                    path,
+                    detail: format!("quick_check: {detail}"),
+                },
+                other => other,
+            }),
+        }
     }
 
     /// The stored vector of each key (its oldest row's), `None` where it is missing or cannot
@@ -1056,6 +1106,28 @@ mod tests {
         std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
         let e = Store::open(&cut).err().unwrap().to_string();
         assert!(e.contains("cut.sqlite3") && e.contains("truncated"), "{e}");
+    }
+
+    #[test]
+    fn damage_in_the_middle_of_the_file_is_found_by_the_start_up_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite3");
+        {
+            let mut s = Store::open(&path).unwrap();
+            let rows: Vec<Row> = (0..500).map(|i| row(&format!("w{i}"), [1.0; 3])).collect();
+            s.put(&space(), &rows, &[]).unwrap();
+            s.quick_check(QUICK_CHECK_BUDGET).unwrap();
+        }
+        let mut bytes = std::fs::read(&path).unwrap();
+        let middle = bytes.len() / 2 / 4096 * 4096;
+        bytes[middle..middle + 4096].fill(0xab);
+        std::fs::write(&path, &bytes).unwrap();
+        let s = Store::open(&path).unwrap();
+        let e = s.quick_check(QUICK_CHECK_BUDGET).unwrap_err().to_string();
+        assert!(
+            e.contains("c.sqlite3: the cache database is damaged (quick_check: "),
+            "{e}"
+        );
     }
 
     /// The version 1 schema, as released.

@@ -286,3 +286,39 @@ fn a_hand_edited_journal_is_recomputed_and_the_summary_counts_what_the_outputs_h
     assert_eq!(said.len(), 2, "{}", f.all());
     assert_eq!(edited, clean, "not the puzzles of a run without a journal");
 }
+
+#[test]
+fn a_database_damaged_in_the_middle_is_refused_before_anything_is_paid_for() {
+    let server = mock();
+    let dir = workspace(&server.base_url());
+    run_ok(dir.path());
+    let db = db(dir.path());
+    let mut bytes = std::fs::read(&db).unwrap();
+    assert!(bytes.len() >= 16 * 4096, "{} bytes", bytes.len());
+    // Garbage over four pages in the middle; the header (page 1) intact.
+    let middle = bytes.len() / 2 / 4096 * 4096;
+    bytes[middle..middle + 4 * 4096].fill(0xab);
+    std::fs::write(&db, &bytes).unwrap();
+    // A word more per theme: the run would have texts to pay for.
+    common::write_workload(dir.path(), 4, 9);
+    let requests = server.stats().requests;
+
+    let f = run(dir.path());
+    let paid = server.stats().requests - requests;
+    assert_eq!(
+        paid,
+        0,
+        "requests paid for before the damage was found:\n{}",
+        f.all()
+    );
+    assert_eq!(f.code, 2, "{}", f.all());
+    assert!(!f.stderr.contains("panicked"), "{}", f.all());
+    assert!(
+        f.stderr.contains(
+            "error: cache/embeddings.sqlite3: the cache database is damaged (quick_check: "
+        ) && f.stderr.contains("puzzlegen cache import"),
+        "{}",
+        f.all()
+    );
+    assert_eq!(std::fs::read(&db).unwrap(), bytes, "the file was changed");
+}
