@@ -748,7 +748,8 @@ impl Store {
         Ok(Snapshot { _tx: tx })
     }
 
-    /// One row per key of one space (the key's oldest), in insertion order, as stored.
+    /// One row per key of one space (the key's oldest), in insertion order, as stored; a row
+    /// whose vector has the wrong number of bytes is left out, with a warning naming it.
     pub fn for_each_row(
         &self,
         space: &Space,
@@ -766,19 +767,19 @@ impl Store {
         let mut n = 0;
         while let Some(r) = rows.next().map_err(e)? {
             let blob: Vec<u8> = r.get(6).map_err(e)?;
+            let key: String = r.get(0).map_err(e)?;
             let Some(vector) = values_of(&blob, space.dimension) else {
-                return Err(StoreError::Damaged {
-                    path: self.path.clone(),
-                    detail: format!(
-                        "the vector of {:?} has {} bytes, expected {}",
-                        r.get::<_, String>(0).unwrap_or_default(),
-                        blob.len(),
-                        space.dimension * 4
-                    ),
-                });
+                // A damaged row costs that row, not the export (nor the run writing it).
+                tracing::warn!(
+                    "{}: the row of {key:?} holds {} bytes, not {} values of 4 bytes: left out",
+                    self.path.display(),
+                    blob.len(),
+                    space.dimension
+                );
+                continue;
             };
             f(Row {
-                key: r.get(0).map_err(e)?,
+                key,
                 word: r.get(1).map_err(e)?,
                 theme: r.get(2).map_err(e)?,
                 word_type: r.get(3).map_err(e)?,

@@ -322,3 +322,107 @@ fn a_database_damaged_in_the_middle_is_refused_before_anything_is_paid_for() {
     );
     assert_eq!(std::fs::read(&db).unwrap(), bytes, "the file was changed");
 }
+
+#[test]
+fn a_damaged_row_met_mid_run_costs_that_row_only_and_the_outputs_are_written() {
+    let server = mock();
+    let dir = workspace(&server.base_url());
+    run_ok(dir.path());
+    let clean = read(dir.path(), "final_puzzles.json");
+    let word = a_chosen_word(dir.path());
+    // A vector cut to 10 bytes: the start-up check reads pages, not values.
+    poison(dir.path(), &word, &[0.5, 0.5, 0.0][..2]);
+    let paid = server.stats().texts_embedded;
+
+    let f = run_ok(dir.path());
+    assert_eq!(read(dir.path(), "final_puzzles.json"), clean, "{}", f.all());
+    assert!(
+        rejection(&f, &word).contains("8 bytes, expected 3072"),
+        "{}",
+        f.all()
+    );
+    // The cache CSV (from the database as the run began) goes on without it, and says so.
+    let left_out = format!(
+        "cache/embeddings.sqlite3: the row of {:?} holds 8 bytes, not 768 values of 4 bytes: \
+         left out",
+        puzzlegen::cache::key(&word)
+    );
+    assert!(f.stderr.contains(&left_out), "{}", f.all());
+    assert_eq!(server.stats().texts_embedded - paid, 1, "{}", f.all());
+    assert_stored_finite(dir.path(), &word);
+    let csv = std::fs::read_to_string(dir.path().join("cache/all_embeddings.csv")).unwrap();
+    assert_eq!(
+        csv.lines().count(),
+        1 + 4 * 9,
+        "every text once in the cache CSV"
+    );
+}
+
+#[test]
+fn a_database_damaged_mid_run_loses_nothing_paid_for_and_the_outputs_are_written() {
+    let server = mock();
+    let dir = workspace(&server.base_url());
+    run_ok(dir.path());
+    let db = db(dir.path());
+    // A word more per theme: 4 texts to pay for, held at the mock until the damage is done.
+    common::write_workload(dir.path(), 4, 9);
+    let old_csv = std::fs::read(dir.path().join("cache/all_embeddings.csv")).unwrap();
+    let paid = server.stats().texts_embedded;
+    server.hold_after(Some(server.stats().responses_ok));
+    let child = common::spawn_run(dir.path());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while server.held() == 0 {
+        assert!(std::time::Instant::now() < deadline, "no request arrived");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Everything but the header page (the schema) overwritten with garbage.
+    let mut bytes = std::fs::read(&db).unwrap();
+    bytes[4096..].fill(0xab);
+    std::fs::write(&db, &bytes).unwrap();
+    server.hold_after(None);
+    let out = child.wait_with_output().unwrap();
+    let f = Finished {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        seconds: 0.0,
+    };
+    assert_eq!(f.code, 0, "{}", f.all());
+    assert!(dir.path().join("out/final_puzzles.json").is_file());
+    // At least the 4 new texts; texts looked up after the damage were paid for again.
+    let embedded = server.stats().texts_embedded - paid;
+    assert!(embedded >= 4, "{}", f.all());
+    // Said as it is: nothing stored in the database, everything this run paid for saved to a
+    // file named, with the command that brings it back.
+    assert!(
+        f.stdout
+            .contains("cache:   0 new embedding(s) stored in cache/embeddings.sqlite3"),
+        "{}",
+        f.all()
+    );
+    assert!(!f.stderr.contains("left as it is"), "{}", f.all());
+    let rescue: Vec<_> = std::fs::read_dir(dir.path().join("cache"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("embeddings.sqlite3.unsaved-"))
+        .collect();
+    assert_eq!(rescue.len(), 1, "{rescue:?}\n{}", f.all());
+    let saved = format!(
+        "{embedded} embedding(s) could not be stored in cache/embeddings.sqlite3 \
+         (cache/embeddings.sqlite3: the cache database is damaged (database disk image is \
+         malformed)"
+    );
+    assert!(
+        f.stderr.contains(&saved)
+            && f.stderr
+                .contains(&format!("puzzlegen cache import cache/{}", rescue[0])),
+        "{}",
+        f.all()
+    );
+    let rows = std::fs::read_to_string(dir.path().join("cache").join(&rescue[0])).unwrap();
+    assert_eq!(rows.lines().count() as u64, 1 + embedded, "{rows}");
+    // The cache CSV: complete (the database was read before the damage), or left as it was.
+    let csv = std::fs::read(dir.path().join("cache/all_embeddings.csv")).unwrap();
+    let complete = String::from_utf8_lossy(&csv).lines().count() == 1 + 4 * 10;
+    assert!(complete || csv == old_csv, "{}", f.all());
+}
