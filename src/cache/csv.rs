@@ -737,23 +737,44 @@ mod tests {
         crate::embed::test_space(dimension)
     }
 
-    #[test]
-    fn zero_vectors_are_refused_and_lines_counted_from_the_header_as_1() {
+    /// Imports `text` (2 dimensions): rows added, and the refused rows' lines and reasons.
+    fn import_text(text: &str) -> (u64, Vec<(u64, String)>) {
         let dir = tempfile::tempdir().unwrap();
         let csv = dir.path().join("in.csv");
-        std::fs::write(
-            &csv,
-            "word,embedding_dim_1,embedding_dim_2\r\nzero,0,0.0\r\n\r\ngood,0.5,1\r\nbad,x,1\r\n",
-        )
-        .unwrap();
+        std::fs::write(&csv, text).unwrap();
         let mut store = Store::open(&dir.path().join("a.sqlite3")).unwrap();
         let r = import(&csv, &mut store, &space(2)).unwrap();
-        assert_eq!(r.added, 1);
-        let bad: Vec<(u64, &str)> = r.bad.iter().map(|b| (b.line, b.reason.as_str())).collect();
+        (
+            r.added,
+            r.bad.into_iter().map(|b| (b.line, b.reason)).collect(),
+        )
+    }
+
+    #[test]
+    fn zero_vectors_are_refused_and_lines_counted_from_the_header_as_1() {
+        let (added, bad) = import_text(
+            "word,embedding_dim_1,embedding_dim_2\r\nzero,0,0.0\r\n\r\ngood,0.5,1\r\nbad,x,1\r\n",
+        );
+        assert_eq!(added, 1);
         assert_eq!(bad.len(), 2, "{bad:?}");
         assert_eq!(bad[0].0, 2, "{bad:?}");
         assert!(bad[0].1.starts_with("all-zero vector"), "{bad:?}");
         assert_eq!(bad[1].0, 5, "{bad:?}");
+    }
+
+    #[test]
+    fn rows_an_api_answer_would_be_refused_for_are_refused_with_their_line() {
+        let (added, bad) = import_text(
+            "word,embedding_dim_1,embedding_dim_2\nabsurd,1e30,1e30\ninf,inf,1\ngood,0.5,1\n",
+        );
+        assert_eq!(added, 1);
+        assert_eq!(bad.len(), 2, "{bad:?}");
+        assert_eq!(bad[0].0, 2);
+        assert!(bad[0].1.contains("absurd"), "{bad:?}");
+        assert_eq!(
+            bad[1],
+            (3, "embedding_dim_1 is inf, not a finite number".into())
+        );
     }
 
     #[test]
