@@ -4,7 +4,9 @@
 //! The journal is `<paths.outputs>/run_journal.jsonl`: a header line, then one JSON line per
 //! finished theme with its ranked words and their similarities (the vectors are in the cache).
 //! An entry only answers for the same theme, the same usable candidates and the same embedding
-//! space, so a journal left by a run with other inputs is harmless. A line cut short by a crash
+//! space, so a journal left by a run with other inputs is harmless; its scores are recomputed
+//! from the cached vectors, and an entry that does not match them (a hand-edited journal) is
+//! not used: the theme is processed again. A line cut short by a crash
 //! is dropped; a journal that cannot be read at all is renamed aside (never deleted) and the
 //! run goes on from the cache. A run that finishes all its work removes its journal.
 
@@ -16,9 +18,9 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cache::Cache;
+use crate::cache::{Cache, key};
 use crate::embed::Space;
-use crate::words::{ThemeResult, usable_candidates};
+use crate::words::{ThemeResult, texts_of, usable_candidates};
 
 /// The journal's file name inside the outputs directory.
 pub(crate) const FILE_NAME: &str = "run_journal.jsonl";
@@ -47,6 +49,8 @@ pub(crate) struct Journal {
     file: Mutex<std::fs::File>,
     space: Space,
     finished: HashMap<String, Entry>,
+    /// Themes whose entry was found not to check out (said once each).
+    told: Mutex<std::collections::HashSet<String>>,
 }
 
 /// The digest an entry is checked against: space, theme and usable candidates.
@@ -98,6 +102,7 @@ impl Journal {
             file: Mutex::new(file),
             space: space.clone(),
             finished,
+            told: Mutex::default(),
         })
     }
 
@@ -127,8 +132,11 @@ impl Journal {
         e.inputs == digest(&self.space, &e.theme, &refs)
     }
 
-    /// The journalled result of `theme`, if it was made from the same `words` in this space
-    /// and every vector it needs is in `cache`.
+    /// The result of `theme` if the journal holds it, made from the same `words` in this
+    /// space, and every vector it needs is in `cache`. The scores are recomputed from those
+    /// vectors: the journal only says which themes are done. An entry whose words or scores
+    /// differ from the recomputed ones (a hand-edited journal) is not used: said once, and
+    /// `None` (the theme is processed again).
     pub(crate) fn restore(
         &self,
         theme: &str,
@@ -139,7 +147,31 @@ impl Journal {
         if !self.answers(e, words) {
             return None;
         }
-        cache.theme_result(theme, &e.ranked)
+        let keys: Vec<String> = texts_of(theme, words).iter().map(|t| key(t)).collect();
+        let mut vectors = cache.get_many(&keys).into_iter();
+        let vector = vectors.next()??;
+        let scored = words
+            .iter()
+            .zip(vectors)
+            .map(|(w, v)| Some((w.clone(), v?)))
+            .collect::<Option<Vec<_>>>()?;
+        let result = ThemeResult::rank(theme, vector, scored);
+        if let Some(why) = disagreement(&e.ranked, &result) {
+            let first = self
+                .told
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(theme.to_owned());
+            if first {
+                tracing::warn!(
+                    "{}: the entry of theme {theme:?} does not check out ({why}); the theme is \
+                     processed again",
+                    self.path.display()
+                );
+            }
+            return None;
+        }
+        Some(result)
     }
 
     /// Appends a finished result (made from the usable candidates `words`).
@@ -180,6 +212,38 @@ impl Journal {
             );
         }
     }
+}
+
+/// How a journalled ranking (`ranked`: word and similarity) differs from `result`, the one
+/// recomputed from the cached vectors; `None` if it does not.
+fn disagreement(ranked: &[(String, f32)], result: &ThemeResult) -> Option<String> {
+    if ranked.len() != result.ranked.len() {
+        return Some(format!(
+            "{} word(s) journalled, {} usable candidate(s)",
+            ranked.len(),
+            result.ranked.len()
+        ));
+    }
+    let distinct: std::collections::HashSet<&str> =
+        ranked.iter().map(|(w, _)| w.as_str()).collect();
+    if distinct.len() != ranked.len() {
+        return Some("a word journalled twice".into());
+    }
+    let computed: HashMap<&str, f32> = result
+        .ranked
+        .iter()
+        .map(|w| (w.word.as_str(), w.similarity))
+        .collect();
+    ranked
+        .iter()
+        .find_map(|(word, similarity)| match computed.get(word.as_str()) {
+            None => Some(format!("{word:?} is not one of its candidates")),
+            // The same vectors give the same cosine: any difference is an edit.
+            Some(s) if (s - similarity).abs() > 1e-6 || !similarity.is_finite() => Some(format!(
+                "similarity of {word:?}: {similarity} journalled, {s} from the cached vectors"
+            )),
+            Some(_) => None,
+        })
 }
 
 fn aside_name(path: &Path) -> PathBuf {
@@ -247,22 +311,11 @@ mod tests {
             &["Cutlery".into(), "fork".into(), "spoon".into()],
             &[v(0.0), v(1.0), v(2.0)],
         );
-        let r = ThemeResult {
-            theme: "Cutlery".into(),
-            vector: v(0.0),
-            ranked: vec![
-                ScoredWord {
-                    word: "spoon".into(),
-                    similarity: 0.123_456_7,
-                    vector: v(2.0),
-                },
-                ScoredWord {
-                    word: "fork".into(),
-                    similarity: -0.5,
-                    vector: v(1.0),
-                },
-            ],
-        };
+        let r = ThemeResult::rank(
+            "Cutlery",
+            v(0.0),
+            [("fork".to_owned(), v(1.0)), ("spoon".to_owned(), v(2.0))],
+        );
         (r, words)
     }
 
@@ -284,10 +337,9 @@ mod tests {
         let journal = Journal::open(&path, &space()).unwrap();
         assert_eq!(journal.len(), 1);
         let back = journal.restore("Cutlery", &words, &cache).unwrap();
-        assert_eq!(back.ranked.len(), 2);
-        assert_eq!(back.ranked[0].word, "spoon");
-        assert_eq!(back.ranked[0].similarity, 0.123_456_7);
-        assert_eq!(&*back.ranked[1].vector, &[1.0, 1.0]);
+        assert_eq!(back.scores(), r.scores());
+        assert_eq!(back.ranked[0].word, "fork");
+        assert_eq!(&*back.ranked[1].vector, &[2.0, 1.0]);
         let other_words = vec!["fork".to_owned(), "knife".to_owned()];
         assert!(journal.restore("Cutlery", &other_words, &cache).is_none());
         assert!(
@@ -298,6 +350,50 @@ mod tests {
         );
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 2, "torn line gone: {text}");
+    }
+
+    #[test]
+    fn an_entry_that_does_not_match_its_recomputed_scores_is_not_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let cache = Cache::in_memory(space());
+        let (r, words) = result(&cache);
+        let entry = |ranked: &[(&str, f32)]| {
+            let mut edited = r.clone();
+            edited.ranked = ranked
+                .iter()
+                .map(|&(word, similarity)| ScoredWord {
+                    word: word.into(),
+                    similarity,
+                    vector: r.ranked[0].vector.clone(),
+                })
+                .collect();
+            edited
+        };
+        let (fork, spoon) = (r.ranked[0].similarity, r.ranked[1].similarity);
+        for (ranked, why) in [
+            (vec![("fork", 5.0), ("spoon", spoon)], "5.0 similarity"),
+            (vec![("fork", fork)], "cut to one word"),
+            (vec![("fork", fork), ("fork", fork)], "a word twice"),
+            (vec![("fork", fork), ("knife", spoon)], "another word"),
+        ] {
+            let journal = Journal::open(&path, &space()).unwrap();
+            journal.record(&entry(&ranked), &words).unwrap();
+            drop(journal);
+            let journal = Journal::open(&path, &space()).unwrap();
+            assert!(
+                journal.restore("Cutlery", &words, &cache).is_none(),
+                "{why}"
+            );
+        }
+        let journal = Journal::open(&path, &space()).unwrap();
+        journal.record(&r, &words).unwrap();
+        drop(journal);
+        let journal = Journal::open(&path, &space()).unwrap();
+        assert!(
+            journal.restore("Cutlery", &words, &cache).is_some(),
+            "the true entry"
+        );
     }
 
     #[test]

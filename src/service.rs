@@ -93,6 +93,9 @@ pub struct ServiceStats {
     /// Texts taken from the shared Redis tier: paid for by another process (a worker, another
     /// run), not by this one.
     pub shared_hits: u64,
+    /// Vectors read from a cache tier (SQLite, Redis) that could not be used (not finite, a
+    /// wrong size, an absurd norm): their texts were embedded again.
+    pub bad_cached_vectors: u64,
     /// Texts the provider answered correctly.
     pub texts_embedded: u64,
     /// Texts sent to the provider, retries included.
@@ -403,6 +406,7 @@ impl EmbeddingService {
             cache_hits: i.cache_hits.load(Ordering::Relaxed),
             in_flight_hits: i.in_flight_hits.load(Ordering::Relaxed),
             shared_hits: i.shared_hits.load(Ordering::Relaxed),
+            bad_cached_vectors: i.cache.rejected(),
             texts_embedded: i.texts_embedded.load(Ordering::Relaxed),
             texts_sent: i.texts_sent.load(Ordering::Relaxed),
             requests: i.requests.load(Ordering::Relaxed),
@@ -633,6 +637,11 @@ async fn dispatch_shared(inner: Arc<Inner>, mut pending: Vec<Text>) {
                     vectors.push(v);
                 }
                 Claim::Mine => mine.push(text),
+                Claim::Unusable(reason) => {
+                    let source = format!("the shared Redis tier at {}", cache.shown());
+                    inner.cache.reject(&text.key, &source, &reason);
+                    mine.push(text)
+                }
                 Claim::Theirs => theirs.push(text),
             }
         }

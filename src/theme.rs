@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::cache::key;
 use crate::cache::store::Annotation;
-use crate::embed::{EmbedError, cosine};
+use crate::embed::EmbedError;
 use crate::journal::Journal;
 use crate::service::EmbeddingService;
-use crate::words::{ScoredWord, ThemeResult, texts_of, usable_candidates};
+use crate::words::{ThemeResult, texts_of, usable_candidates};
 
 /// Why a theme could not be used.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -94,23 +94,7 @@ impl ThemeWorker {
         let texts = texts_of(theme, &words);
         let mut vectors = self.service.embed(&texts).await?.into_iter();
         let theme_vector = vectors.next().expect("one vector per text");
-        let mut ranked: Vec<ScoredWord> = words
-            .iter()
-            .cloned()
-            .zip(vectors)
-            .map(|(word, vector)| ScoredWord {
-                similarity: cosine(&theme_vector, &vector),
-                word,
-                vector,
-            })
-            .collect();
-        // Stable: equal scores keep the input order.
-        ranked.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
-        let result = ThemeResult {
-            theme: theme.to_owned(),
-            vector: theme_vector,
-            ranked,
-        };
+        let result = ThemeResult::rank(theme, theme_vector, words.iter().cloned().zip(vectors));
         self.service.cache().annotate(annotations(&result));
         if let Some(journal) = &self.journal
             && let Err(e) = journal.record(&result, &words)
@@ -168,7 +152,7 @@ mod tests {
                 .all(|w| w[0].similarity >= w[1].similarity)
         );
         for w in &r.ranked {
-            assert!((w.similarity - cosine(&r.vector, &w.vector)).abs() < 1e-6);
+            assert!((w.similarity - crate::embed::cosine(&r.vector, &w.vector)).abs() < 1e-6);
         }
         let e = worker
             .process("Cutlery", Some(&strings(&["spoon", "spoons"])))

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use crate::embed::Vector;
+use crate::embed::{Vector, cosine};
 
 /// The identity of a word when a puzzle's groups are chosen (a word may sit in one group
 /// only): trimmed, lowercased, one trailing `s` removed, so `Spoon`, `spoon` and `spoons` are
@@ -33,6 +33,30 @@ pub struct ThemeResult {
 }
 
 impl ThemeResult {
+    /// `words` (each with its vector) ranked by cosine similarity to the theme's `vector`,
+    /// best first; equal scores keep the input order.
+    pub fn rank(
+        theme: &str,
+        vector: Vector,
+        words: impl IntoIterator<Item = (String, Vector)>,
+    ) -> ThemeResult {
+        let mut ranked: Vec<ScoredWord> = words
+            .into_iter()
+            .map(|(word, v)| ScoredWord {
+                similarity: cosine(&vector, &v),
+                word,
+                vector: v,
+            })
+            .collect();
+        // Stable: equal scores keep the input order.
+        ranked.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
+        ThemeResult {
+            theme: theme.to_owned(),
+            vector,
+            ranked,
+        }
+    }
+
     /// The result as a run keeps it: words and similarities, without the vectors.
     pub fn scores(&self) -> ThemeScores {
         ThemeScores {

@@ -168,29 +168,76 @@ fn write(
                 }
             }
         }
-        // Everything waiting is written at once: fewer, larger parallel formatting rounds.
-        while let Ok(first) = rx.recv() {
-            let mut rows = Vec::new();
-            let mut last = false;
-            for msg in std::iter::once(first).chain(rx.try_iter()) {
-                match msg {
-                    Msg::Rows(r) => rows.extend(r),
-                    Msg::Finish(r) => {
-                        rows.extend(r);
-                        last = true;
-                    }
-                }
-            }
-            sink.write(&rows)?;
-            if last {
-                break;
-            }
-        }
+        write_queued(&mut sink, &rx)?;
         written = sink.written();
         Ok(())
-    })
-    .map_err(|e| failure.take().unwrap_or_else(|| e.into()))?;
-    Ok((written, Some(staged)))
+    });
+    match (staged, failure) {
+        (Ok(staged), _) => Ok((written, Some(staged))),
+        // The database cannot be read to the end (damaged in the middle of the run): the file
+        // is not replaced by one missing its rows. The run's new embeddings are in the
+        // database or in the file `Cache::close` saves them to.
+        (Err(_), Some(cause)) => {
+            tracing::warn!("{}: not rewritten, left as it was: {cause}", path.display());
+            keep_as_it_was(&path, space.dimension, &rx).map(|staged| (0, Some(staged)))
+        }
+        (Err(e), None) => Err(e.into()),
+    }
+}
+
+/// Writes the rows queued on `rx` until `Finish` (or until the handle is dropped); the first
+/// row for a key wins.
+fn write_queued(sink: &mut BackupSink<'_>, rx: &mpsc::Receiver<Msg>) -> std::io::Result<()> {
+    // Everything waiting is written at once: fewer, larger parallel formatting rounds.
+    while let Ok(first) = rx.recv() {
+        let mut rows = Vec::new();
+        let mut last = false;
+        for msg in std::iter::once(first).chain(rx.try_iter()) {
+            match msg {
+                Msg::Rows(r) => rows.extend(r),
+                Msg::Finish(r) => {
+                    rows.extend(r);
+                    last = true;
+                }
+            }
+        }
+        sink.write(&rows)?;
+        if last {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The cache CSV at `path` staged as it is (a copy: putting it in place changes nothing),
+/// once the rows queued on `rx` are done with; with no file there, those rows.
+fn keep_as_it_was(
+    path: &std::path::Path,
+    dimension: usize,
+    rx: &mpsc::Receiver<Msg>,
+) -> Result<Staged, CsvError> {
+    let old = match std::fs::File::open(path) {
+        Ok(f) => Some(f),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(source) => {
+            return Err(CsvError::Read {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    Ok(crate::fsx::stage(path, |w| match old {
+        Some(mut f) => {
+            std::io::copy(&mut f, w)?;
+            while let Ok(msg) = rx.recv() {
+                if matches!(msg, Msg::Finish(_)) {
+                    break;
+                }
+            }
+            Ok(())
+        }
+        None => write_queued(&mut BackupSink::new(w, dimension)?, rx),
+    })?)
 }
 
 #[cfg(test)]
@@ -454,5 +501,48 @@ print(json.dumps({'entries': entries, 'skipped': skipped}))
             .err()
             .unwrap();
         assert!(e.to_string().contains("missing.sqlite3"), "{e}");
+    }
+
+    #[test]
+    fn a_database_that_cannot_be_read_to_the_end_leaves_the_old_file_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("c.sqlite3");
+        let space = crate::embed::test_space(768);
+        {
+            let mut store = Store::open(&db).unwrap();
+            let rows: Vec<Row> = (0..40)
+                .map(|i| Row {
+                    key: format!("w{i}"),
+                    word: format!("w{i}"),
+                    theme: None,
+                    word_type: None,
+                    similarity: None,
+                    timestamp: None,
+                    vector: Vector::from(vec![0.5f32; 768]),
+                })
+                .collect();
+            store.put(&space, &rows, &[]).unwrap();
+        }
+        // One row per page: garbage over pages in the middle, not the first ones.
+        let mut bytes = std::fs::read(&db).unwrap();
+        let middle = bytes.len() / 2 / 4096 * 4096;
+        bytes[middle..middle + 4 * 4096].fill(0xab);
+        std::fs::write(&db, &bytes).unwrap();
+        let out = dir.path().join("all_embeddings.csv");
+        std::fs::write(&out, "the old file\n").unwrap();
+        let writer = BackupCsvWriter::start(Some(db.clone()), space.clone(), out.clone()).unwrap();
+        writer.add(vec![Row {
+            key: "new".into(),
+            word: "new".into(),
+            theme: None,
+            word_type: None,
+            similarity: None,
+            timestamp: None,
+            vector: Vector::from(vec![0.5f32; 768]),
+        }]);
+        let (n, staged) = writer.finish(Vec::new()).unwrap();
+        staged.commit().unwrap();
+        assert_eq!(n, 0);
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "the old file\n");
     }
 }

@@ -242,7 +242,6 @@ impl Columns {
             let x = std::str::from_utf8(field)
                 .ok()
                 .and_then(|s| s.trim().parse::<f32>().ok())
-                .filter(|x| x.is_finite())
                 .ok_or_else(|| {
                     format!(
                         "embedding_dim_{}: expected a finite number, got {:?}",
@@ -252,10 +251,9 @@ impl Columns {
                 })?;
             vector.push(x);
         }
-        if vector.iter().all(|&x| x == 0.0) {
-            // Its similarity to every text would be 0: groups chosen at random.
-            return Err("all-zero vector: it has no direction, so it cannot be compared".into());
-        }
+        // Checked as an API answer is: a vector every text would score 0 (or NaN) against
+        // would have groups chosen at random.
+        crate::embed::check_vector(&vector, self.dims.len())?;
         Ok(Row {
             key,
             word,
@@ -739,23 +737,44 @@ mod tests {
         crate::embed::test_space(dimension)
     }
 
-    #[test]
-    fn zero_vectors_are_refused_and_lines_counted_from_the_header_as_1() {
+    /// Imports `text` (2 dimensions): rows added, and the refused rows' lines and reasons.
+    fn import_text(text: &str) -> (u64, Vec<(u64, String)>) {
         let dir = tempfile::tempdir().unwrap();
         let csv = dir.path().join("in.csv");
-        std::fs::write(
-            &csv,
-            "word,embedding_dim_1,embedding_dim_2\r\nzero,0,0.0\r\n\r\ngood,0.5,1\r\nbad,x,1\r\n",
-        )
-        .unwrap();
+        std::fs::write(&csv, text).unwrap();
         let mut store = Store::open(&dir.path().join("a.sqlite3")).unwrap();
         let r = import(&csv, &mut store, &space(2)).unwrap();
-        assert_eq!(r.added, 1);
-        let bad: Vec<(u64, &str)> = r.bad.iter().map(|b| (b.line, b.reason.as_str())).collect();
+        (
+            r.added,
+            r.bad.into_iter().map(|b| (b.line, b.reason)).collect(),
+        )
+    }
+
+    #[test]
+    fn zero_vectors_are_refused_and_lines_counted_from_the_header_as_1() {
+        let (added, bad) = import_text(
+            "word,embedding_dim_1,embedding_dim_2\r\nzero,0,0.0\r\n\r\ngood,0.5,1\r\nbad,x,1\r\n",
+        );
+        assert_eq!(added, 1);
         assert_eq!(bad.len(), 2, "{bad:?}");
         assert_eq!(bad[0].0, 2, "{bad:?}");
         assert!(bad[0].1.starts_with("all-zero vector"), "{bad:?}");
         assert_eq!(bad[1].0, 5, "{bad:?}");
+    }
+
+    #[test]
+    fn rows_an_api_answer_would_be_refused_for_are_refused_with_their_line() {
+        let (added, bad) = import_text(
+            "word,embedding_dim_1,embedding_dim_2\nabsurd,1e30,1e30\ninf,inf,1\ngood,0.5,1\n",
+        );
+        assert_eq!(added, 1);
+        assert_eq!(bad.len(), 2, "{bad:?}");
+        assert_eq!(bad[0].0, 2);
+        assert!(bad[0].1.contains("absurd"), "{bad:?}");
+        assert_eq!(
+            bad[1],
+            (3, "embedding_dim_1 is inf, not a finite number".into())
+        );
     }
 
     #[test]
@@ -770,7 +789,8 @@ mod tests {
                 word_type: Some("candidate".into()),
                 similarity: Some(0.123_456_79),
                 timestamp: Some("2025-01-02T03:04:05Z".into()),
-                vector: Vector::from(vec![0.1f32, -1.0e-7, 3.402_823_5e38]),
+                // Large but scorable (f32::MAX would be refused on import: its square overflows).
+                vector: Vector::from(vec![0.1f32, -1.0e-7, 1.0e19]),
             },
             Row {
                 key: "café".into(),

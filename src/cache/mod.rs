@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::embed::{Space, Vector};
 use crate::words::{ScoredWord, ThemeResult};
-use store::{Annotation, Row, Store, StoreError};
+use store::{Annotation, Discard, Row, Store, StoreError};
 use writer::Writer;
 
 /// The cache key of a text, as the Python original's `text.lower().strip()`: surrounding
@@ -59,6 +59,8 @@ pub struct Cache {
     /// Keys inserted by this run and not yet given to the cache CSV (see
     /// [`Cache::unexported_rows`]).
     unexported: Mutex<HashSet<String>>,
+    /// Vectors found unusable in a tier (see [`Cache::reject`]): each `(source, key)` once.
+    rejected: Mutex<HashSet<(String, String)>>,
     durable: Option<Durable>,
 }
 
@@ -75,13 +77,16 @@ impl Cache {
             space,
             memory: Arc::default(),
             unexported: Mutex::default(),
+            rejected: Mutex::default(),
             durable: None,
         }
     }
 
-    /// A cache backed by the database at `path` (created if missing). Nothing is read yet.
+    /// A cache backed by the database at `path` (created if missing), checked for damage
+    /// first (see [`Store::quick_check`]). No row is read yet.
     pub fn open(path: &Path, space: Space) -> Result<Cache, StoreError> {
         let reader = Store::open(path)?;
+        reader.quick_check(store::QUICK_CHECK_BUDGET)?;
         let memory: Arc<Mutex<HashMap<String, Vector>>> = Arc::default();
         // Committed rows leave memory (unless the key got another vector since).
         let on_commit = {
@@ -103,6 +108,7 @@ impl Cache {
             space,
             memory,
             unexported: Mutex::default(),
+            rejected: Mutex::default(),
             durable: Some(Durable {
                 path: path.to_owned(),
                 reader: Mutex::new(reader),
@@ -137,16 +143,55 @@ impl Cache {
             return found;
         }
         let wanted: Vec<String> = missing.iter().map(|&i| keys[i].clone()).collect();
-        match lock(&d.reader).get_many(&self.space, &wanted) {
+        match lock(&d.reader).lookup_many(&self.space, &wanted) {
             Ok(stored) => {
                 for (i, v) in missing.into_iter().zip(stored) {
-                    found[i] = v;
+                    found[i] = match v {
+                        Some(Err(bad)) => {
+                            self.reject_stored(d, &keys[i], bad);
+                            None
+                        }
+                        v => v.and_then(Result::ok),
+                    };
                 }
             }
             // A read error costs requests, never results: the texts are embedded again.
             Err(e) => tracing::warn!("cache: lookup failed, treating as missing: {e}"),
         }
         found
+    }
+
+    /// A stored vector that cannot be used: rejected, and its row removed when the text's new
+    /// vector is stored.
+    fn reject_stored(&self, d: &Durable, key: &str, bad: store::Unusable) {
+        let source = d.path.display().to_string();
+        if self.reject(key, &source, &bad.reason) {
+            self.with_writer(|w| {
+                w.discard(Discard {
+                    key: key.to_owned(),
+                    bytes: bad.bytes,
+                })
+            });
+        }
+    }
+
+    /// Says that the vector `source` (a file, a Redis URL without its password) holds for
+    /// `key` cannot be used (`reason`, see [`crate::embed::check_vector`]): the text is
+    /// embedded again. Logged and counted once per source and key; `false` if it was already.
+    pub fn reject(&self, key: &str, source: &str, reason: &str) -> bool {
+        let new = lock(&self.rejected).insert((source.to_owned(), key.to_owned()));
+        if new {
+            tracing::warn!(
+                "cache: the vector of {key:?} in {source} cannot be used ({reason}); the text \
+                 is embedded again"
+            );
+        }
+        new
+    }
+
+    /// How many vectors read from a tier could not be used (see [`Cache::reject`]).
+    pub fn rejected(&self) -> u64 {
+        lock(&self.rejected).len() as u64
     }
 
     /// The cached vector of `key` (memory, then the store).
@@ -456,6 +501,35 @@ mod tests {
         want.sort();
         assert_eq!(rest, want);
         assert!(cache.unexported_rows().is_empty(), "handed out once");
+    }
+
+    #[test]
+    fn an_unusable_stored_vector_is_rejected_once_and_its_row_replaced_by_the_new_vector() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite3");
+        {
+            let cache = Cache::open(&path, space()).unwrap();
+            cache.insert_many(&["a".into()], &[Vector::from(vec![0.6f32, 0.8])]);
+            cache.close().unwrap();
+        }
+        let db = rusqlite::Connection::open(&path).unwrap();
+        db.execute(
+            "UPDATE embeddings SET vector = ?1 WHERE text_key = 'a'",
+            [crate::embed::to_bytes(&[f32::INFINITY, 0.0])],
+        )
+        .unwrap();
+        let cache = Cache::open(&path, space()).unwrap();
+        assert!(cache.get("a").is_none(), "an infinite value is not used");
+        assert!(cache.get("a").is_none());
+        assert_eq!(cache.rejected(), 1, "counted once");
+        cache.insert_many(&["a".into()], &[Vector::from(vec![0.8f32, 0.6])]);
+        cache.flush();
+        assert!(lock(&cache.memory).is_empty(), "committed");
+        assert_eq!(cache.get("a").as_deref(), Some(&[0.8f32, 0.6][..]));
+        let rows: i64 = db
+            .query_row("SELECT count(*) FROM embeddings", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 1, "the unusable row was replaced");
     }
 
     #[test]

@@ -13,13 +13,14 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::store::{Annotation, Row, Store, StoreError};
+use super::store::{Annotation, Discard, Row, Store, StoreError};
 use crate::embed::Space;
 
 /// Most rows in one transaction.
 pub const MAX_BATCH: usize = 2000;
 
 enum Msg {
+    Discard(Discard),
     Row(Row),
     Note(Annotation),
     Flush(mpsc::Sender<()>),
@@ -66,6 +67,12 @@ impl Writer {
         let _ = self.tx.send(Msg::Row(row));
     }
 
+    /// Queues the removal of an unusable stored row, committed with (before) the rows queued
+    /// after it.
+    pub fn discard(&self, discard: Discard) {
+        let _ = self.tx.send(Msg::Discard(discard));
+    }
+
     /// Queues metadata for a stored row that has none.
     pub fn annotate(&self, note: Annotation) {
         let _ = self.tx.send(Msg::Note(note));
@@ -95,6 +102,7 @@ struct State {
     store: Store,
     space: Space,
     on_commit: OnCommit,
+    discards: Vec<Discard>,
     rows: Vec<Row>,
     notes: Vec<Annotation>,
     flushes: Vec<mpsc::Sender<()>>,
@@ -109,6 +117,7 @@ fn run(store: Store, space: Space, on_commit: OnCommit, rx: mpsc::Receiver<Msg>)
         store,
         space,
         on_commit,
+        discards: Vec::new(),
         rows: Vec::new(),
         notes: Vec::new(),
         flushes: Vec::new(),
@@ -162,6 +171,7 @@ impl State {
         let mut next = first;
         while let Some(msg) = next.take() {
             match msg {
+                Msg::Discard(d) => self.discards.push(d),
                 Msg::Row(r) => self.rows.push(r),
                 Msg::Note(n) => self.notes.push(n),
                 Msg::Flush(done) => self.flushes.push(done),
@@ -205,7 +215,7 @@ impl State {
     /// The channel is closed: a last attempt for whatever is left; what still cannot be
     /// written goes back in the report.
     fn last_attempt(mut self) -> WriterReport {
-        if !self.rows.is_empty() || !self.notes.is_empty() {
+        if !self.discards.is_empty() || !self.rows.is_empty() || !self.notes.is_empty() {
             match self.commit() {
                 Ok(()) => {
                     if self.retry.is_some() {
@@ -225,14 +235,17 @@ impl State {
         self.report
     }
 
-    /// Commits the pending rows and notes in one transaction; on failure they stay pending.
+    /// Commits the pending discards, rows and notes in one transaction; on failure they stay pending.
     fn commit(&mut self) -> Result<(), StoreError> {
-        if self.rows.is_empty() && self.notes.is_empty() {
+        if self.discards.is_empty() && self.rows.is_empty() && self.notes.is_empty() {
             return Ok(());
         }
-        let n = self.store.put(&self.space, &self.rows, &self.notes)?;
+        let n = self
+            .store
+            .put_discarding(&self.space, &self.discards, &self.rows, &self.notes)?;
         self.report.written += n as u64;
         (self.on_commit)(&self.rows);
+        self.discards.clear();
         self.rows.clear();
         self.notes.clear();
         Ok(())

@@ -18,7 +18,7 @@ use std::time::Duration;
 use redis::Value;
 
 use crate::distributed::{Redis, describe, limiter::unique};
-use crate::embed::{Space, Vector};
+use crate::embed::{Space, Vector, from_bytes, to_bytes};
 
 /// How long a lock lives unless its holder renews it.
 pub const LOCK_TTL: Duration = Duration::from_secs(10);
@@ -103,6 +103,9 @@ pub enum Claim {
     Mine,
     /// Another process is fetching it: wait and claim again.
     Theirs,
+    /// What is stored there is not a usable vector of this space (the reason, see
+    /// [`crate::embed::check_vector`]): fetch it and [`SharedCache::publish`] it over that.
+    Unusable(String),
 }
 
 /// The shared tier of one embedding space (cheap to clone).
@@ -199,10 +202,9 @@ impl SharedCache {
             }
             for (i, v) in positions.into_iter().zip(values) {
                 claims[i] = match v {
-                    Value::BulkString(bytes) => match decode(&bytes, self.dimension) {
-                        Some(v) => Claim::Found(v),
-                        // Not a vector of this space: fetched again and overwritten.
-                        None => Claim::Mine,
+                    Value::BulkString(bytes) => match from_bytes(&bytes, self.dimension) {
+                        Ok(v) => Claim::Found(v),
+                        Err(reason) => Claim::Unusable(reason),
                     },
                     Value::Int(1) => Claim::Mine,
                     _ => Claim::Theirs,
@@ -214,7 +216,7 @@ impl SharedCache {
 
     /// Stores the vectors of `keys` (fetched under our locks) and releases the locks.
     pub async fn publish(&self, keys: &[String], vectors: &[Vector]) -> Result<(), String> {
-        let bytes: Vec<Vec<u8>> = vectors.iter().map(|v| encode(v)).collect();
+        let bytes: Vec<Vec<u8>> = vectors.iter().map(|v| to_bytes(v)).collect();
         self.per_shard::<i64>(
             PUBLISH,
             keys,
@@ -247,23 +249,6 @@ impl SharedCache {
     }
 }
 
-/// A vector as little-endian `f32` bytes.
-pub fn encode(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-/// The vector of `bytes` if it has `dimension` finite values.
-pub fn decode(bytes: &[u8], dimension: usize) -> Option<Vector> {
-    if bytes.len() != dimension * 4 {
-        return None;
-    }
-    let v: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    v.iter().all(|x| x.is_finite()).then(|| Vector::from(v))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,15 +270,5 @@ mod tests {
                 .iter()
                 .all(|g| g.iter().all(|&i| shard(&keys[i]) == shard(&keys[g[0]])))
         );
-    }
-
-    #[test]
-    fn vectors_round_trip_as_f32_bytes_and_wrong_sizes_are_refused() {
-        let v = [0.25f32, -1.5, 3.0];
-        let bytes = encode(&v);
-        assert_eq!(bytes.len(), 12);
-        assert_eq!(&*decode(&bytes, 3).unwrap(), &v[..]);
-        assert!(decode(&bytes, 4).is_none());
-        assert!(decode(&encode(&[f32::NAN, 0.0, 0.0]), 3).is_none());
     }
 }

@@ -163,7 +163,65 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     }
 }
 
-/// Checks a provider's answer: one finite vector of the right dimension per text.
+/// Checks one vector, wherever it comes from (a provider's answer, the SQLite cache, the
+/// shared Redis tier, a cache CSV): `dimension` finite values whose norm f32 scoring can
+/// compute. The squares are summed in f64, so an absurd value (1e30, whose square overflows
+/// f32) is named rather than turned into an infinite norm; a norm whose square is outside
+/// f32's range would make every cosine with it 0 or NaN, so it is refused too. The reason
+/// names the value in the cache CSV's terms (`embedding_dim_N`, from 1).
+pub fn check_vector(v: &[f32], dimension: usize) -> Result<(), String> {
+    if v.len() != dimension {
+        return Err(format!("{} values, expected {dimension}", v.len()));
+    }
+    if let Some((i, x)) = v.iter().enumerate().find(|(_, x)| !x.is_finite()) {
+        return Err(format!(
+            "embedding_dim_{} is {x}, not a finite number",
+            i + 1
+        ));
+    }
+    let squares: f64 = v.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+    if squares == 0.0 {
+        return Err("all-zero vector: it has no direction, so it cannot be compared".into());
+    }
+    if squares > f64::from(f32::MAX) || squares < f64::from(f32::MIN_POSITIVE) {
+        return Err(format!(
+            "its norm is {:e}, outside what f32 scoring can compute (absurd values)",
+            squares.sqrt()
+        ));
+    }
+    Ok(())
+}
+
+/// Little-endian f32 bytes: the form a vector is stored in (SQLite) and shared in (Redis).
+pub fn to_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// The `dimension` values held in `bytes` (see [`to_bytes`]), as stored: `None` if there are
+/// not that many; the values are not checked (see [`from_bytes`]).
+pub fn values_of(bytes: &[u8], dimension: usize) -> Option<Vector> {
+    (bytes.len() == dimension * 4).then(|| {
+        bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    })
+}
+
+/// The vector held in `bytes` (see [`to_bytes`]), checked with [`check_vector`].
+pub fn from_bytes(bytes: &[u8], dimension: usize) -> Result<Vector, String> {
+    let v = values_of(bytes, dimension).ok_or_else(|| {
+        format!(
+            "{} bytes, expected {} ({dimension} f32 values)",
+            bytes.len(),
+            dimension * 4
+        )
+    })?;
+    check_vector(&v, dimension)?;
+    Ok(v)
+}
+
+/// Checks a provider's answer: one usable vector (see [`check_vector`]) per text.
 pub fn check_answer(
     vectors: &[Vec<f32>],
     expected_count: usize,
@@ -176,17 +234,8 @@ pub fn check_answer(
         )));
     }
     for (i, v) in vectors.iter().enumerate() {
-        if v.len() != dimension {
-            return Err(EmbedError::BadAnswer(format!(
-                "vector {i} has {} dimensions, expected {dimension}",
-                v.len()
-            )));
-        }
-        if v.iter().any(|x| !x.is_finite()) {
-            return Err(EmbedError::BadAnswer(format!(
-                "vector {i} has non-finite values"
-            )));
-        }
+        check_vector(v, dimension)
+            .map_err(|reason| EmbedError::BadAnswer(format!("vector {i}: {reason}")))?;
     }
     Ok(())
 }
@@ -215,5 +264,39 @@ mod tests {
         assert!(check_answer(&[vec![1.0, 0.0]], 1, 1).is_err());
         assert!(check_answer(&[vec![f32::NAN]], 1, 1).is_err());
         assert!(check_answer(&[vec![1.0]], 1, 1).is_ok());
+    }
+
+    #[test]
+    fn absurd_tiny_and_zero_vectors_are_refused_whatever_their_tier() {
+        let absurd = vec![1e30f32; 768];
+        let e = check_vector(&absurd, 768).unwrap_err();
+        assert!(e.contains("norm is 2.77") && e.contains("absurd"), "{e}");
+        assert!(
+            check_vector(&[1e-30, 0.0], 2).is_err(),
+            "its square underflows f32"
+        );
+        assert!(
+            check_vector(&[0.0, 0.0], 2)
+                .unwrap_err()
+                .starts_with("all-zero")
+        );
+        assert_eq!(
+            check_vector(&[0.5, f32::INFINITY], 2).unwrap_err(),
+            "embedding_dim_2 is inf, not a finite number"
+        );
+        // Large but scorable: kept.
+        assert!(check_vector(&[1e10, -3.0], 2).is_ok());
+        assert!(
+            check_answer(&[absurd], 1, 768).is_err(),
+            "the API is held to it too"
+        );
+        let bytes = to_bytes(&[0.25, -1.5]);
+        assert_eq!(&*from_bytes(&bytes, 2).unwrap(), &[0.25, -1.5]);
+        assert!(
+            from_bytes(&bytes, 3)
+                .unwrap_err()
+                .contains("8 bytes, expected 12")
+        );
+        assert!(from_bytes(&to_bytes(&[f32::NAN, 1.0]), 2).is_err());
     }
 }

@@ -270,6 +270,7 @@ pub fn metadata(r: &RunRecord) -> PuzzleMetadata {
             cache_hit_rate: s.hit_rate(),
             in_flight_hits: s.in_flight_hits,
             shared_hits: s.shared_hits,
+            bad_cached_vectors: s.bad_cached_vectors,
             texts_embedded: s.texts_embedded,
             texts_sent: s.texts_sent,
             requests: s.requests,

@@ -227,6 +227,8 @@ pub struct EmbeddingStats {
     pub in_flight_hits: u64,
     /// Texts taken from the shared Redis tier (paid for by another process).
     pub shared_hits: u64,
+    /// Vectors read from a cache tier that could not be used (embedded again).
+    pub bad_cached_vectors: u64,
     pub texts_embedded: u64,
     pub texts_sent: u64,
     pub requests: u64,

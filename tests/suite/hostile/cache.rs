@@ -12,7 +12,7 @@ use mock_gemini::{BlockingMockServer, MockConfig, start_blocking};
 
 use crate::common;
 
-fn mock() -> BlockingMockServer {
+pub(super) fn mock() -> BlockingMockServer {
     start_blocking(MockConfig {
         dimension: 768,
         ..MockConfig::default()
@@ -21,11 +21,11 @@ fn mock() -> BlockingMockServer {
 }
 
 /// A run directory with 4 themes x 8 words (1 puzzle) for the mock at `base_url`.
-fn workspace(base_url: &str) -> tempfile::TempDir {
+pub(super) fn workspace(base_url: &str) -> tempfile::TempDir {
     common::gemini_dir(base_url, 4, 8, 1, "  request_timeout: 30\n")
 }
 
-fn db(dir: &Path) -> PathBuf {
+pub(super) fn db(dir: &Path) -> PathBuf {
     dir.join("cache/embeddings.sqlite3")
 }
 

@@ -10,3 +10,4 @@ mod network;
 mod outputs;
 mod shared;
 mod status;
+mod tiers;
