@@ -1,4 +1,7 @@
-//! The local provider reproduces sentence-transformers' all-MiniLM-L6-v2 vectors.
+//! The local provider reproduces sentence-transformers' vectors: all-MiniLM-L6-v2 (BERT) and
+//! all-mpnet-base-v2 (MPNet), each against reference vectors sentence-transformers made from
+//! the same files (tests/fixtures/minilm_reference.json; tests/fixtures/mpnet_reference.json,
+//! by bench/mpnet_reference.py).
 
 use std::sync::OnceLock;
 
@@ -6,22 +9,18 @@ use puzzlegen::embed::local::LocalModel;
 
 use crate::common;
 
-/// The model, loaded once for the tests of this module.
+/// The MiniLM model, loaded once for the tests of this module.
 fn model() -> &'static LocalModel {
     static MODEL: OnceLock<LocalModel> = OnceLock::new();
     MODEL.get_or_init(|| LocalModel::load(&common::model_dir()).unwrap())
 }
 
-#[test]
-fn matches_sentence_transformers_on_every_reference_text() {
-    let model = model();
-    let fixture: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(common::repo_file("tests/fixtures/minilm_reference.json"))
-            .unwrap(),
-    )
-    .unwrap();
+/// Embeds every text of the reference file `fixture` in one call (so texts of different
+/// lengths share padded micro-batches) and checks each vector: unit length, cosine to the
+/// reference at least `min_cosine`. Returns the number of texts.
+fn assert_matches_reference(model: &LocalModel, fixture: &str, min_cosine: f32) -> usize {
+    let fixture = common::read_json(&common::repo_file(fixture));
     let items = fixture["items"].as_array().unwrap();
-    assert_eq!(items.len(), 53);
     let texts: Vec<String> = items
         .iter()
         .map(|i| i["text"].as_str().unwrap().to_owned())
@@ -47,10 +46,37 @@ fn matches_sentence_transformers_on_every_reference_text() {
         }
     }
     assert!(
-        worst.0 >= 0.999,
-        "cosine {} on {:?} is below 0.999",
+        worst.0 >= min_cosine,
+        "cosine {} on {:?} is below {min_cosine}",
         worst.0,
         worst.1
+    );
+    items.len()
+}
+
+#[test]
+fn matches_sentence_transformers_on_every_reference_text() {
+    assert_eq!(
+        assert_matches_reference(model(), "tests/fixtures/minilm_reference.json", 0.999),
+        53
+    );
+}
+
+#[test]
+fn mpnet_matches_sentence_transformers_on_every_reference_text() {
+    let model = LocalModel::load(&common::mpnet_dir()).unwrap();
+    assert_eq!(model.space().dimension, 768);
+    assert_eq!(
+        model.space().model_id,
+        "sentence-transformers/all-mpnet-base-v2"
+    );
+    let fixture = common::read_json(&common::repo_file("tests/fixtures/mpnet_reference.json"));
+    // The set holds a text past max_seq_length (384), so truncation is checked too.
+    let longest = fixture["tokens"].as_array().unwrap().iter();
+    assert!(longest.filter_map(|n| n.as_u64()).max().unwrap() > 384);
+    assert_eq!(
+        assert_matches_reference(&model, "tests/fixtures/mpnet_reference.json", 0.99999),
+        27
     );
 }
 
