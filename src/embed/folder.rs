@@ -226,3 +226,148 @@ fn pooling(path: &Path) -> Result<Pooling, EmbedError> {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A folder holding the tiny MPNet's config.json, empty weights and tokenizer files (only
+    /// their presence is read), and `extra` files (relative path, content).
+    fn folder(name: &str, extra: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf) {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-mpnet");
+        std::fs::copy(tiny.join("config.json"), dir.join("config.json")).unwrap();
+        for (file, content) in [("model.safetensors", ""), ("tokenizer.json", "")]
+            .iter()
+            .chain(extra)
+        {
+            let path = dir.join(file);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, content).unwrap();
+        }
+        (root, dir)
+    }
+
+    fn error(dir: &Path) -> String {
+        ModelFolder::read(dir).err().unwrap().to_string()
+    }
+
+    #[test]
+    fn absent_optional_files_give_minilm_defaults() {
+        let (_root, dir) = folder("tiny", &[]);
+        let f = ModelFolder::read(&dir).unwrap();
+        assert!(matches!(f.architecture, Architecture::Mpnet(_)));
+        assert_eq!(f.pooling, Pooling::Mean);
+        assert!(f.normalize);
+        assert_eq!(f.max_seq_length, DEFAULT_MAX_SEQ_LENGTH);
+        assert!(!f.lowercase);
+        assert_eq!(f.pad_id, 1);
+    }
+
+    #[test]
+    fn the_space_is_named_after_the_folder_with_its_own_dimension() {
+        let (_root, dir) = folder("all-mpnet-base-v2", &[]);
+        let space = ModelFolder::read(&dir).unwrap().space();
+        assert_eq!(space.model_id, "sentence-transformers/all-mpnet-base-v2");
+        assert_eq!(space.dimension, 32);
+        assert_eq!(space.task_type, TASK_TYPE);
+        let (_root, dir) = folder("all-MiniLM-L6-v2", &[]);
+        // A path ending in `..` has no file name of its own: the folder it stands for names it.
+        std::fs::create_dir(dir.join("sub")).unwrap();
+        let relative = dir.join("sub").join("..");
+        assert_eq!(
+            ModelFolder::read(&relative).unwrap().space().model_id,
+            "sentence-transformers/all-MiniLM-L6-v2"
+        );
+    }
+
+    #[test]
+    fn pooling_normalisation_and_length_come_from_the_sentence_transformers_files() {
+        let modules = r#"[{"type": "sentence_transformers.models.Transformer", "path": ""},
+            {"type": "sentence_transformers.models.Pooling", "path": "pool"}]"#;
+        let (_root, dir) = folder(
+            "m",
+            &[
+                ("modules.json", modules),
+                ("pool/config.json", r#"{"pooling_mode_cls_token": true}"#),
+                (
+                    "sentence_bert_config.json",
+                    r#"{"max_seq_length": 384, "do_lower_case": true}"#,
+                ),
+            ],
+        );
+        let f = ModelFolder::read(&dir).unwrap();
+        assert_eq!(f.pooling, Pooling::Cls);
+        assert!(!f.normalize, "no Normalize module");
+        assert_eq!(f.max_seq_length, 384);
+        assert!(f.lowercase);
+        for (config, mode) in [
+            (r#"{"pooling_mode": "max"}"#, Pooling::Max),
+            (
+                r#"{"pooling_mode_mean_tokens": true, "pooling_mode_cls_token": false}"#,
+                Pooling::Mean,
+            ),
+        ] {
+            let (_root, dir) = folder("m", &[("1_Pooling/config.json", config)]);
+            assert_eq!(ModelFolder::read(&dir).unwrap().pooling, mode, "{config}");
+        }
+    }
+
+    #[test]
+    fn what_would_change_the_vectors_unseen_is_refused_naming_the_file() {
+        for (file, content, needle) in [
+            (
+                "1_Pooling/config.json",
+                r#"{"pooling_mode_mean_tokens": true, "pooling_mode_max_tokens": true}"#,
+                "1_Pooling/config.json: a pooling other than exactly one",
+            ),
+            (
+                "1_Pooling/config.json",
+                r#"{"pooling_mode": "weightedmean"}"#,
+                "1_Pooling/config.json: pooling_mode \"weightedmean\" is not supported",
+            ),
+            (
+                "modules.json",
+                r#"[{"type": "sentence_transformers.models.Dense", "path": "2_Dense"}]"#,
+                "modules.json: module type \"sentence_transformers.models.Dense\" is not supported",
+            ),
+            (
+                "sentence_bert_config.json",
+                r#"{"max_seq_length": 0}"#,
+                "sentence_bert_config.json: max_seq_length: expected a number > 0, got 0",
+            ),
+            ("modules.json", "{", "modules.json: not valid JSON"),
+            (
+                "config.json",
+                r#"{"model_type": "t5"}"#,
+                "config.json: model_type \"t5\" is not supported (supported: bert, mpnet)",
+            ),
+            (
+                "config.json",
+                r#"{"hidden_size": 8}"#,
+                "config.json: model_type (missing) is not supported",
+            ),
+            (
+                "config.json",
+                r#"{"model_type": "mpnet"}"#,
+                "config.json: missing field",
+            ),
+        ] {
+            let (_root, dir) = folder("m", &[(file, content)]);
+            let e = error(&dir);
+            assert!(e.contains(needle), "{e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
+    }
+
+    #[test]
+    fn a_missing_required_file_is_named_with_the_fetch_script() {
+        let (_root, dir) = folder("m", &[]);
+        std::fs::remove_file(dir.join("tokenizer.json")).unwrap();
+        let e = error(&dir);
+        assert!(e.contains("m/tokenizer.json not found"), "{e}");
+        assert!(e.contains("scripts/fetch-model.sh"), "{e}");
+    }
+}

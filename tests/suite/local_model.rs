@@ -91,3 +91,61 @@ fn batch_order_and_size_do_not_change_vectors() {
     let cos = puzzlegen::embed::cosine(&all[42], &one[0]);
     assert!(cos > 0.99999, "padding changed the vector: cosine {cos}");
 }
+
+#[test]
+fn the_folder_decides_lowercasing_pooling_and_normalisation() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("cased-minilm");
+    std::fs::create_dir(&dir).unwrap();
+    let minilm = common::model_dir();
+    std::os::unix::fs::symlink(
+        minilm.join("model.safetensors"),
+        dir.join("model.safetensors"),
+    )
+    .unwrap();
+    std::fs::copy(minilm.join("config.json"), dir.join("config.json")).unwrap();
+    // MiniLM's tokenizer made cased: "APPLE" and "apple" then tokenize differently.
+    let mut tokenizer = common::read_json(&minilm.join("tokenizer.json"));
+    tokenizer["normalizer"]["lowercase"] = false.into();
+    std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string()).unwrap();
+    let texts = ["APPLE".to_owned(), "apple".to_owned()];
+    let cosine_of_pair = || {
+        let v = LocalModel::load(&dir)
+            .unwrap()
+            .embed_blocking(&texts)
+            .unwrap();
+        puzzlegen::embed::cosine(&v[0], &v[1])
+    };
+    let cased = cosine_of_pair();
+    assert!(cased < 0.99, "a cased tokenizer: cosine {cased}");
+    std::fs::write(
+        dir.join("sentence_bert_config.json"),
+        r#"{"max_seq_length": 256, "do_lower_case": true}"#,
+    )
+    .unwrap();
+    let lowered = cosine_of_pair();
+    assert!(lowered > 0.99999, "do_lower_case: cosine {lowered}");
+
+    // CLS pooling and no Normalize module: the vector is MiniLM's first token, not unit length.
+    std::fs::create_dir(dir.join("1_Pooling")).unwrap();
+    std::fs::write(
+        dir.join("1_Pooling/config.json"),
+        r#"{"pooling_mode_cls_token": true, "pooling_mode_mean_tokens": false}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("modules.json"),
+        r#"[{"type": "sentence_transformers.models.Transformer"},
+            {"type": "sentence_transformers.models.Pooling", "path": "1_Pooling"}]"#,
+    )
+    .unwrap();
+    let cls = LocalModel::load(&dir)
+        .unwrap()
+        .embed_blocking(&texts)
+        .unwrap();
+    let norm: f32 = cls[0].iter().map(|x| x * x).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() > 0.01, "not normalised: {norm}");
+    let mean = model().embed_blocking(&texts).unwrap();
+    let cos = puzzlegen::embed::cosine(&cls[1], &mean[1]);
+    assert!(cos < 0.99, "CLS pooling gave the mean: cosine {cos}");
+}
