@@ -904,22 +904,19 @@ fn input_files(
 
 impl Config {
     /// The embedding space a run with this config fills, as far as the config tells: the
-    /// OpenAI-compatible provider's dimension is known only from its server.
-    pub fn space(&self) -> Option<crate::embed::Space> {
-        use crate::embed::{Space, local};
-        match &self.provider {
-            ProviderSettings::Local { .. } => Some(Space {
-                model_id: local::MODEL_ID.into(),
-                dimension: local::DIMENSION,
-                task_type: local::TASK_TYPE.into(),
-            }),
+    /// OpenAI-compatible provider's dimension is known only from its server; the local model's
+    /// comes from its folder's `config.json`, read here (an unusable folder is an error).
+    pub fn space(&self) -> Result<Option<crate::embed::Space>, crate::embed::EmbedError> {
+        use crate::embed::{Space, folder::ModelFolder};
+        Ok(match &self.provider {
+            ProviderSettings::Local { model_dir } => Some(ModelFolder::read(model_dir)?.space()),
             ProviderSettings::Gemini => Some(Space {
                 model_id: self.gemini.model_id.clone(),
                 dimension: self.gemini.embedding_dimension,
                 task_type: self.gemini.task_type.clone(),
             }),
             ProviderSettings::Openai { .. } => None,
-        }
+        })
     }
 }
 

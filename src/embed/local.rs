@@ -1,70 +1,73 @@
-//! The offline provider: all-MiniLM-L6-v2 run in-process with candle.
+//! The offline provider: a sentence-transformers model (all-MiniLM-L6-v2 by default, or any
+//! folder [`super::folder`] can read: BERT or MPNet) run in-process with candle.
 //!
-//! Reproduces sentence-transformers' `encode`: WordPiece tokens truncated at 256 (the model's
-//! `max_seq_length`, not the 128 baked into `tokenizer.json`), BERT forward pass in f32, mean
-//! pooling over the attention mask, L2 normalisation. Texts are sorted by token count and cut
-//! into micro-batches padded only to their own longest text, so little work is spent on padding.
-//! Each core runs whole micro-batches on its own single-thread pool: for the small matrices of
-//! short texts that scales far better than splitting every matrix product across cores
-//! (docs/PERFORMANCE.md has the figures). candle's own element-wise pool must then be off
-//! (`CANDLE_NUM_THREADS=1`, read once at its first use): [`prefer_per_core_batches`] sets it,
-//! and the `puzzlegen` binary calls it before starting any thread.
+//! Reproduces sentence-transformers' `encode`: tokens truncated at the folder's
+//! `max_seq_length` (not the length baked into `tokenizer.json`), the encoder's forward pass in
+//! f32, the folder's pooling over the attention mask, L2 normalisation when the folder has it.
+//! Texts are sorted by token count and cut into micro-batches padded only to their own longest
+//! text, so little work is spent on padding. Each core runs whole micro-batches on its own
+//! single-thread pool: for the small matrices of short texts that scales far better than
+//! splitting every matrix product across cores (docs/PERFORMANCE.md has the figures). candle's
+//! own element-wise pool must then be off (`CANDLE_NUM_THREADS=1`, read once at its first use):
+//! [`prefer_per_core_batches`] sets it, and the `puzzlegen` binary calls it before starting any
+//! thread.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config as BertConfig};
+use candle_transformers::models::bert::BertModel;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
+use super::folder::{Architecture, ModelFolder};
+use super::mpnet::MpnetModel;
+use super::pooling::{Pooling, normalize};
 use super::{EmbedError, Provider, Space};
 
-/// sentence-transformers' `max_seq_length` for this model (sentence_bert_config.json).
-pub const MAX_TOKENS: usize = 256;
 /// Most texts per forward pass: the best of 16-256 measured in docs/PERFORMANCE.md. Smaller
 /// calls are split so every core gets a share.
 pub const MICRO_BATCH: usize = 32;
-/// Model id recorded in the cache namespace and the reports.
-pub const MODEL_ID: &str = "sentence-transformers/all-MiniLM-L6-v2";
 
-/// The task type the local model's cache entries are filed under.
-pub const TASK_TYPE: &str = "sentence-similarity";
+/// The encoder of a model folder: texts' token ids -> token vectors.
+enum Encoder {
+    Bert(BertModel),
+    Mpnet(MpnetModel),
+}
 
-/// The vector size of all-MiniLM-L6-v2 (its config.json `hidden_size`).
-pub const DIMENSION: usize = 384;
+impl Encoder {
+    /// `ids`, `mask`: (batch, seq) u32. Returns (batch, seq, hidden).
+    fn forward(&self, ids: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Encoder::Bert(m) => m.forward(ids, &ids.zeros_like()?, Some(mask)),
+            Encoder::Mpnet(m) => m.forward(ids, mask),
+        }
+    }
+}
 
 /// The loaded model and tokenizer; `embed_blocking` is synchronous and CPU-bound.
 pub struct LocalModel {
-    model: BertModel,
+    encoder: Encoder,
     tokenizer: Tokenizer,
     space: Space,
+    pad_id: u32,
+    pooling: Pooling,
+    normalize: bool,
+    lowercase: bool,
     micro_batch: usize,
     /// One single-thread pool per core; candle's kernels run inside the pool of their caller.
     pools: Vec<rayon::ThreadPool>,
 }
 
 impl LocalModel {
-    /// Loads `model.safetensors`, `config.json` and `tokenizer.json` from `dir`.
+    /// Loads the model folder `dir` (see [`ModelFolder`]).
     ///
     /// A damaged or foreign file is a one-line error naming it and the fetch script: candle's
     /// errors carry a backtrace in their `Display` when `RUST_BACKTRACE` is set, which is cut.
     pub fn load(dir: &Path) -> Result<LocalModel, EmbedError> {
-        let file = |name: &str| -> Result<PathBuf, EmbedError> {
-            let p = dir.join(name);
-            if p.is_file() {
-                Ok(p)
-            } else {
-                Err(EmbedError::Setup(format!(
-                    "local model: {} not found (embedding.local.model_dir = {}); \
-                     fetch the model with: scripts/fetch-model.sh",
-                    p.display(),
-                    dir.display()
-                )))
-            }
-        };
+        let folder = ModelFolder::read(dir)?;
         let setup = |what: &str, e: &dyn std::fmt::Display| {
             let e = e.to_string();
             EmbedError::Setup(format!(
@@ -73,49 +76,47 @@ impl LocalModel {
                 e.lines().next().unwrap_or_default()
             ))
         };
-        let weights = file("model.safetensors")?;
-        let config_text = std::fs::read_to_string(file("config.json")?)
-            .map_err(|e| setup("reading config.json", &e))?;
-        let config: BertConfig =
-            serde_json::from_str(&config_text).map_err(|e| setup("config.json", &e))?;
-        let mut tokenizer = Tokenizer::from_file(file("tokenizer.json")?)
-            .map_err(|e| setup("tokenizer.json", &e))?;
+        let mut tokenizer =
+            Tokenizer::from_file(&folder.tokenizer).map_err(|e| setup("tokenizer.json", &e))?;
         tokenizer.with_padding(None);
         tokenizer
             .with_truncation(Some(TruncationParams {
-                max_length: MAX_TOKENS,
+                max_length: folder.max_seq_length,
                 strategy: TruncationStrategy::LongestFirst,
                 stride: 0,
                 direction: TruncationDirection::Right,
             }))
             .map_err(|e| setup("tokenizer truncation", &e))?;
-        // SAFETY: the weights file is opened read-only and not modified while mapped; this is
-        // candle's documented way to load safetensors without copying them.
         let damaged = |e: candle_core::Error| {
             EmbedError::Setup(format!(
-                "{}: not a usable all-MiniLM-L6-v2 model ({}); fetch it again with \
+                "{}: not a usable model for its config.json ({}); fetch it again with \
                  scripts/fetch-model.sh",
-                weights.display(),
+                folder.weights.display(),
                 candle_message(&e)
             ))
         };
+        // SAFETY: the weights file is opened read-only and not modified while mapped; this is
+        // candle's documented way to load safetensors without copying them.
         let vb = unsafe {
             VarBuilder::from_mmaped_safetensors(
-                std::slice::from_ref(&weights),
+                std::slice::from_ref(&folder.weights),
                 DType::F32,
                 &Device::Cpu,
             )
         }
         .map_err(damaged)?;
-        let model = BertModel::load(vb, &config).map_err(damaged)?;
+        let encoder = match &folder.architecture {
+            Architecture::Bert(c) => Encoder::Bert(BertModel::load(vb, c).map_err(damaged)?),
+            Architecture::Mpnet(c) => Encoder::Mpnet(MpnetModel::load(vb, c).map_err(damaged)?),
+        };
         Ok(LocalModel {
-            model,
+            encoder,
             tokenizer,
-            space: Space {
-                model_id: MODEL_ID.to_owned(),
-                dimension: config.hidden_size,
-                task_type: TASK_TYPE.to_owned(),
-            },
+            space: folder.space(),
+            pad_id: folder.pad_id,
+            pooling: folder.pooling,
+            normalize: folder.normalize,
+            lowercase: folder.lowercase,
             micro_batch: MICRO_BATCH,
             pools: single_thread_pools().map_err(|e| setup("thread pools", &e))?,
         })
@@ -141,9 +142,20 @@ impl LocalModel {
     pub fn embed_blocking(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
         let backend =
             |e: &dyn std::fmt::Display| EmbedError::Transient(format!("local model: {e}"));
+        // sentence-transformers lowercases before tokenizing when the folder says so.
+        let prepared: Vec<String> = texts
+            .iter()
+            .map(|t| {
+                if self.lowercase {
+                    t.to_lowercase()
+                } else {
+                    t.clone()
+                }
+            })
+            .collect();
         let encodings = self
             .tokenizer
-            .encode_batch(texts.to_vec(), true)
+            .encode_batch(prepared, true)
             .map_err(|e| backend(&e))?;
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| encodings[i].get_ids().len());
@@ -200,21 +212,20 @@ impl LocalModel {
             ids.extend_from_slice(e.get_ids());
             mask.extend_from_slice(e.get_attention_mask());
             let pad = width - e.get_ids().len();
-            ids.extend(std::iter::repeat_n(0u32, pad));
+            ids.extend(std::iter::repeat_n(self.pad_id, pad));
             mask.extend(std::iter::repeat_n(0u32, pad));
         }
         let rows = chunk.len();
         let dev = &Device::Cpu;
         let ids = Tensor::from_vec(ids, (rows, width), dev)?;
         let mask = Tensor::from_vec(mask, (rows, width), dev)?;
-        let types = ids.zeros_like()?;
-        let hidden = self.model.forward(&ids, &types, Some(&mask))?;
-        let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
-        let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
-        let counts = mask.sum(1)?;
-        let mean = summed.broadcast_div(&counts)?;
-        let norms = mean.sqr()?.sum_keepdim(1)?.sqrt()?;
-        mean.broadcast_div(&norms)?.to_vec2::<f32>()
+        let hidden = self.encoder.forward(&ids, &mask)?;
+        let pooled = self.pooling.pool(&hidden, &mask)?;
+        if self.normalize {
+            normalize(&pooled)?.to_vec2::<f32>()
+        } else {
+            pooled.to_vec2::<f32>()
+        }
     }
 }
 
@@ -240,7 +251,7 @@ fn single_thread_pools() -> Result<Vec<rayon::ThreadPool>, rayon::ThreadPoolBuil
         .map(|i| {
             rayon::ThreadPoolBuilder::new()
                 .num_threads(1)
-                .thread_name(move |_| format!("minilm-{i}"))
+                .thread_name(move |_| format!("local-model-{i}"))
                 .build()
         })
         .collect()

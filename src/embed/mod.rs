@@ -7,11 +7,14 @@
 
 #[cfg(any(test, feature = "fake-provider"))]
 pub mod fake;
+pub mod folder;
 pub mod gemini;
 mod http;
 pub(crate) use http::use_ring_for_tls;
 pub mod local;
+pub mod mpnet;
 pub mod openai;
+pub mod pooling;
 
 use std::sync::Arc;
 

@@ -345,6 +345,42 @@ fn empty_candidate_list_without_spare_fails_that_puzzle_and_still_exits_0() {
     );
 }
 
+/// A model folder in a fresh project: MiniLM's tokenizer.json, `config` as config.json and,
+/// if `weights`, MiniLM's weights.
+fn project_with_model_folder(config: &str, weights: bool) -> tempfile::TempDir {
+    let dir = project(1, "", &FIVE_THEMES[..4]);
+    let model = dir.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    std::fs::write(model.join("config.json"), config).unwrap();
+    let mut files = vec!["tokenizer.json"];
+    if weights {
+        files.push("model.safetensors");
+    }
+    for f in files {
+        std::fs::copy(common::model_dir().join(f), model.join(f)).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn an_unsupported_model_type_is_one_line_naming_the_file_and_the_supported_types() {
+    let dir = project_with_model_folder(r#"{"model_type": "roberta", "hidden_size": 8}"#, true);
+    assert_user_error(
+        puzzlegen(dir.path()).args(["run", "--config", "params.yaml", "--model-dir", "model"]),
+        "model/config.json: model_type \"roberta\" is not supported (supported: bert, mpnet)",
+    );
+}
+
+#[test]
+fn a_model_folder_without_its_weights_is_one_line_naming_the_missing_file() {
+    let config = std::fs::read_to_string(common::model_dir().join("config.json")).unwrap();
+    let dir = project_with_model_folder(&config, false);
+    assert_user_error(
+        puzzlegen(dir.path()).args(["run", "--config", "params.yaml", "--model-dir", "model"]),
+        "model/model.safetensors not found",
+    );
+}
+
 #[test]
 fn missing_model_is_a_clear_error() {
     // No spare: only the four themes of the puzzle.

@@ -157,10 +157,25 @@ pub fn read_json(path: &Path) -> serde_json::Value {
 
 /// The local model directory fetched by scripts/fetch-model.sh; fails with how to get it.
 pub fn model_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2");
+    fetched_model("all-MiniLM-L6-v2", "scripts/fetch-model.sh")
+}
+
+/// all-mpnet-base-v2, fetched by `scripts/fetch-model.sh all-mpnet-base-v2`.
+pub fn mpnet_dir() -> PathBuf {
+    fetched_model(
+        "all-mpnet-base-v2",
+        "scripts/fetch-model.sh all-mpnet-base-v2",
+    )
+}
+
+/// `models/<name>`; fails with the command that fetches it when it is missing.
+fn fetched_model(name: &str, fetch: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("models")
+        .join(name);
     assert!(
         dir.join("model.safetensors").is_file(),
-        "the local model is missing from {}: run scripts/fetch-model.sh (scripts/test does it)",
+        "the local model is missing from {}: run {fetch} (scripts/test does it)",
         dir.display()
     );
     dir

@@ -209,7 +209,10 @@ impl CacheTarget {
             .db
             .or_else(|| config.as_ref().map(|c| c.output.cache_db.clone()))
             .unwrap_or_else(|| PathBuf::from("cache/embeddings.sqlite3"));
-        let from_config = config.as_ref().and_then(Config::space);
+        let from_config = match &config {
+            Some(c) => c.space().map_err(|e| user(e.to_string()))?,
+            None => None,
+        };
         let model = self
             .model
             .or_else(|| from_config.as_ref().map(|s| s.model_id.clone()));
