@@ -26,6 +26,7 @@ const LAYERS: &[&str] = &[
     "progress", // progress bars
     "engine",   // themes processed concurrently
     "assemble", // each puzzle's words
+    "design",   // difficulty and the blind solver
     "report",   // the output files
     "pipeline", // the order of the steps
     "layers",   // this check

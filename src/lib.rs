@@ -23,6 +23,8 @@
 //!   [`plan`]: which theme fills which slot of which puzzle, spare themes; `engine`: themes
 //!   processed concurrently, each under a deadline, with [`progress`].
 //! - [`assemble`]: each puzzle's words chosen jointly (no word twice), with a quality margin.
+//! - [`design`]: what a player meets in each puzzle: how hard each group is, and whether the
+//!   words alone split back into the intended groups (the blind solver).
 //! - [`report`]: the output files, with the original names and shapes, written as a set.
 //! - [`pipeline`]: the order of the steps: [`pipeline::run`] returns a
 //!   [`pipeline::RunResult`], [`pipeline::write_outputs`] writes its files.
@@ -34,6 +36,7 @@
 pub mod assemble;
 pub mod cache;
 pub mod config;
+pub mod design;
 pub mod distributed;
 pub mod embed;
 mod engine;

@@ -1,0 +1,67 @@
+//! Puzzle design: what a player will meet in an assembled puzzle.
+//!
+//! A layer between [`crate::assemble`] and [`crate::report`]: it reads a puzzle's groups (theme
+//! names, chosen words and their vectors) and says how hard each group is
+//! ([`difficulty`]: a score and a colour level) and whether the words, without their theme
+//! names, split back into the intended groups ([`solver`]: the best partition by similarity,
+//! and how far ahead of the runner-up it is). It changes nothing in the puzzle: the outputs
+//! gain keys, the original's keys stay as they were.
+
+pub mod difficulty;
+pub mod solver;
+
+use crate::assemble::Puzzle;
+pub use difficulty::{COLOURS, Cue, Difficulty};
+pub use solver::{SolveError, Verdict};
+
+/// The design figures of one puzzle.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Design {
+    pub difficulty: Difficulty,
+    /// The blind solver's verdict, or why it was not computed (puzzle size).
+    pub solver: Result<Verdict, SolveError>,
+}
+
+/// Reads the design figures of `puzzle`.
+pub fn design(puzzle: &Puzzle) -> Design {
+    let signals: Vec<difficulty::GroupSignals<'_>> = puzzle
+        .groups
+        .iter()
+        .map(|g| difficulty::GroupSignals {
+            theme: &g.theme,
+            similarity: mean(g.words.iter().map(|w| f64::from(w.similarity))),
+            coherence: f64::from(g.coherence),
+        })
+        .collect();
+    Design {
+        difficulty: difficulty::difficulty(&signals),
+        solver: blind(puzzle),
+    }
+}
+
+/// The blind solver on a puzzle's words, judged against its groups.
+fn blind(puzzle: &Puzzle) -> Result<Verdict, SolveError> {
+    let size = puzzle.groups.first().map_or(0, |g| g.words.len());
+    if puzzle.groups.iter().any(|g| g.words.len() != size) {
+        return Err(SolveError::Uneven {
+            words: puzzle.groups.iter().map(|g| g.words.len()).sum(),
+            size,
+        });
+    }
+    let vectors: Vec<&[f32]> = puzzle
+        .groups
+        .iter()
+        .flat_map(|g| &g.words)
+        .map(|w| &w.vector[..])
+        .collect();
+    let solution = solver::solve(&vectors, size)?;
+    Ok(solver::verdict(
+        &solution,
+        &solver::consecutive(puzzle.groups.len(), size),
+    ))
+}
+
+fn mean(values: impl Iterator<Item = f64>) -> f64 {
+    let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    if n == 0 { 0.0 } else { sum / n as f64 }
+}

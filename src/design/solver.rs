@@ -1,0 +1,369 @@
+//! The blind solver: a puzzle's words without its theme names, split into groups the way the
+//! embedding model sees them.
+//!
+//! The score of a partition is the sum, over its groups, of the pairwise cosine similarities of
+//! the group's words. [`solve`] finds the best partition and the best one that differs from it
+//! (the runner-up) exactly, by depth-first enumeration (each group holds the lowest word still
+//! unplaced, so every partition is met once: 2,627,625 of them for 4 x 4) pruned by an upper
+//! bound: a group scores at most the best score of any group holding any one of its members, so
+//! the groups still to form score at most the sum, over the unplaced words, of each word's best
+//! group score, divided by the group size.
+
+use crate::embed::cosine;
+
+/// Words a partition can hold: groups are bit masks over the words.
+pub const MAX_WORDS: usize = 16;
+
+/// A partition: one bit mask per group, over the words' positions, ordered by lowest bit.
+pub type Partition = Vec<u16>;
+
+/// The best partition and the runner-up, with their scores.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Solution {
+    pub best: Partition,
+    pub best_score: f32,
+    /// The best partition other than `best` (`None` when there is only one partition).
+    pub runner_up: Option<(Partition, f32)>,
+}
+
+/// Why a puzzle cannot be solved blind.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SolveError {
+    #[error("the blind solver handles up to {MAX_WORDS} words; this puzzle has {0}")]
+    TooManyWords(usize),
+    #[error("{words} words do not split into groups of {size}")]
+    Uneven { words: usize, size: usize },
+}
+
+/// Pairwise similarities of `n` words, and every group's score by mask.
+struct Table {
+    n: usize,
+    size: usize,
+    sim: Vec<f32>,
+    /// Per word: the best score of a group holding it.
+    best_with: Vec<f32>,
+}
+
+impl Table {
+    fn group_score(&self, mask: u16) -> f32 {
+        let mut s = 0.0;
+        let mut a = mask;
+        while a != 0 {
+            let i = a.trailing_zeros() as usize;
+            a &= a - 1;
+            let mut b = a;
+            while b != 0 {
+                let j = b.trailing_zeros() as usize;
+                b &= b - 1;
+                s += self.sim[i * self.n + j];
+            }
+        }
+        s
+    }
+}
+
+/// Finds the best partition of `vectors` into groups of `size` and the runner-up.
+pub fn solve(vectors: &[&[f32]], size: usize) -> Result<Solution, SolveError> {
+    let n = vectors.len();
+    if n > MAX_WORDS {
+        return Err(SolveError::TooManyWords(n));
+    }
+    if size == 0 || n % size != 0 || n == 0 {
+        return Err(SolveError::Uneven { words: n, size });
+    }
+    let mut sim = vec![0.0f32; n * n];
+    for i in 0..n {
+        for j in i + 1..n {
+            let s = cosine(vectors[i], vectors[j]);
+            sim[i * n + j] = s;
+            sim[j * n + i] = s;
+        }
+    }
+    let mut table = Table {
+        n,
+        size,
+        sim,
+        best_with: vec![f32::NEG_INFINITY; n],
+    };
+    let full: u16 = if n == 16 { u16::MAX } else { (1u16 << n) - 1 };
+    for_each_group(full, size, &mut |mask| {
+        let s = table.group_score(mask);
+        let mut m = mask;
+        while m != 0 {
+            let i = m.trailing_zeros() as usize;
+            m &= m - 1;
+            table.best_with[i] = table.best_with[i].max(s);
+        }
+    });
+    let mut search = Search {
+        table: &table,
+        top: Vec::with_capacity(2),
+        path: Vec::with_capacity(n / size),
+    };
+    search.descend(full, 0.0);
+    let mut top = search.top.into_iter();
+    let (best, best_score) = top.next().expect("at least one partition");
+    Ok(Solution {
+        best,
+        best_score,
+        runner_up: top.next(),
+    })
+}
+
+/// Calls `f` with every group of `size` words of `rem`.
+fn for_each_group(rem: u16, size: usize, f: &mut impl FnMut(u16)) {
+    fn rec(rest: u16, chosen: u16, left: usize, f: &mut impl FnMut(u16)) {
+        if left == 0 {
+            f(chosen);
+            return;
+        }
+        let mut r = rest;
+        while r != 0 {
+            let bit = r & r.wrapping_neg();
+            r &= r - 1;
+            rec(r, chosen | bit, left - 1, f);
+        }
+    }
+    rec(rem, 0, size, f);
+}
+
+struct Search<'a> {
+    table: &'a Table,
+    /// The two best partitions so far, best first.
+    top: Vec<(Partition, f32)>,
+    path: Vec<u16>,
+}
+
+impl Search<'_> {
+    /// The score a partition must beat to enter the top two.
+    fn floor(&self) -> f32 {
+        if self.top.len() < 2 {
+            f32::NEG_INFINITY
+        } else {
+            self.top[1].1
+        }
+    }
+
+    fn bound(&self, rem: u16) -> f32 {
+        let mut m = rem;
+        let mut s = 0.0;
+        while m != 0 {
+            let i = m.trailing_zeros() as usize;
+            m &= m - 1;
+            s += self.table.best_with[i];
+        }
+        s / self.table.size as f32
+    }
+
+    fn descend(&mut self, rem: u16, score: f32) {
+        if rem == 0 {
+            self.offer(score);
+            return;
+        }
+        if score + self.bound(rem) < self.floor() {
+            return;
+        }
+        let low = rem & rem.wrapping_neg();
+        let rest = rem & !low;
+        let size = self.table.size;
+        // Collect the groups holding `low` first: the recursion borrows `self` mutably.
+        // Best groups first: good partitions come early and prune the rest.
+        let mut groups = Vec::new();
+        for_each_group(rest, size - 1, &mut |g| {
+            groups.push((low | g, self.table.group_score(low | g)))
+        });
+        groups.sort_by(|a, b| b.1.total_cmp(&a.1));
+        for (g, s) in groups {
+            self.path.push(g);
+            self.descend(rem & !g, score + s);
+            self.path.pop();
+        }
+    }
+
+    fn offer(&mut self, score: f32) {
+        let entry = (self.path.clone(), score);
+        let at = self.top.iter().position(|(_, s)| score > *s);
+        match at {
+            Some(i) => {
+                self.top.insert(i, entry);
+                self.top.truncate(2);
+            }
+            None if self.top.len() < 2 => self.top.push(entry),
+            None => {}
+        }
+    }
+}
+
+/// The blind solver's verdict on a puzzle whose intended groups are known.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// Intended groups that the best partition reproduces exactly.
+    pub groups_found: usize,
+    /// The intended partition is the best one, strictly ahead of every other.
+    pub unique: bool,
+    /// Best partition's score minus the runner-up's (0 when there is no runner-up).
+    pub gap: f32,
+}
+
+/// Judges `intended` (one mask per group) against the solver's answer.
+pub fn verdict(solution: &Solution, intended: &[u16]) -> Verdict {
+    let groups_found = solution
+        .best
+        .iter()
+        .filter(|g| intended.contains(g))
+        .count();
+    let gap = solution
+        .runner_up
+        .as_ref()
+        .map_or(0.0, |(_, s)| solution.best_score - s);
+    Verdict {
+        groups_found,
+        unique: groups_found == intended.len() && (solution.runner_up.is_none() || gap > 0.0),
+        gap,
+    }
+}
+
+/// Masks of consecutive groups of `size` positions: the intended partition of a puzzle whose
+/// words are listed group by group.
+pub fn consecutive(groups: usize, size: usize) -> Vec<u16> {
+    (0..groups)
+        .map(|g| (((1u32 << size) - 1) << (g * size)) as u16)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Unit vectors: word `i` of group `g` leans on axis `g`, with a private axis for noise.
+    fn clustered(groups: usize, size: usize, lean: f32) -> Vec<Vec<f32>> {
+        let dims = groups + groups * size;
+        (0..groups * size)
+            .map(|i| {
+                let mut v = vec![0.0; dims];
+                v[i / size] = lean;
+                v[groups + i] = 1.0;
+                v
+            })
+            .collect()
+    }
+
+    fn refs(v: &[Vec<f32>]) -> Vec<&[f32]> {
+        v.iter().map(|x| x.as_slice()).collect()
+    }
+
+    /// Brute force over every partition, for comparison.
+    fn brute(vectors: &[&[f32]], size: usize) -> Vec<(Partition, f32)> {
+        let n = vectors.len();
+        let mut all = Vec::new();
+        fn rec(
+            rem: u16,
+            size: usize,
+            path: &mut Vec<u16>,
+            v: &[&[f32]],
+            all: &mut Vec<(Partition, f32)>,
+            score: f32,
+        ) {
+            if rem == 0 {
+                all.push((path.clone(), score));
+                return;
+            }
+            let low = rem & rem.wrapping_neg();
+            let mut groups = Vec::new();
+            for_each_group(rem & !low, size - 1, &mut |g| groups.push(low | g));
+            for g in groups {
+                let mut s = 0.0;
+                for i in 0..16 {
+                    for j in i + 1..16 {
+                        if g >> i & 1 == 1 && g >> j & 1 == 1 {
+                            s += cosine(v[i], v[j]);
+                        }
+                    }
+                }
+                path.push(g);
+                rec(rem & !g, size, path, v, all, score + s);
+                path.pop();
+            }
+        }
+        rec(
+            (1u16 << n) - 1,
+            size,
+            &mut Vec::new(),
+            vectors,
+            &mut all,
+            0.0,
+        );
+        all.sort_by(|a, b| b.1.total_cmp(&a.1));
+        all
+    }
+
+    #[test]
+    fn clear_clusters_are_found_and_unique() {
+        let v = clustered(4, 4, 2.0);
+        let s = solve(&refs(&v), 4).unwrap();
+        assert_eq!(s.best, consecutive(4, 4));
+        let verdict = verdict(&s, &consecutive(4, 4));
+        assert_eq!(verdict.groups_found, 4);
+        assert!(verdict.unique);
+        assert!(verdict.gap > 0.1, "{verdict:?}");
+    }
+
+    #[test]
+    fn matches_brute_force_on_random_words() {
+        // A small deterministic generator: no dependency for a test.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % 2000) as f32 / 1000.0 - 1.0
+        };
+        for (groups, size) in [(3, 3), (2, 4), (3, 4), (4, 2), (2, 2)] {
+            let v: Vec<Vec<f32>> = (0..groups * size)
+                .map(|_| (0..6).map(|_| next()).collect())
+                .collect();
+            let s = solve(&refs(&v), size).unwrap();
+            let all = brute(&refs(&v), size);
+            assert_eq!(s.best, all[0].0, "{groups}x{size}");
+            assert!((s.best_score - all[0].1).abs() < 1e-4);
+            let (runner, score) = s.runner_up.clone().unwrap();
+            assert!((score - all[1].1).abs() < 1e-4, "{groups}x{size}");
+            assert_ne!(runner, s.best);
+        }
+    }
+
+    #[test]
+    fn a_planted_alternative_makes_the_puzzle_not_unique() {
+        // Words 3 and 4 (last of group 0, first of group 1) swapped in meaning: the best
+        // partition differs from the intended one in two groups.
+        let mut v = clustered(4, 4, 2.0);
+        v.swap(3, 4);
+        let s = solve(&refs(&v), 4).unwrap();
+        let verdict = verdict(&s, &consecutive(4, 4));
+        assert_eq!(verdict.groups_found, 2);
+        assert!(!verdict.unique);
+    }
+
+    #[test]
+    fn a_tie_is_not_unique() {
+        // Every word the same: every partition scores the same.
+        let v = vec![vec![1.0, 0.0]; 8];
+        let s = solve(&refs(&v), 4).unwrap();
+        let verdict = verdict(&s, &consecutive(2, 4));
+        assert_eq!(verdict.gap, 0.0);
+        assert!(!verdict.unique);
+    }
+
+    #[test]
+    fn sizes_it_cannot_handle_are_refused() {
+        let v = vec![vec![1.0, 0.0]; 20];
+        assert_eq!(
+            solve(&refs(&v), 4).unwrap_err(),
+            SolveError::TooManyWords(20)
+        );
+        assert_eq!(
+            solve(&refs(&v[..10]), 4).unwrap_err(),
+            SolveError::Uneven { words: 10, size: 4 }
+        );
+    }
+}
