@@ -119,8 +119,9 @@ pub struct GroupSignals<'a> {
 pub struct Difficulty {
     /// Higher = harder; comparable within a puzzle.
     pub scores: Vec<f64>,
-    /// 0 (yellow) to 3 (purple): the rank of each score within the puzzle, spread over 0..3
-    /// when the puzzle does not have four groups. Equal scores keep the themes' order.
+    /// 0 (yellow) to 3 (purple): the rank of each score within the puzzle; with other than four
+    /// groups, the ranks spread evenly over 0..=3 (easiest 0, hardest 3). Equal scores keep the
+    /// themes' order.
     pub levels: Vec<u8>,
 }
 
@@ -146,17 +147,18 @@ pub fn difficulty(groups: &[GroupSignals<'_>]) -> Difficulty {
     }
 }
 
-/// Each score's rank within `scores` (ties in order), spread over 0..=3.
+/// Each score's rank within `scores` (ties in order), spread evenly over 0..=3.
 fn levels(scores: &[f64]) -> Vec<u8> {
     let n = scores.len();
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
     let mut levels = vec![0u8; n];
     for (rank, &i) in order.iter().enumerate() {
-        levels[i] = if n <= 4 {
-            rank as u8
+        // Easiest yellow, hardest purple, the rest evenly between (ranks when n = 4).
+        levels[i] = if n <= 1 {
+            0
         } else {
-            (rank * 4 / n) as u8
+            (rank as f64 * 3.0 / (n - 1) as f64).round() as u8
         };
     }
     levels
@@ -236,7 +238,8 @@ mod tests {
     #[test]
     fn levels_spread_over_other_sizes_and_ties_keep_order() {
         assert_eq!(levels(&[1.0, 1.0, 1.0, 1.0]), vec![0, 1, 2, 3]);
-        assert_eq!(levels(&[5.0, 1.0]), vec![1, 0]);
+        assert_eq!(levels(&[5.0, 1.0]), vec![3, 0]);
+        assert_eq!(levels(&[2.0, 1.0, 3.0]), vec![2, 0, 3]);
         assert_eq!(
             levels(&[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]),
             vec![0, 0, 1, 1, 2, 2, 3, 3]

@@ -68,7 +68,7 @@ pub fn solve(vectors: &[&[f32]], size: usize) -> Result<Solution, SolveError> {
     if n > MAX_WORDS {
         return Err(SolveError::TooManyWords(n));
     }
-    if size == 0 || n % size != 0 || n == 0 {
+    if size == 0 || n == 0 || !n.is_multiple_of(size) {
         return Err(SolveError::Uneven { words: n, size });
     }
     let mut sim = vec![0.0f32; n * n];

@@ -39,17 +39,19 @@ use std::time::Duration;
 
 use crate::assemble::Puzzle;
 use crate::config::Config;
+use crate::design::{self, Design};
 use crate::embed::Space;
 use crate::fsx::{Abort, Staged, WriteError, stage_until};
 use crate::plan::Plan;
 use crate::service::ServiceStats;
 use crate::words::ThemeScores;
 use quality::round6;
+use rayon::prelude::*;
 use shapes::{
-    CacheStats, Describe, EmbeddingAnalysis, EmbeddingQuality, EmbeddingStats, FailedPuzzle,
-    FailedTheme, FinalPuzzles, GeminiConfig, MultiprocessingStats, PerformanceMetrics,
-    PipelineInfo, PuzzleEntry, PuzzleGeneration, PuzzleMetadata, RateLimiterStats, Replacement,
-    SimilarityStats, yaml_number,
+    CacheStats, Describe, DifficultyEntry, EmbeddingAnalysis, EmbeddingQuality, EmbeddingStats,
+    FailedPuzzle, FailedTheme, FinalPuzzles, GeminiConfig, MultiprocessingStats,
+    PerformanceMetrics, PipelineInfo, PuzzleEntry, PuzzleGeneration, PuzzleMetadata,
+    RateLimiterStats, Replacement, RunDifficulty, SimilarityStats, SolverEntry, yaml_number,
 };
 
 /// What the run did to the cache, for `cache_stats`.
@@ -194,8 +196,9 @@ pub fn stage_all(r: &RunRecord, to: &OutputPaths, abort: Abort) -> Result<Vec<St
         &puzzle_blocks(r),
         abort,
     )?;
-    let finals = final_puzzles(r.puzzles);
-    let metadata_shape = metadata(r);
+    let designs: Vec<Design> = r.puzzles.par_iter().map(design::design).collect();
+    let finals = final_puzzles(r.puzzles, &designs);
+    let metadata_shape = metadata(r, &designs);
     let analysis_shape = analysis(r);
     let page =
         page::PageInput::from_shapes(&finals, &metadata_shape, &analysis_shape).map_err(|e| {
@@ -211,12 +214,13 @@ pub fn stage_all(r: &RunRecord, to: &OutputPaths, abort: Abort) -> Result<Vec<St
     Ok(vec![puzzle_csv, page, analysis, metadata, final_puzzles])
 }
 
-/// `final_puzzles.json`.
-pub fn final_puzzles(puzzles: &[Puzzle]) -> FinalPuzzles {
+/// `final_puzzles.json`; `designs` aligned with `puzzles`.
+pub fn final_puzzles(puzzles: &[Puzzle], designs: &[Design]) -> FinalPuzzles {
     FinalPuzzles(
         puzzles
             .iter()
-            .map(|p| {
+            .zip(designs)
+            .map(|(p, d)| {
                 let words = p.groups.iter().flat_map(|g| &g.words);
                 let scores: Vec<f64> = words.clone().map(|w| round6(w.similarity)).collect();
                 let entry = PuzzleEntry {
@@ -226,6 +230,26 @@ pub fn final_puzzles(puzzles: &[Puzzle]) -> FinalPuzzles {
                     all_candidates: Vec::new(),
                     all_similarities: scores,
                     quality: quality::puzzle(p, theme_similarities(p)),
+                    difficulty: DifficultyEntry {
+                        scores: d
+                            .difficulty
+                            .scores
+                            .iter()
+                            .map(|&x| (x * 1e6).round() / 1e6)
+                            .collect(),
+                        levels: d.difficulty.levels.clone(),
+                        colours: d.difficulty.colours(),
+                    },
+                    solver: match &d.solver {
+                        Ok(v) => SolverEntry::Solved {
+                            groups_found: v.groups_found,
+                            unique: v.unique,
+                            gap: round6(v.gap),
+                        },
+                        Err(e) => SolverEntry::NotComputed {
+                            not_computed: e.to_string(),
+                        },
+                    },
                 };
                 (p.id, entry)
             })
@@ -247,8 +271,8 @@ fn theme_similarities(p: &Puzzle) -> Vec<Vec<f64>> {
         .collect()
 }
 
-/// `puzzle_metadata.json`.
-pub fn metadata(r: &RunRecord) -> PuzzleMetadata {
+/// `puzzle_metadata.json`; `designs` aligned with the run's puzzles.
+pub fn metadata(r: &RunRecord, designs: &[Design]) -> PuzzleMetadata {
     let c = r.config;
     let s = r.stats;
     PuzzleMetadata {
@@ -290,6 +314,35 @@ pub fn metadata(r: &RunRecord) -> PuzzleMetadata {
             ambiguity_margin: c.puzzle.ambiguity_margin,
         },
         quality: quality::run(r.puzzles),
+        difficulty: run_difficulty(designs),
+    }
+}
+
+/// The run's difficulty figures (`difficulty` of the metadata).
+fn run_difficulty(designs: &[Design]) -> RunDifficulty {
+    let mut groups_per_level = [0usize; 4];
+    let mut scores = Vec::new();
+    for d in designs {
+        for (&level, &score) in d.difficulty.levels.iter().zip(&d.difficulty.scores) {
+            groups_per_level[usize::from(level)] += 1;
+            scores.push(score);
+        }
+    }
+    let verdicts: Vec<_> = designs
+        .iter()
+        .filter_map(|d| d.solver.as_ref().ok())
+        .collect();
+    let found: usize = verdicts.iter().map(|v| v.groups_found).sum();
+    RunDifficulty {
+        groups_per_level,
+        score: Describe::of(&scores),
+        solver_unique: verdicts.iter().filter(|v| v.unique).count(),
+        solver_puzzles: verdicts.len(),
+        solver_groups_found_mean: if verdicts.is_empty() {
+            0.0
+        } else {
+            found as f64 / verdicts.len() as f64
+        },
     }
 }
 

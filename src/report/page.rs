@@ -76,6 +76,53 @@ pub struct PuzzleView {
     pub theme_similarity_scores: Vec<f64>,
     pub themes: Vec<String>,
     pub quality: QualityView,
+    /// Absent from files of older runs: groups then keep their order and take colours by
+    /// position, without a level.
+    #[serde(default)]
+    pub difficulty: Option<DifficultyView>,
+    /// Absent from files of older runs.
+    #[serde(default)]
+    pub solver: Option<SolverView>,
+}
+
+/// A puzzle's `solver`: the verdict, or why it was not computed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SolverView {
+    Solved {
+        groups_found: usize,
+        unique: bool,
+        gap: f64,
+    },
+    NotComputed {
+        not_computed: String,
+    },
+}
+
+impl SolverView {
+    /// One line for the page.
+    fn line(&self, groups: usize) -> String {
+        match self {
+            SolverView::Solved {
+                unique: true, gap, ..
+            } => {
+                format!("one solution (blind solver, gap {gap:.2})")
+            }
+            SolverView::Solved { groups_found, .. } => format!(
+                "blind solver finds {groups_found} of {groups} groups: another split looks better"
+            ),
+            SolverView::NotComputed { not_computed } => {
+                format!("blind solver not run: {not_computed}")
+            }
+        }
+    }
+}
+
+/// A puzzle's `difficulty`: aligned with `themes`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DifficultyView {
+    pub scores: Vec<f64>,
+    pub levels: Vec<u8>,
 }
 
 /// A puzzle's `quality`.
@@ -301,10 +348,12 @@ struct WordCell {
     ambiguous: bool,
 }
 
-/// One group of a grid: its theme, colour, coherence and words.
+/// One group of a grid: its theme, colour, difficulty, coherence and words.
 struct GroupCard {
     theme: Shown,
     colour: usize,
+    /// "yellow · difficulty 0.27" when the puzzle has difficulty figures.
+    level: Option<String>,
     coherence: String,
     words: Vec<WordCell>,
 }
@@ -328,6 +377,8 @@ struct PuzzleCard {
     /// Theme names as shown, lower case, for the filter.
     themes: String,
     groups: Vec<GroupCard>,
+    /// The blind solver's verdict, when the file has one.
+    solver: Option<String>,
     flagged: usize,
     heat_words: Vec<Shown>,
     heat: Vec<HeatRow>,
@@ -468,8 +519,19 @@ fn failed_theme(f: &FailedTheme) -> FailedThemeLine {
 
 fn card(key: &str, p: &PuzzleView, threshold: f64) -> PuzzleCard {
     let per_group = p.words.len() / p.themes.len().max(1);
+    // Groups from yellow to purple when the puzzle has levels (one per theme), else in order.
+    let levels = p
+        .difficulty
+        .as_ref()
+        .filter(|d| d.levels.len() == p.themes.len() && d.scores.len() == p.themes.len());
+    let mut order: Vec<usize> = (0..p.themes.len()).collect();
+    if let Some(d) = levels {
+        order.sort_by_key(|&g| d.levels[g]);
+    }
     let mut groups = Vec::with_capacity(p.themes.len());
-    for (g, theme) in p.themes.iter().enumerate() {
+    for g in order {
+        let theme = &p.themes[g];
+        let level = levels.map(|d| usize::from(d.levels[g].min(3)));
         let range = g * per_group..(g + 1) * per_group;
         let words = range
             .map(|i| WordCell {
@@ -481,7 +543,14 @@ fn card(key: &str, p: &PuzzleView, threshold: f64) -> PuzzleCard {
             .collect();
         groups.push(GroupCard {
             theme: Shown::new(theme, THEME_CHARS),
-            colour: g % 4,
+            colour: level.unwrap_or(g % 4),
+            level: levels.zip(level).map(|(d, l)| {
+                format!(
+                    "{} \u{b7} difficulty {:.2}",
+                    crate::design::COLOURS[l],
+                    d.scores[g]
+                )
+            }),
             coherence: p
                 .quality
                 .group_coherence
@@ -498,7 +567,7 @@ fn card(key: &str, p: &PuzzleView, threshold: f64) -> PuzzleCard {
         .enumerate()
         .map(|(g, (row, theme))| HeatRow {
             theme: Shown::new(theme, THEME_CHARS),
-            colour: g % 4,
+            colour: levels.map_or(g % 4, |d| usize::from(d.levels[g].min(3))),
             cells: row
                 .iter()
                 .map(|s| (format!("{s:.2}"), heat_class(*s)))
@@ -518,6 +587,7 @@ fn card(key: &str, p: &PuzzleView, threshold: f64) -> PuzzleCard {
             .flat_map(|g: &GroupCard| &g.words)
             .filter(|w| w.ambiguous)
             .count(),
+        solver: p.solver.as_ref().map(|v| v.line(p.themes.len())),
         groups,
         heat_words: p.words.iter().map(|w| Shown::new(w, WORD_CHARS)).collect(),
         heat,
@@ -639,6 +709,11 @@ pub fn sample(n: usize) -> PageInput {
                 theme_similarity_scores: sims.into_iter().map(round).collect(),
                 themes,
                 quality,
+                difficulty: Some(DifficultyView {
+                    scores: (0..4).map(|_| round(next())).collect(),
+                    levels: vec![2, 0, 3, 1],
+                }),
+                solver: None,
             };
             (super::shapes::puzzle_key(id), p)
         })

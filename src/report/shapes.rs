@@ -41,6 +41,54 @@ pub struct PuzzleEntry {
     pub all_similarities: Vec<f64>,
     /// Extra: how cleanly the groups separate.
     pub quality: PuzzleQuality,
+    /// Extra: how hard each group is (aligned with `themes`).
+    pub difficulty: DifficultyEntry,
+    /// Extra: whether the words alone split back into the groups.
+    pub solver: SolverEntry,
+}
+
+/// Extra per-puzzle difficulty: aligned with `themes`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DifficultyEntry {
+    /// Higher = harder; comparable within the puzzle.
+    pub scores: Vec<f64>,
+    /// 0 (yellow) to 3 (purple): the ranks of `scores` within the puzzle.
+    pub levels: Vec<u8>,
+    /// The colour of each level: yellow, green, blue, purple.
+    pub colours: Vec<&'static str>,
+}
+
+/// Extra: the blind solver's verdict (the puzzle's words without theme names, split into the
+/// groups of highest within-group similarity), or why it was not computed.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum SolverEntry {
+    Solved {
+        /// Intended groups the best partition reproduces.
+        groups_found: usize,
+        /// The intended partition is the best one, strictly.
+        unique: bool,
+        /// Best partition's score minus the runner-up's.
+        gap: f64,
+    },
+    NotComputed {
+        not_computed: String,
+    },
+}
+
+/// Extra: the run's difficulty figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunDifficulty {
+    /// Groups at each level, yellow to purple.
+    pub groups_per_level: [usize; 4],
+    /// Over every group of every puzzle.
+    pub score: Describe,
+    /// Puzzles the blind solver split exactly as intended, strictly ahead of any other split.
+    pub solver_unique: usize,
+    /// Puzzles the solver ran on (4 x 4 and other sizes up to 16 words).
+    pub solver_puzzles: usize,
+    /// Mean of `groups_found` over those puzzles.
+    pub solver_groups_found_mean: f64,
 }
 
 /// Extra per-puzzle quality figures.
@@ -115,6 +163,8 @@ pub struct PuzzleMetadata {
     pub puzzle_generation: PuzzleGeneration,
     /// Extra: margins and coherence of the run's puzzles.
     pub quality: RunQuality,
+    /// Extra: how hard the run's groups are, and how the blind solver fared.
+    pub difficulty: RunDifficulty,
 }
 
 /// A puzzle that could not be made.

@@ -7,6 +7,7 @@ mod common;
 mod cache_cli;
 mod cli;
 mod compat;
+mod design;
 mod gemini;
 mod hostile;
 mod local_model;

@@ -99,14 +99,23 @@ fn unescape(s: &str) -> String {
         .replace("&amp;", "&")
 }
 
-/// Per puzzle section of the DOM (by id): its words, and those flagged ambiguous (marked
-/// `amb` and carrying the text "ambiguous").
-fn grids(dom: &str) -> BTreeMap<String, (Vec<String>, Vec<String>)> {
+/// A grid as the page shows it or as final_puzzles.json says it should: its words, group by
+/// group in the page's order; those flagged ambiguous; each group's colour class (level).
+type Grid = (Vec<String>, Vec<String>, Vec<u8>);
+
+/// Per puzzle section of the DOM (by id): its words, those flagged ambiguous (marked `amb` and
+/// carrying the text "ambiguous"), and the colour class of each group's word list.
+fn grids(dom: &str) -> BTreeMap<String, Grid> {
     let mut grids = BTreeMap::new();
     for section in dom.split("<section class=\"puzzle\" id=\"").skip(1) {
         let id = section[..section.find('"').unwrap()].to_owned();
         let mut words = Vec::new();
         let mut flagged = Vec::new();
+        let colours = section
+            .split("<ul class=\"words g")
+            .skip(1)
+            .map(|g| g[..1].parse::<u8>().unwrap())
+            .collect();
         for cell in section.split("<li class=\"word").skip(1) {
             let cell = &cell[..cell.find("</li>").unwrap()];
             let word = cell
@@ -126,16 +135,15 @@ fn grids(dom: &str) -> BTreeMap<String, (Vec<String>, Vec<String>)> {
             }
             words.push(word);
         }
-        grids.insert(id, (words, flagged));
+        grids.insert(id, (words, flagged, colours));
     }
     grids
 }
 
-/// Per puzzle of final_puzzles.json: its words, and those with a margin below `threshold`.
-fn expected(
-    puzzles: &serde_json::Value,
-    threshold: f64,
-) -> BTreeMap<String, (Vec<String>, Vec<String>)> {
+/// Per puzzle of final_puzzles.json: its words with the groups in the order of
+/// `difficulty.levels` (yellow to purple), those with a margin below `threshold`, and the
+/// levels in that order.
+fn expected(puzzles: &serde_json::Value, threshold: f64) -> BTreeMap<String, Grid> {
     let mut all = BTreeMap::new();
     for (id, p) in puzzles.as_object().unwrap() {
         let words: Vec<String> = p["words"]
@@ -145,13 +153,27 @@ fn expected(
             .map(|w| w.as_str().unwrap().to_owned())
             .collect();
         let margins = p["quality"]["word_margins"].as_array().unwrap();
-        let flagged = words
+        let levels: Vec<u8> = p["difficulty"]["levels"]
+            .as_array()
+            .unwrap()
             .iter()
-            .zip(margins)
-            .filter(|(_, m)| m.as_f64().unwrap() < threshold)
-            .map(|(w, _)| w.clone())
+            .map(|l| l.as_u64().unwrap() as u8)
             .collect();
-        all.insert(id.clone(), (words, flagged));
+        let per_group = words.len() / levels.len();
+        let mut order: Vec<usize> = (0..levels.len()).collect();
+        order.sort_by_key(|&g| levels[g]);
+        let positions: Vec<usize> = order
+            .iter()
+            .flat_map(|&g| g * per_group..(g + 1) * per_group)
+            .collect();
+        let flagged = positions
+            .iter()
+            .filter(|&&i| margins[i].as_f64().unwrap() < threshold)
+            .map(|&i| words[i].clone())
+            .collect();
+        let shown = positions.iter().map(|&i| words[i].clone()).collect();
+        let colours = order.iter().map(|&g| levels[g]).collect();
+        all.insert(id.clone(), (shown, flagged, colours));
     }
     all
 }
@@ -186,14 +208,19 @@ fn the_review_page_renders_in_chromium_with_every_grid_and_flag() {
     let want = expected(&puzzles, threshold);
     let got = grids(dom);
     assert_eq!(got.len(), 12, "one grid per puzzle");
-    for (id, (words, _)) in &got {
+    for (id, (words, _, colours)) in &got {
         assert_eq!(words.len(), 16, "{id}: {words:?}");
+        assert_eq!(
+            colours,
+            &[0, 1, 2, 3],
+            "{id}: yellow to purple, one of each"
+        );
     }
     assert_eq!(
         got, want,
-        "the grids and flags differ from final_puzzles.json"
+        "the grids, their order by level and flags differ from final_puzzles.json"
     );
-    let flagged: usize = want.values().map(|(_, f)| f.len()).sum();
+    let flagged: usize = want.values().map(|(_, f, _)| f.len()).sum();
     assert!(
         flagged > 0,
         "the example has ambiguous words: the check must see some"
@@ -364,7 +391,10 @@ fn report_rebuilds_the_page_from_the_outputs_alone() {
     let strict = std::fs::read_to_string(out.join("reports/review.html")).unwrap();
     assert!(strict.contains("<strong id=\"threshold\">0.300</strong>"));
     let puzzles = read_json(&out.join("final_puzzles.json"));
-    let want: usize = expected(&puzzles, 0.3).values().map(|(_, f)| f.len()).sum();
+    let want: usize = expected(&puzzles, 0.3)
+        .values()
+        .map(|(_, f, _)| f.len())
+        .sum();
     assert_eq!(strict.matches("<li class=\"word amb\"").count(), want);
     assert!(want > from_run.matches("<li class=\"word amb\"").count());
 }

@@ -1,0 +1,160 @@
+//! Puzzle design in a run's outputs: each puzzle's difficulty (scores, levels, colours) and the
+//! blind solver's verdict in final_puzzles.json, their distribution in puzzle_metadata.json,
+//! and sizes the solver cannot take said per puzzle.
+
+use crate::common::{puzzlegen, read_json, write_inputs, write_params};
+
+const PLANETS: &[&str] = &["Mercury", "Venus", "Mars", "Jupiter", "Saturn", "Neptune"];
+const BALLS: &[&str] = &["Foot", "Base", "Basket", "Snow", "Hand", "Meat"];
+const UTENSILS: &[&str] = &["Spoon", "Fork", "Ladle", "Whisk", "Spatula", "Tongs"];
+const CHESS: &[&str] = &["Rook", "Pawn", "Bishop", "Knight", "Queen", "King"];
+
+fn themes() -> Vec<(&'static str, &'static [&'static str])> {
+    vec![
+        ("Planets", PLANETS),
+        ("___ BALL", BALLS),
+        ("Kitchen utensils", UTENSILS),
+        ("Chess pieces", CHESS),
+    ]
+}
+
+#[test]
+fn every_puzzle_has_levels_colours_and_a_solver_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    write_inputs(dir.path(), &themes());
+    let params = write_params(dir.path(), 1, "");
+    puzzlegen(dir.path())
+        .args(["run", "--config"])
+        .arg(&params)
+        .assert()
+        .success();
+    let finals = read_json(&dir.path().join("out/final_puzzles.json"));
+    let p = &finals["puzzle_1"];
+    // The original's keys come first, in its order; the new ones after.
+    let keys: Vec<&str> = p.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+    assert_eq!(
+        keys[..5],
+        [
+            "words",
+            "theme_similarity_scores",
+            "themes",
+            "all_candidates",
+            "all_similarities"
+        ]
+    );
+    let themes: Vec<&str> = p["themes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        themes,
+        ["Planets", "___ BALL", "Kitchen utensils", "Chess pieces"],
+        "themes keep the input order"
+    );
+    let d = &p["difficulty"];
+    let scores: Vec<f64> = d["scores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_f64().unwrap())
+        .collect();
+    let levels: Vec<u64> = d["levels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_u64().unwrap())
+        .collect();
+    let colours: Vec<&str> = d["colours"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    let mut sorted = levels.clone();
+    sorted.sort();
+    assert_eq!(sorted, [0, 1, 2, 3], "levels are ranks: {levels:?}");
+    for (a, b) in (0..4).flat_map(|a| (0..4).map(move |b| (a, b))) {
+        if scores[a] < scores[b] {
+            assert!(levels[a] < levels[b], "higher score, higher level: {d}");
+        }
+    }
+    let names = ["yellow", "green", "blue", "purple"];
+    for (l, c) in levels.iter().zip(&colours) {
+        assert_eq!(names[*l as usize], *c);
+    }
+    assert_eq!(
+        colours[1], "purple",
+        "a blank in the theme name is wordplay: {d}"
+    );
+    let solver = &p["solver"];
+    let found = solver["groups_found"].as_u64().unwrap();
+    assert!(found <= 4);
+    assert_eq!(
+        solver["unique"].as_bool().unwrap(),
+        found == 4 && solver["gap"].as_f64().unwrap() > 0.0
+    );
+
+    let meta = read_json(&dir.path().join("out/puzzle_metadata.json"));
+    let md = &meta["difficulty"];
+    assert_eq!(md["groups_per_level"], serde_json::json!([1, 1, 1, 1]));
+    assert_eq!(md["score"]["count"], 4);
+    assert_eq!(md["solver_puzzles"], 1);
+    assert_eq!(
+        md["solver_unique"].as_u64().unwrap(),
+        u64::from(solver["unique"].as_bool().unwrap())
+    );
+}
+
+#[test]
+fn other_sizes_spread_levels_and_say_why_the_solver_did_not_run() {
+    let dir = tempfile::tempdir().unwrap();
+    write_inputs(dir.path(), &themes());
+    // 4 themes x 5 words: 20 words, more than the blind solver takes.
+    let params = write_params(dir.path(), 1, "");
+    let yaml = std::fs::read_to_string(&params)
+        .unwrap()
+        .replace("words_per_theme: 4", "words_per_theme: 5");
+    std::fs::write(&params, yaml).unwrap();
+    puzzlegen(dir.path())
+        .args(["run", "--config"])
+        .arg(&params)
+        .assert()
+        .success();
+    let finals = read_json(&dir.path().join("out/final_puzzles.json"));
+    let p = &finals["puzzle_1"];
+    assert_eq!(p["words"].as_array().unwrap().len(), 20);
+    let reason = p["solver"]["not_computed"].as_str().unwrap();
+    assert!(
+        reason.contains("up to 16 words") && reason.contains("20"),
+        "{reason}"
+    );
+    assert_eq!(p["difficulty"]["levels"].as_array().unwrap().len(), 4);
+
+    // 3 themes x 3 words: 9 words, solved; levels spread from yellow to purple.
+    let dir = tempfile::tempdir().unwrap();
+    write_inputs(dir.path(), &themes()[..3]);
+    let params = write_params(dir.path(), 1, "");
+    let yaml = std::fs::read_to_string(&params)
+        .unwrap()
+        .replace("words_per_theme: 4", "words_per_theme: 3")
+        .replace("themes_per_puzzle: 4", "themes_per_puzzle: 3");
+    std::fs::write(&params, yaml).unwrap();
+    puzzlegen(dir.path())
+        .args(["run", "--config"])
+        .arg(&params)
+        .assert()
+        .success();
+    let finals = read_json(&dir.path().join("out/final_puzzles.json"));
+    let p = &finals["puzzle_1"];
+    let mut levels: Vec<u64> = p["difficulty"]["levels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_u64().unwrap())
+        .collect();
+    levels.sort();
+    assert_eq!(levels, [0, 2, 3]);
+    assert!(p["solver"]["groups_found"].as_u64().unwrap() <= 3);
+}
