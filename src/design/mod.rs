@@ -8,11 +8,12 @@
 //! gain keys, the original's keys stay as they were.
 
 pub mod difficulty;
+pub mod file;
 pub mod solver;
 
 use crate::assemble::Puzzle;
 pub use difficulty::{COLOURS, Cue, Difficulty};
-pub use solver::{SolveError, Verdict};
+pub use solver::{Solution, SolveError, Verdict};
 
 /// The design figures of one puzzle.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +60,18 @@ fn blind(puzzle: &Puzzle) -> Result<Verdict, SolveError> {
         &solution,
         &solver::consecutive(puzzle.groups.len(), size),
     ))
+}
+
+/// The blind solver on a puzzle read from a file (`vectors` aligned with its words), judged
+/// against its groups as listed.
+pub fn solve_listed(
+    puzzle: &file::PuzzleWords,
+    vectors: &[&[f32]],
+) -> Result<(Solution, Verdict), SolveError> {
+    let solution = solver::solve(vectors, puzzle.group_size)?;
+    let groups = puzzle.words.len() / puzzle.group_size;
+    let verdict = solver::verdict(&solution, &solver::consecutive(groups, puzzle.group_size));
+    Ok((solution, verdict))
 }
 
 fn mean(values: impl Iterator<Item = f64>) -> f64 {

@@ -27,7 +27,7 @@ use crate::cache::csv::CsvError;
 use crate::cache::store::{Row, Store, StoreError};
 use crate::cache::{Cache, CloseError};
 use crate::config::Config;
-use crate::embed::{EmbedError, Provider, Space};
+use crate::embed::{EmbedError, Provider, Space, Vector};
 use crate::engine::{Engine, ThemeOutcome};
 use crate::fsx::WriteError;
 use crate::input::{InputError, Inputs};
@@ -450,6 +450,27 @@ pub async fn worker(config: &Config, stop: CancellationToken) -> Result<(), RunE
         Some(e) => Err(RunError::Provider(e)),
         None => Ok(()),
     }
+}
+
+/// Embeds `texts` as a run does (cache first, then the config's provider under its limits and
+/// retries; new vectors are kept in the cache), for commands that need vectors outside a run
+/// (`puzzlegen solve`). With `in_memory`, no cache database is opened or written.
+pub async fn embed_texts(
+    config: &Config,
+    texts: &[String],
+    in_memory: bool,
+) -> Result<Vec<Vector>, RunError> {
+    let provider = build_provider(config).await?;
+    let service = if in_memory {
+        EmbeddingService::new(provider, service_options(config))
+    } else {
+        let cache = open_cache(config, provider.space())?;
+        EmbeddingService::with_cache(provider, service_options(config), cache)
+    };
+    let vectors = service.embed(texts).await;
+    service.shutdown(config.engine.stop_grace).await;
+    service.cache().close()?;
+    vectors.map_err(RunError::Provider)
 }
 
 /// Processes `themes` on the engine with a progress bar named `what`; each finished theme's

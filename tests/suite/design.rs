@@ -158,3 +158,69 @@ fn other_sizes_spread_levels_and_say_why_the_solver_did_not_run() {
     assert_eq!(levels, [0, 2, 3]);
     assert!(p["solver"]["groups_found"].as_u64().unwrap() <= 3);
 }
+
+#[test]
+fn solve_agrees_with_the_run_and_refuses_bad_files_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    write_inputs(dir.path(), &themes());
+    let params = write_params(dir.path(), 2, "");
+    puzzlegen(dir.path())
+        .args(["run", "--config"])
+        .arg(&params)
+        .assert()
+        .success();
+    let finals_path = dir.path().join("out/final_puzzles.json");
+    let finals = read_json(&finals_path);
+    let out = puzzlegen(dir.path())
+        .args(["solve", "--json", "--config"])
+        .arg(&params)
+        .arg(&finals_path)
+        .assert()
+        .success();
+    let solved: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    for (key, p) in finals.as_object().unwrap() {
+        let s = &solved[key];
+        for field in ["groups_found", "unique", "gap"] {
+            assert_eq!(s[field], p["solver"][field], "{key}.{field}");
+        }
+        let best: Vec<Vec<String>> = serde_json::from_value(s["best"].clone()).unwrap();
+        assert_eq!(best.len(), 4);
+        assert!(best.iter().all(|g| g.len() == 4));
+    }
+
+    // A plain list of puzzles, solved in text, with the local model and no config.
+    let list = dir.path().join("list.json");
+    std::fs::write(
+        &list,
+        r#"[["Mercury","Venus","Mars","Jupiter","Spoon","Fork","Ladle","Whisk",
+             "Rook","Pawn","Bishop","Knight","Foot","Base","Basket","Snow"]]"#,
+    )
+    .unwrap();
+    let model = crate::common::model_dir();
+    let out = puzzlegen(dir.path())
+        .args(["solve", "--model-dir"])
+        .arg(&model)
+        .arg(&list)
+        .assert()
+        .success();
+    let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert!(text.starts_with("puzzle 1: "), "{text}");
+    assert!(text.contains("best split: "), "{text}");
+
+    for (body, needle) in [
+        ("[[\"a\",\n", "line 2"),
+        (
+            "{\"p\": {\"words\": [\"a\", 1]}}",
+            "p.words: item 2: a number",
+        ),
+        ("[[\"a\",\"b\",\"c\"]]", "puzzle 1: 3 word(s)"),
+    ] {
+        let bad = dir.path().join("bad.json");
+        std::fs::write(&bad, body).unwrap();
+        let e = crate::common::assert_user_error(
+            puzzlegen(dir.path()).args(["solve"]).arg(&bad),
+            needle,
+        );
+        assert!(e.contains("bad.json"), "{e}");
+    }
+}

@@ -6,6 +6,7 @@ mod cache;
 mod exit;
 mod report;
 mod run;
+mod solve;
 mod status;
 mod worker;
 
@@ -59,6 +60,11 @@ enum Command {
     /// run's output files, without any embedding work. Exit code 2 when an output file is
     /// missing or malformed.
     Report(report::ReportArgs),
+    /// Split each puzzle's words, without their theme names, into the groups of highest
+    /// within-group similarity (exactly: every partition is considered), and say whether that
+    /// is the intended split and by how much it beats the next best. Reads a run's
+    /// final_puzzles.json or a JSON list of puzzles. Exit 2 for a file that cannot be read.
+    Solve(solve::SolveArgs),
     /// Embed the themes of runs started with `run --redis URL` on the same Redis
     /// (any number of workers, on any machine, joining and leaving at will), with this
     /// config's provider settings and API key. SIGINT/SIGTERM: the task at hand is handed
@@ -89,6 +95,7 @@ fn main() -> ExitCode {
         Command::Cache { command } => cache::command(command),
         Command::Worker(args) => worker::worker(args),
         Command::Report(args) => report::report(args, cli.quiet),
+        Command::Solve(args) => solve::solve(args),
         Command::Status(args) => status::status(args),
     };
     match done {
