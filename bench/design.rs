@@ -19,13 +19,15 @@
 //!   over all groups, purple found (the hardest-scored group is purple), for the shipped score
 //!   and for one feature alone (low similarity to the theme = harder) as the baseline;
 //! - `solver`: intended groups the blind solver finds (mean of 4), puzzles it solves uniquely,
-//!   its time per puzzle on one core.
+//!   the design layer's time per puzzle (solver and difficulty, one core), and the solver's
+//!   time against the same search without bounds (every partition) on 10 puzzles.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use puzzlegen::assemble::{Puzzle, Weights, assemble};
+use puzzlegen::design::solver::{self, Solution, SolveError};
 use puzzlegen::design::{self, difficulty};
 use puzzlegen::embed::local::LocalModel;
 use puzzlegen::embed::{Vector, cosine};
@@ -297,6 +299,26 @@ fn report_model(name: &str, puzzles: &[NytPuzzle]) {
                 "difficulty model={name} part={part} {label} colour_exact {exact:.3} spearman {rho:.3} purple_found {purple:.3}"
             );
         }
+        // Baseline in the same run: the search without bounds, on the first 10 puzzles.
+        let some = &built[..10.min(built.len())];
+        let timed = |f: fn(&[&[f32]], usize) -> Result<Solution, SolveError>| -> f64 {
+            let t = Instant::now();
+            for p in some {
+                let v: Vec<&[f32]> = p
+                    .groups
+                    .iter()
+                    .flat_map(|g| &g.words)
+                    .map(|w| &w.vector[..])
+                    .collect();
+                std::hint::black_box(f(&v, 4).unwrap());
+            }
+            t.elapsed().as_secs_f64() * 1e3 / some.len() as f64
+        };
+        let (pruned, exhaustive) = (timed(solver::solve), timed(solver::solve_exhaustive));
+        println!(
+            "solver_ms_per_puzzle model={name} part={part} pruned {pruned:.2} exhaustive {exhaustive:.2} speedup {:.1}",
+            exhaustive / pruned
+        );
         let verdicts: Vec<_> = designs
             .iter()
             .filter_map(|d| d.solver.as_ref().ok())

@@ -35,35 +35,127 @@ pub enum SolveError {
     Uneven { words: usize, size: usize },
 }
 
-/// Pairwise similarities of `n` words, and every group's score by mask.
+/// Pairwise similarities of `n` words, every group's score by mask, and the groups by their
+/// lowest word, best first.
 struct Table {
     n: usize,
     size: usize,
     sim: Vec<f32>,
+    /// Score of each group of `size` words, by mask (other masks unused).
+    score: Vec<f32>,
+    /// Per word: the groups whose lowest member it is, best first.
+    groups_from: Vec<Vec<(u16, f32)>>,
     /// Per word: the best score of a group holding it.
     best_with: Vec<f32>,
 }
 
 impl Table {
-    fn group_score(&self, mask: u16) -> f32 {
+    fn new(vectors: &[&[f32]], size: usize) -> Table {
+        let n = vectors.len();
+        let mut sim = vec![0.0f32; n * n];
+        for i in 0..n {
+            for j in i + 1..n {
+                let s = cosine(vectors[i], vectors[j]);
+                sim[i * n + j] = s;
+                sim[j * n + i] = s;
+            }
+        }
+        let mut t = Table {
+            n,
+            size,
+            sim,
+            score: vec![0.0; 1 << n],
+            groups_from: vec![Vec::new(); n],
+            best_with: vec![f32::NEG_INFINITY; n],
+        };
+        for_each_group(full(n), size, &mut |mask| {
+            let s = t.pairs(mask);
+            t.score[usize::from(mask)] = s;
+            t.groups_from[mask.trailing_zeros() as usize].push((mask, s));
+            for i in bits(mask) {
+                t.best_with[i] = t.best_with[i].max(s);
+            }
+        });
+        for g in &mut t.groups_from {
+            g.sort_by(|a, b| b.1.total_cmp(&a.1));
+        }
+        t
+    }
+
+    /// Sum of the pairwise similarities within `mask`.
+    fn pairs(&self, mask: u16) -> f32 {
         let mut s = 0.0;
-        let mut a = mask;
-        while a != 0 {
-            let i = a.trailing_zeros() as usize;
-            a &= a - 1;
-            let mut b = a;
-            while b != 0 {
-                let j = b.trailing_zeros() as usize;
-                b &= b - 1;
+        for i in bits(mask) {
+            for j in bits(mask & !((2u32 << i) - 1) as u16) {
                 s += self.sim[i * self.n + j];
             }
         }
         s
     }
+
+    /// An upper bound on the score of any split of `rem` into groups: the smaller of two.
+    /// Each group scores at most the best group of any of its members, so the groups score at
+    /// most the sum of their members' best groups over the group size. And each word adds half
+    /// of its similarities to the other `size - 1` members of its group, at most half its
+    /// `size - 1` highest similarities to the words of `rem`.
+    fn bound(&self, rem: u16) -> f32 {
+        let by_group: f32 = bits(rem).map(|i| self.best_with[i]).sum::<f32>() / self.size as f32;
+        let mut by_pairs = 0.0;
+        let mut top = [f32::NEG_INFINITY; MAX_WORDS];
+        for i in bits(rem) {
+            let k = self.size - 1;
+            top[..k].fill(f32::NEG_INFINITY);
+            for j in bits(rem & !(1 << i)) {
+                let s = self.sim[i * self.n + j];
+                if s > top[k - 1] {
+                    let mut at = k - 1;
+                    while at > 0 && top[at - 1] < s {
+                        top[at] = top[at - 1];
+                        at -= 1;
+                    }
+                    top[at] = s;
+                }
+            }
+            by_pairs += top[..k].iter().sum::<f32>();
+        }
+        by_group.min(by_pairs / 2.0)
+    }
+}
+
+/// The positions of the set bits of `mask`, lowest first.
+fn bits(mask: u16) -> impl Iterator<Item = usize> {
+    let mut m = mask;
+    std::iter::from_fn(move || {
+        (m != 0).then(|| {
+            let i = m.trailing_zeros() as usize;
+            m &= m - 1;
+            i
+        })
+    })
+}
+
+/// The mask of `n` words.
+fn full(n: usize) -> u16 {
+    ((1u32 << n) - 1) as u16
 }
 
 /// Finds the best partition of `vectors` into groups of `size` and the runner-up.
 pub fn solve(vectors: &[&[f32]], size: usize) -> Result<Solution, SolveError> {
+    search(vectors, size, |s, rem| s.descend(rem, 0.0))
+}
+
+/// The same answer as [`solve`] by visiting every partition, without any bound: the reference
+/// the pruned search is tested against and measured against (`cargo bench --bench design`).
+pub fn solve_exhaustive(vectors: &[&[f32]], size: usize) -> Result<Solution, SolveError> {
+    search(vectors, size, |s, rem| s.visit_all(rem, 0.0))
+}
+
+/// Checks the sizes, builds the table and runs `walk` from all the words.
+fn search(
+    vectors: &[&[f32]],
+    size: usize,
+    walk: impl FnOnce(&mut Search<'_>, u16),
+) -> Result<Solution, SolveError> {
     let n = vectors.len();
     if n > MAX_WORDS {
         return Err(SolveError::TooManyWords(n));
@@ -71,36 +163,13 @@ pub fn solve(vectors: &[&[f32]], size: usize) -> Result<Solution, SolveError> {
     if size == 0 || n == 0 || !n.is_multiple_of(size) {
         return Err(SolveError::Uneven { words: n, size });
     }
-    let mut sim = vec![0.0f32; n * n];
-    for i in 0..n {
-        for j in i + 1..n {
-            let s = cosine(vectors[i], vectors[j]);
-            sim[i * n + j] = s;
-            sim[j * n + i] = s;
-        }
-    }
-    let mut table = Table {
-        n,
-        size,
-        sim,
-        best_with: vec![f32::NEG_INFINITY; n],
-    };
-    let full: u16 = if n == 16 { u16::MAX } else { (1u16 << n) - 1 };
-    for_each_group(full, size, &mut |mask| {
-        let s = table.group_score(mask);
-        let mut m = mask;
-        while m != 0 {
-            let i = m.trailing_zeros() as usize;
-            m &= m - 1;
-            table.best_with[i] = table.best_with[i].max(s);
-        }
-    });
+    let table = Table::new(vectors, size);
     let mut search = Search {
         table: &table,
         top: Vec::with_capacity(2),
         path: Vec::with_capacity(n / size),
     };
-    search.descend(full, 0.0);
+    walk(&mut search, full(n));
     let mut top = search.top.into_iter();
     let (best, best_score) = top.next().expect("at least one partition");
     Ok(Solution {
@@ -144,39 +213,50 @@ impl Search<'_> {
         }
     }
 
-    fn bound(&self, rem: u16) -> f32 {
-        let mut m = rem;
-        let mut s = 0.0;
-        while m != 0 {
-            let i = m.trailing_zeros() as usize;
-            m &= m - 1;
-            s += self.table.best_with[i];
-        }
-        s / self.table.size as f32
-    }
-
     fn descend(&mut self, rem: u16, score: f32) {
         if rem == 0 {
             self.offer(score);
             return;
         }
-        if score + self.bound(rem) < self.floor() {
+        if score + self.table.bound(rem) < self.floor() {
             return;
         }
-        let low = rem & rem.wrapping_neg();
-        let rest = rem & !low;
-        let size = self.table.size;
-        // Collect the groups holding `low` first: the recursion borrows `self` mutably.
-        // Best groups first: good partitions come early and prune the rest.
-        let mut groups = Vec::new();
-        for_each_group(rest, size - 1, &mut |g| {
-            groups.push((low | g, self.table.group_score(low | g)))
-        });
-        groups.sort_by(|a, b| b.1.total_cmp(&a.1));
-        for (g, s) in groups {
+        let t = self.table;
+        let low = rem.trailing_zeros() as usize;
+        // Two groups left: each choice of the first decides the second.
+        let last_two = rem.count_ones() as usize == 2 * t.size;
+        for &(g, s) in &t.groups_from[low] {
+            if g & !rem != 0 {
+                continue;
+            }
+            if last_two {
+                let total = score + s + t.score[usize::from(rem & !g)];
+                if total > self.floor() || self.top.len() < 2 {
+                    self.path.push(g);
+                    self.path.push(rem & !g);
+                    self.offer(total);
+                    self.path.truncate(self.path.len() - 2);
+                }
+                continue;
+            }
             self.path.push(g);
             self.descend(rem & !g, score + s);
             self.path.pop();
+        }
+    }
+
+    fn visit_all(&mut self, rem: u16, score: f32) {
+        if rem == 0 {
+            self.offer(score);
+            return;
+        }
+        let t = self.table;
+        for &(g, s) in &t.groups_from[rem.trailing_zeros() as usize] {
+            if g & !rem == 0 {
+                self.path.push(g);
+                self.visit_all(rem & !g, score + s);
+                self.path.pop();
+            }
         }
     }
 
@@ -329,6 +409,31 @@ mod tests {
             let (runner, score) = s.runner_up.clone().unwrap();
             assert!((score - all[1].1).abs() < 1e-4, "{groups}x{size}");
             assert_ne!(runner, s.best);
+        }
+    }
+
+    #[test]
+    fn four_by_four_matches_the_exhaustive_search() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % 2000) as f32 / 1000.0 - 0.3
+        };
+        for lean in [0.0, 0.6] {
+            // Words near four centres (more or less clearly), as real puzzles are.
+            let v: Vec<Vec<f32>> = (0..16)
+                .map(|i| {
+                    let mut x: Vec<f32> = (0..8).map(|_| next()).collect();
+                    x[i % 4] += lean * 3.0;
+                    x
+                })
+                .collect();
+            let fast = solve(&refs(&v), 4).unwrap();
+            let all = solve_exhaustive(&refs(&v), 4).unwrap();
+            assert_eq!(fast.best, all.best, "lean {lean}");
+            assert_eq!(fast.runner_up, all.runner_up, "lean {lean}");
         }
     }
 
