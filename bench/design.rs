@@ -289,7 +289,12 @@ fn report_model(name: &str, puzzles: &[NytPuzzle]) {
             .map(|p| build(p, &vectors, Weights::DEFAULT))
             .collect();
         let t = Instant::now();
-        let designs: Vec<design::Design> = built.iter().map(design::design).collect();
+        let none = design::Goals {
+            require_unique: false,
+            red_herrings: 0,
+            herring_margin: 0.05,
+        };
+        let designs: Vec<design::Design> = built.iter().map(|p| design::design(p, &none)).collect();
         let per_puzzle_ms = t.elapsed().as_secs_f64() * 1e3 / built.len() as f64;
         let shipped: Vec<_> = designs.iter().map(|d| d.difficulty.clone()).collect();
         let one: Vec<_> = built.iter().map(baseline).collect();

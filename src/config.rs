@@ -103,6 +103,8 @@ mod raw {
         pub coherence_weight: Option<f64>,
         pub ambiguity_weight: Option<f64>,
         pub ambiguity_margin: Option<f64>,
+        pub require_unique: Option<bool>,
+        pub red_herrings: Option<i64>,
         /// The original's older name for `words_per_theme` (used when that is absent).
         pub words_per_puzzle: Option<i64>,
         // Keys of the original's file used by its earlier stages, not by this one.
@@ -246,8 +248,14 @@ pub struct PuzzleSettings {
     pub ambiguity_weight: f64,
     /// `puzzle_generation.ambiguity_margin`: a word whose margin (own-theme similarity minus
     /// its best similarity to another theme of the puzzle) is below this is flagged ambiguous
-    /// in the review page (default [`DEFAULT_AMBIGUITY_MARGIN`]).
+    /// in the review page (default [`DEFAULT_AMBIGUITY_MARGIN`]), and a red herring.
     pub ambiguity_margin: f64,
+    /// `puzzle_generation.require_unique`: swap words until the blind solver finds each
+    /// puzzle's intended groups; a puzzle where no swap does fails (default false).
+    pub require_unique: bool,
+    /// `puzzle_generation.red_herrings`: at least this many words per puzzle that pull toward
+    /// another group while the puzzle keeps one solution (default 0: none planted).
+    pub red_herrings: usize,
 }
 
 /// Default `puzzle_generation.coherence_weight`, chosen on the evaluation set
@@ -566,6 +574,21 @@ impl PuzzleSettings {
                 pg.ambiguity_weight.unwrap_or(DEFAULT_AMBIGUITY_WEIGHT),
             )?,
             ambiguity_margin: ambiguity_margin(v, pg.ambiguity_margin)?,
+            require_unique: pg.require_unique.unwrap_or(false),
+            red_herrings: 0,
+        };
+        let words = (puzzle.themes_per_puzzle as i64).saturating_mul(puzzle.words_per_theme as i64);
+        let red_herrings = pg.red_herrings.unwrap_or(0);
+        if !(0..=words).contains(&red_herrings) {
+            return Err(v.invalid(
+                "puzzle_generation.red_herrings",
+                &format!("an integer from 0 to {words} (the words of a puzzle)"),
+                &red_herrings.to_string(),
+            ));
+        }
+        let puzzle = PuzzleSettings {
+            red_herrings: red_herrings as usize,
+            ..puzzle
         };
         puzzle.check_fits(v)?;
         Ok(puzzle)

@@ -224,7 +224,17 @@ pub fn assemble(
     per_theme: usize,
     weights: Weights,
 ) -> Result<Puzzle, AssembleError> {
-    let mut groups = select(themes, per_theme, weights)?;
+    Ok(finish(id, select(themes, per_theme, weights)?, themes))
+}
+
+/// Puzzle `id` from its groups (in the order of `themes`): margins, coherence, the smallest
+/// margin. For groups whose words were changed after [`select`] (the design layer's swaps).
+pub fn finish(id: usize, mut groups: Vec<Group>, themes: &[&ThemeResult]) -> Puzzle {
+    for group in groups.iter_mut() {
+        group
+            .words
+            .sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
+    }
     for (g, group) in groups.iter_mut().enumerate() {
         group.margins = margins(g, &group.words, themes);
         group.coherence = coherence(&group.words);
@@ -233,7 +243,7 @@ pub fn assemble(
         .iter()
         .flat_map(|g| g.margins.iter().copied())
         .fold(f32::INFINITY, f32::min);
-    Ok(Puzzle {
+    Puzzle {
         id,
         groups,
         min_margin: if min_margin.is_finite() {
@@ -241,7 +251,7 @@ pub fn assemble(
         } else {
             0.0
         },
-    })
+    }
 }
 
 #[cfg(test)]

@@ -9,10 +9,12 @@
 
 pub mod difficulty;
 pub mod file;
+pub mod refine;
 pub mod solver;
 
 use crate::assemble::Puzzle;
 pub use difficulty::{COLOURS, Cue, Difficulty};
+pub use refine::{Goals, Herring, RefineError, Refined, refine};
 pub use solver::{Solution, SolveError, Verdict};
 
 /// The design figures of one puzzle.
@@ -21,10 +23,20 @@ pub struct Design {
     pub difficulty: Difficulty,
     /// The blind solver's verdict, or why it was not computed (puzzle size).
     pub solver: Result<Verdict, SolveError>,
+    /// The puzzle's red herrings, when the run asks for them.
+    pub herrings: Option<Herrings>,
 }
 
-/// Reads the design figures of `puzzle`.
-pub fn design(puzzle: &Puzzle) -> Design {
+/// A puzzle's red herrings, and why there are fewer than asked, if there are.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Herrings {
+    pub list: Vec<Herring>,
+    pub short: Option<String>,
+}
+
+/// Reads the design figures of `puzzle`; `goals` says whether red herrings are asked for and
+/// what counts as one.
+pub fn design(puzzle: &Puzzle, goals: &Goals) -> Design {
     let signals: Vec<difficulty::GroupSignals<'_>> = puzzle
         .groups
         .iter()
@@ -34,9 +46,35 @@ pub fn design(puzzle: &Puzzle) -> Design {
             coherence: f64::from(g.coherence),
         })
         .collect();
+    let solver = blind(puzzle);
+    let herrings = (goals.red_herrings > 0).then(|| {
+        let unique = solver.as_ref().is_ok_and(|v| v.unique);
+        let list = if unique {
+            refine::herrings(puzzle, goals.herring_margin)
+        } else {
+            Vec::new()
+        };
+        let short = (list.len() < goals.red_herrings).then(|| match &solver {
+            Ok(v) if !v.unique => format!(
+                "no red herring: the puzzle has no single solution (the blind solver finds {} \
+                 of {} groups)",
+                v.groups_found,
+                puzzle.groups.len()
+            ),
+            Ok(_) => format!(
+                "{} of {} red herrings: no other candidate pulls toward another group without \
+                 breaking the single solution",
+                list.len(),
+                goals.red_herrings
+            ),
+            Err(e) => format!("no red herring: {e}"),
+        });
+        Herrings { list, short }
+    });
     Design {
         difficulty: difficulty::difficulty(&signals),
-        solver: blind(puzzle),
+        solver,
+        herrings,
     }
 }
 

@@ -26,7 +26,8 @@ use crate::cache::backup_csv::BackupCsvWriter;
 use crate::cache::csv::CsvError;
 use crate::cache::store::{Row, Store, StoreError};
 use crate::cache::{Cache, CloseError};
-use crate::config::Config;
+use crate::config::{Config, PuzzleSettings};
+use crate::design::{Goals, refine};
 use crate::embed::{EmbedError, Provider, Space, Vector};
 use crate::engine::{Engine, ThemeOutcome};
 use crate::fsx::WriteError;
@@ -349,20 +350,12 @@ pub async fn run_with(
             .await;
     let outcome_of: HashMap<&str, &ThemeOutcome> =
         processed.iter().map(|(t, o)| (t.as_str(), o)).collect();
-    let sizes = Sizes {
-        themes_per_puzzle: config.puzzle.themes_per_puzzle,
-        words_per_theme: config.puzzle.words_per_theme,
-    };
     let (puzzles, failed_puzzles) = assemble_all(
         &plan,
         &slots,
         &outcome_of,
-        sizes,
         run.service.cache(),
-        Weights {
-            coherence: config.puzzle.coherence_weight,
-            ambiguity: config.puzzle.ambiguity_weight,
-        },
+        &config.puzzle,
         &stop,
     );
     let slots_filled = slots
@@ -552,11 +545,19 @@ fn assemble_all(
     plan: &Plan,
     slots: &[Vec<String>],
     outcome_of: &HashMap<&str, &ThemeOutcome>,
-    sizes: Sizes,
     cache: &Cache,
-    weights: Weights,
+    settings: &PuzzleSettings,
     stop: &CancellationToken,
 ) -> (Vec<Puzzle>, Vec<FailedPuzzle>) {
+    let sizes = Sizes {
+        themes_per_puzzle: settings.themes_per_puzzle,
+        words_per_theme: settings.words_per_theme,
+    };
+    let weights = Weights {
+        coherence: settings.coherence_weight,
+        ambiguity: settings.ambiguity_weight,
+    };
+    let goals = Goals::of(settings);
     let mut puzzles = Vec::new();
     let mut failed = Vec::new();
     let mut deadline = None;
@@ -582,7 +583,14 @@ fn assemble_all(
             .collect();
         let assembled = results.and_then(|results| {
             let refs: Vec<&ThemeResult> = results.iter().map(|r| &**r).collect();
-            assemble(planned.id, &refs, sizes.words_per_theme, weights).map_err(|e| e.to_string())
+            let puzzle = assemble(planned.id, &refs, sizes.words_per_theme, weights)
+                .map_err(|e| e.to_string())?;
+            if !goals.any() {
+                return Ok(puzzle);
+            }
+            refine(puzzle, &refs, goals)
+                .map(|r| r.puzzle)
+                .map_err(|e| e.to_string())
         });
         open.release(themes);
         match assembled {

@@ -49,9 +49,10 @@ use quality::round6;
 use rayon::prelude::*;
 use shapes::{
     CacheStats, Describe, DifficultyEntry, EmbeddingAnalysis, EmbeddingQuality, EmbeddingStats,
-    FailedPuzzle, FailedTheme, FinalPuzzles, GeminiConfig, MultiprocessingStats,
-    PerformanceMetrics, PipelineInfo, PuzzleEntry, PuzzleGeneration, PuzzleMetadata,
-    RateLimiterStats, Replacement, RunDifficulty, SimilarityStats, SolverEntry, yaml_number,
+    FailedPuzzle, FailedTheme, FinalPuzzles, GeminiConfig, HerringEntry, HerringShortfall,
+    MultiprocessingStats, PerformanceMetrics, PipelineInfo, PuzzleEntry, PuzzleGeneration,
+    PuzzleMetadata, RateLimiterStats, Replacement, RunDifficulty, RunHerrings, SimilarityStats,
+    SolverEntry, yaml_number,
 };
 
 /// What the run did to the cache, for `cache_stats`.
@@ -196,7 +197,12 @@ pub fn stage_all(r: &RunRecord, to: &OutputPaths, abort: Abort) -> Result<Vec<St
         &puzzle_blocks(r),
         abort,
     )?;
-    let designs: Vec<Design> = r.puzzles.par_iter().map(design::design).collect();
+    let goals = design::Goals::of(&r.config.puzzle);
+    let designs: Vec<Design> = r
+        .puzzles
+        .par_iter()
+        .map(|p| design::design(p, &goals))
+        .collect();
     let finals = final_puzzles(r.puzzles, &designs);
     let metadata_shape = metadata(r, &designs);
     let analysis_shape = analysis(r);
@@ -250,6 +256,18 @@ pub fn final_puzzles(puzzles: &[Puzzle], designs: &[Design]) -> FinalPuzzles {
                             not_computed: e.to_string(),
                         },
                     },
+                    red_herrings: d.herrings.as_ref().map(|h| {
+                        h.list
+                            .iter()
+                            .map(|x| HerringEntry {
+                                word: x.word.clone(),
+                                group: x.group.clone(),
+                                decoy_for: x.decoy_for.clone(),
+                                pull: round6(x.pull),
+                                margin: round6(x.margin),
+                            })
+                            .collect()
+                    }),
                 };
                 (p.id, entry)
             })
@@ -312,9 +330,34 @@ pub fn metadata(r: &RunRecord, designs: &[Design]) -> PuzzleMetadata {
             coherence_weight: c.puzzle.coherence_weight,
             ambiguity_weight: c.puzzle.ambiguity_weight,
             ambiguity_margin: c.puzzle.ambiguity_margin,
+            require_unique: c.puzzle.require_unique,
+            red_herrings: c.puzzle.red_herrings,
         },
         quality: quality::run(r.puzzles),
         difficulty: run_difficulty(designs),
+        red_herrings: (c.puzzle.red_herrings > 0).then(|| run_herrings(r.puzzles, designs, c)),
+    }
+}
+
+/// The run's red herrings (`red_herrings` of the metadata).
+fn run_herrings(puzzles: &[Puzzle], designs: &[Design], c: &Config) -> RunHerrings {
+    let mut planted = 0;
+    let mut puzzles_with_fewer = Vec::new();
+    for (p, d) in puzzles.iter().zip(designs) {
+        let Some(h) = &d.herrings else { continue };
+        planted += h.list.len();
+        if let Some(reason) = &h.short {
+            puzzles_with_fewer.push(HerringShortfall {
+                puzzle_id: p.id,
+                red_herrings: h.list.len(),
+                reason: reason.clone(),
+            });
+        }
+    }
+    RunHerrings {
+        asked: c.puzzle.red_herrings,
+        planted,
+        puzzles_with_fewer,
     }
 }
 

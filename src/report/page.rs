@@ -83,6 +83,16 @@ pub struct PuzzleView {
     /// Absent from files of older runs.
     #[serde(default)]
     pub solver: Option<SolverView>,
+    /// Present when the run asked for red herrings.
+    #[serde(default)]
+    pub red_herrings: Option<Vec<HerringView>>,
+}
+
+/// A red herring of `final_puzzles.json`, as far as the page reads it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HerringView {
+    pub word: String,
+    pub decoy_for: String,
 }
 
 /// A puzzle's `solver`: the verdict, or why it was not computed.
@@ -346,6 +356,8 @@ struct WordCell {
     similarity: String,
     margin: String,
     ambiguous: bool,
+    /// The theme a planted red herring pulls toward.
+    herring: Option<Shown>,
 }
 
 /// One group of a grid: its theme, colour, difficulty, coherence and words.
@@ -539,6 +551,12 @@ fn card(key: &str, p: &PuzzleView, threshold: f64) -> PuzzleCard {
                 similarity: format!("{:.2}", p.theme_similarity_scores[i]),
                 margin: format!("{:+.3}", p.quality.word_margins[i]),
                 ambiguous: p.quality.word_margins[i] < threshold,
+                herring: p
+                    .red_herrings
+                    .iter()
+                    .flatten()
+                    .find(|h| h.word == p.words[i])
+                    .map(|h| Shown::new(&h.decoy_for, THEME_CHARS)),
             })
             .collect();
         groups.push(GroupCard {
@@ -714,6 +732,7 @@ pub fn sample(n: usize) -> PageInput {
                     levels: vec![2, 0, 3, 1],
                 }),
                 solver: None,
+                red_herrings: None,
             };
             (super::shapes::puzzle_key(id), p)
         })

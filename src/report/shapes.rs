@@ -45,6 +45,41 @@ pub struct PuzzleEntry {
     pub difficulty: DifficultyEntry,
     /// Extra: whether the words alone split back into the groups.
     pub solver: SolverEntry,
+    /// Extra, when `puzzle_generation.red_herrings` asks for them: words that pull toward
+    /// another group while the puzzle keeps one solution.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub red_herrings: Option<Vec<HerringEntry>>,
+}
+
+/// A red herring: `word` of `group`'s theme, pulled toward `decoy_for`'s.
+#[derive(Debug, Clone, Serialize)]
+pub struct HerringEntry {
+    pub word: String,
+    pub group: String,
+    pub decoy_for: String,
+    /// Similarity of the word to `decoy_for`.
+    pub pull: f64,
+    /// Similarity to its own theme minus `pull`.
+    pub margin: f64,
+}
+
+/// Extra: the run's red herrings, when asked for.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunHerrings {
+    /// Per puzzle, as `puzzle_generation.red_herrings`.
+    pub asked: usize,
+    /// Over all puzzles.
+    pub planted: usize,
+    /// Puzzles with fewer than asked, and why.
+    pub puzzles_with_fewer: Vec<HerringShortfall>,
+}
+
+/// A puzzle with fewer red herrings than asked.
+#[derive(Debug, Clone, Serialize)]
+pub struct HerringShortfall {
+    pub puzzle_id: usize,
+    pub red_herrings: usize,
+    pub reason: String,
 }
 
 /// Extra per-puzzle difficulty: aligned with `themes`.
@@ -165,6 +200,9 @@ pub struct PuzzleMetadata {
     pub quality: RunQuality,
     /// Extra: how hard the run's groups are, and how the blind solver fared.
     pub difficulty: RunDifficulty,
+    /// Extra, when `puzzle_generation.red_herrings` asks for them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub red_herrings: Option<RunHerrings>,
 }
 
 /// A puzzle that could not be made.
@@ -301,6 +339,10 @@ pub struct PuzzleGeneration {
     pub ambiguity_weight: f64,
     /// Words whose margin is below this are flagged ambiguous in the review page.
     pub ambiguity_margin: f64,
+    /// Words swapped until the blind solver finds each puzzle's groups.
+    pub require_unique: bool,
+    /// Red herrings asked for per puzzle.
+    pub red_herrings: usize,
 }
 
 /// `<paths.reports>/embedding_analysis.json`.

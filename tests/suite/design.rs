@@ -2,7 +2,7 @@
 //! blind solver's verdict in final_puzzles.json, their distribution in puzzle_metadata.json,
 //! and sizes the solver cannot take said per puzzle.
 
-use crate::common::{puzzlegen, read_json, write_inputs, write_params};
+use crate::common::{puzzlegen, read_json, repo_file, write_inputs, write_params};
 
 const PLANETS: &[&str] = &["Mercury", "Venus", "Mars", "Jupiter", "Saturn", "Neptune"];
 const BALLS: &[&str] = &["Foot", "Base", "Basket", "Snow", "Hand", "Meat"];
@@ -222,5 +222,105 @@ fn solve_agrees_with_the_run_and_refuses_bad_files_with_exit_2() {
             needle,
         );
         assert!(e.contains("bad.json"), "{e}");
+    }
+}
+
+#[test]
+fn red_herrings_and_one_solution_on_the_example() {
+    let dir = tempfile::tempdir().unwrap();
+    let params = dir.path().join("params.yaml");
+    let yaml = std::fs::read_to_string(repo_file("examples/params.yaml"))
+        .unwrap()
+        .replace(
+            "  random_seed: 42\n",
+            "  random_seed: 42\n  require_unique: true\n  red_herrings: 2\n",
+        )
+        .replace(
+            "models/all-MiniLM-L6-v2",
+            &crate::common::model_dir().display().to_string(),
+        );
+    std::fs::write(&params, yaml).unwrap();
+    let out = dir.path().join("out");
+    puzzlegen(dir.path())
+        .args(["run", "--config"])
+        .arg(&params)
+        .arg("--themes")
+        .arg(repo_file("examples/selected_themes.json"))
+        .arg("--candidates")
+        .arg(repo_file("examples/candidate_words.json"))
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    let finals = read_json(&out.join("final_puzzles.json"));
+    let meta = read_json(&out.join("puzzle_metadata.json"));
+    assert_eq!(meta["puzzle_generation"]["require_unique"], true);
+    assert_eq!(meta["puzzle_generation"]["red_herrings"], 2);
+    let fewer: Vec<u64> = meta["red_herrings"]["puzzles_with_fewer"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["puzzle_id"].as_u64().unwrap())
+        .collect();
+    let mut planted = 0;
+    for (key, p) in finals.as_object().unwrap() {
+        assert_eq!(p["solver"]["unique"], true, "{key}: one solution");
+        let herrings = p["red_herrings"].as_array().unwrap();
+        let id: u64 = key.strip_prefix("puzzle_").unwrap().parse().unwrap();
+        assert_eq!(
+            herrings.len() < 2,
+            fewer.contains(&id),
+            "{key}: fewer than asked is said in the metadata"
+        );
+        for h in herrings {
+            let word = h["word"].as_str().unwrap();
+            let at = p["words"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .position(|w| w == word)
+                .unwrap();
+            assert_eq!(h["margin"], p["quality"]["word_margins"][at], "{key}: {h}");
+            assert!(h["margin"].as_f64().unwrap() < 0.05, "{key}: {h}");
+            let themes = p["themes"].as_array().unwrap();
+            assert_eq!(h["group"], themes[at / 4]);
+            assert!(themes.contains(&h["decoy_for"]) && h["decoy_for"] != h["group"]);
+        }
+        planted += herrings.len();
+    }
+    assert_eq!(meta["red_herrings"]["planted"], planted);
+    assert!(planted >= 12, "most puzzles get their two: {planted}");
+    let page = std::fs::read_to_string(out.join("reports/puzzles.html")).unwrap();
+    assert_eq!(page.matches("red herring: pulls toward").count(), planted);
+}
+
+#[test]
+fn wrong_values_for_the_design_keys_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    write_inputs(dir.path(), &themes());
+    for (extra, needle) in [
+        (
+            "  red_herrings: 17\n",
+            "puzzle_generation.red_herrings: expected an integer from 0 to 16",
+        ),
+        (
+            "  red_herrings: -1\n",
+            "puzzle_generation.red_herrings: expected an integer from 0 to 16",
+        ),
+        (
+            "  require_unique: maybe\n",
+            "puzzle_generation.require_unique",
+        ),
+    ] {
+        let params = write_params(dir.path(), 1, "");
+        let yaml = std::fs::read_to_string(&params).unwrap().replace(
+            "themes_per_puzzle: 4\n",
+            &format!("themes_per_puzzle: 4\n{extra}"),
+        );
+        std::fs::write(&params, yaml).unwrap();
+        crate::common::assert_user_error(
+            puzzlegen(dir.path()).args(["run", "--config"]).arg(&params),
+            needle,
+        );
     }
 }
