@@ -105,6 +105,7 @@ mod raw {
         pub ambiguity_margin: Option<f64>,
         pub require_unique: Option<bool>,
         pub red_herrings: Option<i64>,
+        pub difficulty_mix: Option<String>,
         /// The original's older name for `words_per_theme` (used when that is absent).
         pub words_per_puzzle: Option<i64>,
         // Keys of the original's file used by its earlier stages, not by this one.
@@ -256,6 +257,39 @@ pub struct PuzzleSettings {
     /// `puzzle_generation.red_herrings`: at least this many words per puzzle that pull toward
     /// another group while the puzzle keeps one solution (default 0: none planted).
     pub red_herrings: usize,
+    /// `puzzle_generation.difficulty_mix`: how themes are grouped into puzzles
+    /// (`DifficultyMix`; default `in_order`, the original's).
+    pub difficulty_mix: DifficultyMix,
+}
+
+/// How the themes are grouped into puzzles (`puzzle_generation.difficulty_mix`; the grouping
+/// itself is `crate::design::mix`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DifficultyMix {
+    /// The plan's grouping: input order, as the original.
+    #[default]
+    InOrder,
+    /// Each puzzle spans the run's range of difficulty.
+    Balanced,
+}
+
+impl DifficultyMix {
+    /// The name in `params.yaml` and the metadata.
+    pub fn name(self) -> &'static str {
+        match self {
+            DifficultyMix::InOrder => "in_order",
+            DifficultyMix::Balanced => "balanced",
+        }
+    }
+
+    /// Reads a `difficulty_mix` value.
+    pub fn parse(s: &str) -> Option<DifficultyMix> {
+        match s {
+            "in_order" => Some(DifficultyMix::InOrder),
+            "balanced" => Some(DifficultyMix::Balanced),
+            _ => None,
+        }
+    }
 }
 
 /// Default `puzzle_generation.coherence_weight`, chosen on the evaluation set
@@ -576,6 +610,16 @@ impl PuzzleSettings {
             ambiguity_margin: ambiguity_margin(v, pg.ambiguity_margin)?,
             require_unique: pg.require_unique.unwrap_or(false),
             red_herrings: 0,
+            difficulty_mix: match pg.difficulty_mix.as_deref() {
+                None => DifficultyMix::default(),
+                Some(name) => DifficultyMix::parse(name).ok_or_else(|| {
+                    v.invalid(
+                        "puzzle_generation.difficulty_mix",
+                        "in_order or balanced",
+                        name,
+                    )
+                })?,
+            },
         };
         let words = (puzzle.themes_per_puzzle as i64).saturating_mul(puzzle.words_per_theme as i64);
         let red_herrings = pg.red_herrings.unwrap_or(0);

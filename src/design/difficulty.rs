@@ -22,7 +22,7 @@ const WORDPLAY: f64 = 1.4;
 /// Weight of a lateral cue in the name.
 const LATERAL: f64 = 0.6;
 /// Weight of the words' similarity to the theme (z-score within the puzzle, lower = harder).
-const SIMILARITY: f64 = 0.25;
+pub(super) const SIMILARITY: f64 = 0.25;
 /// Weight of the group's coherence (z-score within the puzzle, lower = harder).
 const COHERENCE: f64 = 0.15;
 
@@ -95,7 +95,7 @@ impl Cue {
         Cue::None
     }
 
-    fn weight(self) -> f64 {
+    pub(super) fn weight(self) -> f64 {
         match self {
             Cue::Wordplay => WORDPLAY,
             Cue::Lateral => LATERAL,
@@ -165,7 +165,7 @@ fn levels(scores: &[f64]) -> Vec<u8> {
 }
 
 /// Standard scores (population standard deviation); all 0 when the values do not vary.
-fn z_scores(values: impl Iterator<Item = f64>) -> Vec<f64> {
+pub(super) fn z_scores(values: impl Iterator<Item = f64>) -> Vec<f64> {
     let v: Vec<f64> = values.collect();
     let n = v.len().max(1) as f64;
     let mean = v.iter().sum::<f64>() / n;

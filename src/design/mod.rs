@@ -9,11 +9,13 @@
 
 pub mod difficulty;
 pub mod file;
+pub mod mix;
 pub mod refine;
 pub mod solver;
 
 use crate::assemble::Puzzle;
 pub use difficulty::{COLOURS, Cue, Difficulty};
+pub use mix::Mix;
 pub use refine::{Goals, Herring, RefineError, Refined, refine};
 pub use solver::{Solution, SolveError, Verdict};
 

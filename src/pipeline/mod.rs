@@ -27,7 +27,7 @@ use crate::cache::csv::CsvError;
 use crate::cache::store::{Row, Store, StoreError};
 use crate::cache::{Cache, CloseError};
 use crate::config::{Config, PuzzleSettings};
-use crate::design::{Goals, refine};
+use crate::design::{Goals, Mix, refine};
 use crate::embed::{EmbedError, Provider, Space, Vector};
 use crate::engine::{Engine, ThemeOutcome};
 use crate::fsx::WriteError;
@@ -350,6 +350,9 @@ pub async fn run_with(
             .await;
     let outcome_of: HashMap<&str, &ThemeOutcome> =
         processed.iter().map(|(t, o)| (t.as_str(), o)).collect();
+    if config.puzzle.difficulty_mix == Mix::Balanced {
+        mix_by_difficulty(&mut slots, &outcome_of, config.puzzle.words_per_theme);
+    }
     let (puzzles, failed_puzzles) = assemble_all(
         &plan,
         &slots,
@@ -604,6 +607,54 @@ fn assemble_all(
     }
     log_failed_puzzles(&failed);
     (puzzles, failed)
+}
+
+/// `difficulty_mix: balanced`: regroups the themes of the puzzles whose themes all succeeded
+/// so that each spans the run's range of difficulty (`crate::design::mix`); the others keep
+/// their themes (they fail or were never whole).
+fn mix_by_difficulty(
+    slots: &mut [Vec<String>],
+    outcome_of: &HashMap<&str, &ThemeOutcome>,
+    per_theme: usize,
+) {
+    let whole: Vec<usize> = (0..slots.len())
+        .filter(|&i| slots[i].iter().all(|t| outcome_of[t.as_str()].is_ok()))
+        .collect();
+    // Each distinct theme's mean similarity of its best words, then its estimate.
+    let mut names: Vec<&str> = whole
+        .iter()
+        .flat_map(|&i| slots[i].iter().map(String::as_str))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let sims: Vec<(&str, f64)> = names
+        .iter()
+        .map(|&t| {
+            let ranked = match outcome_of[t] {
+                Ok(scores) => &scores.ranked[..per_theme.min(scores.ranked.len())],
+                Err(_) => &[][..],
+            };
+            let sum: f64 = ranked.iter().map(|(_, s)| f64::from(*s)).sum();
+            (t, sum / ranked.len().max(1) as f64)
+        })
+        .collect();
+    let estimate: HashMap<&str, f64> = names
+        .iter()
+        .copied()
+        .zip(crate::design::mix::estimates(&sims))
+        .collect();
+    let chosen: Vec<Vec<String>> = whole.iter().map(|&i| slots[i].clone()).collect();
+    match crate::design::mix::balance(&chosen, |t| estimate[t]) {
+        Some(grouped) => {
+            for (&i, themes) in whole.iter().zip(grouped) {
+                slots[i] = themes;
+            }
+        }
+        None => tracing::warn!(
+            "difficulty_mix: balanced would put a theme twice in one puzzle; the plan's \
+             grouping (input order) is kept"
+        ),
+    }
 }
 
 /// The puzzle shape assembly works to.

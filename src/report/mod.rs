@@ -332,11 +332,31 @@ pub fn metadata(r: &RunRecord, designs: &[Design]) -> PuzzleMetadata {
             ambiguity_margin: c.puzzle.ambiguity_margin,
             require_unique: c.puzzle.require_unique,
             red_herrings: c.puzzle.red_herrings,
+            difficulty_mix: c.puzzle.difficulty_mix.name(),
         },
         quality: quality::run(r.puzzles),
-        difficulty: run_difficulty(designs),
+        difficulty: run_difficulty(r.puzzles, designs),
         red_herrings: (c.puzzle.red_herrings > 0).then(|| run_herrings(r.puzzles, designs, c)),
     }
+}
+
+/// Mean within-puzzle range of the themes' run-wide difficulty estimates (from each group's
+/// chosen words).
+fn theme_spread(puzzles: &[Puzzle]) -> f64 {
+    let groups: Vec<(&str, f64)> = puzzles
+        .iter()
+        .flat_map(|p| &p.groups)
+        .map(|g| {
+            let sum: f64 = g.words.iter().map(|w| f64::from(w.similarity)).sum();
+            (g.theme.as_str(), sum / g.words.len().max(1) as f64)
+        })
+        .collect();
+    let mut estimates = design::mix::estimates(&groups).into_iter();
+    let per_puzzle: Vec<Vec<f64>> = puzzles
+        .iter()
+        .map(|p| estimates.by_ref().take(p.groups.len()).collect())
+        .collect();
+    design::mix::spread(&per_puzzle)
 }
 
 /// The run's red herrings (`red_herrings` of the metadata).
@@ -362,7 +382,7 @@ fn run_herrings(puzzles: &[Puzzle], designs: &[Design], c: &Config) -> RunHerrin
 }
 
 /// The run's difficulty figures (`difficulty` of the metadata).
-fn run_difficulty(designs: &[Design]) -> RunDifficulty {
+fn run_difficulty(puzzles: &[Puzzle], designs: &[Design]) -> RunDifficulty {
     let mut groups_per_level = [0usize; 4];
     let mut scores = Vec::new();
     for d in designs {
@@ -386,6 +406,7 @@ fn run_difficulty(designs: &[Design]) -> RunDifficulty {
         } else {
             found as f64 / verdicts.len() as f64
         },
+        theme_spread: theme_spread(puzzles),
     }
 }
 

@@ -124,6 +124,10 @@ pub struct RunDifficulty {
     pub solver_puzzles: usize,
     /// Mean of `groups_found` over those puzzles.
     pub solver_groups_found_mean: f64,
+    /// Mean, over puzzles, of the range (hardest minus easiest) of their themes' difficulty
+    /// estimates, comparable across the run (`crate::design::mix::estimates`): higher when
+    /// each puzzle spans more of the run's range (`difficulty_mix: balanced`).
+    pub theme_spread: f64,
 }
 
 /// Extra per-puzzle quality figures.
@@ -343,6 +347,8 @@ pub struct PuzzleGeneration {
     pub require_unique: bool,
     /// Red herrings asked for per puzzle.
     pub red_herrings: usize,
+    /// How themes were grouped into puzzles: `in_order` or `balanced`.
+    pub difficulty_mix: &'static str,
 }
 
 /// `<paths.reports>/embedding_analysis.json`.

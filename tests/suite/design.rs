@@ -227,33 +227,7 @@ fn solve_agrees_with_the_run_and_refuses_bad_files_with_exit_2() {
 
 #[test]
 fn red_herrings_and_one_solution_on_the_example() {
-    let dir = tempfile::tempdir().unwrap();
-    let params = dir.path().join("params.yaml");
-    let yaml = std::fs::read_to_string(repo_file("examples/params.yaml"))
-        .unwrap()
-        .replace(
-            "  random_seed: 42\n",
-            "  random_seed: 42\n  require_unique: true\n  red_herrings: 2\n",
-        )
-        .replace(
-            "models/all-MiniLM-L6-v2",
-            &crate::common::model_dir().display().to_string(),
-        );
-    std::fs::write(&params, yaml).unwrap();
-    let out = dir.path().join("out");
-    puzzlegen(dir.path())
-        .args(["run", "--config"])
-        .arg(&params)
-        .arg("--themes")
-        .arg(repo_file("examples/selected_themes.json"))
-        .arg("--candidates")
-        .arg(repo_file("examples/candidate_words.json"))
-        .arg("--out")
-        .arg(&out)
-        .assert()
-        .success();
-    let finals = read_json(&out.join("final_puzzles.json"));
-    let meta = read_json(&out.join("puzzle_metadata.json"));
+    let (finals, meta, page) = example_with("  require_unique: true\n  red_herrings: 2\n");
     assert_eq!(meta["puzzle_generation"]["require_unique"], true);
     assert_eq!(meta["puzzle_generation"]["red_herrings"], 2);
     let fewer: Vec<u64> = meta["red_herrings"]["puzzles_with_fewer"]
@@ -290,7 +264,6 @@ fn red_herrings_and_one_solution_on_the_example() {
     }
     assert_eq!(meta["red_herrings"]["planted"], planted);
     assert!(planted >= 12, "most puzzles get their two: {planted}");
-    let page = std::fs::read_to_string(out.join("reports/puzzles.html")).unwrap();
     assert_eq!(page.matches("red herring: pulls toward").count(), planted);
 }
 
@@ -323,4 +296,90 @@ fn wrong_values_for_the_design_keys_name_the_key() {
             needle,
         );
     }
+}
+
+/// Runs the example with `extra` lines in puzzle_generation; its final_puzzles.json,
+/// puzzle_metadata.json and review page.
+fn example_with(extra: &str) -> (serde_json::Value, serde_json::Value, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let params = dir.path().join("params.yaml");
+    let yaml = std::fs::read_to_string(repo_file("examples/params.yaml"))
+        .unwrap()
+        .replace(
+            "  random_seed: 42\n",
+            &format!("  random_seed: 42\n{extra}"),
+        )
+        .replace(
+            "models/all-MiniLM-L6-v2",
+            &crate::common::model_dir().display().to_string(),
+        );
+    std::fs::write(&params, yaml).unwrap();
+    let out = dir.path().join("out");
+    puzzlegen(dir.path())
+        .args(["run", "--config"])
+        .arg(&params)
+        .arg("--themes")
+        .arg(repo_file("examples/selected_themes.json"))
+        .arg("--candidates")
+        .arg(repo_file("examples/candidate_words.json"))
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    (
+        read_json(&out.join("final_puzzles.json")),
+        read_json(&out.join("puzzle_metadata.json")),
+        std::fs::read_to_string(out.join("reports/puzzles.html")).unwrap(),
+    )
+}
+
+#[test]
+fn a_balanced_mix_regroups_the_same_themes_to_span_easy_to_hard() {
+    let (in_order, meta_in_order, _) = example_with("");
+    let (balanced, meta_balanced, _) = example_with("  difficulty_mix: balanced\n");
+    assert_eq!(
+        meta_in_order["puzzle_generation"]["difficulty_mix"],
+        "in_order"
+    );
+    assert_eq!(
+        meta_balanced["puzzle_generation"]["difficulty_mix"],
+        "balanced"
+    );
+    let themes = |f: &serde_json::Value| {
+        let mut all: Vec<String> = f
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|p| p["themes"].as_array().unwrap().clone())
+            .map(|t| t.as_str().unwrap().to_owned())
+            .collect();
+        all.sort();
+        all
+    };
+    assert_eq!(
+        themes(&in_order),
+        themes(&balanced),
+        "the same themes, regrouped"
+    );
+    assert_ne!(in_order, balanced);
+    for p in balanced.as_object().unwrap().values() {
+        let mut t: Vec<&str> = p["themes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap())
+            .collect();
+        t.sort();
+        t.dedup();
+        assert_eq!(t.len(), 4, "no theme twice in a puzzle: {p}");
+    }
+    let spread = |m: &serde_json::Value| m["difficulty"]["theme_spread"].as_f64().unwrap();
+    assert!(
+        spread(&meta_balanced) > spread(&meta_in_order),
+        "{} vs {}",
+        spread(&meta_balanced),
+        spread(&meta_in_order)
+    );
+    // Deterministic.
+    assert_eq!(example_with("  difficulty_mix: balanced\n").0, balanced);
 }
