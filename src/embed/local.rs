@@ -159,8 +159,13 @@ impl LocalModel {
             .map_err(|e| backend(&e))?;
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| encodings[i].get_ids().len());
-        let per_core = texts.len().div_ceil(self.pools.len());
-        let chunks: Vec<&[usize]> = order.chunks(per_core.clamp(1, self.micro_batch)).collect();
+        // Micro-batches of at most `micro_batch` texts, as many as a multiple of the cores and
+        // of even size, so that no core is left with a short last one while the other works.
+        let cores = self.pools.len();
+        let count = texts.len().div_ceil(self.micro_batch).div_ceil(cores) * cores;
+        let size = texts.len().div_ceil(count.max(1)).max(1);
+        // Longest texts first: the last micro-batches to be picked up are then the cheapest.
+        let chunks: Vec<&[usize]> = order.chunks(size).rev().collect();
         let next = AtomicUsize::new(0);
         let out = Mutex::new(vec![Vec::new(); texts.len()]);
         let failure = Mutex::new(None);
@@ -257,18 +262,76 @@ fn single_thread_pools() -> Result<Vec<rayon::ThreadPool>, rayon::ThreadPoolBuil
         .collect()
 }
 
-/// [`Provider`] over a [`LocalModel`]: one batch at a time on a blocking thread.
+/// [`Provider`] over a [`LocalModel`]. Calls that arrive while the model is busy wait in a
+/// queue, and the next pass embeds all of them at once (up to [`MOST_PER_PASS`] texts): the
+/// service cuts its requests as texts come (every few milliseconds), and one large call keeps
+/// both cores busy and sorts more texts by length than several small ones in a row.
 pub struct LocalProvider {
     model: Arc<LocalModel>,
-    gate: tokio::sync::Semaphore,
+    queue: Arc<Mutex<Queue>>,
 }
+
+/// Where an answer goes.
+type Reply = tokio::sync::oneshot::Sender<Result<Vec<Vec<f32>>, EmbedError>>;
+
+/// Calls waiting for the model.
+#[derive(Default)]
+struct Queue {
+    waiting: Vec<(Vec<String>, Reply)>,
+    /// A blocking thread is embedding and will take `waiting` next.
+    busy: bool,
+}
+
+/// Most texts one pass of the model takes from the queue (whole calls; a call larger than
+/// this is taken alone).
+pub const MOST_PER_PASS: usize = 2048;
 
 impl LocalProvider {
     pub fn load(dir: &Path) -> Result<LocalProvider, EmbedError> {
         Ok(LocalProvider {
             model: Arc::new(LocalModel::load(dir)?),
-            gate: tokio::sync::Semaphore::new(1),
+            queue: Arc::default(),
         })
+    }
+}
+
+/// Embeds what waits in `queue`, pass after pass, until nothing does.
+fn drain(model: &LocalModel, queue: &Mutex<Queue>) {
+    loop {
+        let calls: Vec<(Vec<String>, Reply)> = {
+            let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
+            let (mut take, mut texts) = (0, 0);
+            for (t, _) in &q.waiting {
+                if take > 0 && texts + t.len() > MOST_PER_PASS {
+                    break;
+                }
+                take += 1;
+                texts += t.len();
+            }
+            if take == 0 {
+                q.busy = false;
+                return;
+            }
+            q.waiting.drain(..take).collect()
+        };
+        let all: Vec<String> = calls.iter().flat_map(|(t, _)| t.iter().cloned()).collect();
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.embed_blocking(&all)))
+                .unwrap_or_else(|_| Err(EmbedError::Transient("local model: panicked".into())));
+        match result {
+            Ok(vectors) => {
+                let mut vectors = vectors.into_iter();
+                for (texts, reply) in calls {
+                    // A caller that gave up (the run is stopping) no longer listens.
+                    let _ = reply.send(Ok(vectors.by_ref().take(texts.len()).collect()));
+                }
+            }
+            Err(e) => {
+                for (_, reply) in calls {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
     }
 }
 
@@ -283,15 +346,20 @@ impl Provider for LocalProvider {
     }
 
     async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let _turn = self
-            .gate
-            .acquire()
-            .await
-            .map_err(|e| EmbedError::Transient(e.to_string()))?;
-        let model = Arc::clone(&self.model);
-        tokio::task::spawn_blocking(move || model.embed_blocking(&texts))
-            .await
-            .map_err(|e| EmbedError::Transient(format!("local model thread: {e}")))?
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            q.waiting.push((texts, reply));
+            !std::mem::replace(&mut q.busy, true)
+        };
+        if start {
+            let model = Arc::clone(&self.model);
+            let queue = Arc::clone(&self.queue);
+            tokio::task::spawn_blocking(move || drain(&model, &queue));
+        }
+        answer.await.map_err(|_| {
+            EmbedError::Transient("local model thread ended without an answer".into())
+        })?
     }
 }
 
