@@ -30,9 +30,12 @@ use puzzlegen::assemble::{Puzzle, Weights, assemble};
 use puzzlegen::design::solver::{self, Solution, SolveError};
 use puzzlegen::design::{self, difficulty};
 use puzzlegen::embed::local::LocalModel;
-use puzzlegen::embed::{Vector, cosine};
-use puzzlegen::words::{ScoredWord, ThemeResult};
+use puzzlegen::embed::Vector;
+use puzzlegen::words::ThemeResult;
 use serde::Deserialize;
+
+#[path = "eval_common.rs"]
+mod eval_common;
 
 #[derive(Deserialize)]
 struct NytPuzzle {
@@ -80,52 +83,11 @@ fn load() -> Vec<NytPuzzle> {
     puzzles
 }
 
-fn embed_all(model: &LocalModel, puzzles: &[NytPuzzle]) -> HashMap<String, Vector> {
-    let mut texts: Vec<String> = puzzles
-        .iter()
-        .flat_map(|p| &p.groups)
-        .flat_map(|g| std::iter::once(&g.name).chain(&g.words))
-        .cloned()
-        .collect();
-    texts.sort();
-    texts.dedup();
-    let mut vectors = HashMap::new();
-    for chunk in texts.chunks(256) {
-        let embedded = model.embed_blocking(chunk).expect("local model embeds");
-        for (t, v) in chunk.iter().zip(embedded) {
-            vectors.insert(t.clone(), Vector::from(v));
-        }
-    }
-    vectors
-}
-
-/// A puzzle's themes as a run scores them: every word a candidate of every theme.
-fn themes(p: &NytPuzzle, vectors: &HashMap<String, Vector>) -> Vec<ThemeResult> {
-    let words: Vec<&String> = p.groups.iter().flat_map(|g| &g.words).collect();
-    p.groups
-        .iter()
-        .map(|g| {
-            let theme_vector = vectors[&g.name].clone();
-            let mut ranked: Vec<ScoredWord> = words
-                .iter()
-                .map(|w| ScoredWord {
-                    word: (*w).clone(),
-                    similarity: cosine(&theme_vector, &vectors[*w]),
-                    vector: vectors[*w].clone(),
-                })
-                .collect();
-            ranked.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
-            ThemeResult {
-                theme: g.name.clone(),
-                vector: theme_vector,
-                ranked,
-            }
-        })
-        .collect()
-}
-
 fn build(p: &NytPuzzle, vectors: &HashMap<String, Vector>, w: Weights) -> Puzzle {
-    let t = themes(p, vectors);
+    let t = eval_common::themes(
+        p.groups.iter().map(|g| (&g.name, g.words.as_slice())),
+        vectors,
+    );
     let refs: Vec<&ThemeResult> = t.iter().collect();
     assemble(0, &refs, 4, w).expect("16 distinct words fill 4 x 4")
 }
@@ -223,7 +185,13 @@ fn report_model(name: &str, puzzles: &[NytPuzzle]) {
     }
     let start = Instant::now();
     let model = LocalModel::load(&dir).expect("model loads");
-    let vectors = embed_all(&model, puzzles);
+    let vectors = eval_common::embed_all(
+        &model,
+        puzzles
+            .iter()
+            .flat_map(|p| &p.groups)
+            .flat_map(|g| std::iter::once(&g.name).chain(&g.words)),
+    );
     eprintln!(
         "{name}: {} texts embedded in {:.1} s",
         vectors.len(),

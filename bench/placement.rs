@@ -21,9 +21,12 @@ use std::time::{Duration, Instant};
 
 use puzzlegen::assemble::{Weights, select};
 use puzzlegen::embed::local::LocalModel;
-use puzzlegen::embed::{Vector, cosine};
-use puzzlegen::words::{ScoredWord, ThemeResult};
+use puzzlegen::embed::Vector;
+use puzzlegen::words::ThemeResult;
 use serde::Deserialize;
+
+#[path = "eval_common.rs"]
+mod eval_common;
 
 #[derive(Deserialize)]
 struct EvalSet {
@@ -86,49 +89,11 @@ fn load_set() -> Vec<EvalPuzzle> {
     set.puzzles
 }
 
-/// Embeds every group name and word of the set once.
-fn embed_all(model: &LocalModel, puzzles: &[EvalPuzzle]) -> HashMap<String, Vector> {
-    let mut texts: Vec<String> = puzzles
-        .iter()
-        .flat_map(|p| &p.groups)
-        .flat_map(|g| std::iter::once(&g.name).chain(&g.words))
-        .cloned()
-        .collect();
-    texts.sort();
-    texts.dedup();
-    let mut vectors = HashMap::new();
-    for chunk in texts.chunks(256) {
-        let embedded = model.embed_blocking(chunk).expect("local model embeds");
-        for (t, v) in chunk.iter().zip(embedded) {
-            vectors.insert(t.clone(), Vector::from(v));
-        }
-    }
-    vectors
-}
-
 fn case(p: &EvalPuzzle, vectors: &HashMap<String, Vector>) -> Case {
-    let words: Vec<&String> = p.groups.iter().flat_map(|g| &g.words).collect();
-    let themes = p
-        .groups
-        .iter()
-        .map(|g| {
-            let theme_vector = vectors[&g.name].clone();
-            let mut ranked: Vec<ScoredWord> = words
-                .iter()
-                .map(|w| ScoredWord {
-                    word: (*w).clone(),
-                    similarity: cosine(&theme_vector, &vectors[*w]),
-                    vector: vectors[*w].clone(),
-                })
-                .collect();
-            ranked.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
-            ThemeResult {
-                theme: g.name.clone(),
-                vector: theme_vector,
-                ranked,
-            }
-        })
-        .collect();
+    let themes = eval_common::themes(
+        p.groups.iter().map(|g| (&g.name, g.words.as_slice())),
+        vectors,
+    );
     let truth = p
         .groups
         .iter()
@@ -197,7 +162,13 @@ fn main() {
     let puzzles = load_set();
     let model = LocalModel::load(&model_dir).expect("model loads");
     eprintln!("embedding {} puzzles", puzzles.len());
-    let vectors = embed_all(&model, &puzzles);
+    let vectors = eval_common::embed_all(
+        &model,
+        puzzles
+            .iter()
+            .flat_map(|p| &p.groups)
+            .flat_map(|g| std::iter::once(&g.name).chain(&g.words)),
+    );
     let cases: Vec<Case> = puzzles.iter().map(|p| case(p, &vectors)).collect();
     let half = cases.len() / 2;
     let ids = |r: &[EvalPuzzle]| format!("{}-{}", r[0].id, r[r.len() - 1].id);
