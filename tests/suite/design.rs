@@ -18,17 +18,29 @@ fn themes() -> Vec<(&'static str, &'static [&'static str])> {
     ]
 }
 
-#[test]
-fn every_puzzle_has_levels_colours_and_a_solver_verdict() {
-    let dir = tempfile::tempdir().unwrap();
-    write_inputs(dir.path(), &themes());
-    let params = write_params(dir.path(), 1, "");
-    puzzlegen(dir.path())
+/// Writes `groups` as a run's inputs into `dir` with a params.yaml for `puzzles` puzzles whose
+/// text `edit` changes, runs it, and returns the params.yaml and final_puzzles.json.
+fn run_groups(
+    dir: &std::path::Path,
+    groups: &[(&str, &[&str])],
+    puzzles: usize,
+    edit: impl Fn(String) -> String,
+) -> (std::path::PathBuf, serde_json::Value) {
+    write_inputs(dir, groups);
+    let params = write_params(dir, puzzles, "");
+    std::fs::write(&params, edit(std::fs::read_to_string(&params).unwrap())).unwrap();
+    puzzlegen(dir)
         .args(["run", "--config"])
         .arg(&params)
         .assert()
         .success();
-    let finals = read_json(&dir.path().join("out/final_puzzles.json"));
+    (params, read_json(&dir.join("out/final_puzzles.json")))
+}
+
+#[test]
+fn every_puzzle_has_levels_colours_and_a_solver_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, finals) = run_groups(dir.path(), &themes(), 1, |y| y);
     let p = &finals["puzzle_1"];
     // The original's keys come first, in its order; the new ones after.
     let keys: Vec<&str> = p.as_object().unwrap().keys().map(|k| k.as_str()).collect();
@@ -110,19 +122,10 @@ fn every_puzzle_has_levels_colours_and_a_solver_verdict() {
 #[test]
 fn other_sizes_spread_levels_and_say_why_the_solver_did_not_run() {
     let dir = tempfile::tempdir().unwrap();
-    write_inputs(dir.path(), &themes());
     // 4 themes x 5 words: 20 words, more than the blind solver takes.
-    let params = write_params(dir.path(), 1, "");
-    let yaml = std::fs::read_to_string(&params)
-        .unwrap()
-        .replace("words_per_theme: 4", "words_per_theme: 5");
-    std::fs::write(&params, yaml).unwrap();
-    puzzlegen(dir.path())
-        .args(["run", "--config"])
-        .arg(&params)
-        .assert()
-        .success();
-    let finals = read_json(&dir.path().join("out/final_puzzles.json"));
+    let (_, finals) = run_groups(dir.path(), &themes(), 1, |y| {
+        y.replace("words_per_theme: 4", "words_per_theme: 5")
+    });
     let p = &finals["puzzle_1"];
     assert_eq!(p["words"].as_array().unwrap().len(), 20);
     let reason = p["solver"]["not_computed"].as_str().unwrap();
@@ -134,19 +137,10 @@ fn other_sizes_spread_levels_and_say_why_the_solver_did_not_run() {
 
     // 3 themes x 3 words: 9 words, solved; levels spread from yellow to purple.
     let dir = tempfile::tempdir().unwrap();
-    write_inputs(dir.path(), &themes()[..3]);
-    let params = write_params(dir.path(), 1, "");
-    let yaml = std::fs::read_to_string(&params)
-        .unwrap()
-        .replace("words_per_theme: 4", "words_per_theme: 3")
-        .replace("themes_per_puzzle: 4", "themes_per_puzzle: 3");
-    std::fs::write(&params, yaml).unwrap();
-    puzzlegen(dir.path())
-        .args(["run", "--config"])
-        .arg(&params)
-        .assert()
-        .success();
-    let finals = read_json(&dir.path().join("out/final_puzzles.json"));
+    let (_, finals) = run_groups(dir.path(), &themes()[..3], 1, |y| {
+        y.replace("words_per_theme: 4", "words_per_theme: 3")
+            .replace("themes_per_puzzle: 4", "themes_per_puzzle: 3")
+    });
     let p = &finals["puzzle_1"];
     let mut levels: Vec<u64> = p["difficulty"]["levels"]
         .as_array()
@@ -162,15 +156,8 @@ fn other_sizes_spread_levels_and_say_why_the_solver_did_not_run() {
 #[test]
 fn solve_agrees_with_the_run_and_refuses_bad_files_with_exit_2() {
     let dir = tempfile::tempdir().unwrap();
-    write_inputs(dir.path(), &themes());
-    let params = write_params(dir.path(), 2, "");
-    puzzlegen(dir.path())
-        .args(["run", "--config"])
-        .arg(&params)
-        .assert()
-        .success();
+    let (params, finals) = run_groups(dir.path(), &themes(), 2, |y| y);
     let finals_path = dir.path().join("out/final_puzzles.json");
-    let finals = read_json(&finals_path);
     let out = puzzlegen(dir.path())
         .args(["solve", "--json", "--config"])
         .arg(&params)
