@@ -29,8 +29,8 @@ use std::time::Instant;
 use puzzlegen::assemble::{Puzzle, Weights, assemble};
 use puzzlegen::design::solver::{self, Solution, SolveError};
 use puzzlegen::design::{self, difficulty};
-use puzzlegen::embed::local::LocalModel;
 use puzzlegen::embed::Vector;
+use puzzlegen::embed::local::LocalModel;
 use puzzlegen::words::ThemeResult;
 use serde::Deserialize;
 

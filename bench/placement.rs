@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use puzzlegen::assemble::{Weights, select};
-use puzzlegen::embed::local::LocalModel;
 use puzzlegen::embed::Vector;
+use puzzlegen::embed::local::LocalModel;
 use puzzlegen::words::ThemeResult;
 use serde::Deserialize;
 

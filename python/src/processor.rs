@@ -251,9 +251,10 @@ fn answer_of(config: &Config, r: &RunResult) -> Result<Answer, Failure> {
         slots_filled: r.slots_filled,
         elapsed: r.elapsed,
     };
+    let designs = report::designs(&record);
     let results = serde_json::json!({
-        "puzzles": report::final_puzzles(&r.puzzles),
-        "metadata": report::metadata(&record),
+        "puzzles": report::final_puzzles(&r.puzzles, &designs),
+        "metadata": report::metadata(&record, &designs),
     });
     let vector = |v: &[f32]| v.iter().map(|x| f64::from(*x)).collect::<Vec<f64>>();
     let mut rows = Vec::new();

@@ -147,8 +147,12 @@ def test_example_data_matches_the_cli(tmp_path):
         ours = results["puzzles"][key]
         assert ours["themes"] == cli["themes"] and ours["words"] == cli["words"], key
         assert ours["theme_similarity_scores"] == pytest.approx(cli["theme_similarity_scores"], abs=1e-6)
+        assert ours["difficulty"]["levels"] == cli["difficulty"]["levels"], key
+        assert ours["solver"] == cli["solver"], key
     cli_meta = json.loads((cli_dir / "outputs" / "puzzle_metadata.json").read_text())
     assert results["metadata"]["successful_puzzles"] == cli_meta["successful_puzzles"]
+    assert results["metadata"]["difficulty"]["groups_per_level"] == \
+        cli_meta["difficulty"]["groups_per_level"]
     assert results["metadata"]["multiprocessing_stats"]["completed_tasks"] == \
         cli_meta["multiprocessing_stats"]["completed_tasks"]
 

@@ -197,12 +197,7 @@ pub fn stage_all(r: &RunRecord, to: &OutputPaths, abort: Abort) -> Result<Vec<St
         &puzzle_blocks(r),
         abort,
     )?;
-    let goals = design::Goals::of(&r.config.puzzle);
-    let designs: Vec<Design> = r
-        .puzzles
-        .par_iter()
-        .map(|p| design::design(p, &goals))
-        .collect();
+    let designs = designs(r);
     let finals = final_puzzles(r.puzzles, &designs);
     let metadata_shape = metadata(r, &designs);
     let analysis_shape = analysis(r);
@@ -218,6 +213,16 @@ pub fn stage_all(r: &RunRecord, to: &OutputPaths, abort: Abort) -> Result<Vec<St
     let metadata = stage_json(&to.metadata, &metadata_shape, abort)?;
     let final_puzzles = stage_json(&to.final_puzzles, &finals, abort)?;
     Ok(vec![puzzle_csv, page, analysis, metadata, final_puzzles])
+}
+
+/// The design (difficulty, solver verdict, red herrings) of each of a run's puzzles, in order:
+/// the second argument of [`final_puzzles`] and [`metadata`].
+pub fn designs(r: &RunRecord) -> Vec<Design> {
+    let goals = design::Goals::of(&r.config.puzzle);
+    r.puzzles
+        .par_iter()
+        .map(|p| design::design(p, &goals))
+        .collect()
 }
 
 /// `final_puzzles.json`; `designs` aligned with `puzzles`.
