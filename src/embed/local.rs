@@ -19,9 +19,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::BertModel;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
+use super::bert::BertEncoder;
 use super::folder::{Architecture, ModelFolder};
 use super::mpnet::MpnetModel;
 use super::pooling::{Pooling, normalize};
@@ -33,7 +33,7 @@ pub const MICRO_BATCH: usize = 32;
 
 /// The encoder of a model folder: texts' token ids -> token vectors.
 enum Encoder {
-    Bert(BertModel),
+    Bert(BertEncoder),
     Mpnet(MpnetModel),
 }
 
@@ -41,7 +41,7 @@ impl Encoder {
     /// `ids`, `mask`: (batch, seq) u32. Returns (batch, seq, hidden).
     fn forward(&self, ids: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
         match self {
-            Encoder::Bert(m) => m.forward(ids, &ids.zeros_like()?, Some(mask)),
+            Encoder::Bert(m) => m.forward(ids, mask),
             Encoder::Mpnet(m) => m.forward(ids, mask),
         }
     }
@@ -106,7 +106,7 @@ impl LocalModel {
         }
         .map_err(damaged)?;
         let encoder = match &folder.architecture {
-            Architecture::Bert(c) => Encoder::Bert(BertModel::load(vb, c).map_err(damaged)?),
+            Architecture::Bert(c) => Encoder::Bert(BertEncoder::load(vb, c).map_err(damaged)?),
             Architecture::Mpnet(c) => Encoder::Mpnet(MpnetModel::load(vb, c).map_err(damaged)?),
         };
         Ok(LocalModel {

@@ -5,6 +5,7 @@
 //! of one model never answer for another. Cross-cutting behaviour (caching, batching, limits)
 //! lives in [`crate::service`], around a provider, not inside it.
 
+pub mod bert;
 #[cfg(any(test, feature = "fake-provider"))]
 pub mod fake;
 pub mod folder;
@@ -15,6 +16,7 @@ pub mod local;
 pub mod mpnet;
 pub mod openai;
 pub mod pooling;
+mod transformer;
 
 use std::sync::Arc;
 

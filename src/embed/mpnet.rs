@@ -8,14 +8,25 @@
 //!   `encoder.relative_attention_bias` by the bucket of each query-key distance (32 buckets,
 //!   half per direction, exact up to 8, logarithmic up to 128);
 //! - the feed-forward activation is the exact (erf) GELU, `0.5 x (1 + erf(x / sqrt 2))`,
-//!   with erf computed as PyTorch's CPU kernel does (see [`GeluErf`]); layer norms use
-//!   `layer_norm_eps`.
+//!   with erf computed as PyTorch's CPU kernel does (see `super::transformer`); layer norms
+//!   use `layer_norm_eps`.
 //!
 //! The weight names are those of a sentence-transformers folder's `model.safetensors`
 //! (`embeddings.*`, `encoder.layer.N.attention.attn.{q,k,v,o}`, ...).
 
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Module, Result, Shape, Tensor};
-use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder, embedding, layer_norm, linear};
+use candle_core::{DType, Module, Result, Tensor};
+use candle_nn::{Embedding, LayerNorm, VarBuilder, embedding, layer_norm};
+
+use super::transformer::{Activation, Layer, LayerNames, Sizes};
+
+/// Where MPNet's layer weights are.
+const MPNET_NAMES: LayerNames = LayerNames {
+    query: "attention.attn.q",
+    key: "attention.attn.k",
+    value: "attention.attn.v",
+    attention_out: "attention.attn.o",
+    attention_norm: "attention.LayerNorm",
+};
 
 /// The padding token id MPNet's position ids are counted from (transformers hard-codes it).
 const PADDING_IDX: u32 = 1;
@@ -41,125 +52,6 @@ pub struct MpnetConfig {
 
 fn default_buckets() -> usize {
     NUM_BUCKETS
-}
-
-/// One transformer layer: self-attention with the shared position bias, then feed-forward.
-struct Layer {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
-    attention_norm: LayerNorm,
-    intermediate: Linear,
-    output: Linear,
-    output_norm: LayerNorm,
-    heads: usize,
-}
-
-impl Layer {
-    fn load(vb: VarBuilder, c: &MpnetConfig) -> Result<Layer> {
-        let h = c.hidden_size;
-        let attn = vb.pp("attention.attn");
-        Ok(Layer {
-            q: linear(h, h, attn.pp("q"))?,
-            k: linear(h, h, attn.pp("k"))?,
-            v: linear(h, h, attn.pp("v"))?,
-            o: linear(h, h, attn.pp("o"))?,
-            attention_norm: layer_norm(h, c.layer_norm_eps, vb.pp("attention.LayerNorm"))?,
-            intermediate: linear(h, c.intermediate_size, vb.pp("intermediate.dense"))?,
-            output: linear(c.intermediate_size, h, vb.pp("output.dense"))?,
-            output_norm: layer_norm(h, c.layer_norm_eps, vb.pp("output.LayerNorm"))?,
-            heads: c.num_attention_heads,
-        })
-    }
-
-    /// `xs`: (batch, seq, hidden); `bias`: (1, heads, seq, seq) position bias plus the
-    /// (batch, 1, 1, seq) padding mask, already added together.
-    fn forward(&self, xs: &Tensor, bias: &Tensor) -> Result<Tensor> {
-        let (batch, seq, hidden) = xs.dims3()?;
-        let head = hidden / self.heads;
-        let split = |t: Tensor| -> Result<Tensor> {
-            t.reshape((batch, seq, self.heads, head))?
-                .transpose(1, 2)?
-                .contiguous()
-        };
-        let q = split(self.q.forward(xs)?)?;
-        let k = split(self.k.forward(xs)?)?;
-        let v = split(self.v.forward(xs)?)?;
-        let scores = (q.matmul(&k.t()?)? / (head as f64).sqrt())?.broadcast_add(bias)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let context = probs
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((batch, seq, hidden))?;
-        let attended = self
-            .attention_norm
-            .forward(&(self.o.forward(&context)? + xs)?)?;
-        let inner = self
-            .intermediate
-            .forward(&attended)?
-            .contiguous()?
-            .apply_op1_no_bwd(&GeluErf)?;
-        self.output_norm
-            .forward(&(self.output.forward(&inner)? + attended)?)
-    }
-}
-
-/// The erf GELU as PyTorch computes it on the CPU (`GeluKernel` over `Vectorized<float>::erf`
-/// in ATen): erf by Abramowitz & Stegun 7.1.26 (absolute error under 1.5e-7) with an
-/// exponential accurate to about one ulp. candle's `gelu_erf` calls libm's scalar `erff` per
-/// value, a fifth of an all-mpnet-base-v2 pass on short texts; this loop has no branch nor
-/// call, so it compiles to SIMD, and it is at least as close to sentence-transformers.
-struct GeluErf;
-
-impl CustomOp1 for GeluErf {
-    fn name(&self) -> &'static str {
-        "gelu-erf-pytorch"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("gelu: f32 only");
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("gelu: the input must be contiguous");
-        };
-        let out = data[start..end].iter().map(|&x| gelu_erf(x)).collect();
-        Ok((CpuStorage::F32(out), layout.shape().clone()))
-    }
-}
-
-/// `0.5 x (1 + erf(x / sqrt 2))`, erf as in ATen's `Vectorized<float>::erf`.
-#[inline(always)]
-fn gelu_erf(x: f32) -> f32 {
-    let z = x * std::f32::consts::FRAC_1_SQRT_2;
-    let a = z.abs();
-    let t = 1.0 / (0.327_591_1 * a + 1.0);
-    let r = ((((1.061_405_4 * t - 1.453_152) * t + 1.421_413_8) * t - 0.284_496_74) * t
-        + 0.254_829_6)
-        * t;
-    let erf_abs = 1.0 - r * exp_non_positive(-a * a);
-    0.5 * x * (1.0 + erf_abs.copysign(z))
-}
-
-/// `exp(x)` for `x <= 0` (Cephes' `expf`: range reduction by ln 2, degree-6 polynomial, about
-/// one ulp); below -87.3 the result is 0, as is `exp`'s in f32 up to subnormals.
-#[inline(always)]
-fn exp_non_positive(x: f32) -> f32 {
-    let x = x.max(-87.3);
-    // n = floor(x log2 e + 0.5), for a negative argument, without a call to floor.
-    let v = x * std::f32::consts::LOG2_E + 0.5;
-    let truncated = v as i32;
-    let n = truncated - i32::from((truncated as f32) > v);
-    let nf = n as f32;
-    let g = x - nf * 0.693_359_4 + nf * 2.121_944_4e-4;
-    let p = ((((1.987_569_1e-4 * g + 1.398_2e-3) * g + 8.333_452e-3) * g + 4.166_579_6e-2) * g
-        + 1.666_666_5e-1)
-        * g
-        + 0.5;
-    let y = p * g * g + g + 1.0;
-    y * f32::from_bits(((n + 127) as u32) << 23)
 }
 
 /// MPNet's encoder: embeddings, layers, no pooler. Returns the last hidden state.
@@ -197,7 +89,19 @@ impl MpnetModel {
             )?,
             embedding_norm: layer_norm(c.hidden_size, c.layer_norm_eps, e.pp("LayerNorm"))?,
             layers: (0..c.num_hidden_layers)
-                .map(|i| Layer::load(encoder.pp(format!("layer.{i}")), c))
+                .map(|i| {
+                    Layer::load(
+                        encoder.pp(format!("layer.{i}")),
+                        &MPNET_NAMES,
+                        Sizes {
+                            hidden: c.hidden_size,
+                            intermediate: c.intermediate_size,
+                            heads: c.num_attention_heads,
+                            eps: c.layer_norm_eps,
+                        },
+                        Activation::GeluErf,
+                    )
+                })
                 .collect::<Result<_>>()?,
             relative_bias: embedding(
                 c.relative_attention_num_buckets,
@@ -337,25 +241,6 @@ pub(crate) mod tests {
                 assert!(d < 1e-4, "row {row} token {token}: off by {d}");
             }
         }
-    }
-
-    #[test]
-    fn gelu_is_the_erf_gelu_to_float_precision() {
-        // Against candle's gelu_erf (libm's erff, correctly rounded or nearly).
-        let xs: Vec<f32> = (-20_000..=20_000).map(|i| i as f32 / 1000.0).collect();
-        let exact = Tensor::new(xs.as_slice(), &Device::Cpu)
-            .unwrap()
-            .gelu_erf()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        for (&x, &e) in xs.iter().zip(&exact) {
-            let d = (gelu_erf(x) - e).abs();
-            assert!(d <= 3e-7 * (1.0 + e.abs()), "gelu({x}): off by {d}");
-        }
-        assert_eq!(gelu_erf(-200.0), 0.0);
-        assert_eq!(gelu_erf(200.0), 200.0);
-        assert_eq!(gelu_erf(0.0), 0.0);
     }
 
     #[test]
