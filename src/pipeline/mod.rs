@@ -4,6 +4,7 @@
 //! spare themes (themes the plan did not place) before a puzzle is given up; each spare is used
 //! at most once.
 
+mod assembly;
 pub mod health;
 mod prefetch;
 pub mod queue;
@@ -21,13 +22,13 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::assemble::{Puzzle, Weights, assemble};
+use crate::assemble::Puzzle;
 use crate::cache::backup_csv::BackupCsvWriter;
 use crate::cache::csv::CsvError;
 use crate::cache::store::{Row, Store, StoreError};
 use crate::cache::{Cache, CloseError};
-use crate::config::{Config, PuzzleSettings};
-use crate::design::{Goals, Mix, refine};
+use crate::config::Config;
+use crate::design::Mix;
 use crate::embed::{EmbedError, Provider, Space, Vector};
 use crate::engine::{Engine, ThemeOutcome};
 use crate::fsx::WriteError;
@@ -35,7 +36,7 @@ use crate::input::{InputError, Inputs};
 use crate::journal::{self, Journal, JournalError};
 use crate::plan::{Plan, PlanError};
 use crate::progress::{Progress, ProgressMode};
-use crate::report::shapes::{FailedPuzzle, FailedTheme, Replacement, puzzle_key};
+use crate::report::shapes::{FailedPuzzle, FailedTheme, Replacement};
 use crate::report::{self, CacheRecord, OutputPaths, RunRecord};
 use crate::service::{EmbeddingService, ServiceStats};
 use crate::theme::ThemeWorker;
@@ -192,6 +193,11 @@ impl RunResult {
     }
 }
 
+/// Each processed theme's outcome by name.
+fn outcomes(processed: &[(String, ThemeOutcome)]) -> HashMap<&str, &ThemeOutcome> {
+    processed.iter().map(|(t, o)| (t.as_str(), o)).collect()
+}
+
 fn themes_ok(themes: &[(String, ThemeOutcome)]) -> impl Iterator<Item = &ThemeScores> {
     themes.iter().filter_map(|(_, o)| o.as_ref().ok())
 }
@@ -345,22 +351,42 @@ pub async fn run_with(
     }
     let processed = process(&engine, &run, plan.distinct_themes(), progress, "themes").await;
     let mut slots: Vec<Vec<String>> = plan.puzzles.iter().map(|p| p.themes.clone()).collect();
-    let (processed, replacements) =
-        replace_failed_with_spares(&engine, &run, &plan, &mut slots, processed, progress, &stop)
-            .await;
-    let outcome_of: HashMap<&str, &ThemeOutcome> =
-        processed.iter().map(|(t, o)| (t.as_str(), o)).collect();
+    let mut spares = plan.spares.iter();
+    let (mut processed, mut replacements) = replace_failed_with_spares(
+        &engine,
+        &run,
+        &plan,
+        &mut slots,
+        &mut spares,
+        processed,
+        progress,
+        &stop,
+    )
+    .await;
     if config.puzzle.difficulty_mix == Mix::Balanced {
-        mix_by_difficulty(&mut slots, &outcome_of, config.puzzle.words_per_theme);
+        let outcome_of = outcomes(&processed);
+        assembly::mix_by_difficulty(&mut slots, &outcome_of, config.puzzle.words_per_theme);
     }
-    let (puzzles, failed_puzzles) = assemble_all(
+    let mut built = assembly::assemble_all(
         &plan,
         &slots,
-        &outcome_of,
+        &outcomes(&processed),
         run.service.cache(),
         &config.puzzle,
         &stop,
     );
+    let more = spare_themes_for_unique(
+        &engine,
+        &run,
+        (&plan, &mut slots, &mut spares),
+        &mut built,
+        &mut processed,
+        (config, progress, &stop),
+    )
+    .await;
+    replacements.extend(more);
+    assembly::log_failed_puzzles(&built.failed);
+    let outcome_of = outcomes(&processed);
     let slots_filled = slots
         .iter()
         .flatten()
@@ -372,8 +398,8 @@ pub async fn run_with(
         plan,
         Assembled {
             themes: processed,
-            puzzles,
-            failed_puzzles,
+            puzzles: built.puzzles,
+            failed_puzzles: built.failed,
             replacements,
             slots_filled,
         },
@@ -495,19 +521,20 @@ async fn process(
     themes.into_iter().zip(outcomes).collect()
 }
 
-/// Replaces failed slots with spare themes, processing spares in rounds as needed (each spare
-/// at most once); returns every theme processed and the replacements made.
+/// Replaces failed slots with spare themes from `spares`, processing them in rounds as needed
+/// (each spare at most once); returns every theme processed and the replacements made.
+#[allow(clippy::too_many_arguments)]
 async fn replace_failed_with_spares(
     engine: &Engine,
     run: &OpenRun,
     plan: &Plan,
     slots: &mut [Vec<String>],
+    spares: &mut std::slice::Iter<'_, String>,
     mut processed: Vec<(String, ThemeOutcome)>,
     progress: ProgressMode,
     stop: &CancellationToken,
 ) -> (Vec<(String, ThemeOutcome)>, Vec<Replacement>) {
     let mut replacements = Vec::new();
-    let mut spares = plan.spares.iter();
     loop {
         let reason_of: HashMap<&str, String> = processed
             .iter()
@@ -539,202 +566,49 @@ async fn replace_failed_with_spares(
     (processed, replacements)
 }
 
-/// Assembles each puzzle from its slots. A theme's vectors are read back from the cache when
-/// its first puzzle is assembled (its best `pool` words only: more can never be chosen) and
-/// dropped after its last, so memory holds the themes of the puzzles at hand, not all of
-/// them. A signal stops assembly too: what is assembled within [`ASSEMBLY_GRACE`] of it is
-/// kept, the rest skipped with a warning.
-fn assemble_all(
-    plan: &Plan,
-    slots: &[Vec<String>],
-    outcome_of: &HashMap<&str, &ThemeOutcome>,
-    cache: &Cache,
-    settings: &PuzzleSettings,
-    stop: &CancellationToken,
-) -> (Vec<Puzzle>, Vec<FailedPuzzle>) {
-    let sizes = Sizes {
-        themes_per_puzzle: settings.themes_per_puzzle,
-        words_per_theme: settings.words_per_theme,
-    };
-    let weights = Weights {
-        coherence: settings.coherence_weight,
-        ambiguity: settings.ambiguity_weight,
-    };
-    let goals = Goals::of(settings);
-    let mut puzzles = Vec::new();
-    let mut failed = Vec::new();
-    let mut deadline = None;
-    let mut open = OpenThemes::new(slots, sizes.pool());
-    for (i, (planned, themes)) in plan.puzzles.iter().zip(slots).enumerate() {
-        if i % 16 == 0 && stop.is_cancelled() {
-            let deadline = *deadline.get_or_insert_with(|| Instant::now() + ASSEMBLY_GRACE);
-            if Instant::now() >= deadline {
-                tracing::warn!(
-                    "stopping: {} of {} puzzle(s) not assembled",
-                    plan.puzzles.len() - i,
-                    plan.puzzles.len()
-                );
-                break;
-            }
+/// `require_unique`'s last resort: spare themes in place of a puzzle's own, a round of spares
+/// at a time (as many as puzzles still without a single solution), until every puzzle has one
+/// or the spares run out. Returns the replacements made.
+async fn spare_themes_for_unique(
+    engine: &Engine,
+    run: &OpenRun,
+    (plan, slots, spares): (&Plan, &mut [Vec<String>], &mut std::slice::Iter<'_, String>),
+    built: &mut assembly::Built,
+    processed: &mut Vec<(String, ThemeOutcome)>,
+    (config, progress, stop): (&Config, ProgressMode, &CancellationToken),
+) -> Vec<Replacement> {
+    let mut replacements = Vec::new();
+    let mut unplaced: Vec<String> = Vec::new();
+    while !built.not_unique.is_empty() && !stop.is_cancelled() {
+        let batch: Vec<String> = spares.take(built.not_unique.len()).cloned().collect();
+        if batch.is_empty() || run.service.fatal_error().is_some() {
+            break;
         }
-        let results: Result<Vec<Arc<ThemeResult>>, String> = themes
-            .iter()
-            .map(|t| match outcome_of[t.as_str()] {
-                Ok(scores) => open.take(scores, cache),
-                Err(e) => Err(format!("theme {t:?} failed: {e} (no spare theme left)")),
-            })
-            .collect();
-        let assembled = results.and_then(|results| {
-            let refs: Vec<&ThemeResult> = results.iter().map(|r| &**r).collect();
-            let puzzle = assemble(planned.id, &refs, sizes.words_per_theme, weights)
-                .map_err(|e| e.to_string())?;
-            if !goals.any() {
-                return Ok(puzzle);
-            }
-            refine(puzzle, &refs, goals)
-                .map(|r| r.puzzle)
-                .map_err(|e| e.to_string())
-        });
-        open.release(themes);
-        match assembled {
-            Ok(p) => puzzles.push(p),
-            Err(error) => failed.push(FailedPuzzle {
-                puzzle_id: planned.id,
-                themes: themes.clone(),
-                error,
-            }),
-        }
-    }
-    log_failed_puzzles(&failed);
-    (puzzles, failed)
-}
-
-/// `difficulty_mix: balanced`: regroups the themes of the puzzles whose themes all succeeded
-/// so that each spans the run's range of difficulty (`crate::design::mix`); the others keep
-/// their themes (they fail or were never whole).
-fn mix_by_difficulty(
-    slots: &mut [Vec<String>],
-    outcome_of: &HashMap<&str, &ThemeOutcome>,
-    per_theme: usize,
-) {
-    let whole: Vec<usize> = (0..slots.len())
-        .filter(|&i| slots[i].iter().all(|t| outcome_of[t.as_str()].is_ok()))
-        .collect();
-    // Each distinct theme's mean similarity of its best words, then its estimate.
-    let mut names: Vec<&str> = whole
-        .iter()
-        .flat_map(|&i| slots[i].iter().map(String::as_str))
-        .collect();
-    names.sort_unstable();
-    names.dedup();
-    let sims: Vec<(&str, f64)> = names
-        .iter()
-        .map(|&t| {
-            let ranked = match outcome_of[t] {
-                Ok(scores) => &scores.ranked[..per_theme.min(scores.ranked.len())],
-                Err(_) => &[][..],
-            };
-            let sum: f64 = ranked.iter().map(|(_, s)| f64::from(*s)).sum();
-            (t, sum / ranked.len().max(1) as f64)
-        })
-        .collect();
-    let estimate: HashMap<&str, f64> = names
-        .iter()
-        .copied()
-        .zip(crate::design::mix::estimates(&sims))
-        .collect();
-    let chosen: Vec<Vec<String>> = whole.iter().map(|&i| slots[i].clone()).collect();
-    match crate::design::mix::balance(&chosen, |t| estimate[t]) {
-        Some(grouped) => {
-            for (&i, themes) in whole.iter().zip(grouped) {
-                slots[i] = themes;
-            }
-        }
-        None => tracing::warn!(
-            "difficulty_mix: balanced would put a theme twice in one puzzle; the plan's \
-             grouping (input order) is kept"
-        ),
-    }
-}
-
-/// The puzzle shape assembly works to.
-#[derive(Debug, Clone, Copy)]
-struct Sizes {
-    themes_per_puzzle: usize,
-    words_per_theme: usize,
-}
-
-impl Sizes {
-    /// How many of a theme's best words assembly needs: with `k` words per group and `t`
-    /// themes, the other groups take at most `(t - 1) x k` words, so a theme's chosen words
-    /// are always among its best `t x k`.
-    fn pool(self) -> usize {
-        self.themes_per_puzzle.max(1) * self.words_per_theme
-    }
-}
-
-/// The themes whose vectors are in memory for assembly, each with the number of slots still
-/// to assemble that use it.
-struct OpenThemes {
-    uses: HashMap<String, usize>,
-    open: HashMap<String, Arc<ThemeResult>>,
-    pool: usize,
-}
-
-impl OpenThemes {
-    fn new(slots: &[Vec<String>], pool: usize) -> OpenThemes {
-        let mut uses = HashMap::new();
-        for t in slots.iter().flatten() {
-            *uses.entry(t.clone()).or_insert(0) += 1;
-        }
-        OpenThemes {
-            uses,
-            open: HashMap::new(),
-            pool,
-        }
-    }
-
-    /// The theme with the vectors of its best words, read from the cache on first use.
-    fn take(&mut self, scores: &ThemeScores, cache: &Cache) -> Result<Arc<ThemeResult>, String> {
-        if let Some(r) = self.open.get(&scores.theme) {
-            return Ok(Arc::clone(r));
-        }
-        let best = &scores.ranked[..self.pool.min(scores.ranked.len())];
-        let r = cache.theme_result(&scores.theme, best).ok_or_else(|| {
-            format!(
-                "the vectors of theme {:?} could not be read back from the cache",
-                scores.theme
-            )
-        })?;
-        let r = Arc::new(r);
-        self.open.insert(scores.theme.clone(), Arc::clone(&r));
-        Ok(r)
-    }
-
-    /// One more use of each of `themes` is done; themes used no more leave memory.
-    fn release(&mut self, themes: &[String]) {
-        for t in themes {
-            if let Some(n) = self.uses.get_mut(t) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    self.uses.remove(t);
-                    self.open.remove(t);
-                }
-            }
-        }
-    }
-}
-
-fn log_failed_puzzles(failed: &[FailedPuzzle]) {
-    for f in failed.iter().take(MAX_LOGGED_FAILURES) {
-        tracing::warn!("{} failed: {}", puzzle_key(f.puzzle_id), f.error);
-    }
-    if failed.len() > MAX_LOGGED_FAILURES {
-        tracing::warn!(
-            "... and {} more failed puzzle(s) (all listed in puzzle_metadata.json)",
-            failed.len() - MAX_LOGGED_FAILURES
+        let done = process(engine, run, batch, progress, "spares").await;
+        unplaced.extend(
+            done.iter()
+                .filter(|(_, o)| o.is_ok())
+                .map(|(t, _)| t.clone()),
         );
+        processed.extend(done);
+        replacements.extend(assembly::unique_with_spares(
+            built,
+            plan,
+            slots,
+            &mut unplaced,
+            &outcomes(processed),
+            run.service.cache(),
+            &config.puzzle,
+        ));
     }
+    for &p in &built.not_unique {
+        let id = plan.puzzles[p].id;
+        if let Some(f) = built.failed.iter_mut().find(|f| f.puzzle_id == id) {
+            f.error
+                .push_str(", and no spare theme in place of one of its own gives it one");
+        }
+    }
+    replacements
 }
 
 /// What processing and assembly made of the plan.

@@ -370,3 +370,55 @@ fn a_balanced_mix_regroups_the_same_themes_to_span_easy_to_hard() {
     // Deterministic.
     assert_eq!(example_with("  difficulty_mix: balanced\n").0, balanced);
 }
+
+/// Two themes over the same months: no choice of their words splits them apart, so only a
+/// spare theme in place of one of them gives the puzzle a single solution.
+#[test]
+fn require_unique_puts_a_spare_theme_in_when_word_swaps_cannot_help() {
+    const MONTHS: &[&str] = &[
+        "January", "February", "March", "April", "May", "June", "July", "August",
+    ];
+    const REVERSED: &[&str] = &[
+        "August", "July", "June", "May", "April", "March", "February", "January",
+    ];
+    let groups = [
+        ("Words A", MONTHS),
+        ("Words B", REVERSED),
+        ("___ BALL", BALLS),
+        ("Kitchen utensils", UTENSILS),
+        ("Chess pieces", CHESS),
+    ];
+    let unique = |y: String| {
+        y.replace(
+            "themes_per_puzzle: 4\n",
+            "themes_per_puzzle: 4\n  require_unique: true\n",
+        )
+    };
+
+    // With the spare: it takes the first theme's place and the solver finds the intended split.
+    let dir = tempfile::tempdir().unwrap();
+    let (_, finals) = run_groups(dir.path(), &groups, 1, unique);
+    let p = &finals["puzzle_1"];
+    assert_eq!(
+        p["themes"],
+        serde_json::json!(["Chess pieces", "Words B", "___ BALL", "Kitchen utensils"])
+    );
+    assert_eq!(p["solver"]["unique"], true);
+    let meta = read_json(&dir.path().join("out/puzzle_metadata.json"));
+    assert_eq!(meta["successful_puzzles"], 1);
+    let used = &meta["spare_themes_used"][0];
+    assert_eq!(used["failed_theme"], "Words A");
+    assert_eq!(used["spare_theme"], "Chess pieces");
+    assert!(used["reason"].as_str().unwrap().contains("require_unique"));
+
+    // Without it: the puzzle fails, and says that neither words nor spares could help.
+    let dir = tempfile::tempdir().unwrap();
+    let (_, finals) = run_groups(dir.path(), &groups[..4], 1, unique);
+    assert!(finals.as_object().unwrap().is_empty(), "{finals}");
+    let meta = read_json(&dir.path().join("out/puzzle_metadata.json"));
+    let error = meta["failed_puzzles"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("no single solution") && error.contains("no spare theme"),
+        "{error}"
+    );
+}
