@@ -111,13 +111,13 @@ fn annotations(r: &ThemeResult) -> Vec<Annotation> {
         key: key(&r.theme),
         theme: r.theme.clone(),
         word_type: "theme",
-        similarity: 1.0,
+        similarity: None,
     })
     .chain(r.ranked.iter().map(|w| Annotation {
         key: key(&w.word),
         theme: r.theme.clone(),
         word_type: "candidate",
-        similarity: w.similarity,
+        similarity: Some(w.similarity),
     }))
     .collect()
 }

@@ -285,7 +285,8 @@ pub struct Annotation {
     pub key: String,
     pub theme: String,
     pub word_type: &'static str,
-    pub similarity: f32,
+    /// Empty on a theme's own row, as the Python cache wrote it.
+    pub similarity: Option<f32>,
 }
 
 /// Entries of one embedding space (`cache stats`).
@@ -1071,7 +1072,7 @@ mod tests {
                 key: "a".into(),
                 theme: "T".into(),
                 word_type: "candidate",
-                similarity: 0.5,
+                similarity: Some(0.5),
             }],
         )
         .unwrap();
@@ -1264,7 +1265,7 @@ PRAGMA user_version = 1;
                 key: "mercury".into(),
                 theme: "Planets".into(),
                 word_type: "candidate",
-                similarity: 0.5,
+                similarity: Some(0.5),
             }],
         )
         .unwrap();

@@ -474,7 +474,7 @@ fn cache_stats(r: &RunRecord) -> CacheStats {
         misses: s.lookups - s.cache_hits,
         writes: r.cache.written,
         backups: u64::from(r.cache.csv_written_at > 0.0),
-        last_backup: r.cache.csv_written_at,
+        last_backup: r.cache.csv_written_at as u64,
         database: r.cache.database.display().to_string(),
     }
 }

@@ -288,8 +288,9 @@ pub struct CacheStats {
     pub writes: u64,
     /// Times the cache CSV was written (once per run).
     pub backups: u64,
-    /// When it was last written (UNIX seconds; 0 if never).
-    pub last_backup: f64,
+    /// When it was last written (whole UNIX seconds, an integer as in the original's
+    /// metadata; 0 if never).
+    pub last_backup: u64,
     /// Extra: the cache database.
     pub database: String,
 }

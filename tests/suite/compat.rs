@@ -254,7 +254,7 @@ fn the_originals_project_runs_unchanged_and_its_readers_find_their_files() {
         ("multiprocessing_stats.cache_stats.misses", "int"),
         ("multiprocessing_stats.cache_stats.writes", "int"),
         ("multiprocessing_stats.cache_stats.backups", "int"),
-        ("multiprocessing_stats.cache_stats.last_backup", "float"),
+        ("multiprocessing_stats.cache_stats.last_backup", "int"),
         (
             "multiprocessing_stats.rate_limiter_stats.active_requests",
             "int",
@@ -364,6 +364,20 @@ fn the_originals_project_runs_unchanged_and_its_readers_find_their_files() {
             rows.iter()
                 .any(|r| r["word"] == kept && r["theme"] == "Nonsense words"),
             "{kept} was dropped"
+        );
+    }
+
+    // A second run reads every text from the cache database and writes the CSV from it: the
+    // theme rows' similarity stays empty.
+    let again = run(root, &server, &[]);
+    assert_eq!(again.status.code(), Some(0), "{}", show(&again));
+    let (_, rows_again) = csv_rows(&root.join("data/cache/all_embeddings.csv"));
+    assert_eq!(rows_again.len(), rows.len());
+    for r in &rows_again {
+        assert_eq!(
+            r["similarity_to_theme"].is_empty(),
+            r["word_type"] == "theme",
+            "{r:?}"
         );
     }
 
