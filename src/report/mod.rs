@@ -50,9 +50,9 @@ use rayon::prelude::*;
 use shapes::{
     CacheStats, Describe, DifficultyEntry, EmbeddingAnalysis, EmbeddingQuality, EmbeddingStats,
     FailedPuzzle, FailedTheme, FinalPuzzles, GeminiConfig, HerringEntry, HerringShortfall,
-    MultiprocessingStats, PerformanceMetrics, PipelineInfo, PuzzleEntry, PuzzleGeneration,
-    PuzzleMetadata, RateLimiterStats, Replacement, RunDifficulty, RunHerrings, SimilarityStats,
-    SolverEntry, yaml_number,
+    MultiprocessingStats, OutputFiles, PerformanceMetrics, PipelineInfo, PuzzleEntry,
+    PuzzleGeneration, PuzzleMetadata, RateLimiterStats, Replacement, RunDifficulty, RunHerrings,
+    SimilarityStats, SolverEntry, yaml_number,
 };
 
 /// What the run did to the cache, for `cache_stats`.
@@ -199,7 +199,8 @@ pub fn stage_all(r: &RunRecord, to: &OutputPaths, abort: Abort) -> Result<Vec<St
     )?;
     let designs = designs(r);
     let finals = final_puzzles(r.puzzles, &designs);
-    let metadata_shape = metadata(r, &designs);
+    let mut metadata_shape = metadata(r, &designs);
+    metadata_shape.output_files = Some(output_files(to));
     let analysis_shape = analysis(r);
     let page =
         page::PageInput::from_shapes(&finals, &metadata_shape, &analysis_shape).map_err(|e| {
@@ -213,6 +214,52 @@ pub fn stage_all(r: &RunRecord, to: &OutputPaths, abort: Abort) -> Result<Vec<St
     let metadata = stage_json(&to.metadata, &metadata_shape, abort)?;
     let final_puzzles = stage_json(&to.final_puzzles, &finals, abort)?;
     Ok(vec![puzzle_csv, page, analysis, metadata, final_puzzles])
+}
+
+/// Where `to` puts the files, relative to the folder of its `puzzle_metadata.json`.
+fn output_files(to: &OutputPaths) -> OutputFiles {
+    let base = to.metadata.parent().unwrap_or(Path::new(""));
+    OutputFiles {
+        final_puzzles: relative_to(base, &to.final_puzzles),
+        analysis: relative_to(base, &to.analysis),
+        review_page: relative_to(base, &to.review_page),
+    }
+}
+
+/// `target` as seen from the folder `base` (both as given, or relative to the working
+/// directory): `../reports/x.json` for `reports/x.json` from `outputs`. Falls back to `target`
+/// made absolute where no relative path exists (another drive, an unreadable working
+/// directory).
+pub fn relative_to(base: &Path, target: &Path) -> PathBuf {
+    fn clean(p: &Path) -> Vec<std::path::Component<'_>> {
+        use std::path::Component;
+        let mut out: Vec<Component> = Vec::new();
+        for c in p.components() {
+            match c {
+                Component::CurDir => {}
+                Component::ParentDir if matches!(out.last(), Some(Component::Normal(_))) => {
+                    out.pop();
+                }
+                c => out.push(c),
+            }
+        }
+        out
+    }
+    let (Ok(base), Ok(target)) = (std::path::absolute(base), std::path::absolute(target)) else {
+        return target.to_owned();
+    };
+    // `absolute` keeps `..`: take it away lexically, as the paths were written.
+    let (base, target) = (clean(&base), clean(&target));
+    let common = base.iter().zip(&target).take_while(|(a, b)| a == b).count();
+    if common == 0 {
+        return target.iter().collect();
+    }
+    let mut rel = PathBuf::new();
+    for _ in common..base.len() {
+        rel.push("..");
+    }
+    rel.extend(&target[common..]);
+    rel
 }
 
 /// The design (difficulty, solver verdict, red herrings) of each of a run's puzzles, in order:
@@ -342,6 +389,7 @@ pub fn metadata(r: &RunRecord, designs: &[Design]) -> PuzzleMetadata {
         quality: quality::run(r.puzzles),
         difficulty: run_difficulty(r.puzzles, designs),
         red_herrings: (c.puzzle.red_herrings > 0).then(|| run_herrings(r.puzzles, designs, c)),
+        output_files: None,
     }
 }
 
@@ -720,6 +768,26 @@ fn fixed(out: &mut String, x: f32, precision: usize) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn relative_to_walks_up_and_down_from_the_base() {
+        let rel = |a: &str, b: &str| super::relative_to(Path::new(a), Path::new(b));
+        assert_eq!(
+            rel("outputs", "reports/x.json"),
+            Path::new("../reports/x.json")
+        );
+        assert_eq!(
+            rel("out", "out/reports/p.html"),
+            Path::new("reports/p.html")
+        );
+        assert_eq!(
+            rel("data/outputs", "./reports/a"),
+            Path::new("../../reports/a")
+        );
+        assert_eq!(rel("a/../b", "b/c"), Path::new("c"));
+        assert_eq!(rel("/x/y", "/x/z/w"), Path::new("../z/w"));
+        assert_eq!(rel("", "f.json"), Path::new("f.json"));
+    }
+
     use super::*;
 
     #[test]

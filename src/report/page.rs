@@ -45,7 +45,10 @@ const REASON_CHARS: usize = 300;
 /// Why the page could not be built from the output files.
 #[derive(Debug, thiserror::Error)]
 pub enum PageError {
-    #[error("{path}: cannot read: {source} (run `puzzlegen run` first to write it)")]
+    #[error(
+        "{path}: cannot read: {source} (written by `puzzlegen run`; if the run wrote its files \
+         elsewhere, give its params.yaml with --config)"
+    )]
     Missing {
         path: PathBuf,
         source: std::io::Error,
@@ -234,6 +237,41 @@ pub struct PageSources {
     pub final_puzzles: PathBuf,
     pub metadata: PathBuf,
     pub analysis: PathBuf,
+}
+
+impl PageSources {
+    /// The files of the run whose `puzzle_metadata.json` is in `dir` (its outputs folder), and
+    /// where its page goes: where the run recorded them (`output_files`, relative to `dir`), or
+    /// the layout of `run --out DIR` (`DIR/reports/...`) for a run that recorded none.
+    pub fn in_outputs(dir: &Path) -> (PageSources, PathBuf) {
+        #[derive(serde::Deserialize)]
+        struct Recorded {
+            output_files: Option<crate::report::shapes::OutputFiles>,
+        }
+        let metadata = dir.join("puzzle_metadata.json");
+        let recorded = read_limited(&metadata, MAX_INPUT_BYTES)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Recorded>(&b).ok())
+            .and_then(|r| r.output_files);
+        match recorded {
+            Some(f) => (
+                PageSources {
+                    final_puzzles: dir.join(f.final_puzzles),
+                    metadata,
+                    analysis: dir.join(f.analysis),
+                },
+                dir.join(f.review_page),
+            ),
+            None => (
+                PageSources {
+                    final_puzzles: dir.join("final_puzzles.json"),
+                    metadata,
+                    analysis: dir.join("reports").join("embedding_analysis.json"),
+                },
+                dir.join("reports").join("puzzles.html"),
+            ),
+        }
+    }
 }
 
 impl PageInput {

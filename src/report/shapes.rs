@@ -6,6 +6,8 @@
 //! is here with the JSON type the original gives it; keys the original does not have are marked
 //! "extra". Serialisation keeps field order, so the files read in the original's order.
 
+use std::path::PathBuf;
+
 use serde::Serialize;
 use serde::ser::SerializeMap;
 
@@ -207,9 +209,21 @@ pub struct PuzzleMetadata {
     /// Extra, when `puzzle_generation.red_herrings` asks for them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub red_herrings: Option<RunHerrings>,
+    /// Extra: where the run wrote its files, relative to this file's folder (what `puzzlegen
+    /// report --out DIR` reads); absent where no files are written (the Python package).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_files: Option<OutputFiles>,
 }
 
 /// A puzzle that could not be made.
+/// The files of a run, each relative to the folder of `puzzle_metadata.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct OutputFiles {
+    pub final_puzzles: PathBuf,
+    pub analysis: PathBuf,
+    pub review_page: PathBuf,
+}
+
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct FailedPuzzle {
     /// An integer, as in the original.

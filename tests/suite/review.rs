@@ -422,3 +422,51 @@ fn report_names_a_missing_or_malformed_output_file() {
     assert_user_error(puzzlegen(dir.path()).arg("report"), "--config FILE");
     assert!(!out.join("reports/puzzles.html").exists());
 }
+
+/// The example's own layout (outputs/ and reports/ side by side): the run's summary names the
+/// page, and `report --out outputs`, or a bare `report` next to the params.yaml, finds every
+/// file where the run put it.
+#[test]
+fn report_finds_the_files_where_the_run_put_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = std::fs::read_to_string(common::repo_file("examples/params.yaml")).unwrap();
+    std::fs::write(dir.path().join("params.yaml"), yaml).unwrap();
+    let run = puzzlegen(dir.path())
+        .args(["run", "--config", "params.yaml", "--themes"])
+        .arg(common::repo_file("examples/selected_themes.json"))
+        .arg("--candidates")
+        .arg(common::repo_file("examples/candidate_words.json"))
+        .arg("--model-dir")
+        .arg(common::model_dir())
+        .assert()
+        .success();
+    let stdout = String::from_utf8_lossy(&run.get_output().stdout).into_owned();
+    assert!(
+        stdout.contains("\nreview page: reports/puzzles.html\n"),
+        "{stdout}"
+    );
+    let page = dir.path().join("reports/puzzles.html");
+    let from_run = std::fs::read_to_string(&page).unwrap();
+    let meta = read_json(&dir.path().join("outputs/puzzle_metadata.json"));
+    assert_eq!(
+        meta["output_files"]["analysis"],
+        "../reports/embedding_analysis.json"
+    );
+
+    std::fs::remove_file(&page).unwrap();
+    puzzlegen(dir.path())
+        .args(["report", "--out", "outputs"])
+        .assert()
+        .success();
+    assert_eq!(std::fs::read_to_string(&page).unwrap(), from_run);
+
+    std::fs::remove_file(&page).unwrap();
+    puzzlegen(dir.path()).arg("report").assert().success();
+    assert_eq!(std::fs::read_to_string(&page).unwrap(), from_run);
+
+    let elsewhere = tempfile::tempdir().unwrap();
+    assert_user_error(
+        puzzlegen(elsewhere.path()).arg("report"),
+        "no params.yaml here: give --config FILE",
+    );
+}

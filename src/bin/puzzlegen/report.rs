@@ -1,7 +1,10 @@
 //! `puzzlegen report`: rebuild the review page from a run's output files (final_puzzles.json,
 //! puzzle_metadata.json, embedding_analysis.json), without any embedding work.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// The config `report` reads when given neither flag, as the original's scripts did.
+const DEFAULT_CONFIG: &str = "params.yaml";
 
 use puzzlegen::config::{Config, Overrides};
 use puzzlegen::report::page::{PageInput, PageSources, stage_page};
@@ -14,12 +17,12 @@ pub struct ReportArgs {
     /// The params.yaml of the run: where its outputs are (paths.outputs, paths.reports), where
     /// the page goes (output.review_page) and the threshold (puzzle_generation.
     /// ambiguity_margin). Without it, --out DIR names the outputs and the threshold recorded in
-    /// DIR/puzzle_metadata.json is used.
+    /// DIR/puzzle_metadata.json is used; with neither, ./params.yaml.
     #[arg(short, long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// The run's output directory, as given to `run --out DIR`: reads DIR/final_puzzles.json,
-    /// DIR/puzzle_metadata.json and DIR/reports/embedding_analysis.json, writes the page to
-    /// DIR/reports.
+    /// The run's outputs folder (paths.outputs, or `run --out DIR`): the run recorded there,
+    /// in puzzle_metadata.json, where it wrote the other files and the page, and the page is
+    /// rebuilt there. With neither flag, ./params.yaml is read.
     #[arg(short, long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 }
@@ -66,17 +69,21 @@ fn places(args: ReportArgs) -> Result<Places, Failure> {
                 threshold: Some(config.puzzle.ambiguity_margin),
             })
         }
-        (None, Some(dir)) => Ok(Places {
-            sources: PageSources {
-                final_puzzles: dir.join("final_puzzles.json"),
-                metadata: dir.join("puzzle_metadata.json"),
-                analysis: dir.join("reports").join("embedding_analysis.json"),
-            },
-            page: dir.join("reports").join("puzzles.html"),
-            threshold: None,
+        (None, Some(dir)) => {
+            let (sources, page) = PageSources::in_outputs(&dir);
+            Ok(Places {
+                sources,
+                page,
+                threshold: None,
+            })
+        }
+        (None, None) if Path::new(DEFAULT_CONFIG).is_file() => places(ReportArgs {
+            config: Some(PathBuf::from(DEFAULT_CONFIG)),
+            out: None,
         }),
-        (None, None) => Err(Failure::user(
-            "report: give --config FILE (the run's params.yaml) or --out DIR (its output folder)",
-        )),
+        (None, None) => Err(Failure::user(format!(
+            "report: no {DEFAULT_CONFIG} here: give --config FILE (the run's params.yaml) or \
+             --out DIR (its outputs folder)"
+        ))),
     }
 }

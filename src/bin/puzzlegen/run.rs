@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use puzzlegen::config::{Config, Overrides, ProviderKind};
 use puzzlegen::pipeline::{self, Stop, Summary};
 use puzzlegen::progress::ProgressMode;
+use puzzlegen::report::OutputPaths;
 use tokio_util::sync::CancellationToken;
 
 use crate::exit::{ExitStatus, Failure};
@@ -109,11 +110,14 @@ pub fn run(args: RunArgs, quiet: bool) -> Result<ExitStatus, Failure> {
 
 fn print_summary(summary: &Summary, config: &Config) {
     println!("{summary}");
-    let outputs = summary
-        .partial
-        .as_ref()
-        .unwrap_or(&config.output.outputs_dir);
+    let (outputs, paths) = match &summary.partial {
+        Some(dir) => (dir, OutputPaths::partial(config)),
+        None => (&config.output.outputs_dir, OutputPaths::of(config)),
+    };
     println!("outputs: {}", outputs.display());
+    if paths.review_page.is_file() {
+        println!("review page: {}", paths.review_page.display());
+    }
 }
 
 /// First SIGINT/SIGTERM: cancel `stop` (graceful). Second: exit at once.
