@@ -7,7 +7,7 @@
 use std::io::IsTerminal;
 use std::sync::Mutex;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +16,17 @@ pub enum ProgressMode {
     Auto,
     /// Nothing at all.
     Hidden,
+}
+
+/// A rate as a person reads it: `2158/s`, `12.5/s`, `0.25/s` (indicatif's own shows
+/// `2,158.4009/s`).
+fn rate(per_sec: f64) -> String {
+    match per_sec {
+        r if !r.is_finite() => "-/s".to_owned(),
+        r if r >= 100.0 => format!("{r:.0}/s"),
+        r if r >= 1.0 => format!("{r:.1}/s"),
+        r => format!("{r:.2}/s"),
+    }
 }
 
 /// A counter of finished items out of a known total.
@@ -33,11 +44,12 @@ impl Progress {
         let bar = tty.then(|| {
             let bar = ProgressBar::new(total);
             bar.set_style(
-                ProgressStyle::with_template(
-                    "{msg:>8} [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})",
-                )
-                .expect("static template is valid")
-                .progress_chars("=> "),
+                ProgressStyle::with_template("{msg:>8} [{bar:30}] {pos}/{len} ({rate}, eta {eta})")
+                    .expect("static template is valid")
+                    .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = w.write_str(&rate(s.per_sec()));
+                    })
+                    .progress_chars("=> "),
             );
             bar.set_message(label.to_owned());
             bar
@@ -70,5 +82,16 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rates_read_plainly() {
+        assert_eq!(super::rate(2158.4009), "2158/s");
+        assert_eq!(super::rate(12.46), "12.5/s");
+        assert_eq!(super::rate(0.254), "0.25/s");
+        assert_eq!(super::rate(f64::INFINITY), "-/s");
     }
 }
