@@ -3,7 +3,8 @@
 //! ([`limiter::GlobalLimiter`]) and one cache tier in front of the provider
 //! ([`shared_cache::SharedCache`]). Redis is the only coordinator; its clock is the only clock.
 //!
-//! The password (in the URL or in the variable `distributed.redis_password_env` names) is never
+//! The password (from the variable `distributed.redis_password_env` names, else the URL, else
+//! `REDIS_PASSWORD`) is never
 //! logged or printed: messages show the URL with `***` in its place.
 
 pub(crate) mod inspect;
@@ -26,6 +27,10 @@ pub use shared_cache::SharedCache;
 
 /// Longest a process waits for Redis to answer at start before giving up (exit 2).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The variable the Redis password is read from when `distributed.redis_password_env` names
+/// none and the URL carries none, for every command alike (as redis-cli users expect).
+pub const DEFAULT_PASSWORD_ENV: &str = "REDIS_PASSWORD";
 
 /// Why Redis could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -63,15 +68,17 @@ impl Redis {
         &self.shown
     }
 
-    /// Connects (password from the URL, or from the variable the settings name) and checks
-    /// that Redis answers PING, within [`CONNECT_TIMEOUT`]. `None` when no URL is configured.
+    /// Connects (password from the variable the settings name, else from the URL, else from
+    /// [`DEFAULT_PASSWORD_ENV`] if set) and checks that Redis answers PING, within [`CONNECT_TIMEOUT`]. `None` when no URL is configured.
     pub async fn connect(s: &DistributedSettings) -> Result<Option<Redis>, DistributedError> {
         let Some(url) = &s.redis_url else {
             return Ok(None);
         };
         let shown = url.shown();
         let password = match &s.redis_password_env {
-            None => None,
+            None => std::env::var(DEFAULT_PASSWORD_ENV)
+                .ok()
+                .filter(|p| !p.is_empty()),
             Some(var) => match std::env::var(var) {
                 Ok(p) if !p.is_empty() => Some(p),
                 _ => return Err(DistributedError::PasswordUnset(var.clone())),
@@ -90,6 +97,8 @@ impl Redis {
                 e.category()
             ))
         })?;
+        let url_has_password = info.redis_settings().password().is_some();
+        let password = password.filter(|_| s.redis_password_env.is_some() || !url_has_password);
         if let Some(p) = password {
             let settings = info.redis_settings().clone().set_password(p);
             info = info.set_redis_settings(settings);
@@ -121,7 +130,6 @@ impl Redis {
                 });
             }
         };
-        tracing::info!("sharing limits and embeddings through Redis at {shown}");
         Ok(Some(Redis { conn, shown }))
     }
 }

@@ -213,6 +213,10 @@ pub(super) async fn shared_setup(
     let Some(redis) = crate::distributed::Redis::connect(&config.distributed).await? else {
         return Ok(None);
     };
+    tracing::info!(
+        "sharing limits and embeddings through Redis at {}",
+        redis.shown()
+    );
     let g = &config.gemini;
     let limiter = match &config.provider {
         ProviderSettings::Local { .. } => None,

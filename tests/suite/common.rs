@@ -39,6 +39,7 @@ fn test_env(cmd: &mut Command, dir: &Path) {
         .env("RUST_BACKTRACE", "1")
         .env_remove("RUST_LOG")
         .env_remove("GOOGLE_GEMINI_BASE_URL")
+        .env_remove("REDIS_PASSWORD")
         .stdin(Stdio::null());
 }
 

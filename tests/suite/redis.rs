@@ -261,6 +261,28 @@ fn wrong_redis_url_or_password_exits_2_quickly_without_the_password() {
     assert_quick_user_error(status(wrong), "authentication failed", secret);
     let nobody = format!("redis://:{secret}@127.0.0.1:{}/", free_port());
     assert_quick_user_error(status(nobody), "Redis", secret);
+    // REDIS_PASSWORD serves a URL without a password, for status as for run; status only
+    // reads, so it does not claim to share anything.
+    let bare = redis.url();
+    let mut wrong_env = status(bare.clone());
+    wrong_env.env("REDIS_PASSWORD", secret);
+    assert_quick_user_error(wrong_env, "authentication failed", secret);
+    let mut right_env = status(bare);
+    right_env.env("REDIS_PASSWORD", "right-pw-4242");
+    let out = right_env.output().unwrap();
+    let all = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "REDIS_PASSWORD was not used: {all}"
+    );
+    assert!(!all.contains("right-pw-4242"), "{all}");
+    assert!(!all.contains("sharing limits"), "status only reads: {all}");
+    // A password in the URL wins over REDIS_PASSWORD.
+    let mut url_wins = status(format!("redis://:right-pw-4242@127.0.0.1:{}/", redis.port));
+    url_wins.env("REDIS_PASSWORD", secret);
+    let out = url_wins.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     // Wrong password from the variable the config names.
     append_params(
         dir.path(),

@@ -47,8 +47,9 @@ pub struct RunArgs {
     /// Share the request limits and the embeddings with every run on this Redis
     /// (redis://[user:password@]host:port[/db]), and queue the themes there for `puzzlegen
     /// worker` processes to embed (this run works on them too; scoring, assembly and outputs
-    /// stay here); overrides distributed.redis_url. Prefer distributed.redis_password_env for
-    /// the password: command lines are visible to others.
+    /// stay here); overrides distributed.redis_url. Prefer REDIS_PASSWORD (or the variable
+    /// distributed.redis_password_env names) for the password: command lines are visible to
+    /// others.
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
 }

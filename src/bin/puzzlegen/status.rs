@@ -10,7 +10,8 @@ use crate::exit::{ExitStatus, Failure};
 
 #[derive(clap::Args)]
 pub struct StatusArgs {
-    /// The Redis to look at; overrides distributed.redis_url of --config.
+    /// The Redis to look at; overrides distributed.redis_url of --config. Its password comes
+    /// from the URL, else from REDIS_PASSWORD.
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
     /// A params.yaml whose distributed.redis_url (and redis_password_env) name the Redis.
