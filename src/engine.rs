@@ -123,6 +123,7 @@ impl Engine {
             });
         }
         let mut outcomes: Vec<Option<ThemeOutcome>> = themes.iter().map(|_| None).collect();
+        let mut failures = FailureLog::default();
         while let Some(joined) = set.join_next().await {
             let (index, outcome) = match joined {
                 Ok(done) => done,
@@ -130,14 +131,46 @@ impl Engine {
                 Err(e) => std::panic::resume_unwind(e.into_panic()),
             };
             if let Err(e) = &outcome {
-                tracing::warn!("theme {:?} failed: {e}", themes[index]);
+                failures.record(&themes[index], e);
             }
             outcomes[index] = Some(done(index, outcome));
             progress.inc();
         }
+        failures.finish();
         outcomes
             .into_iter()
             .map(|o| o.expect("every spawned theme reports once"))
             .collect()
+    }
+}
+
+/// Logs failed themes one line per cause: the first theme a cause fails in full, the others
+/// counted in one line at the end (a refused key fails every theme the same way).
+#[derive(Default)]
+struct FailureLog {
+    /// Each distinct message, in order of first appearance, with the themes that got it after
+    /// the first.
+    causes: Vec<(String, usize)>,
+}
+
+impl FailureLog {
+    fn record(&mut self, theme: &str, error: &ThemeError) {
+        let message = error.to_string();
+        match self.causes.iter_mut().find(|(m, _)| *m == message) {
+            Some((_, more)) => {
+                *more += 1;
+                tracing::debug!("theme {theme:?} failed: {message}");
+            }
+            None => {
+                tracing::warn!("theme {theme:?} failed: {message}");
+                self.causes.push((message, 0));
+            }
+        }
+    }
+
+    fn finish(self) {
+        for (message, more) in self.causes.into_iter().filter(|(_, n)| *n > 0) {
+            tracing::warn!("{more} more theme(s) failed the same way: {message}");
+        }
     }
 }

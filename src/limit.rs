@@ -10,11 +10,15 @@
 //! - `tokens_per_minute` (optional): like the first, in estimated tokens;
 //! - the server's own back-off: after a 429 every request waits until the server's delay has
 //!   passed, for the whole run, not per worker.
+//!
+//! It also keeps account of how long it held the run back: the wall-clock time during which at
+//! least one request waited on a rate limit (never more than the run lasted), and which limit
+//! held it longest, so that the summary can name the setting to look at.
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -72,6 +76,85 @@ fn per_minute(per_minute: f64, burst: u32, window: Duration) -> DefaultDirectRat
     )
 }
 
+/// The rate limits a request can wait on (concurrency is not one: waiting for a slot is waiting
+/// for answers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    ServerPause,
+    RequestsPerMinute,
+    RequestInterval,
+    TokensPerMinute,
+}
+
+const GATES: [Gate; 4] = [
+    Gate::ServerPause,
+    Gate::RequestsPerMinute,
+    Gate::RequestInterval,
+    Gate::TokensPerMinute,
+];
+
+/// Wall-clock time during which at least one request waited somewhere.
+#[derive(Debug, Default, Clone, Copy)]
+struct Span {
+    waiting: usize,
+    since: Option<Instant>,
+    total: Duration,
+}
+
+impl Span {
+    fn enter(&mut self, now: Instant) {
+        if self.waiting == 0 {
+            self.since = Some(now);
+        }
+        self.waiting += 1;
+    }
+
+    fn leave(&mut self, now: Instant) {
+        self.waiting -= 1;
+        if self.waiting == 0
+            && let Some(since) = self.since.take()
+        {
+            self.total += now - since;
+        }
+    }
+
+    fn total(&self, now: Instant) -> Duration {
+        self.total + self.since.map_or(Duration::ZERO, |s| now - s)
+    }
+}
+
+/// The wait spans: on any rate limit, and on each.
+#[derive(Debug, Default)]
+struct WaitClock {
+    any: Span,
+    gates: [Span; GATES.len()],
+}
+
+/// A request waiting at one gate; leaves it when dropped (also when the wait is cancelled).
+struct Waiting<'a> {
+    clock: &'a Mutex<WaitClock>,
+    gate: Gate,
+}
+
+impl<'a> Waiting<'a> {
+    fn enter(clock: &'a Mutex<WaitClock>, gate: Gate) -> Waiting<'a> {
+        let now = Instant::now();
+        let mut c = clock.lock().unwrap_or_else(|e| e.into_inner());
+        c.any.enter(now);
+        c.gates[gate as usize].enter(now);
+        Waiting { clock, gate }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let now = Instant::now();
+        let mut c = self.clock.lock().unwrap_or_else(|e| e.into_inner());
+        c.gates[self.gate as usize].leave(now);
+        c.any.leave(now);
+    }
+}
+
 /// The limiter: wait with [`Limiter::acquire`], report 429s with [`Limiter::back_off`].
 pub struct Limiter {
     counts: RpmCounts,
@@ -81,7 +164,7 @@ pub struct Limiter {
     tpm: Option<(DefaultDirectRateLimiter, u32)>,
     concurrency: Semaphore,
     paused_until: Mutex<Option<Instant>>,
-    waited_micros: AtomicU64,
+    waited: Mutex<WaitClock>,
     in_flight: AtomicUsize,
     peak_in_flight: AtomicUsize,
     window: Duration,
@@ -124,7 +207,7 @@ impl Limiter {
             tpm,
             concurrency: Semaphore::new(s.max_concurrent_requests.max(1)),
             paused_until: Mutex::new(None),
-            waited_micros: AtomicU64::new(0),
+            waited: Mutex::new(WaitClock::default()),
             in_flight: AtomicUsize::new(0),
             peak_in_flight: AtomicUsize::new(0),
             window: s.window,
@@ -134,30 +217,40 @@ impl Limiter {
 
     /// Waits until a request of `texts` texts and about `tokens` tokens may go out.
     pub async fn acquire(&self, texts: usize, tokens: usize) -> Permit<'_> {
-        let started = Instant::now();
         let slot = self.concurrency.acquire().await.expect("never closed");
         let cells = match self.counts {
             RpmCounts::Items => (texts as u32).clamp(1, self.rpm_burst),
             RpmCounts::Requests => 1,
         };
         let cells = NonZeroU32::new(cells).expect(">= 1");
+        let at = |gate| Waiting::enter(&self.waited, gate);
         loop {
-            self.wait_for_server().await;
-            self.rpm.until_n_ready(cells).await.expect("cells <= burst");
-            if let Some(interval) = &self.interval {
+            if self.paused() {
+                let _w = at(Gate::ServerPause);
+                self.wait_for_server().await;
+            }
+            if !matches!(self.rpm.check_n(cells), Ok(Ok(()))) {
+                let _w = at(Gate::RequestsPerMinute);
+                self.rpm.until_n_ready(cells).await.expect("cells <= burst");
+            }
+            if let Some(interval) = &self.interval
+                && interval.check().is_err()
+            {
+                let _w = at(Gate::RequestInterval);
                 interval.until_ready().await;
             }
             if let Some((tpm, burst)) = &self.tpm {
                 let n = NonZeroU32::new((tokens as u32).clamp(1, *burst)).expect(">= 1");
-                tpm.until_n_ready(n).await.expect("cells <= burst");
+                if !matches!(tpm.check_n(n), Ok(Ok(()))) {
+                    let _w = at(Gate::TokensPerMinute);
+                    tpm.until_n_ready(n).await.expect("cells <= burst");
+                }
             }
             // A 429 seen while we waited pauses us too.
             if !self.paused() {
                 break;
             }
         }
-        self.waited_micros
-            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
         self.peak_in_flight.fetch_max(now, Ordering::Relaxed);
         {
@@ -198,9 +291,38 @@ impl Limiter {
         }
     }
 
-    /// Total time requests spent waiting here.
+    /// Wall-clock time during which at least one request waited on a rate limit (or a 429
+    /// pause): at most the time the limiter has existed.
     pub fn waited(&self) -> Duration {
-        Duration::from_micros(self.waited_micros.load(Ordering::Relaxed))
+        let c = self.waited.lock().unwrap_or_else(|e| e.into_inner());
+        c.any.total(Instant::now())
+    }
+
+    /// The setting whose limit held requests back longest (wall-clock time), if any did, and
+    /// what to do about it.
+    pub fn held_most_by(&self) -> Option<&'static str> {
+        let now = Instant::now();
+        let c = self.waited.lock().unwrap_or_else(|e| e.into_inner());
+        let (gate, longest) = GATES
+            .iter()
+            .map(|&g| (g, c.gates[g as usize].total(now)))
+            .max_by_key(|&(_, d)| d)?;
+        (!longest.is_zero()).then_some(match gate {
+            Gate::ServerPause => {
+                "the server's 429 pauses: its quota is below gemini.requests_per_minute; lower \
+                 that to match it"
+            }
+            Gate::RequestsPerMinute => match self.counts {
+                RpmCounts::Items => {
+                    "gemini.requests_per_minute, which counts texts (gemini.rpm_counts: items): \
+                     raise it if your quota allows, or set rpm_counts: requests if your quota \
+                     counts HTTP requests, as the original assumed"
+                }
+                RpmCounts::Requests => "gemini.requests_per_minute: raise it if your quota allows",
+            },
+            Gate::RequestInterval => "gemini.min_request_interval: lower it if your quota allows",
+            Gate::TokensPerMinute => "gemini.tokens_per_minute: raise it if your quota allows",
+        })
     }
 
     /// Requests let through in the last minute (the last [`LimitSettings::window`]).
@@ -314,5 +436,39 @@ mod tests {
         drop(a);
         let _c = limiter.acquire(1, 1).await;
         assert_eq!(limiter.peak_concurrency(), 2);
+    }
+
+    #[tokio::test]
+    async fn time_held_is_wall_clock_time_and_names_the_limit() {
+        // 60 one-text requests a 1.2 s "minute", one request at a time through the burst: 20
+        // requests at once all wait, so a sum over requests would be about 20 times the wall.
+        let mut s = settings(60.0, RpmCounts::Requests);
+        s.window = Duration::from_millis(1200);
+        s.max_concurrent_requests = 100;
+        let limiter = std::sync::Arc::new(Limiter::new(&s, 1));
+        assert_eq!(limiter.held_most_by(), None);
+        let t = Instant::now();
+        let mut all = tokio::task::JoinSet::new();
+        for _ in 0..20 {
+            let limiter = limiter.clone();
+            all.spawn(async move { drop(limiter.acquire(1, 1).await) });
+        }
+        all.join_all().await;
+        let wall = t.elapsed();
+        let held = limiter.waited();
+        assert!(held <= wall, "held {held:?} in a run of {wall:?}");
+        assert!(held >= wall / 2, "held {held:?} in a run of {wall:?}");
+        let by = limiter.held_most_by().unwrap();
+        assert!(by.starts_with("gemini.requests_per_minute"), "{by}");
+    }
+
+    #[tokio::test]
+    async fn a_server_pause_is_named_as_such() {
+        let limiter = Limiter::new(&settings(1e6, RpmCounts::Items), 100);
+        limiter.back_off(Duration::from_millis(200));
+        drop(limiter.acquire(1, 1).await);
+        assert!(limiter.waited() >= Duration::from_millis(150));
+        let by = limiter.held_most_by().unwrap();
+        assert!(by.contains("429"), "{by}");
     }
 }

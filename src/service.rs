@@ -57,8 +57,9 @@ pub struct ServiceOptions {
 /// Default of `gemini.stall_timeout`.
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// Shortest time between two default-level lines about the same kind of retry.
-const NOTICE_INTERVAL: Duration = Duration::from_secs(5);
+/// Shortest time between two default-level lines about the same kind of retry: the first of a
+/// kind is logged at once, repeats at most this often, with the count of those in between.
+const NOTICE_INTERVAL: Duration = Duration::from_secs(30);
 
 impl ServiceOptions {
     /// No rate limit, generous concurrency: for the local model and tests.
@@ -106,8 +107,11 @@ pub struct ServiceStats {
     pub retries: BTreeMap<String, u64>,
     /// 429 answers seen.
     pub rate_limited: u64,
-    /// Total time requests waited on the limiter.
+    /// Wall-clock seconds during which at least one request waited on a rate limit (or a 429
+    /// pause): never more than the run lasted.
     pub limiter_wait_seconds: f64,
+    /// The setting whose limit held requests back longest, if any did, and what to do.
+    pub limiter_held_most_by: Option<&'static str>,
     /// Most requests in flight at once.
     pub peak_concurrency: usize,
     /// Requests let through in the last 60 s (the original's `requests_this_minute`).
@@ -163,7 +167,9 @@ struct Inner {
     /// The last error a request met, for the stall message.
     last_error: Mutex<Option<String>>,
     /// When each kind of retry was last logged at the default level.
-    notices: Mutex<HashMap<&'static str, Instant>>,
+    /// Per kind of notice: when one was last logged at warn level, and how many went to debug
+    /// since.
+    notices: Mutex<HashMap<&'static str, (Instant, u64)>>,
     /// The limiter and cache tier shared through Redis, if the run has one
     /// (`crate::distributed`).
     shared: Option<Shared>,
@@ -171,23 +177,27 @@ struct Inner {
 
 impl Inner {
     /// Logs `line` at warn level unless a line of this `kind` was logged in the last
-    /// [`NOTICE_INTERVAL`] (then at debug).
+    /// [`NOTICE_INTERVAL`] (then at debug, and counted in the next warn line).
     fn notice(&self, kind: &'static str, line: impl FnOnce() -> String) {
         let now = Instant::now();
         let due = {
             let mut notices = self.notices.lock().unwrap_or_else(|e| e.into_inner());
-            match notices.get(kind) {
-                Some(t) if now.duration_since(*t) < NOTICE_INTERVAL => false,
-                _ => {
-                    notices.insert(kind, now);
-                    true
+            match notices.get_mut(kind) {
+                Some((t, held)) if now.duration_since(*t) < NOTICE_INTERVAL => {
+                    *held += 1;
+                    None
                 }
+                _ => notices
+                    .insert(kind, (now, 0))
+                    .map_or(Some(0), |(_, held)| Some(held)),
             }
         };
-        if due {
-            tracing::warn!("{}", line());
-        } else {
-            tracing::debug!("{}", line());
+        match due {
+            Some(0) => tracing::warn!("{}", line()),
+            Some(held) => {
+                tracing::warn!("{} ({held} more like it since the last such line)", line())
+            }
+            None => tracing::debug!("{}", line()),
         }
     }
 
@@ -413,6 +423,7 @@ impl EmbeddingService {
             retries: i.retries.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             rate_limited: i.rate_limited.load(Ordering::Relaxed),
             limiter_wait_seconds: i.limiter.waited().as_secs_f64(),
+            limiter_held_most_by: i.limiter.held_most_by(),
             peak_concurrency: i.limiter.peak_concurrency(),
             requests_last_minute: i.limiter.requests_last_minute() as u64,
         }

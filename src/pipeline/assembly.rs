@@ -245,7 +245,16 @@ impl OpenThemes {
     }
 }
 
-pub(super) fn log_failed_puzzles(failed: &[FailedPuzzle]) {
+/// Logs the failed puzzles, one line each; when the run stopped early (a signal, a refused
+/// key), one line for them all: the run's last line says why it stopped.
+pub(super) fn log_failed_puzzles(failed: &[FailedPuzzle], run_stopped: bool) {
+    if run_stopped && failed.len() > 1 {
+        tracing::warn!(
+            "{} puzzle(s) not made because the run stopped (each listed in puzzle_metadata.json)",
+            failed.len()
+        );
+        return;
+    }
     for f in failed.iter().take(MAX_LOGGED_FAILURES) {
         tracing::warn!("{} failed: {}", puzzle_key(f.puzzle_id), f.error);
     }

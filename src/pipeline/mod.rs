@@ -385,7 +385,10 @@ pub async fn run_with(
     )
     .await;
     replacements.extend(more);
-    assembly::log_failed_puzzles(&built.failed);
+    assembly::log_failed_puzzles(
+        &built.failed,
+        stop.is_cancelled() || run.service.fatal_error().is_some(),
+    );
     let outcome_of = outcomes(&processed);
     let slots_filled = slots
         .iter()

@@ -47,6 +47,23 @@ impl Summary {
     }
 }
 
+impl Summary {
+    /// When the limiter held requests back for most of a run that finished: what held them,
+    /// and where to look.
+    fn limiter_hint(&self) -> Option<String> {
+        let run = self.elapsed.as_secs_f64();
+        let held = self.stats.limiter_wait_seconds;
+        if self.stop.is_some() || run < 1.0 || held < run / 2.0 {
+            return None;
+        }
+        let by = self.stats.limiter_held_most_by?;
+        Some(format!(
+            "requests waited on the limiter for {:.0}% of the run, mostly at {by}",
+            (held / run * 100.0).min(100.0)
+        ))
+    }
+}
+
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
@@ -85,7 +102,7 @@ impl std::fmt::Display for Summary {
             .collect();
         writeln!(
             f,
-            "api:     {} requests, {} texts sent, retries: {}, {} x 429, {:.2} s waited on the limiter (summed over requests), peak {} in flight",
+            "api:     {} requests, {} texts sent, retries: {}, {} x 429, {:.2} s with requests held by the limiter, peak {} in flight",
             self.stats.requests,
             self.stats.texts_sent,
             if retries.is_empty() {
@@ -97,6 +114,9 @@ impl std::fmt::Display for Summary {
             self.stats.limiter_wait_seconds,
             self.stats.peak_concurrency
         )?;
+        if let Some(hint) = self.limiter_hint() {
+            writeln!(f, "limits:  {hint}")?;
+        }
         if let Some((written, path)) = &self.cache {
             writeln!(
                 f,

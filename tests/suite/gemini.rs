@@ -179,6 +179,11 @@ fn wrong_key_stops_at_once_without_showing_the_key() {
     assert_eq!(run.code, 3, "{}", run.stderr);
     assert!(run.seconds < 10.0, "took {:.1} s", run.seconds);
     assert!(run.stderr.contains("API key not valid"), "{}", run.stderr);
+    // One line per cause: the error, the first theme it failed, the count of the others, the
+    // puzzles not made, the exit line.
+    let warnings = run.stderr.lines().filter(|l| l.contains("WARN")).count();
+    let key_lines = run.stderr.matches("API key not valid").count();
+    assert!(warnings <= 3 && key_lines <= 4, "{}", run.stderr);
     assert!(
         run.stats.requests <= 4,
         "kept calling with a bad key: {:?}",
@@ -424,5 +429,24 @@ fn rate_limit_of_the_config_binds_the_binary() {
         run.seconds < 15.0,
         "{:.1} s: the budget was not filled",
         run.seconds
+    );
+    // The summary: time held by the limiter is wall-clock time (at most the run's), and a
+    // run the limiter held back names the setting.
+    let figure = |line: &str, before: &str| -> f64 {
+        let l = run.stdout.lines().find(|l| l.starts_with(line)).unwrap();
+        let at = l
+            .find(before)
+            .unwrap_or_else(|| panic!("{before:?} in {l}"));
+        let start = l[..at].rfind(' ').unwrap() + 1;
+        l[start..at].parse().unwrap()
+    };
+    let held = figure("api:", " s with requests held by the limiter");
+    let wall = figure("time:", " s wall");
+    assert!(held <= wall && held > wall / 2.0, "{}", run.stdout);
+    let limits = run.stdout.lines().find(|l| l.starts_with("limits:"));
+    assert!(
+        limits.is_some_and(|l| l.contains("gemini.requests_per_minute, which counts texts")),
+        "{}",
+        run.stdout
     );
 }

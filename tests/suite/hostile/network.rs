@@ -54,6 +54,61 @@ fn a_server_answering_429_forever_stops_the_run_at_the_stall_timeout() {
 }
 
 #[test]
+fn nothing_listening_is_one_line_per_cause_and_honest_figures() {
+    let url = format!("http://127.0.0.1:{}", common::free_port());
+    let dir = common::gemini_dir(&url, 8, 8, 2, "  stall_timeout: 3\n");
+    let r = run(dir.path(), KEY);
+    assert_eq!(r.code, 3, "{}", r.all());
+    // Many retries, each a line at debug; at the default level the first, and the themes and
+    // puzzles it failed counted in one line each.
+    let connect_warnings = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("cannot connect"))
+        .count();
+    let theme_lines = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains("WARN theme"))
+        .count();
+    let puzzle_lines = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains("WARN puzzle"))
+        .count();
+    assert!(
+        connect_warnings <= 3 && theme_lines <= 1 && puzzle_lines == 0,
+        "{}",
+        r.all()
+    );
+    assert!(
+        r.stderr.contains("more theme(s) failed the same way"),
+        "{}",
+        r.all()
+    );
+    assert!(
+        r.stderr
+            .contains("2 puzzle(s) not made because the run stopped"),
+        "{}",
+        r.all()
+    );
+    // Time held by the limiter cannot exceed the run's time.
+    let line = r.stdout.lines().find(|l| l.starts_with("api:")).unwrap();
+    let held: f64 = line
+        .split(", ")
+        .find_map(|part| part.strip_suffix(" s with requests held by the limiter"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no limiter figure in {line}"));
+    assert!(
+        held <= r.seconds,
+        "{held} s held in {:.1} s: {line}",
+        r.seconds
+    );
+    // A stopped run gets no advice about its limits.
+    assert!(!r.stdout.contains("limits:"), "{}", r.all());
+}
+
+#[test]
 fn a_server_that_never_answers_stops_the_run_at_the_stall_timeout() {
     let server = mock(|m| m.rate_hang = 1.0);
     let dir = workspace(
