@@ -3,11 +3,12 @@
 //!
 //! The score of a partition is the sum, over its groups, of the pairwise cosine similarities of
 //! the group's words. [`solve`] finds the best partition and the best one that differs from it
-//! (the runner-up) exactly, by depth-first enumeration (each group holds the lowest word still
-//! unplaced, so every partition is met once: 2,627,625 of them for 4 x 4) pruned by an upper
-//! bound: a group scores at most the best score of any group holding any one of its members, so
-//! the groups still to form score at most the sum, over the unplaced words, of each word's best
-//! group score, divided by the group size.
+//! (the runner-up) exactly, by dynamic programming over the set of words still unplaced: the
+//! group holding the lowest of them is chosen first (so every partition is met once: 2,627,625
+//! of them for 4 x 4), and the two best splits of each set that remains are kept, so a set is
+//! split once however it was reached (6,890 sets for 4 x 4, the last two groups read off
+//! directly). The two best partitions of a set are among each first group's score plus one of
+//! the two best splits of the rest.
 
 use crate::embed::cosine;
 
@@ -35,18 +36,13 @@ pub enum SolveError {
     Uneven { words: usize, size: usize },
 }
 
-/// Pairwise similarities of `n` words, every group's score by mask, and the groups by their
-/// lowest word, best first.
+/// Pairwise similarities of `n` words, and every group's score by mask.
 struct Table {
     n: usize,
     size: usize,
     sim: Vec<f32>,
     /// Score of each group of `size` words, by mask (other masks unused).
     score: Vec<f32>,
-    /// Per word: the groups whose lowest member it is, best first.
-    groups_from: Vec<Vec<(u16, f32)>>,
-    /// Per word: the best score of a group holding it.
-    best_with: Vec<f32>,
 }
 
 impl Table {
@@ -65,20 +61,11 @@ impl Table {
             size,
             sim,
             score: vec![0.0; 1 << n],
-            groups_from: vec![Vec::new(); n],
-            best_with: vec![f32::NEG_INFINITY; n],
         };
         for_each_group(full(n), size, &mut |mask| {
             let s = t.pairs(mask);
             t.score[usize::from(mask)] = s;
-            t.groups_from[mask.trailing_zeros() as usize].push((mask, s));
-            for i in bits(mask) {
-                t.best_with[i] = t.best_with[i].max(s);
-            }
         });
-        for g in &mut t.groups_from {
-            g.sort_by(|a, b| b.1.total_cmp(&a.1));
-        }
         t
     }
 
@@ -91,34 +78,6 @@ impl Table {
             }
         }
         s
-    }
-
-    /// An upper bound on the score of any split of `rem` into groups: the smaller of two.
-    /// Each group scores at most the best group of any of its members, so the groups score at
-    /// most the sum of their members' best groups over the group size. And each word adds half
-    /// of its similarities to the other `size - 1` members of its group, at most half its
-    /// `size - 1` highest similarities to the words of `rem`.
-    fn bound(&self, rem: u16) -> f32 {
-        let by_group: f32 = bits(rem).map(|i| self.best_with[i]).sum::<f32>() / self.size as f32;
-        let mut by_pairs = 0.0;
-        let mut top = [f32::NEG_INFINITY; MAX_WORDS];
-        for i in bits(rem) {
-            let k = self.size - 1;
-            top[..k].fill(f32::NEG_INFINITY);
-            for j in bits(rem & !(1 << i)) {
-                let s = self.sim[i * self.n + j];
-                if s > top[k - 1] {
-                    let mut at = k - 1;
-                    while at > 0 && top[at - 1] < s {
-                        top[at] = top[at - 1];
-                        at -= 1;
-                    }
-                    top[at] = s;
-                }
-            }
-            by_pairs += top[..k].iter().sum::<f32>();
-        }
-        by_group.min(by_pairs / 2.0)
     }
 }
 
@@ -141,35 +100,41 @@ fn full(n: usize) -> u16 {
 
 /// Finds the best partition of `vectors` into groups of `size` and the runner-up.
 pub fn solve(vectors: &[&[f32]], size: usize) -> Result<Solution, SolveError> {
-    search(vectors, size, |s, rem| s.descend(rem, 0.0))
+    let table = checked_table(vectors, size)?;
+    let mut splits = Splits {
+        table: &table,
+        index: vec![0; 1 << table.n],
+        known: vec![BestTwo::EMPTY],
+    };
+    let all = full(table.n);
+    let top = splits.best_two(all);
+    let mut found = top.ranked().map(|(rank, _)| {
+        let mut path = Vec::with_capacity(table.n / size);
+        splits.partition(all, rank, &mut path);
+        // Summed group by group in path order, as [`solve_exhaustive`] sums.
+        let score = path
+            .iter()
+            .fold(0.0, |acc, g| acc + table.score[usize::from(*g)]);
+        (path, score)
+    });
+    let (best, best_score) = found.next().expect("at least one partition");
+    Ok(Solution {
+        best,
+        best_score,
+        runner_up: found.next(),
+    })
 }
 
-/// The same answer as [`solve`] by visiting every partition, without any bound: the reference
-/// the pruned search is tested against and measured against (`cargo bench --bench design`).
+/// The same answer as [`solve`] by visiting every partition: the reference the dynamic
+/// programme is tested against and measured against (`cargo bench --bench design`).
 pub fn solve_exhaustive(vectors: &[&[f32]], size: usize) -> Result<Solution, SolveError> {
-    search(vectors, size, |s, rem| s.visit_all(rem, 0.0))
-}
-
-/// Checks the sizes, builds the table and runs `walk` from all the words.
-fn search(
-    vectors: &[&[f32]],
-    size: usize,
-    walk: impl FnOnce(&mut Search<'_>, u16),
-) -> Result<Solution, SolveError> {
-    let n = vectors.len();
-    if n > MAX_WORDS {
-        return Err(SolveError::TooManyWords(n));
-    }
-    if size == 0 || n == 0 || !n.is_multiple_of(size) {
-        return Err(SolveError::Uneven { words: n, size });
-    }
-    let table = Table::new(vectors, size);
+    let table = checked_table(vectors, size)?;
     let mut search = Search {
         table: &table,
         top: Vec::with_capacity(2),
-        path: Vec::with_capacity(n / size),
+        path: Vec::with_capacity(table.n / size),
     };
-    walk(&mut search, full(n));
+    search.visit_all(full(table.n), 0.0);
     let mut top = search.top.into_iter();
     let (best, best_score) = top.next().expect("at least one partition");
     Ok(Solution {
@@ -177,6 +142,135 @@ fn search(
         best_score,
         runner_up: top.next(),
     })
+}
+
+/// Checks the sizes and builds the table.
+fn checked_table(vectors: &[&[f32]], size: usize) -> Result<Table, SolveError> {
+    let n = vectors.len();
+    if n > MAX_WORDS {
+        return Err(SolveError::TooManyWords(n));
+    }
+    if size == 0 || n == 0 || !n.is_multiple_of(size) {
+        return Err(SolveError::Uneven { words: n, size });
+    }
+    Ok(Table::new(vectors, size))
+}
+
+/// The two best splits of a set of words, best first: each a score, the group holding the
+/// set's lowest word, and which split (0 or 1) of the rest follows it.
+#[derive(Debug, Clone, Copy)]
+struct BestTwo {
+    entries: [(f32, u16, u8); 2],
+    len: u8,
+}
+
+impl BestTwo {
+    const EMPTY: BestTwo = BestTwo {
+        entries: [(f32::NEG_INFINITY, 0, 0); 2],
+        len: 0,
+    };
+
+    /// Keeps the split if it is among the two best so far (a tie keeps the earlier first).
+    fn offer(&mut self, score: f32, group: u16, rest: u8) {
+        let entry = (score, group, rest);
+        if self.len == 0 || score > self.entries[0].0 {
+            self.entries[1] = self.entries[0];
+            self.entries[0] = entry;
+        } else if self.len == 1 || score > self.entries[1].0 {
+            self.entries[1] = entry;
+        }
+        self.len = (self.len + 1).min(2);
+    }
+
+    /// (rank, entry) of the splits kept.
+    fn ranked(&self) -> impl Iterator<Item = (u8, (f32, u16, u8))> + '_ {
+        (0..self.len).map(|r| (r, self.entries[usize::from(r)]))
+    }
+}
+
+/// The dynamic programme of [`solve`]: the two best splits of each set of words met.
+struct Splits<'a> {
+    table: &'a Table,
+    /// Per set (by mask): where its splits are in `known`, 0 for a set not met yet (zeroed
+    /// memory: only the pages of the sets met are ever touched).
+    index: Vec<u16>,
+    /// The splits of the sets met, after a placeholder at 0.
+    known: Vec<BestTwo>,
+}
+
+impl Splits<'_> {
+    fn best_two(&mut self, rem: u16) -> BestTwo {
+        let t = self.table;
+        let words = rem.count_ones() as usize;
+        let mut top = BestTwo::EMPTY;
+        if words == t.size {
+            top.offer(t.score[usize::from(rem)], rem, 0);
+            return top;
+        }
+        let at = self.index[usize::from(rem)];
+        if at != 0 {
+            return self.known[usize::from(at)];
+        }
+        for_each_group_with_lowest(rem, t.size, |g| {
+            let s = t.score[usize::from(g)];
+            let rest = rem & !g;
+            if words == 2 * t.size {
+                top.offer(s + t.score[usize::from(rest)], g, 0);
+                return;
+            }
+            let below = self.best_two(rest);
+            for (rank, (score, _, _)) in below.ranked() {
+                top.offer(s + score, g, rank);
+            }
+        });
+        // At most C(15, 7) = 6,435 sets of one size are met: the index fits.
+        self.index[usize::from(rem)] = u16::try_from(self.known.len()).expect("< 65,536 sets");
+        self.known.push(top);
+        top
+    }
+
+    /// Appends to `path` the groups of the split of `rem` ranked `rank` (0 best, 1 runner-up).
+    fn partition(&mut self, rem: u16, rank: u8, path: &mut Vec<u16>) {
+        if rem == 0 {
+            return;
+        }
+        let (_, group, rest) = self.best_two(rem).entries[usize::from(rank)];
+        path.push(group);
+        self.partition(rem & !group, rest, path);
+    }
+}
+
+/// Calls `f` with every group of `size` words of `rem` that holds the lowest word of `rem`
+/// (no allocation: the other members run through their combinations in place).
+fn for_each_group_with_lowest(rem: u16, size: usize, mut f: impl FnMut(u16)) {
+    let low = rem & rem.wrapping_neg();
+    let mut pos = [0u16; MAX_WORDS];
+    let mut m = 0;
+    let mut r = rem ^ low;
+    while r != 0 {
+        pos[m] = r & r.wrapping_neg();
+        r &= r - 1;
+        m += 1;
+    }
+    let k = size - 1;
+    if k > m {
+        return;
+    }
+    let mut idx = [0usize; MAX_WORDS];
+    for (j, i) in idx[..k].iter_mut().enumerate() {
+        *i = j;
+    }
+    loop {
+        f(idx[..k].iter().fold(low, |g, &i| g | pos[i]));
+        // The next combination: the rightmost index that can move does, the rest follow it.
+        let Some(j) = (0..k).rev().find(|&j| idx[j] < m - k + j) else {
+            return;
+        };
+        idx[j] += 1;
+        for l in j + 1..k {
+            idx[l] = idx[l - 1] + 1;
+        }
+    }
 }
 
 /// Calls `f` with every group of `size` words of `rem`.
@@ -204,60 +298,17 @@ struct Search<'a> {
 }
 
 impl Search<'_> {
-    /// The score a partition must beat to enter the top two.
-    fn floor(&self) -> f32 {
-        if self.top.len() < 2 {
-            f32::NEG_INFINITY
-        } else {
-            self.top[1].1
-        }
-    }
-
-    fn descend(&mut self, rem: u16, score: f32) {
-        if rem == 0 {
-            self.offer(score);
-            return;
-        }
-        if score + self.table.bound(rem) < self.floor() {
-            return;
-        }
-        let t = self.table;
-        let low = rem.trailing_zeros() as usize;
-        // Two groups left: each choice of the first decides the second.
-        let last_two = rem.count_ones() as usize == 2 * t.size;
-        for &(g, s) in &t.groups_from[low] {
-            if g & !rem != 0 {
-                continue;
-            }
-            if last_two {
-                let total = score + s + t.score[usize::from(rem & !g)];
-                if total > self.floor() || self.top.len() < 2 {
-                    self.path.push(g);
-                    self.path.push(rem & !g);
-                    self.offer(total);
-                    self.path.truncate(self.path.len() - 2);
-                }
-                continue;
-            }
-            self.path.push(g);
-            self.descend(rem & !g, score + s);
-            self.path.pop();
-        }
-    }
-
     fn visit_all(&mut self, rem: u16, score: f32) {
         if rem == 0 {
             self.offer(score);
             return;
         }
         let t = self.table;
-        for &(g, s) in &t.groups_from[rem.trailing_zeros() as usize] {
-            if g & !rem == 0 {
-                self.path.push(g);
-                self.visit_all(rem & !g, score + s);
-                self.path.pop();
-            }
-        }
+        for_each_group_with_lowest(rem, t.size, |g| {
+            self.path.push(g);
+            self.visit_all(rem & !g, score + t.score[usize::from(g)]);
+            self.path.pop();
+        });
     }
 
     fn offer(&mut self, score: f32) {
