@@ -114,6 +114,16 @@ impl Plan {
         })
     }
 
+    /// How many of the planned puzzles differ (in their themes, in order): cycling through too
+    /// few themes plans the same puzzle again and again.
+    pub fn distinct_puzzles(&self) -> usize {
+        let mut seen = std::collections::HashSet::new();
+        self.puzzles
+            .iter()
+            .filter(|p| seen.insert(&p.themes[..]))
+            .count()
+    }
+
     /// True when themes had to be used more than once to fill every slot.
     pub fn themes_reused(&self) -> bool {
         self.themes_needed > self.themes_available
@@ -148,6 +158,19 @@ mod tests {
         assert_eq!(p.puzzles[1].themes, ["t4", "t5", "t6", "t7"]);
         assert_eq!(p.spares, ["t8", "t9"]);
         assert!(!p.themes_reused());
+    }
+
+    #[test]
+    fn repeated_puzzles_are_counted_once() {
+        let themes: Vec<String> = (0..32).map(|i| format!("t{i}")).collect();
+        // The original's params: 80 puzzles of 4 from 32 themes are 8 puzzles, 10 times each.
+        assert_eq!(Plan::new(&themes, 80, 4).unwrap().distinct_puzzles(), 8);
+        assert_eq!(Plan::new(&themes, 8, 4).unwrap().distinct_puzzles(), 8);
+        // 30 themes do not divide into fours: the cycle shifts, every puzzle differs.
+        assert_eq!(
+            Plan::new(&themes[..30], 15, 4).unwrap().distinct_puzzles(),
+            15
+        );
     }
 
     #[test]

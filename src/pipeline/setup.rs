@@ -190,9 +190,19 @@ pub fn make_plan_until(
             },
         })?;
     if plan.themes_reused() {
+        let distinct = plan.distinct_puzzles();
+        let repeats = if distinct < plan.puzzles.len() {
+            format!(
+                ": only {distinct} of the {} puzzles differ, the rest are copies of them (give \
+                 more themes, or lower puzzle_generation.total_puzzle_count to {distinct})",
+                plan.puzzles.len()
+            )
+        } else {
+            String::new()
+        };
         tracing::warn!(
             "{} theme slots to fill but only {} themes given: cycling through the list, so \
-             themes repeat across puzzles",
+             themes repeat across puzzles{repeats}",
             plan.themes_needed,
             plan.themes_available
         );

@@ -14,6 +14,8 @@
 //! Everything is inline (CSS, script, SVG); a Content-Security-Policy allows nothing else, so
 //! the page makes no request. The template is `templates/puzzles.html` (askama).
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -429,6 +431,8 @@ struct PuzzleCard {
     groups: Vec<GroupCard>,
     /// The blind solver's verdict, when the file has one.
     solver: Option<String>,
+    /// The other puzzles identical to this one (themes and words), shown here once.
+    copies: Option<Shown>,
     flagged: usize,
     heat_words: Vec<Shown>,
     heat: Vec<HeatRow>,
@@ -465,6 +469,8 @@ struct Page<'a> {
     threshold: String,
     model: Shown,
     puzzles: Vec<PuzzleCard>,
+    /// Puzzles in the file, copies included (`puzzles` holds each distinct one once).
+    total: usize,
     flagged: usize,
     words: usize,
     weakest: Vec<WeakRow>,
@@ -477,21 +483,18 @@ struct Page<'a> {
 
 /// The page as HTML text.
 pub fn render(input: &PageInput) -> Result<String, PageError> {
-    let puzzles: Vec<PuzzleCard> = input
-        .puzzles
-        .0
-        .iter()
-        .map(|(key, p)| card(key, p, input.threshold))
-        .collect();
+    let distinct = distinct(&input.puzzles);
+    let puzzles: Vec<PuzzleCard> = distinct.iter().map(|d| card(d, input.threshold)).collect();
     let page = Page {
         csp: csp(),
         style: STYLE,
         script: SCRIPT,
         threshold: format!("{:.3}", input.threshold),
         model: model_line(&input.analysis),
+        total: input.puzzles.0.len(),
         flagged: puzzles.iter().map(|p| p.flagged).sum(),
-        words: input.puzzles.0.iter().map(|(_, p)| p.words.len()).sum(),
-        weakest: weakest(&input.puzzles),
+        words: distinct.iter().map(|d| d.puzzle.words.len()).sum(),
+        weakest: weakest(&distinct),
         failed_puzzles: input
             .metadata
             .failed_puzzles
@@ -504,7 +507,7 @@ pub fn render(input: &PageInput) -> Result<String, PageError> {
             .iter()
             .map(failed_theme)
             .collect(),
-        figures: figures(input),
+        figures: figures(input, distinct.len()),
         similarity_chart: similarity_chart(&input.puzzles),
         margin_chart: margin_chart(&input.puzzles, input.threshold),
         puzzles,
@@ -567,7 +570,59 @@ fn failed_theme(f: &FailedTheme) -> FailedThemeLine {
     }
 }
 
-fn card(key: &str, p: &PuzzleView, threshold: f64) -> PuzzleCard {
+/// A puzzle of the page with the keys of the later puzzles identical to it.
+struct Distinct<'a> {
+    key: &'a str,
+    puzzle: &'a PuzzleView,
+    copies: Vec<&'a str>,
+}
+
+/// Each distinct puzzle (same themes, same words) once, in file order: a run with fewer themes
+/// than slots makes the same puzzle again and again (the original's params: 80 puzzles, 8
+/// distinct).
+fn distinct(puzzles: &PuzzlesView) -> Vec<Distinct<'_>> {
+    let mut first: HashMap<(&[String], &[String]), usize> = HashMap::new();
+    let mut out: Vec<Distinct<'_>> = Vec::new();
+    for (key, p) in &puzzles.0 {
+        match first.entry((&p.themes[..], &p.words[..])) {
+            Entry::Occupied(at) => out[*at.get()].copies.push(key),
+            Entry::Vacant(slot) => {
+                slot.insert(out.len());
+                out.push(Distinct {
+                    key,
+                    puzzle: p,
+                    copies: Vec::new(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// How many copies' keys a card names before counting the rest.
+const COPIES_NAMED: usize = 8;
+
+/// "Also made as puzzle_9, puzzle_17 ... (10 in all)".
+fn copies_line(copies: &[&str]) -> Option<Shown> {
+    if copies.is_empty() {
+        return None;
+    }
+    let mut line = format!(
+        "Also made as {}",
+        copies[..copies.len().min(COPIES_NAMED)].join(", ")
+    );
+    if copies.len() > COPIES_NAMED {
+        line.push_str(&format!(" and {} more", copies.len() - COPIES_NAMED));
+    }
+    line.push_str(&format!(
+        " ({} identical puzzles in all: the run had fewer themes than slots; shown once)",
+        copies.len() + 1
+    ));
+    Some(Shown::new(&line, REASON_CHARS))
+}
+
+fn card(d: &Distinct<'_>, threshold: f64) -> PuzzleCard {
+    let (key, p) = (d.key, d.puzzle);
     let per_group = p.words.len() / p.themes.len().max(1);
     // Groups from yellow to purple when the puzzle has levels (one per theme), else in order.
     let levels = p
@@ -644,15 +699,17 @@ fn card(key: &str, p: &PuzzleView, threshold: f64) -> PuzzleCard {
             .filter(|w| w.ambiguous)
             .count(),
         solver: p.solver.as_ref().map(|v| v.line(p.themes.len())),
+        copies: copies_line(&d.copies),
         groups,
         heat_words: p.words.iter().map(|w| Shown::new(w, WORD_CHARS)).collect(),
         heat,
     }
 }
 
-/// The puzzles with the smallest minimum margin, weakest first, with their weakest word.
-fn weakest(puzzles: &PuzzlesView) -> Vec<WeakRow> {
-    let mut all: Vec<&(String, PuzzleView)> = puzzles.0.iter().collect();
+/// The puzzles with the smallest minimum margin, weakest first, with their weakest word (each
+/// distinct puzzle once).
+fn weakest(puzzles: &[Distinct<'_>]) -> Vec<WeakRow> {
+    let mut all: Vec<(&str, &PuzzleView)> = puzzles.iter().map(|d| (d.key, d.puzzle)).collect();
     all.sort_by(|a, b| a.1.quality.min_margin.total_cmp(&b.1.quality.min_margin));
     all.into_iter()
         .take(WEAKEST)
@@ -674,10 +731,18 @@ fn weakest(puzzles: &PuzzlesView) -> Vec<WeakRow> {
         .collect()
 }
 
-fn figures(input: &PageInput) -> Vec<(&'static str, String)> {
+fn figures(input: &PageInput, distinct: usize) -> Vec<(&'static str, String)> {
     let m = &input.metadata;
+    let total = input.puzzles.0.len();
     let mut rows = vec![
-        ("Puzzles", input.puzzles.0.len().to_string()),
+        (
+            "Puzzles",
+            if distinct == total {
+                total.to_string()
+            } else {
+                format!("{total} ({distinct} distinct)")
+            },
+        ),
         ("Failed puzzles", m.failed_puzzles.len().to_string()),
         ("Failed themes", m.failed_themes.len().to_string()),
         ("Wall time", format!("{:.2} s", m.processing_time)),

@@ -470,3 +470,41 @@ fn report_finds_the_files_where_the_run_put_them() {
         "no params.yaml here: give --config FILE",
     );
 }
+
+#[test]
+fn a_puzzle_made_many_times_is_said_and_shown_once() {
+    // 8 themes for 6 puzzles of 4: the plan cycles, so puzzles 1, 3, 5 and 2, 4, 6 are the
+    // same two puzzles (as the original's params: 80 puzzles from 32 themes).
+    let dir = tempfile::tempdir().unwrap();
+    common::write_workload(dir.path(), 8, 8);
+    common::write_params(dir.path(), 6, "");
+    let out = puzzlegen(dir.path())
+        .args(["run", "--config", "params.yaml"])
+        .assert()
+        .success();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(
+        stderr.contains("only 2 of the 6 puzzles differ"),
+        "{stderr}"
+    );
+    let puzzles = read_json(&dir.path().join("out/final_puzzles.json"));
+    assert_eq!(
+        puzzles.as_object().unwrap().len(),
+        6,
+        "the outputs keep every copy"
+    );
+    assert_eq!(puzzles["puzzle_1"], puzzles["puzzle_5"]);
+    let page = std::fs::read_to_string(dir.path().join("out/reports/puzzles.html")).unwrap();
+    assert_eq!(
+        page.matches("<section class=\"puzzle\"").count(),
+        2,
+        "{page}"
+    );
+    assert!(page.contains("6 puzzles (2 distinct, each shown once)"));
+    assert!(page.contains("Also made as puzzle_3, puzzle_5 (3 identical puzzles in all"));
+    assert!(page.contains("Also made as puzzle_4, puzzle_6 (3 identical puzzles in all"));
+    // The weakest table names each distinct puzzle once.
+    let weakest = &page[page.find("Weakest puzzles first").unwrap()..];
+    let weakest = &weakest[..weakest.find("</table>").unwrap()];
+    assert_eq!(weakest.matches("<tr><td>").count(), 2, "{weakest}");
+}
