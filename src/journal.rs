@@ -247,10 +247,7 @@ fn disagreement(ranked: &[(String, f32)], result: &ThemeResult) -> Option<String
 }
 
 fn aside_name(path: &Path) -> PathBuf {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = crate::clock::unix_secs();
     let mut name = path.as_os_str().to_owned();
     name.push(format!(".damaged-{secs}"));
     PathBuf::from(name)

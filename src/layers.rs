@@ -10,6 +10,7 @@ use std::path::Path;
 /// The modules, bottom first. Each may use only those before it.
 #[rustfmt::skip]
 const LAYERS: &[&str] = &[
+    "clock",    // wall-clock time as UNIX seconds; nothing of ours
     "fsx",      // files written atomically, read with a cap; nothing of ours
     "text",     // text for messages
     "embed",    // providers and the embedding space

@@ -5,8 +5,9 @@
 //! A run flows in one direction, each step in its own module. Modules are layered: each uses
 //! only the ones listed before it (checked by a test, `src/layers.rs`).
 //!
-//! - [`fsx`]: files written atomically (alone or as a set), through devices and links, and read
-//!   with a size cap; `text`: long values cut short and byte counts for messages.
+//! - [`clock`]: wall-clock time as UNIX seconds; [`fsx`]: files written atomically (alone or as
+//!   a set), through devices and links, and read with a size cap; `text`: long values cut
+//!   short and byte counts for messages.
 //! - [`embed`]: the [`embed::Provider`] trait and its backends ([`embed::local`],
 //!   [`embed::gemini`], [`embed::openai`]); [`words`]: normalised words, the original's plural
 //!   rule, a theme's scored words.
@@ -35,6 +36,7 @@
 
 pub mod assemble;
 pub mod cache;
+pub mod clock;
 pub mod config;
 pub mod design;
 pub mod distributed;

@@ -31,12 +31,6 @@ fn space(dimension: usize) -> Space {
     }
 }
 
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
 /// One entry, as the original's `EmbeddingEntry`.
 struct Entry {
     word: String,
@@ -162,7 +156,7 @@ fn open(cache_file: &Path, db: &Path) -> Result<State, String> {
         last_backup: 0.0,
     };
     let spaces = state.store.spaces().map_err(|e| e.to_string())?;
-    let now = unix_now();
+    let now = puzzlegen::clock::unix_seconds();
     let mut loaded = Vec::new();
     for s in spaces.iter().filter(|s| s.space.model_id == MODEL_ID) {
         state
@@ -288,7 +282,7 @@ impl SharedEmbeddingCache {
         let entry = Entry {
             vector: vector_of(&word, embedding)?,
             word,
-            timestamp: unix_now(),
+            timestamp: puzzlegen::clock::unix_seconds(),
             theme,
             word_type,
             similarity: similarity_to_theme,
@@ -307,7 +301,7 @@ impl SharedEmbeddingCache {
         word_types: Option<Vec<Option<String>>>,
         similarities: Option<Vec<Option<f64>>>,
     ) -> PyResult<()> {
-        let now = unix_now();
+        let now = puzzlegen::clock::unix_seconds();
         let entries = embeddings
             .into_iter()
             .enumerate()
@@ -376,7 +370,7 @@ impl SharedEmbeddingCache {
                 PyRuntimeError::new_err(format!("{}: {e}", self.cache_file.display()))
             })?;
             s.backups += 1;
-            s.last_backup = unix_now();
+            s.last_backup = puzzlegen::clock::unix_seconds();
             Ok(())
         })
     }

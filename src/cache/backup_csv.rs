@@ -315,10 +315,7 @@ print(json.dumps({'entries': entries, 'skipped': skipped}))
     }
 
     fn now() -> f64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs_f64()
+        crate::clock::unix_seconds()
     }
 
     /// The rows in the database before the backup starts: a timestamp as ISO 8601, as UNIX

@@ -525,7 +525,7 @@ impl<'w> BackupSink<'w> {
         if fresh.is_empty() {
             return Ok(());
         }
-        let now = unix_now();
+        let now = crate::clock::unix_seconds();
         let blocks = fresh
             .par_chunks(FORMAT_CHUNK)
             .map(|chunk| format_backup_rows(chunk, now))
@@ -541,14 +541,6 @@ impl<'w> BackupSink<'w> {
     pub(crate) fn written(&self) -> u64 {
         self.written
     }
-}
-
-/// Seconds since the UNIX epoch, now.
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 /// Formats rows in the backup layout (no header); values in full precision: `{x}`, the

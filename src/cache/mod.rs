@@ -357,10 +357,7 @@ impl Cache {
             }
             return Ok(closed);
         }
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let secs = crate::clock::unix_secs();
         let mut name = d.path.file_name().unwrap_or_default().to_os_string();
         name.push(format!(".unsaved-{secs}.csv"));
         let mut places = vec![d.path.with_file_name(&name), PathBuf::from(&name)];
@@ -573,10 +570,7 @@ mod tests {
             .and_then(|r| r.strip_suffix(",0.25,-1\n"))
             .and_then(|secs| secs.parse().ok())
             .unwrap_or_else(|| panic!("{row:?}"));
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs_f64();
+        let now = crate::clock::unix_seconds();
         assert!((now - 60.0..=now).contains(&secs), "{row:?}");
     }
 

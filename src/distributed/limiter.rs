@@ -546,9 +546,5 @@ pub(crate) async fn scan(
 
 /// A value unlikely to repeat between processes started at the same moment.
 pub(crate) fn unique() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    nanos ^ (u64::from(std::process::id()) << 32)
+    crate::clock::unix_nanos() ^ (u64::from(std::process::id()) << 32)
 }

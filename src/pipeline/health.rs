@@ -52,7 +52,7 @@ impl Heart {
         Arc::new(Heart {
             id,
             role,
-            started_at: super::queue::unix_now(),
+            started_at: crate::clock::unix_secs(),
             tasks: Mutex::new(Vec::new()),
         })
     }

@@ -659,7 +659,7 @@ async fn close_run(
         },
         written: closed.written,
         database: database.unwrap_or_default(),
-        csv_written_at: unix_now(),
+        csv_written_at: crate::clock::unix_seconds(),
     };
     let stop = match service.fatal_error() {
         Some(e) => Some(Stop::Fatal(e)),
@@ -826,10 +826,4 @@ fn cache_entries(db: &std::path::Path, space: &crate::embed::Space) -> Option<u6
             .find(|s| &s.space == space)
             .map_or(0, |s| s.entries),
     )
-}
-
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }

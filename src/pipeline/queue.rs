@@ -31,6 +31,7 @@ use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
 use super::health::{self, Heart};
+use crate::clock::unix_secs;
 use crate::distributed::Redis;
 use crate::embed::Space;
 use crate::input::Inputs;
@@ -68,12 +69,6 @@ pub(crate) fn dead_key(run: &str) -> String {
 /// A run's description: space, tasks, started_at, finished_at, coordinator.
 pub(crate) fn meta_key(run: &str) -> String {
     format!("puzzlegen:queue:{{{run}}}:meta")
-}
-
-pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// What the queue did for a run.
@@ -200,7 +195,7 @@ async fn register(
     queued: usize,
     coordinator: &str,
 ) -> redis::RedisResult<()> {
-    let now = unix_now();
+    let now = unix_secs();
     redis::pipe()
         .cmd("HSET")
         .arg(meta_key(run))
@@ -246,7 +241,7 @@ fn keep_for_a_day(pipe: &mut redis::Pipeline, run: &str, field: &str) {
     pipe.cmd("HSET")
         .arg(meta_key(run))
         .arg(field)
-        .arg(unix_now())
+        .arg(unix_secs())
         .ignore();
     for key in [
         tasks_key(run),

@@ -10,7 +10,8 @@ use redis::Value;
 use redis::aio::ConnectionManager;
 
 use super::health::{BEAT_PREFIX, Beat};
-use super::queue::{ALL_RUNS, RUNS, dead_key, meta_key, results_key, tasks_key, unix_now};
+use super::queue::{ALL_RUNS, RUNS, dead_key, meta_key, results_key, tasks_key};
+use crate::clock::unix_secs;
 use crate::distributed::inspect::{Inspector, Read, fields, text};
 use crate::distributed::limiter::{LimiterStatus, scan, status_of_all};
 use crate::distributed::{Redis, Unreadable, describe};
@@ -262,7 +263,7 @@ fn first_group(v: &Value) -> HashMap<String, Option<u64>> {
 
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let now = unix_now();
+        let now = unix_secs();
         writeln!(f, "Redis {}", self.redis)?;
         writeln!(f, "workers alive: {}", self.workers.len())?;
         for w in &self.workers {
