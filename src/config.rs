@@ -234,6 +234,8 @@ pub struct Overrides {
     pub out: Option<PathBuf>,
     pub provider: Option<ProviderKind>,
     pub model_dir: Option<PathBuf>,
+    /// `--redis URL`: `distributed.redis_url`.
+    pub redis_url: Option<String>,
 }
 
 /// Puzzle shape and seed (`puzzle_generation`).
@@ -420,6 +422,13 @@ impl RedisUrl {
         RedisUrl(url.into())
     }
 
+    /// The URL of a setting or flag, surrounding blanks dropped; `None` when it is blank (no
+    /// Redis).
+    pub fn parse(url: &str) -> Option<RedisUrl> {
+        let url = url.trim();
+        (!url.is_empty()).then(|| RedisUrl::new(url))
+    }
+
     /// The URL as given, password included: only for connecting.
     pub fn expose(&self) -> &str {
         &self.0
@@ -453,10 +462,20 @@ impl std::fmt::Debug for RedisUrl {
 }
 
 impl DistributedSettings {
-    /// Resolves `distributed`; a key kept for old files only adds its notice to `deprecated`.
+    /// The settings of a command given no `params.yaml`: only what `o` says (`--redis`).
+    pub fn from_overrides(o: &Overrides) -> DistributedSettings {
+        DistributedSettings {
+            redis_url: o.redis_url.as_deref().and_then(RedisUrl::parse),
+            redis_password_env: None,
+        }
+    }
+
+    /// Resolves `distributed` (`o.redis_url` wins over the file's); a key kept for old files
+    /// only adds its notice to `deprecated`.
     fn resolve(
         v: &Validator,
         d: &raw::Distributed,
+        o: &Overrides,
         deprecated: &mut Vec<String>,
     ) -> Result<DistributedSettings, ConfigError> {
         if d.queue.is_some() {
@@ -466,11 +485,11 @@ impl DistributedSettings {
                     .to_owned(),
             );
         }
-        let redis_url = match d.redis_url.as_deref() {
-            None => None,
-            Some(u) if u.trim().is_empty() => None,
-            Some(u) => Some(RedisUrl::new(u.trim())),
-        };
+        let redis_url = o
+            .redis_url
+            .as_deref()
+            .or(d.redis_url.as_deref())
+            .and_then(RedisUrl::parse);
         let redis_password_env = match d.redis_password_env.as_deref() {
             None => None,
             Some(name) => Some(v.non_empty("distributed.redis_password_env", name)?),
@@ -563,7 +582,7 @@ impl Config {
         let provider = ProviderSettings::resolve(&v, &p.embedding, o, gemini.request_timeout)?;
         let (themes_file, candidates_file) = input_files(&v, &p.paths, o)?;
         let mut deprecated = Vec::new();
-        let distributed = DistributedSettings::resolve(&v, &p.distributed, &mut deprecated)?;
+        let distributed = DistributedSettings::resolve(&v, &p.distributed, o, &mut deprecated)?;
         Ok(Config {
             source: path.to_owned(),
             puzzle,

@@ -50,7 +50,7 @@ pub struct RunArgs {
     /// stay here); overrides distributed.redis_url. Prefer REDIS_PASSWORD (or the variable
     /// distributed.redis_password_env names) for the password: command lines are visible to
     /// others.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub redis: Option<String>,
 }
 
@@ -62,12 +62,10 @@ pub fn run(args: RunArgs, quiet: bool) -> Result<ExitStatus, Failure> {
         out: args.out,
         provider: args.provider,
         model_dir: args.model_dir,
+        redis_url: args.redis,
     };
-    let mut config =
+    let config =
         Config::load(&args.config, &overrides).map_err(|e| Failure::user(e.to_string()))?;
-    if let Some(url) = args.redis {
-        config.distributed.redis_url = Some(puzzlegen::config::RedisUrl::new(url));
-    }
     crate::exit::warn_about_keys(&config);
     let progress = if quiet {
         ProgressMode::Hidden

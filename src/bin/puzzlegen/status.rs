@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use puzzlegen::config::{Config, DistributedSettings, Overrides, RedisUrl};
+use puzzlegen::config::{Config, DistributedSettings, Overrides};
 use puzzlegen::distributed::{DistributedError, Redis};
 
 use crate::exit::{ExitStatus, Failure};
@@ -12,7 +12,7 @@ use crate::exit::{ExitStatus, Failure};
 pub struct StatusArgs {
     /// The Redis to look at; overrides distributed.redis_url of --config. Its password comes
     /// from the URL, else from REDIS_PASSWORD.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub redis: Option<String>,
     /// A params.yaml whose distributed.redis_url (and redis_password_env) name the Redis.
     #[arg(short, long, value_name = "FILE")]
@@ -23,17 +23,18 @@ pub struct StatusArgs {
 }
 
 pub fn status(args: StatusArgs) -> Result<ExitStatus, Failure> {
-    let mut settings = match &args.config {
-        Some(path) => {
-            let config = Config::load(path, &Overrides::default())
-                .map_err(|e| Failure::user(e.to_string()))?;
-            config.distributed
-        }
-        None => DistributedSettings::default(),
+    let overrides = Overrides {
+        redis_url: args.redis,
+        ..Overrides::default()
     };
-    if let Some(url) = args.redis {
-        settings.redis_url = Some(RedisUrl::new(url));
-    }
+    let settings = match &args.config {
+        Some(path) => {
+            Config::load(path, &overrides)
+                .map_err(|e| Failure::user(e.to_string()))?
+                .distributed
+        }
+        None => DistributedSettings::from_overrides(&overrides),
+    };
     let runtime = crate::exit::runtime()?;
     let read = runtime.block_on(async {
         let redis = Redis::connect(&settings)

@@ -14,16 +14,17 @@ pub struct WorkerArgs {
     #[arg(short, long, value_name = "FILE")]
     pub config: PathBuf,
     /// The Redis of the runs to serve; overrides distributed.redis_url.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub redis: Option<String>,
 }
 
 pub fn worker(args: WorkerArgs) -> Result<ExitStatus, Failure> {
-    let mut config = Config::load(&args.config, &Overrides::default())
-        .map_err(|e| Failure::user(e.to_string()))?;
-    if let Some(url) = args.redis {
-        config.distributed.redis_url = Some(puzzlegen::config::RedisUrl::new(url));
-    }
+    let overrides = Overrides {
+        redis_url: args.redis,
+        ..Overrides::default()
+    };
+    let config =
+        Config::load(&args.config, &overrides).map_err(|e| Failure::user(e.to_string()))?;
     crate::exit::warn_about_keys(&config);
     let runtime = crate::exit::runtime()?;
     let done = runtime.block_on(async {
