@@ -61,19 +61,66 @@ impl LimitSettings {
     }
 }
 
-/// A schedule of `per_minute` cells with bursts of up to `burst`, never more than
-/// `per_minute` in any `window` (a minute outside tests).
-fn per_minute(per_minute: f64, burst: u32, window: Duration) -> DefaultDirectRateLimiter {
-    let burst = burst.max(1);
-    let steady = (per_minute - f64::from(burst))
-        .max(per_minute / 10.0)
-        .max(1e-3);
-    let period = Duration::from_secs_f64(window.as_secs_f64() / steady);
-    RateLimiter::direct(
-        Quota::with_period(period)
-            .expect("period is positive")
-            .allow_burst(NonZeroU32::new(burst).expect("burst >= 1")),
-    )
+/// One schedule of the limiter: a cell every `period`, bursts of up to `burst` cells (GCRA).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Schedule {
+    pub period: Duration,
+    pub burst: u32,
+}
+
+impl Schedule {
+    /// `per_minute` cells with bursts of up to `burst`, never more than `per_minute` in any
+    /// `window` (a minute outside tests): the steady rate is what the burst leaves.
+    fn per_minute(per_minute: f64, burst: u32, window: Duration) -> Schedule {
+        let burst = burst.max(1);
+        let steady = (per_minute - f64::from(burst))
+            .max(per_minute / 10.0)
+            .max(1e-3);
+        Schedule {
+            period: Duration::from_secs_f64(window.as_secs_f64() / steady),
+            burst,
+        }
+    }
+
+    fn governor(self) -> DefaultDirectRateLimiter {
+        RateLimiter::direct(
+            Quota::with_period(self.period)
+                .expect("period is positive")
+                .allow_burst(NonZeroU32::new(self.burst).expect("burst >= 1")),
+        )
+    }
+}
+
+/// The schedules limits make, for the local limiter and the one shared through Redis alike.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Schedules {
+    /// `requests_per_minute`, in cells of `rpm_counts` (burst: the largest batch when texts
+    /// are counted, else 1).
+    pub rpm: Schedule,
+    /// `min_request_interval`, one cell per request, no burst (`None`: 0, off).
+    pub interval: Option<Schedule>,
+    /// `tokens_per_minute`, bursts of a tenth of it.
+    pub tpm: Option<Schedule>,
+}
+
+impl LimitSettings {
+    /// The schedules of these limits for requests of at most `max_batch` texts.
+    pub fn schedules(&self, max_batch: usize) -> Schedules {
+        let rpm_burst = match self.rpm_counts {
+            RpmCounts::Items => max_batch as u32,
+            RpmCounts::Requests => 1,
+        };
+        Schedules {
+            rpm: Schedule::per_minute(self.requests_per_minute, rpm_burst, self.window),
+            interval: (!self.min_request_interval.is_zero()).then_some(Schedule {
+                period: self.min_request_interval,
+                burst: 1,
+            }),
+            tpm: self
+                .tokens_per_minute
+                .map(|tpm| Schedule::per_minute(tpm, ((tpm / 10.0) as u32).max(1), self.window)),
+        }
+    }
 }
 
 /// The rate limits a request can wait on (concurrency is not one: waiting for a slot is waiting
@@ -188,23 +235,13 @@ impl Drop for Permit<'_> {
 impl Limiter {
     /// `max_batch` is the largest number of texts one request will carry.
     pub fn new(s: &LimitSettings, max_batch: usize) -> Limiter {
-        let rpm_burst = match s.rpm_counts {
-            RpmCounts::Items => max_batch as u32,
-            RpmCounts::Requests => 1,
-        };
-        let interval = (!s.min_request_interval.is_zero()).then(|| {
-            RateLimiter::direct(Quota::with_period(s.min_request_interval).expect("non-zero"))
-        });
-        let tpm = s.tokens_per_minute.map(|tpm| {
-            let burst = ((tpm / 10.0) as u32).max(1);
-            (per_minute(tpm, burst, s.window), burst)
-        });
+        let plan = s.schedules(max_batch);
         Limiter {
             counts: s.rpm_counts,
-            rpm: per_minute(s.requests_per_minute, rpm_burst, s.window),
-            rpm_burst,
-            interval,
-            tpm,
+            rpm: plan.rpm.governor(),
+            rpm_burst: plan.rpm.burst,
+            interval: plan.interval.map(Schedule::governor),
+            tpm: plan.tpm.map(|t| (t.governor(), t.burst)),
             concurrency: Semaphore::new(s.max_concurrent_requests.max(1)),
             paused_until: Mutex::new(None),
             waited: Mutex::new(WaitClock::default()),

@@ -20,7 +20,7 @@ use redis::Value;
 
 use crate::distributed::inspect::{Inspector, Read, fields, text};
 use crate::distributed::{Redis, describe};
-use crate::limit::{LimitSettings, RpmCounts};
+use crate::limit::{LimitSettings, RpmCounts, Schedule};
 
 /// The admission script. KEYS: rpm, interval, tpm, leases, pause, the per-second counters'
 /// prefix, the settings. ARGV: lease id, lease TTL (us), most leases, then (period us, burst,
@@ -115,27 +115,6 @@ end
 return 0
 "#;
 
-/// One schedule: period of a cell in microseconds and its burst, in cells.
-#[derive(Debug, Clone, Copy)]
-struct Schedule {
-    period_us: f64,
-    burst: u32,
-}
-
-impl Schedule {
-    /// As `crate::limit::per_minute`: never more than `per_minute` in any window.
-    fn per_minute(per_minute: f64, burst: u32, window: Duration) -> Schedule {
-        let burst = burst.max(1);
-        let steady = (per_minute - f64::from(burst))
-            .max(per_minute / 10.0)
-            .max(1e-3);
-        Schedule {
-            period_us: window.as_secs_f64() * 1e6 / steady,
-            burst,
-        }
-    }
-}
-
 /// The limiter every process on one Redis shares (see the module doc).
 pub struct GlobalLimiter {
     redis: Redis,
@@ -197,18 +176,7 @@ impl GlobalLimiter {
         max_batch: usize,
         lease_ttl: Duration,
     ) -> GlobalLimiter {
-        let rpm_burst = match s.rpm_counts {
-            RpmCounts::Items => max_batch as u32,
-            RpmCounts::Requests => 1,
-        };
-        let interval = (!s.min_request_interval.is_zero()).then_some(Schedule {
-            period_us: s.min_request_interval.as_secs_f64() * 1e6,
-            burst: 1,
-        });
-        let tpm = s.tokens_per_minute.map(|tpm| {
-            let burst = ((tpm / 10.0) as u32).max(1);
-            Schedule::per_minute(tpm, burst, s.window)
-        });
+        let plan = s.schedules(max_batch);
         let clean = |s: &str| s.replace(['{', '}', ':'], "_");
         GlobalLimiter {
             redis,
@@ -219,10 +187,10 @@ impl GlobalLimiter {
                 clean(model)
             ),
             counts: s.rpm_counts,
-            rpm: Schedule::per_minute(s.requests_per_minute, rpm_burst, s.window),
+            rpm: plan.rpm,
             per_minute: s.requests_per_minute * 60.0 / s.window.as_secs_f64().max(1e-3),
-            interval,
-            tpm,
+            interval: plan.interval,
+            tpm: plan.tpm,
             max_concurrent: s.max_concurrent_requests.max(1),
             lease_ttl,
             next_lease: AtomicU64::new(0),
@@ -255,7 +223,7 @@ impl GlobalLimiter {
             RpmCounts::Requests => 1,
         };
         let off = Schedule {
-            period_us: 0.0,
+            period: Duration::ZERO,
             burst: 1,
         };
         let interval = self.interval.unwrap_or(off);
@@ -275,13 +243,13 @@ impl GlobalLimiter {
                 .arg(&id)
                 .arg(self.lease_ttl.as_micros() as u64)
                 .arg(self.max_concurrent)
-                .arg(self.rpm.period_us)
+                .arg(micros(self.rpm))
                 .arg(self.rpm.burst)
                 .arg(cells)
-                .arg(interval.period_us)
+                .arg(micros(interval))
                 .arg(interval.burst)
                 .arg(1)
-                .arg(tpm.period_us)
+                .arg(micros(tpm))
                 .arg(tpm.burst)
                 .arg(tokens)
                 .arg(texts)
@@ -542,6 +510,11 @@ pub(crate) async fn scan(
         }
         cursor = next;
     }
+}
+
+/// A schedule's period as the script reads it: microseconds (0: the schedule is off).
+fn micros(s: Schedule) -> f64 {
+    s.period.as_secs_f64() * 1e6
 }
 
 /// A value unlikely to repeat between processes started at the same moment.
