@@ -155,7 +155,7 @@ fn main() {
                 &config,
                 inputs.clone(),
                 plan.clone(),
-                provider,
+                pipeline::Backend::alone(provider),
                 cache,
                 ProgressMode::Hidden,
                 stop.clone(),

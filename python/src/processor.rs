@@ -172,7 +172,8 @@ impl ImprovedGeminiTaskProcessor {
 /// How long requests and themes in flight may go on once the call is interrupted.
 const STOP_GRACE: Duration = Duration::from_millis(250);
 
-/// The run, on a runtime thread: setup as `pipeline::run` does, then `run_with`.
+/// The run, on a runtime thread: opened as `pipeline::run` opens one (`Backend::open`, the
+/// plan, `open_cache`), then `run_with`.
 async fn process(
     mut config: Config,
     inputs: Inputs,
@@ -191,7 +192,7 @@ async fn process(
     // Messages about the inputs name the arguments, not the config's input files.
     config.themes_file = PathBuf::from("themes");
     config.candidates_file = PathBuf::from("candidates_dict");
-    let provider = pipeline::build_provider(&config).await?;
+    let backend = pipeline::Backend::open(&config).await?;
     // Fewer themes than a puzzle needs: the original's processor still processes them (its
     // puzzles repeat themes and fail at assembly, each with its reason); so does this one.
     let plan = match pipeline::make_plan_until(&config, &inputs, &stop) {
@@ -212,12 +213,12 @@ async fn process(
     if stop.is_cancelled() {
         return Err(Failure::Interrupted);
     }
-    let cache = pipeline::open_cache(&config, provider.space())?;
+    let cache = pipeline::open_cache(&config, backend.provider.space())?;
     let result = pipeline::run_with(
         &config,
         inputs,
         plan,
-        provider,
+        backend,
         cache,
         ProgressMode::Hidden,
         stop,

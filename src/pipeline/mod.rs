@@ -13,7 +13,7 @@ pub mod spares;
 pub mod status;
 mod summary;
 
-pub use setup::{build_provider, make_plan, make_plan_until, open_cache, service_options};
+pub use setup::{Backend, build_provider, make_plan, make_plan_until, open_cache, service_options};
 pub use summary::{Stop, Summary};
 
 use std::collections::HashMap;
@@ -29,7 +29,7 @@ use crate::cache::store::{Row, Store, StoreError};
 use crate::cache::{Cache, CloseError};
 use crate::config::Config;
 use crate::design::Mix;
-use crate::embed::{EmbedError, Provider, Space, Vector};
+use crate::embed::{EmbedError, Space, Vector};
 use crate::engine::{Engine, ThemeOutcome};
 use crate::fsx::WriteError;
 use crate::input::{InputError, Inputs};
@@ -213,22 +213,19 @@ pub async fn run(
     report::check_targets(config)?;
     report::remove_stale_temps(config);
     let inputs = Inputs::load(&config.themes_file, &config.candidates_file)?;
-    // A wrong Redis URL or password ends the run before anything is paid for (the OpenAI
-    // provider's dimension probe) or created (the cache database).
-    crate::distributed::Redis::connect(&config.distributed).await?;
-    let provider = build_provider(config).await?;
-    report::check_space(config, provider.space().dimension)?;
+    let backend = Backend::open(config).await?;
+    report::check_space(config, backend.provider.space().dimension)?;
     // Planning millions of slots takes a while: it stops as soon as a signal says so (the
     // signal watcher runs on the runtime's worker threads meanwhile).
     let plan = make_plan_until(config, &inputs, &stop)?;
     if stop.is_cancelled() {
         return Err(RunError::Interrupted);
     }
-    let cache = open_cache(config, provider.space())?;
+    let cache = open_cache(config, backend.provider.space())?;
     if stop.is_cancelled() {
         return Err(RunError::Interrupted);
     }
-    run_with(config, inputs, plan, provider, cache, progress, stop).await
+    run_with(config, inputs, plan, backend, cache, progress, stop).await
 }
 
 /// A run under way: the service, the journal and the cache CSV being written.
@@ -247,14 +244,13 @@ fn open_run(
     config: &Config,
     inputs: &Arc<Inputs>,
     plan: &Plan,
-    provider: Arc<dyn Provider>,
+    backend: Backend,
     cache: Cache,
-    shared: Option<crate::distributed::SharedSetup>,
     prefetch: bool,
 ) -> Result<OpenRun, RunError> {
     let started = Instant::now();
     let journal_path = config.output.outputs_dir.join(journal::FILE_NAME);
-    let journal = Arc::new(Journal::open(&journal_path, provider.space())?);
+    let journal = Arc::new(Journal::open(&journal_path, backend.provider.space())?);
     if !journal.is_empty() {
         let usable = journal.usable(|theme| inputs.candidates_of(theme));
         if usable > 0 {
@@ -269,12 +265,7 @@ fn open_run(
             );
         }
     }
-    let service = Arc::new(EmbeddingService::with_shared(
-        provider,
-        service_options(config),
-        cache,
-        shared,
-    ));
+    let service = Arc::new(backend.service(config, cache));
     let worker = ThemeWorker::new(
         Arc::clone(&service),
         config.puzzle.words_per_theme,
@@ -306,30 +297,20 @@ fn open_run(
     })
 }
 
-/// Runs the job on an already built provider and cache (tests pass a fake provider here):
-/// open, process the planned themes, replace failed ones with spares, assemble, close.
+/// Runs the job on an opened backend and cache (tests pass a fake provider here): open,
+/// process the planned themes, replace failed ones with spares, assemble, close.
 pub async fn run_with(
     config: &Config,
     inputs: Inputs,
     plan: Plan,
-    provider: Arc<dyn Provider>,
+    backend: Backend,
     cache: Cache,
     progress: ProgressMode,
     stop: CancellationToken,
 ) -> Result<RunResult, RunError> {
-    // Redis first (`distributed.redis_url`): a wrong URL or password ends the run here.
-    let shared = setup::shared_setup(config).await?;
     let inputs = Arc::new(inputs);
-    let queue = shared.as_ref().map(|s| s.redis.clone());
-    let run = open_run(
-        config,
-        &inputs,
-        &plan,
-        provider,
-        cache,
-        shared,
-        queue.is_none(),
-    )?;
+    let queue = backend.shared.as_ref().map(|s| s.redis.clone());
+    let run = open_run(config, &inputs, &plan, backend, cache, queue.is_none())?;
     // A signal stops the sending at once: requests in flight finish, nothing new is paid for.
     let stop_sending = tokio::spawn({
         let (service, stop) = (Arc::clone(&run.service), stop.clone());
@@ -448,20 +429,14 @@ fn distribute(
 /// A worker (`puzzlegen worker`): embeds the themes of every queued run of its embedding
 /// space on the Redis of `config`, with its own provider, key and cache, until `stop`.
 pub async fn worker(config: &Config, stop: CancellationToken) -> Result<(), RunError> {
-    let Some(shared) = setup::shared_setup(config).await? else {
+    let backend = Backend::open(config).await?;
+    let Some(redis) = backend.shared.as_ref().map(|s| s.redis.clone()) else {
         return Err(RunError::Distributed(
             crate::distributed::DistributedError::NoUrl,
         ));
     };
-    let provider = build_provider(config).await?;
-    let cache = open_cache(config, provider.space())?;
-    let redis = shared.redis.clone();
-    let service = Arc::new(EmbeddingService::with_shared(
-        provider,
-        service_options(config),
-        cache,
-        Some(shared),
-    ));
+    let cache = open_cache(config, backend.provider.space())?;
+    let service = Arc::new(backend.service(config, cache));
     queue::serve(
         redis,
         Arc::clone(&service),

@@ -1,5 +1,7 @@
-//! Everything a run needs before its first theme: the provider, the service's limits, the
-//! cache (importing the original's CSV on a first run) and the plan.
+//! Everything a run needs before its first theme: what embeds ([`Backend`]: the Redis shared
+//! with other processes, if any, and the provider), the service's limits, the cache (importing
+//! the original's CSV on a first run) and the plan. A run, a worker and the Python package's
+//! `process_themes` open these the same way, through these functions.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +19,40 @@ use crate::embed::openai::{OpenAiOptions, OpenAiProvider};
 use crate::input::Inputs;
 use crate::limit::LimitSettings;
 use crate::plan::{Plan, PlanError};
-use crate::service::ServiceOptions;
+use crate::service::{EmbeddingService, ServiceOptions};
 use crate::words::usable_candidates;
+
+/// What embeds for a config: the provider, and the Redis it shares limits and vectors through.
+pub struct Backend {
+    pub provider: Arc<dyn Provider>,
+    /// `None` without `distributed.redis_url` (or `--redis`).
+    pub shared: Option<crate::distributed::SharedSetup>,
+}
+
+impl Backend {
+    /// Opens them in the order that pays nothing for a mistake: Redis first (a wrong URL or
+    /// password ends here, before the OpenAI provider's dimension probe, a paid request, and
+    /// before any cache database is created), then the provider.
+    pub async fn open(config: &Config) -> Result<Backend, RunError> {
+        let shared = shared_setup(config).await?;
+        let provider = build_provider(config).await?;
+        Ok(Backend { provider, shared })
+    }
+
+    /// A provider on its own, sharing nothing (tests and benches pass a fake one).
+    pub fn alone(provider: Arc<dyn Provider>) -> Backend {
+        Backend {
+            provider,
+            shared: None,
+        }
+    }
+
+    /// The embedding service over `cache`, with the config's limits and retries (and the
+    /// shared limiter and cache tier, with a Redis).
+    pub fn service(self, config: &Config, cache: Cache) -> EmbeddingService {
+        EmbeddingService::with_shared(self.provider, service_options(config), cache, self.shared)
+    }
+}
 
 /// Creates the provider the configuration names.
 pub async fn build_provider(config: &Config) -> Result<Arc<dyn Provider>, RunError> {
@@ -217,7 +251,7 @@ const LEASE_TTL: Duration = Duration::from_secs(10);
 
 /// Connects to the Redis the config names, if any, and names the global limiter by provider,
 /// API-key variable and model (the local model has no limiter: only the cache is shared).
-pub(super) async fn shared_setup(
+async fn shared_setup(
     config: &Config,
 ) -> Result<Option<crate::distributed::SharedSetup>, RunError> {
     let Some(redis) = crate::distributed::Redis::connect(&config.distributed).await? else {
