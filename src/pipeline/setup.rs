@@ -13,11 +13,10 @@ use crate::cache::Cache;
 use crate::cache::store::Store;
 use crate::config::{Config, ProviderSettings};
 use crate::embed::Provider;
-use crate::embed::gemini::{GeminiOptions, GeminiProvider};
+use crate::embed::gemini::GeminiProvider;
 use crate::embed::local::LocalProvider;
-use crate::embed::openai::{OpenAiOptions, OpenAiProvider};
+use crate::embed::openai::OpenAiProvider;
 use crate::input::Inputs;
-use crate::limit::LimitSettings;
 use crate::plan::{Plan, PlanError};
 use crate::service::{EmbeddingService, ServiceOptions};
 use crate::words::usable_candidates;
@@ -56,64 +55,38 @@ impl Backend {
 
 /// Creates the provider the configuration names.
 pub async fn build_provider(config: &Config) -> Result<Arc<dyn Provider>, RunError> {
-    let g = &config.gemini;
     let provider: Arc<dyn Provider> = match &config.provider {
         ProviderSettings::Local { model_dir } => {
             Arc::new(LocalProvider::load(model_dir).map_err(RunError::Provider)?)
         }
-        ProviderSettings::Gemini => Arc::new(
-            GeminiProvider::new(&GeminiOptions {
-                base_url: g.base_url.clone(),
-                model_id: g.model_id.clone(),
-                dimension: g.embedding_dimension,
-                task_type: g.task_type.clone(),
-                api_key_env: g.api_key_env.clone(),
-                request_timeout: g.request_timeout,
-            })
-            .map_err(RunError::Provider)?,
-        ),
-        ProviderSettings::Openai {
-            base_url,
-            model,
-            api_key_env,
-            request_timeout,
-        } => Arc::new(
-            OpenAiProvider::connect(&OpenAiOptions {
-                base_url: base_url.clone(),
-                model: model.clone(),
-                api_key_env: api_key_env.clone(),
-                request_timeout: *request_timeout,
-            })
-            .await
-            .map_err(RunError::Provider)?,
+        ProviderSettings::Gemini(options) => {
+            Arc::new(GeminiProvider::new(options).map_err(RunError::Provider)?)
+        }
+        ProviderSettings::Openai(options) => Arc::new(
+            OpenAiProvider::connect(options)
+                .await
+                .map_err(RunError::Provider)?,
         ),
     };
     Ok(provider)
 }
 
 /// The embedding service's limits and retries, from the config. The local model has no rate
-/// limit; remote providers get the `gemini.*` and `multiprocessing.*` limits.
+/// limit; remote providers get [`Config::requests`].
 pub fn service_options(config: &Config) -> ServiceOptions {
-    let g = &config.gemini;
+    let r = &config.requests;
     match config.provider {
         ProviderSettings::Local { .. } => ServiceOptions {
-            stall_timeout: g.stall_timeout,
+            stall_timeout: r.stall_timeout,
             ..ServiceOptions::unlimited()
         },
         _ => ServiceOptions {
-            limits: LimitSettings {
-                requests_per_minute: g.requests_per_minute,
-                rpm_counts: g.rpm_counts,
-                min_request_interval: g.min_request_interval,
-                tokens_per_minute: g.tokens_per_minute,
-                max_concurrent_requests: config.engine.max_concurrent_requests,
-                window: crate::limit::MINUTE,
-            },
-            max_retries: g.max_retries,
-            retry_base_delay: g.retry_base_delay,
+            limits: r.limits.clone(),
+            max_retries: r.max_retries,
+            retry_base_delay: r.retry_base_delay,
             linger: Duration::from_millis(20),
-            batch_size: g.batch_size,
-            stall_timeout: g.stall_timeout,
+            batch_size: r.batch_size,
+            stall_timeout: r.stall_timeout,
         },
     }
 }
@@ -261,20 +234,17 @@ async fn shared_setup(
         "sharing limits and embeddings through Redis at {}",
         redis.shown()
     );
-    let g = &config.gemini;
     let limiter = match &config.provider {
         ProviderSettings::Local { .. } => None,
-        ProviderSettings::Gemini => Some(crate::distributed::LimiterName {
+        ProviderSettings::Gemini(g) => Some(crate::distributed::LimiterName {
             provider: "gemini".into(),
             key_variable: g.api_key_env.clone(),
             model: g.model_id.clone(),
         }),
-        ProviderSettings::Openai {
-            model, api_key_env, ..
-        } => Some(crate::distributed::LimiterName {
+        ProviderSettings::Openai(o) => Some(crate::distributed::LimiterName {
             provider: "openai".into(),
-            key_variable: api_key_env.clone().unwrap_or_default(),
-            model: model.clone(),
+            key_variable: o.api_key_env.clone().unwrap_or_default(),
+            model: o.model.clone(),
         }),
     };
     Ok(Some(crate::distributed::SharedSetup {

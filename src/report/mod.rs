@@ -466,6 +466,7 @@ fn run_difficulty(puzzles: &[Puzzle], designs: &[Design]) -> RunDifficulty {
 /// `gemini_config` of the metadata: the space and the settings that shaped the requests.
 fn gemini_config(r: &RunRecord) -> GeminiConfig {
     let c = r.config;
+    let limits = &c.requests.limits;
     GeminiConfig {
         model_id: r.space.model_id.clone(),
         embedding_dimension: r.space.dimension,
@@ -473,11 +474,11 @@ fn gemini_config(r: &RunRecord) -> GeminiConfig {
         themes_per_puzzle: c.puzzle.themes_per_puzzle,
         provider: c.provider.kind().to_string(),
         task_type: r.space.task_type.clone(),
-        requests_per_minute: yaml_number(c.gemini.requests_per_minute),
-        min_request_interval: c.gemini.min_request_interval.as_secs_f64(),
-        max_retries: c.gemini.max_retries,
-        rpm_counts: c.gemini.rpm_counts,
-        max_concurrent_requests: c.engine.max_concurrent_requests,
+        requests_per_minute: yaml_number(limits.requests_per_minute),
+        min_request_interval: limits.min_request_interval.as_secs_f64(),
+        max_retries: c.requests.max_retries,
+        rpm_counts: limits.rpm_counts,
+        max_concurrent_requests: limits.max_concurrent_requests,
     }
 }
 
@@ -529,16 +530,16 @@ fn cache_stats(r: &RunRecord) -> CacheStats {
 
 /// `rate_limiter_stats` of the metadata: the requests made and the limits they ran under.
 fn rate_limiter_stats(r: &RunRecord) -> RateLimiterStats {
-    let c = r.config;
+    let limits = &r.config.requests.limits;
     let s = r.stats;
     RateLimiterStats {
         active_requests: 0,
         total_requests: s.requests,
         requests_this_minute: s.requests_last_minute,
         requests_per_second: per_second(s.requests as f64, r.elapsed),
-        requests_per_minute_limit: yaml_number(c.gemini.requests_per_minute),
-        max_concurrent_limit: c.engine.max_concurrent_requests,
-        min_request_interval: c.gemini.min_request_interval.as_secs_f64(),
+        requests_per_minute_limit: yaml_number(limits.requests_per_minute),
+        max_concurrent_limit: limits.max_concurrent_requests,
+        min_request_interval: limits.min_request_interval.as_secs_f64(),
     }
 }
 
