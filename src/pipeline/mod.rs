@@ -11,6 +11,7 @@ pub mod queue;
 mod setup;
 pub mod spares;
 pub mod status;
+mod steps;
 mod summary;
 
 pub use setup::{Backend, build_provider, make_plan, make_plan_until, open_cache, service_options};
@@ -28,20 +29,20 @@ use crate::cache::csv::CsvError;
 use crate::cache::store::{Row, Store, StoreError};
 use crate::cache::{Cache, CloseError};
 use crate::config::Config;
-use crate::design::Mix;
 use crate::embed::{EmbedError, Space, Vector};
 use crate::engine::{Engine, ThemeOutcome};
 use crate::fsx::WriteError;
 use crate::input::{InputError, Inputs};
 use crate::journal::{self, Journal, JournalError};
 use crate::plan::{Plan, PlanError};
-use crate::progress::{Progress, ProgressMode};
+use crate::progress::ProgressMode;
 use crate::report::shapes::{FailedPuzzle, FailedTheme, Replacement};
 use crate::report::{self, CacheRecord, OutputPaths, RunRecord};
 use crate::service::{EmbeddingService, ServiceStats};
 use crate::theme::ThemeWorker;
 use crate::words::{ThemeResult, ThemeScores};
 use prefetch::Prefetch;
+use steps::Assembled;
 
 /// How long assembly goes on once the run is told to stop (then the puzzles left are skipped).
 pub const ASSEMBLY_GRACE: Duration = Duration::from_millis(300);
@@ -193,11 +194,6 @@ impl RunResult {
     }
 }
 
-/// Each processed theme's outcome by name.
-fn outcomes(processed: &[(String, ThemeOutcome)]) -> HashMap<&str, &ThemeOutcome> {
-    processed.iter().map(|(t, o)| (t.as_str(), o)).collect()
-}
-
 fn themes_ok(themes: &[(String, ThemeOutcome)]) -> impl Iterator<Item = &ThemeScores> {
     themes.iter().filter_map(|(_, o)| o.as_ref().ok())
 }
@@ -297,8 +293,8 @@ fn open_run(
     })
 }
 
-/// Runs the job on an opened backend and cache (tests pass a fake provider here): open,
-/// process the planned themes, replace failed ones with spares, assemble, close.
+/// Runs the job on an opened backend and cache (tests pass a fake provider here): open, make
+/// the puzzles ([`steps::Steps`]), close.
 pub async fn run_with(
     config: &Config,
     inputs: Inputs,
@@ -330,67 +326,17 @@ pub async fn run_with(
     if let Some(redis) = queue {
         engine = engine.with_before(distribute(config, redis, &run, inputs, &stop));
     }
-    let processed = process(&engine, &run, plan.distinct_themes(), progress, "themes").await;
-    let mut slots: Vec<Vec<String>> = plan.puzzles.iter().map(|p| p.themes.clone()).collect();
-    let mut spares = plan.spares.iter();
-    let (mut processed, mut replacements) = replace_failed_with_spares(
-        &engine,
-        &run,
-        &plan,
-        &mut slots,
-        &mut spares,
-        processed,
+    let steps = steps::Steps {
+        config,
+        plan: &plan,
+        engine,
+        run: &run,
         progress,
-        &stop,
-    )
-    .await;
-    if config.puzzle.difficulty_mix == Mix::Balanced {
-        let outcome_of = outcomes(&processed);
-        assembly::mix_by_difficulty(&mut slots, &outcome_of, config.puzzle.words_per_theme);
-    }
-    let mut built = assembly::assemble_all(
-        &plan,
-        &slots,
-        &outcomes(&processed),
-        run.service.cache(),
-        &config.puzzle,
-        &stop,
-    );
-    let more = spare_themes_for_unique(
-        &engine,
-        &run,
-        (&plan, &mut slots, &mut spares),
-        &mut built,
-        &mut processed,
-        (config, progress, &stop),
-    )
-    .await;
-    replacements.extend(more);
-    assembly::log_failed_puzzles(
-        &built.failed,
-        stop.is_cancelled() || run.service.fatal_error().is_some(),
-    );
-    let outcome_of = outcomes(&processed);
-    let slots_filled = slots
-        .iter()
-        .flatten()
-        .filter(|t| outcome_of[t.as_str()].is_ok())
-        .count();
+        stop: &stop,
+    };
+    let assembled = steps.make_puzzles().await;
     stop_sending.abort();
-    close_run(
-        run,
-        plan,
-        Assembled {
-            themes: processed,
-            puzzles: built.puzzles,
-            failed_puzzles: built.failed,
-            replacements,
-            slots_filled,
-        },
-        &stop,
-        config.engine.stop_grace,
-    )
-    .await
+    close_run(run, plan, assembled, &stop, config.engine.stop_grace).await
 }
 
 /// The work queue (any run with a Redis): each batch of themes the engine is given (the
@@ -471,131 +417,6 @@ pub async fn embed_texts(
     service.shutdown(config.engine.stop_grace).await;
     service.cache().close()?;
     vectors.map_err(RunError::Provider)
-}
-
-/// Processes `themes` on the engine with a progress bar named `what`; each finished theme's
-/// texts go to the cache CSV at once, and only its scores are kept.
-async fn process(
-    engine: &Engine,
-    run: &OpenRun,
-    themes: Vec<String>,
-    progress: ProgressMode,
-    what: &str,
-) -> Vec<(String, ThemeOutcome)> {
-    let bar = Progress::new(progress, what, themes.len() as u64);
-    let cache = run.service.cache();
-    let outcomes = engine
-        .process(&themes, &bar, &mut |_, worked| {
-            run.prefetch.one_more();
-            worked.map(|t| {
-                let rows = cache_rows(&t);
-                cache.mark_exported(rows.iter().map(|r| r.key.as_str()));
-                run.cache_csv.add(rows);
-                t.scores()
-            })
-        })
-        .await;
-    bar.finish();
-    themes.into_iter().zip(outcomes).collect()
-}
-
-/// Replaces failed slots with spare themes from `spares`, processing them in rounds as needed
-/// (each spare at most once); returns every theme processed and the replacements made.
-#[allow(clippy::too_many_arguments)]
-async fn replace_failed_with_spares(
-    engine: &Engine,
-    run: &OpenRun,
-    plan: &Plan,
-    slots: &mut [Vec<String>],
-    spares: &mut std::slice::Iter<'_, String>,
-    mut processed: Vec<(String, ThemeOutcome)>,
-    progress: ProgressMode,
-    stop: &CancellationToken,
-) -> (Vec<(String, ThemeOutcome)>, Vec<Replacement>) {
-    let mut replacements = Vec::new();
-    loop {
-        let reason_of: HashMap<&str, String> = processed
-            .iter()
-            .filter_map(|(t, o)| Some((t.as_str(), o.as_ref().err()?.to_string())))
-            .collect();
-        let failed = spares::failed_slots(slots, |t| reason_of.contains_key(t));
-        if failed.is_empty() || stop.is_cancelled() || run.service.fatal_error().is_some() {
-            break;
-        }
-        let batch: Vec<String> = spares.by_ref().take(failed.len()).cloned().collect();
-        if batch.is_empty() {
-            break;
-        }
-        let done = process(engine, run, batch, progress, "spares").await;
-        let good = done
-            .iter()
-            .filter(|(_, o)| o.is_ok())
-            .map(|(t, _)| t.clone());
-        replacements.extend(spares::fill_with_spares(
-            slots,
-            &failed,
-            good,
-            |p| plan.puzzles[p].id,
-            |t| reason_of[t].clone(),
-        ));
-        drop(reason_of);
-        processed.extend(done);
-    }
-    (processed, replacements)
-}
-
-/// `require_unique`'s last resort: spare themes in place of a puzzle's own, a round of spares
-/// at a time (as many as puzzles still without a single solution), until every puzzle has one
-/// or the spares run out. Returns the replacements made.
-async fn spare_themes_for_unique(
-    engine: &Engine,
-    run: &OpenRun,
-    (plan, slots, spares): (&Plan, &mut [Vec<String>], &mut std::slice::Iter<'_, String>),
-    built: &mut assembly::Built,
-    processed: &mut Vec<(String, ThemeOutcome)>,
-    (config, progress, stop): (&Config, ProgressMode, &CancellationToken),
-) -> Vec<Replacement> {
-    let mut replacements = Vec::new();
-    let mut unplaced: Vec<String> = Vec::new();
-    while !built.not_unique.is_empty() && !stop.is_cancelled() {
-        let batch: Vec<String> = spares.take(built.not_unique.len()).cloned().collect();
-        if batch.is_empty() || run.service.fatal_error().is_some() {
-            break;
-        }
-        let done = process(engine, run, batch, progress, "spares").await;
-        unplaced.extend(
-            done.iter()
-                .filter(|(_, o)| o.is_ok())
-                .map(|(t, _)| t.clone()),
-        );
-        processed.extend(done);
-        replacements.extend(assembly::unique_with_spares(
-            built,
-            plan,
-            slots,
-            &mut unplaced,
-            &outcomes(processed),
-            run.service.cache(),
-            &config.puzzle,
-        ));
-    }
-    for &p in &built.not_unique {
-        let id = plan.puzzles[p].id;
-        if let Some(f) = built.failed.iter_mut().find(|f| f.puzzle_id == id) {
-            f.error
-                .push_str(", and no spare theme in place of one of its own gives it one");
-        }
-    }
-    replacements
-}
-
-/// What processing and assembly made of the plan.
-struct Assembled {
-    themes: Vec<(String, ThemeOutcome)>,
-    puzzles: Vec<Puzzle>,
-    failed_puzzles: Vec<FailedPuzzle>,
-    replacements: Vec<Replacement>,
-    slots_filled: usize,
 }
 
 /// Ends the run's work: requests in flight finish (or are given up), the cache is closed, the
