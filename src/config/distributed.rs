@@ -4,10 +4,13 @@
 use super::validate::Validator;
 use super::{ConfigError, Overrides, raw};
 
-/// `distributed.redis_url` and `distributed.redis_password_env` (see `crate::distributed`).
+/// `distributed.redis_url`, `redis_nodes` and `redis_password_env` (see `crate::distributed`).
 #[derive(Debug, Clone, Default)]
 pub struct DistributedSettings {
     pub redis_url: Option<RedisUrl>,
+    /// More seed nodes of the same Redis Cluster (`distributed.redis_nodes`), tried with
+    /// `redis_url` when connecting; empty for a single server.
+    pub redis_nodes: Vec<RedisUrl>,
     /// The environment variable holding the Redis password (overrides one in the URL).
     pub redis_password_env: Option<String>,
 }
@@ -65,6 +68,7 @@ impl DistributedSettings {
     pub fn from_overrides(o: &Overrides) -> DistributedSettings {
         DistributedSettings {
             redis_url: o.redis_url.as_deref().and_then(RedisUrl::parse),
+            redis_nodes: Vec::new(),
             redis_password_env: None,
         }
     }
@@ -84,17 +88,34 @@ impl DistributedSettings {
                     .to_owned(),
             );
         }
+        let mut redis_nodes = Vec::new();
+        for (i, node) in d.redis_nodes.iter().flatten().enumerate() {
+            let key = format!("distributed.redis_nodes[{i}]");
+            match RedisUrl::parse(node) {
+                Some(url) => redis_nodes.push(url),
+                None => {
+                    return Err(v.invalid(
+                        &key,
+                        "a Redis URL (redis://host:port)",
+                        "an empty value",
+                    ));
+                }
+            }
+        }
+        // Seed nodes alone name the cluster: the first stands for `redis_url`.
         let redis_url = o
             .redis_url
             .as_deref()
             .or(d.redis_url.as_deref())
-            .and_then(RedisUrl::parse);
+            .and_then(RedisUrl::parse)
+            .or_else(|| (!redis_nodes.is_empty()).then(|| redis_nodes.remove(0)));
         let redis_password_env = match d.redis_password_env.as_deref() {
             None => None,
             Some(name) => Some(v.non_empty("distributed.redis_password_env", name)?),
         };
         Ok(DistributedSettings {
             redis_url,
+            redis_nodes,
             redis_password_env,
         })
     }

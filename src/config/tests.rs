@@ -99,6 +99,51 @@ fn distributed_keys_are_known_and_the_password_is_never_shown() {
 }
 
 #[test]
+fn cluster_seed_nodes_are_urls_and_stand_for_the_url_when_alone() {
+    let c = load(&format!(
+        "{MINIMAL}distributed:\n  redis_url: redis://a:7000/\n  \
+         redis_nodes: [redis://b:7000/, 'redis://:pw-secret@c:7000/']\n"
+    ))
+    .unwrap();
+    assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
+    let nodes: Vec<String> = c
+        .distributed
+        .redis_nodes
+        .iter()
+        .map(|u| u.shown())
+        .collect();
+    assert_eq!(nodes, ["redis://b:7000/", "redis://:***@c:7000/"]);
+    assert!(!format!("{c:?}").contains("pw-secret"));
+    let alone = load(&format!(
+        "{MINIMAL}distributed:\n  redis_nodes: [redis://b:7000/, redis://c:7000/]\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        alone.distributed.redis_url.unwrap().shown(),
+        "redis://b:7000/"
+    );
+    assert_eq!(alone.distributed.redis_nodes.len(), 1);
+    let empty = load(&format!(
+        "{MINIMAL}distributed:\n  redis_nodes: [redis://b:7000/, '  ']\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        empty.contains("distributed.redis_nodes[1]: expected a Redis URL"),
+        "{empty}"
+    );
+    let not_a_list = load(&format!(
+        "{MINIMAL}distributed:\n  redis_nodes: redis://b/\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        not_a_list.contains("distributed.redis_nodes"),
+        "{not_a_list}"
+    );
+}
+
+#[test]
 fn the_old_queue_key_is_deprecated_not_fatal() {
     for value in ["true", "false", "'yes please'"] {
         let c = load(&format!("{MINIMAL}distributed:\n  queue: {value}\n")).unwrap();

@@ -3,8 +3,8 @@
 //! can fail the whole status), numbers are parsed here, and whatever cannot be read is named
 //! as an [`Unreadable`] (the key and what is wrong with it) while the rest is still shown.
 
+use crate::distributed::Conn;
 use redis::Value;
-use redis::aio::ConnectionManager;
 
 /// A key `puzzlegen status` could not read.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -55,7 +55,7 @@ impl Inspector {
     /// error (Redis did not answer) is returned as such.
     pub(crate) async fn read(
         &mut self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         reads: &[Read],
     ) -> redis::RedisResult<Vec<Option<Value>>> {
         if reads.is_empty() {
@@ -82,7 +82,7 @@ impl Inspector {
     /// Reads one key (see [`Inspector::read`]).
     pub(crate) async fn read_one(
         &mut self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         read: Read,
     ) -> redis::RedisResult<Option<Value>> {
         let mut answers = self.read(conn, std::slice::from_ref(&read)).await?;

@@ -407,7 +407,7 @@ pub(crate) async fn status_of_all(
 
 /// The limiter whose keys start with `prefix`, read in one transaction on the Redis clock.
 async fn status_of(
-    conn: &mut redis::aio::ConnectionManager,
+    conn: &mut crate::distributed::Conn,
     inspector: &mut Inspector,
     prefix: &str,
 ) -> redis::RedisResult<LimiterStatus> {
@@ -486,30 +486,34 @@ async fn status_of(
     })
 }
 
-/// Every key matching `pattern` (SCAN: Redis is not blocked however many keys it holds).
+/// Every key matching `pattern` (SCAN: Redis is not blocked however many keys it holds), on
+/// every master of a cluster.
 pub(crate) async fn scan(
-    conn: &mut redis::aio::ConnectionManager,
+    conn: &mut crate::distributed::Conn,
     pattern: &str,
 ) -> redis::RedisResult<Vec<String>> {
-    let mut cursor = 0u64;
     let mut keys = Vec::new();
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(conn)
-            .await?;
-        keys.extend(batch);
-        if next == 0 {
-            keys.sort();
-            keys.dedup();
-            return Ok(keys);
+    for holder in conn.holders().await? {
+        let mut cursor = 0u64;
+        loop {
+            let cmd = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .clone();
+            let (next, batch): (u64, Vec<String>) = conn.query_on(&holder, &cmd).await?;
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
         }
-        cursor = next;
     }
+    keys.sort();
+    keys.dedup();
+    Ok(keys)
 }
 
 /// A schedule's period as the script reads it: microseconds (0: the schedule is off).

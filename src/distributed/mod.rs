@@ -7,6 +7,7 @@
 //! `REDIS_PASSWORD`) is never
 //! logged or printed: messages show the URL with `***` in its place.
 
+pub mod conn;
 pub(crate) mod inspect;
 pub mod limiter;
 pub mod shared_cache;
@@ -15,12 +16,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, IntoConnectionInfo};
+use redis::{Client, ConnectionInfo, IntoConnectionInfo};
 
-use crate::config::DistributedSettings;
+use crate::config::{DistributedSettings, RedisUrl};
 use crate::embed::Space;
 use crate::limit::LimitSettings;
 
+pub use conn::Conn;
 pub use inspect::Unreadable;
 pub use limiter::GlobalLimiter;
 pub use shared_cache::SharedCache;
@@ -46,12 +48,28 @@ pub enum DistributedError {
     NoUrl,
     #[error("cannot use Redis at {url}: {message}")]
     Connect { url: String, message: String },
+    #[error(
+        "distributed.redis_nodes: {single} is a single Redis server but {cluster} is a node of \
+         a Redis Cluster: give the nodes of one cluster, or one server alone"
+    )]
+    Mixed { single: String, cluster: String },
+    #[error(
+        "distributed.redis_nodes: {0} is a second server, but the first is not in cluster mode: \
+         more nodes are for a Redis Cluster (remove redis_nodes for a single server)"
+    )]
+    NotACluster(String),
+    #[error(
+        "distributed.redis_nodes: {0} and {1} belong to two different Redis Clusters: give the \
+         nodes of one cluster"
+    )]
+    TwoClusters(String, String),
 }
 
-/// A connection to Redis that reconnects by itself (cheap to clone).
+/// A connection to Redis, a single server or a cluster, that reconnects by itself (cheap to
+/// clone).
 #[derive(Clone)]
 pub struct Redis {
-    pub(crate) conn: ConnectionManager,
+    pub(crate) conn: Conn,
     /// The URL without its password, for messages.
     shown: String,
 }
@@ -62,19 +80,34 @@ impl std::fmt::Debug for Redis {
     }
 }
 
+/// What one seed node says about itself.
+struct Seed {
+    info: ConnectionInfo,
+    shown: String,
+    /// `Some(ids)` on a cluster node: the ids of the nodes it knows (itself first).
+    cluster: Option<Vec<String>>,
+}
+
 impl Redis {
     /// The URL, password replaced by `***`.
     pub fn shown(&self) -> &str {
         &self.shown
     }
 
+    /// Whether this is a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.conn.is_cluster()
+    }
+
     /// Connects (password from the variable the settings name, else from the URL, else from
-    /// [`DEFAULT_PASSWORD_ENV`] if set) and checks that Redis answers PING, within [`CONNECT_TIMEOUT`]. `None` when no URL is configured.
+    /// [`DEFAULT_PASSWORD_ENV`] if set) and checks that Redis answers PING, within
+    /// [`CONNECT_TIMEOUT`]. A server in cluster mode is used as a cluster, with the other seed
+    /// nodes of `distributed.redis_nodes`: every seed must belong to the same cluster. `None`
+    /// when no URL is configured.
     pub async fn connect(s: &DistributedSettings) -> Result<Option<Redis>, DistributedError> {
         let Some(url) = &s.redis_url else {
             return Ok(None);
         };
-        let shown = url.shown();
         let password = match &s.redis_password_env {
             None => std::env::var(DEFAULT_PASSWORD_ENV)
                 .ok()
@@ -84,54 +117,163 @@ impl Redis {
                 _ => return Err(DistributedError::PasswordUnset(var.clone())),
             },
         };
-        let bad_url = |message: String| DistributedError::BadUrl {
-            url: shown.clone(),
-            message,
-        };
         // rediss://: TLS with rustls, trusting the system's certificates (or the PEM file
         // SSL_CERT_FILE names).
         crate::embed::use_ring_for_tls();
-        let mut info = url.expose().into_connection_info().map_err(|e| {
-            bad_url(format!(
-                "{} (expected redis://[user:password@]host:port[/db], or rediss:// for TLS)",
-                e.category()
-            ))
-        })?;
-        let url_has_password = info.redis_settings().password().is_some();
-        let password = password.filter(|_| s.redis_password_env.is_some() || !url_has_password);
-        if let Some(p) = password {
-            let settings = info.redis_settings().clone().set_password(p);
-            info = info.set_redis_settings(settings);
+        let mut seeds = Vec::new();
+        for url in std::iter::once(url).chain(&s.redis_nodes) {
+            let info = connection_info(url, password.as_deref(), s.redis_password_env.is_some())?;
+            seeds.push(within_timeout(&url.shown(), probe(info, url.shown())).await?);
         }
-        let client = Client::open(info).map_err(|e| bad_url(e.category().to_owned()))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_number_of_retries(3)
-            .set_min_delay(Duration::from_millis(100))
-            .set_max_delay(Duration::from_secs(1));
-        let connect = async {
-            let mut conn = ConnectionManager::new_with_config(client, config).await?;
-            redis::cmd("PING").query_async::<String>(&mut conn).await?;
-            Ok::<_, redis::RedisError>(conn)
-        };
-        let conn = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => {
-                return Err(DistributedError::Connect {
-                    url: shown,
-                    message: describe(&e),
+        let first = &seeds[0];
+        let Some(known) = &first.cluster else {
+            if let Some(other) = seeds.iter().find(|s| s.cluster.is_some()) {
+                return Err(DistributedError::Mixed {
+                    single: first.shown.clone(),
+                    cluster: other.shown.clone(),
                 });
             }
-            Err(_) => {
-                return Err(DistributedError::Connect {
-                    url: shown,
-                    message: format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
-                });
+            if let Some(other) = seeds.get(1) {
+                return Err(DistributedError::NotACluster(other.shown.clone()));
             }
+            let conn = within_timeout(&first.shown, single(first.info.clone())).await?;
+            return Ok(Some(Redis {
+                conn,
+                shown: first.shown.clone(),
+            }));
         };
-        Ok(Some(Redis { conn, shown }))
+        for seed in &seeds[1..] {
+            match &seed.cluster {
+                None => {
+                    return Err(DistributedError::Mixed {
+                        single: seed.shown.clone(),
+                        cluster: first.shown.clone(),
+                    });
+                }
+                Some(ids) if !known.contains(&ids[0]) => {
+                    return Err(DistributedError::TwoClusters(
+                        first.shown.clone(),
+                        seed.shown.clone(),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        let infos: Vec<ConnectionInfo> = seeds.iter().map(|s| s.info.clone()).collect();
+        let conn = within_timeout(&first.shown, cluster(infos)).await?;
+        Ok(Some(Redis {
+            conn,
+            shown: first.shown.clone(),
+        }))
     }
+}
+
+/// The connection details of `url`, with `password` (from a variable) in place of the URL's
+/// own when `explicit` (a variable the config names) or when the URL has none.
+fn connection_info(
+    url: &RedisUrl,
+    password: Option<&str>,
+    explicit: bool,
+) -> Result<ConnectionInfo, DistributedError> {
+    let bad_url = |message: String| DistributedError::BadUrl {
+        url: url.shown(),
+        message,
+    };
+    let mut info = url.expose().into_connection_info().map_err(|e| {
+        bad_url(format!(
+            "{} (expected redis://[user:password@]host:port[/db], or rediss:// for TLS)",
+            e.category()
+        ))
+    })?;
+    let url_has_password = info.redis_settings().password().is_some();
+    if let Some(p) = password.filter(|_| explicit || !url_has_password) {
+        let settings = info.redis_settings().clone().set_password(p);
+        info = info.set_redis_settings(settings);
+    }
+    Client::open(info.clone()).map_err(|e| bad_url(e.category().to_owned()))?;
+    Ok(info)
+}
+
+/// Runs `connect` within [`CONNECT_TIMEOUT`], its error in one line naming `shown`.
+async fn within_timeout<T>(
+    shown: &str,
+    connect: impl std::future::Future<Output = Result<T, redis::RedisError>>,
+) -> Result<T, DistributedError> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+        Ok(Ok(done)) => Ok(done),
+        Ok(Err(e)) => Err(DistributedError::Connect {
+            url: shown.to_owned(),
+            message: describe(&e),
+        }),
+        Err(_) => Err(DistributedError::Connect {
+            url: shown.to_owned(),
+            message: format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+        }),
+    }
+}
+
+/// Connects to one node once and asks whether it is in cluster mode (`INFO cluster`) and, if
+/// so, its id and the ids of the nodes it knows (`CLUSTER MYID`, `CLUSTER NODES`).
+async fn probe(info: ConnectionInfo, shown: String) -> Result<Seed, redis::RedisError> {
+    let client = Client::open(info.clone())?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    redis::cmd("PING").query_async::<String>(&mut conn).await?;
+    let about: String = redis::cmd("INFO")
+        .arg("cluster")
+        .query_async(&mut conn)
+        .await?;
+    let cluster = if about.lines().any(|l| l.trim() == "cluster_enabled:1") {
+        let me: String = redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query_async(&mut conn)
+            .await?;
+        let nodes: String = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query_async(&mut conn)
+            .await?;
+        let mut ids = vec![me];
+        ids.extend(
+            nodes
+                .lines()
+                .filter_map(|l| l.split(' ').next().map(str::to_owned)),
+        );
+        Some(ids)
+    } else {
+        None
+    };
+    Ok(Seed {
+        info,
+        shown,
+        cluster,
+    })
+}
+
+/// A single server's connection, checked with PING.
+async fn single(info: ConnectionInfo) -> Result<Conn, redis::RedisError> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(5)))
+        .set_number_of_retries(3)
+        .set_min_delay(Duration::from_millis(100))
+        .set_max_delay(Duration::from_secs(1));
+    let mut conn = ConnectionManager::new_with_config(Client::open(info)?, config).await?;
+    redis::cmd("PING").query_async::<String>(&mut conn).await?;
+    Ok(Conn::Single(conn))
+}
+
+/// A cluster's connection from its seed nodes (the client finds the rest and follows the
+/// slots as they move), checked with PING.
+async fn cluster(seeds: Vec<ConnectionInfo>) -> Result<Conn, redis::RedisError> {
+    let client = redis::cluster::ClusterClient::builder(seeds)
+        .connection_timeout(Duration::from_secs(2))
+        .response_timeout(Duration::from_secs(5))
+        .retries(6)
+        .min_retry_wait(100)
+        .max_retry_wait(2000)
+        .build()?;
+    let mut conn = client.get_async_connection().await?;
+    redis::cmd("PING").query_async::<String>(&mut conn).await?;
+    Ok(Conn::Cluster(conn))
 }
 
 /// A Redis error in one line, without anything the connection was given.

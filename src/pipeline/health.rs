@@ -118,7 +118,7 @@ pub(crate) async fn start(
 
 /// Stores one beat of `heart` under `key`, to live [`BEAT_TTL`].
 async fn send(
-    conn: &mut redis::aio::ConnectionManager,
+    conn: &mut crate::distributed::Conn,
     key: &str,
     heart: &Heart,
     service: &EmbeddingService,
@@ -136,7 +136,7 @@ async fn send(
 
 /// Whether process `id` has a heartbeat: it beat within the last [`BEAT_TTL`].
 pub(crate) async fn is_alive(
-    conn: &mut redis::aio::ConnectionManager,
+    conn: &mut crate::distributed::Conn,
     id: &str,
 ) -> redis::RedisResult<bool> {
     redis::cmd("EXISTS")

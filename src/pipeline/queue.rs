@@ -26,8 +26,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::distributed::Conn;
 use redis::Value;
-use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
 use super::health::{self, Heart};
@@ -141,7 +141,7 @@ pub async fn coordinate(
 /// Creates the run's stream and group and queues one task per usable theme (pipelined);
 /// returns how many.
 async fn queue_tasks(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     run: &str,
     words_per_theme: usize,
     inputs: &Inputs,
@@ -189,7 +189,7 @@ async fn queue_tasks(
 
 /// Registers `run` for the workers of `space` and for `puzzlegen status`.
 async fn register(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     run: &str,
     space: &Space,
     queued: usize,
@@ -228,7 +228,7 @@ async fn register(
 }
 
 /// Takes `run` off the list workers serve; its keys stay [`KEEP_FINISHED`], then go.
-async fn finish(conn: &mut ConnectionManager, run: &str) {
+async fn finish(conn: &mut Conn, run: &str) {
     let mut pipe = redis::pipe();
     pipe.cmd("HDEL").arg(RUNS).arg(run).ignore();
     keep_for_a_day(&mut pipe, run, "finished_at");
@@ -257,7 +257,7 @@ fn keep_for_a_day(pipe: &mut redis::Pipeline, run: &str, field: &str) {
 /// heartbeat for longer than [`health::BEAT_TTL`] (it died: nobody will read the results), or
 /// cannot be read. The first worker to find it orphaned takes it off the list, marks its
 /// meta `orphaned_at`, lets its keys expire as [`finish`] does, and says so.
-async fn orphaned(conn: &mut ConnectionManager, run: &str) -> bool {
+async fn orphaned(conn: &mut Conn, run: &str) -> bool {
     let coordinator = redis::cmd("HGET")
         .arg(meta_key(run))
         .arg("coordinator")
@@ -295,7 +295,7 @@ async fn orphaned(conn: &mut ConnectionManager, run: &str) -> bool {
 /// service met an error after which no request can succeed (a stall, a refused key): the run
 /// then ends as it would alone, with that error, instead of waiting for workers.
 async fn wait_for_results(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     run: &str,
     queued: usize,
     service: &EmbeddingService,
@@ -519,7 +519,7 @@ async fn one_task(
 
 /// A task of `tasks` never delivered yet, for `consumer`.
 async fn read_new(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     tasks: &str,
     consumer: &str,
 ) -> Option<(String, HashMap<String, String>)> {
@@ -547,7 +547,7 @@ async fn read_new(
 /// list of pending tasks is scanned (XAUTOCLAIM looks at a few per call), so a dead worker's
 /// task is found behind any number of tasks in hand.
 async fn claim_stale(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     tasks: &str,
     consumer: &str,
 ) -> Option<(String, HashMap<String, String>)> {
@@ -624,7 +624,7 @@ async fn embed_touching(
 }
 
 /// How many times entry `id` was delivered.
-async fn deliveries(conn: &mut ConnectionManager, tasks: &str, id: &str) -> u64 {
+async fn deliveries(conn: &mut Conn, tasks: &str, id: &str) -> u64 {
     let pending = redis::cmd("XPENDING")
         .arg(tasks)
         .arg(GROUP)

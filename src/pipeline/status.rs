@@ -6,8 +6,8 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
+use crate::distributed::Conn;
 use redis::Value;
-use redis::aio::ConnectionManager;
 
 use super::health::{BEAT_PREFIX, Beat};
 use super::queue::{ALL_RUNS, RUNS, dead_key, meta_key, results_key, tasks_key};
@@ -50,6 +50,8 @@ pub struct RunStatus {
 pub struct Status {
     /// The Redis URL, password hidden.
     pub redis: String,
+    /// The masters of a Redis Cluster, every one of them read (`None`: a single server).
+    pub cluster_masters: Option<usize>,
     pub workers: Vec<Beat>,
     pub runs: Vec<RunStatus>,
     pub limiters: Vec<LimiterStatus>,
@@ -67,8 +69,13 @@ pub async fn read(redis: &Redis) -> Result<Status, String> {
     let (workers, alive) = workers(&mut conn, &mut inspector).await.map_err(err)?;
     let runs = runs(&mut conn, &mut inspector, &alive).await.map_err(err)?;
     let limiters = status_of_all(redis, &mut inspector).await.map_err(err)?;
+    let cluster_masters = match redis.is_cluster() {
+        true => Some(conn.holders().await.map_err(err)?.len()),
+        false => None,
+    };
     Ok(Status {
         redis: redis.shown().to_owned(),
+        cluster_masters,
         workers,
         runs,
         limiters,
@@ -79,7 +86,7 @@ pub async fn read(redis: &Redis) -> Result<Status, String> {
 /// The heartbeats that can be read, and the ids of every process with a heartbeat key
 /// (readable or not: the key lives only while its process refreshes it).
 async fn workers(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     inspector: &mut Inspector,
 ) -> redis::RedisResult<(Vec<Beat>, HashSet<String>)> {
     let mut beats = Vec::new();
@@ -106,7 +113,7 @@ async fn workers(
 
 /// Every run of the last day (and every registered one: either list may be unreadable).
 async fn runs(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     inspector: &mut Inspector,
     alive: &HashSet<String>,
 ) -> redis::RedisResult<Vec<RunStatus>> {
@@ -173,7 +180,7 @@ fn state(
 }
 
 async fn run_status(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     inspector: &mut Inspector,
     run: String,
     meta: Option<HashMap<String, Value>>,
@@ -264,7 +271,10 @@ fn first_group(v: &Value) -> HashMap<String, Option<u64>> {
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let now = unix_secs();
-        writeln!(f, "Redis {}", self.redis)?;
+        match self.cluster_masters {
+            Some(n) => writeln!(f, "Redis Cluster {} ({n} masters, all read)", self.redis)?,
+            None => writeln!(f, "Redis {}", self.redis)?,
+        }
         writeln!(f, "workers alive: {}", self.workers.len())?;
         for w in &self.workers {
             let tasks: Vec<String> = w

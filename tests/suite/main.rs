@@ -6,6 +6,7 @@ mod common;
 
 mod cache_cli;
 mod cli;
+mod cluster;
 mod compat;
 mod design;
 mod gemini;

@@ -21,7 +21,7 @@ use crate::common::{self, KEY, RedisServer, free_port};
 /// A workload of `themes` themes of `words` candidates each, every name starting `prefix`.
 /// Asserts that the puzzles `dir` wrote equal, timings aside, those of the same workload
 /// (`themes` themes, `puzzles` puzzles, `extra` gemini lines) run alone: no Redis, fresh caches.
-fn assert_same_as_a_run_alone(
+pub(crate) fn assert_same_as_a_run_alone(
     dir: &Path,
     base_url: &str,
     themes: usize,
@@ -72,7 +72,7 @@ pub(crate) fn spawn(dir: &Path, args: &[&str]) -> Child {
         .unwrap()
 }
 
-fn text(out: &Output) -> String {
+pub(crate) fn text(out: &Output) -> String {
     format!(
         "{}\n{}",
         String::from_utf8_lossy(&out.stdout),
@@ -82,7 +82,7 @@ fn text(out: &Output) -> String {
 
 /// Runs `cmd` to the end: a user error (exit 2) with one `error:` line containing `needle`,
 /// within 10 s, and `secret` nowhere in its output.
-fn assert_quick_user_error(mut cmd: Command, needle: &str, secret: &str) {
+pub(crate) fn assert_quick_user_error(mut cmd: Command, needle: &str, secret: &str) {
     let t = Instant::now();
     let out = cmd.output().unwrap();
     let seconds = t.elapsed().as_secs_f64();
@@ -475,7 +475,7 @@ fn a_dead_holders_lease_expires_and_frees_its_slot() {
     let redis = RedisServer::start();
     let settings = DistributedSettings {
         redis_url: Some(RedisUrl::new(redis.url())),
-        redis_password_env: None,
+        ..DistributedSettings::default()
     };
     let limits = LimitSettings {
         requests_per_minute: 1e6,
@@ -549,7 +549,7 @@ fn two_services_on_one_redis_keep_the_quota_of_the_mock_exactly() {
     let seconds = runtime.block_on(async {
         let settings = DistributedSettings {
             redis_url: Some(RedisUrl::new(redis.url())),
-            redis_password_env: None,
+            ..DistributedSettings::default()
         };
         let conn = Redis::connect(&settings).await.unwrap().unwrap();
         let service = |prefix: &str| {
@@ -619,7 +619,7 @@ fn interval_and_burst_hold_across_limiters() {
     runtime.block_on(async {
         let settings = DistributedSettings {
             redis_url: Some(RedisUrl::new(redis.url())),
-            redis_password_env: None,
+            ..DistributedSettings::default()
         };
         let conn = Redis::connect(&settings).await.unwrap().unwrap();
         let mut limits = LimitSettings {
