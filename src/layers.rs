@@ -13,6 +13,7 @@ const LAYERS: &[&str] = &[
     "clock",    // wall-clock time as UNIX seconds; nothing of ours
     "fsx",      // files written atomically, read with a cap; nothing of ours
     "text",     // text for messages
+    "metrics",  // what the process counts for Prometheus, and /metrics
     "embed",    // providers and the embedding space
     "words",    // normalised words, the plural rule, scored results
     "limit",    // the request limiter

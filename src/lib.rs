@@ -7,7 +7,8 @@
 //!
 //! - [`clock`]: wall-clock time as UNIX seconds; [`fsx`]: files written atomically (alone or as
 //!   a set), through devices and links, and read with a size cap; `text`: long values cut
-//!   short and byte counts for messages.
+//!   short and byte counts for messages; [`metrics`]: what the process counts for Prometheus,
+//!   and its `/metrics` endpoint.
 //! - [`embed`]: the [`embed::Provider`] trait and its backends ([`embed::local`],
 //!   [`embed::gemini`], [`embed::openai`]); [`words`]: normalised words, the original's plural
 //!   rule, a theme's scored words.
@@ -46,6 +47,7 @@ pub mod fsx;
 pub mod input;
 mod journal;
 pub mod limit;
+pub mod metrics;
 pub mod pipeline;
 pub mod plan;
 pub mod progress;

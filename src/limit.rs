@@ -15,6 +15,7 @@
 //! least one request waited on a rate limit (never more than the run lasted), and which limit
 //! held it longest, so that the summary can name the setting to look at.
 
+use crate::metrics::METRICS;
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::sync::Mutex;
@@ -189,6 +190,7 @@ impl<'a> Waiting<'a> {
         let mut c = clock.lock().unwrap_or_else(|e| e.into_inner());
         c.any.enter(now);
         c.gates[gate as usize].enter(now);
+        METRICS.limiter_waiting.inc();
         Waiting { clock, gate }
     }
 }
@@ -199,6 +201,7 @@ impl Drop for Waiting<'_> {
         let mut c = self.clock.lock().unwrap_or_else(|e| e.into_inner());
         c.gates[self.gate as usize].leave(now);
         c.any.leave(now);
+        METRICS.limiter_waiting.dec();
     }
 }
 

@@ -22,6 +22,7 @@
 //! - Counters for the summary and the reports; a request counts once it was sent (one that
 //!   could not be built or connect never left).
 
+use crate::metrics::METRICS;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -409,6 +410,12 @@ impl EmbeddingService {
         Ok((found, receivers))
     }
 
+    /// How long the service may go without a successful request while work waits
+    /// (`gemini.stall_timeout`): how long a caller may wait on anything the run needs.
+    pub fn stall_timeout(&self) -> Duration {
+        self.inner.options.stall_timeout
+    }
+
     pub fn stats(&self) -> ServiceStats {
         let i = &self.inner;
         ServiceStats {
@@ -580,6 +587,7 @@ impl Backoffs {
         match error {
             EmbedError::RateLimited { retry_after } => {
                 let n = inner.rate_limited.fetch_add(1, Ordering::Relaxed) + 1;
+                METRICS.rate_limited.inc();
                 let d = self.pacing.next();
                 match (retry_after, d) {
                     (_, None) => None,
@@ -722,6 +730,10 @@ fn answer(inner: &Inner, texts: &[Text], vectors: Vec<Vector>) {
     inner
         .shared_hits
         .fetch_add(texts.len() as u64, Ordering::Relaxed);
+    METRICS
+        .cache_hits
+        .with_label_values(&["redis"])
+        .inc_by(texts.len() as u64);
     let words: Vec<(String, String)> = texts
         .iter()
         .map(|t| (t.key.clone(), t.spelling.clone()))
@@ -799,6 +811,7 @@ async fn send_once(
             }
         },
     };
+    let sent = Instant::now();
     let result = tokio::select! {
         r = inner.provider.embed(spellings.to_vec()) => r,
         _ = inner.stopped.cancelled() => {
@@ -820,6 +833,14 @@ async fn send_once(
         inner
             .texts_sent
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        METRICS
+            .request_seconds
+            .observe(sent.elapsed().as_secs_f64());
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.cause(),
+        };
+        METRICS.requests.with_label_values(&[outcome]).inc();
     }
     Some(result.and_then(|v| {
         check_answer(&v, batch.len(), inner.cache.space().dimension)?;
@@ -838,6 +859,7 @@ async fn wait_to_retry(inner: &Inner, batch: &[Text], error: &EmbedError, d: Dur
         .unwrap_or_else(|e| e.into_inner())
         .entry(error.cause().to_owned())
         .or_default() += 1;
+    METRICS.retries.with_label_values(&[error.cause()]).inc();
     if !matches!(error, EmbedError::RateLimited { .. }) {
         inner.notice(error.cause(), || {
             format!(
@@ -867,6 +889,7 @@ fn deliver(inner: &Inner, batch: &[Text], vectors: Vec<Vec<f32>>) {
     inner
         .texts_embedded
         .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    METRICS.texts_embedded.inc_by(batch.len() as u64);
     let mut waiting = inner.waiting.lock().unwrap_or_else(|e| e.into_inner());
     for (text, v) in batch.iter().zip(vectors) {
         for reply in waiting.remove(&text.key).unwrap_or_default() {

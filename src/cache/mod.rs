@@ -18,6 +18,7 @@ pub mod csv;
 pub mod store;
 pub mod writer;
 
+use crate::metrics::METRICS;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -135,6 +136,12 @@ impl Cache {
                 .map(|k| memory.get(k).cloned())
                 .collect::<Vec<_>>()
         };
+        let hits = |found: &[Option<Vector>]| found.iter().filter(|v| v.is_some()).count() as u64;
+        let in_memory = hits(&found);
+        METRICS
+            .cache_hits
+            .with_label_values(&["memory"])
+            .inc_by(in_memory);
         let Some(d) = &self.durable else {
             return found;
         };
@@ -158,6 +165,10 @@ impl Cache {
             // A read error costs requests, never results: the texts are embedded again.
             Err(e) => tracing::warn!("cache: lookup failed, treating as missing: {e}"),
         }
+        METRICS
+            .cache_hits
+            .with_label_values(&["sqlite"])
+            .inc_by(hits(&found) - in_memory);
         found
     }
 

@@ -13,6 +13,9 @@ pub struct DistributedSettings {
     pub redis_nodes: Vec<RedisUrl>,
     /// The environment variable holding the Redis password (overrides one in the URL).
     pub redis_password_env: Option<String>,
+    /// Where `run` and `worker` serve `/metrics` for Prometheus (`distributed.metrics_addr`,
+    /// `--metrics-addr`), `HOST:PORT`; `None`: not served.
+    pub metrics_addr: Option<String>,
 }
 
 /// A Redis URL, which may hold a password: `Debug` and [`RedisUrl::shown`] never show it.
@@ -70,6 +73,7 @@ impl DistributedSettings {
             redis_url: o.redis_url.as_deref().and_then(RedisUrl::parse),
             redis_nodes: Vec::new(),
             redis_password_env: None,
+            metrics_addr: o.metrics_addr.clone(),
         }
     }
 
@@ -113,10 +117,16 @@ impl DistributedSettings {
             None => None,
             Some(name) => Some(v.non_empty("distributed.redis_password_env", name)?),
         };
+        let metrics_addr = match (&o.metrics_addr, d.metrics_addr.as_deref()) {
+            (Some(flag), _) => Some(flag.clone()),
+            (None, Some(addr)) => Some(v.non_empty("distributed.metrics_addr", addr)?),
+            (None, None) => None,
+        };
         Ok(DistributedSettings {
             redis_url,
             redis_nodes,
             redis_password_env,
+            metrics_addr,
         })
     }
 }

@@ -104,6 +104,8 @@ pub struct Overrides {
     pub model_dir: Option<PathBuf>,
     /// `--redis URL`: `distributed.redis_url`.
     pub redis_url: Option<String>,
+    /// `--metrics-addr HOST:PORT`: `distributed.metrics_addr`.
+    pub metrics_addr: Option<String>,
 }
 
 /// A fully validated run configuration.

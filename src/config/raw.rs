@@ -137,6 +137,7 @@ pub(super) struct Cache {
 pub(super) struct Distributed {
     pub redis_url: Option<String>,
     pub redis_nodes: Option<Vec<String>>,
+    pub metrics_addr: Option<String>,
     pub redis_password_env: Option<String>,
     /// Deprecated (every run with a Redis queues its themes): any value only warns.
     pub queue: Option<serde_json::Value>,

@@ -7,6 +7,16 @@
 //! different slots (the queue's run list beside a run's own keys, the cache tier's 64 buckets)
 //! cannot go to one node: it is sent command by command, all at once, and its answers put back
 //! in order. Such a pipeline is not atomic on a cluster (`status` reads are a snapshot per key).
+//!
+//! A failover (a master dies, its replica takes over after the cluster's node timeout) shows
+//! as refused connections, `CLUSTERDOWN`, `TRYAGAIN` and redirections to the old master for a
+//! few seconds. A cluster connection waits these out itself ([`Patience`]), for up to its
+//! patience (the run's stall timeout), with one log line per 5 s, so that nothing above it
+//! (limiter, cache tier, queue, heartbeats) mistakes a failover for a lost Redis.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use futures_util::future::try_join_all;
@@ -20,7 +30,135 @@ use redis::{Cmd, ErrorKind, Pipeline, RedisFuture, RedisResult, ServerErrorKind,
 #[derive(Clone)]
 pub enum Conn {
     Single(ConnectionManager),
-    Cluster(ClusterConnection),
+    Cluster(ClusterConnection, Patience),
+}
+
+/// How long a cluster connection waits out a failover before it gives its error to the
+/// caller. Shared by its clones: once the cluster has failed every command for `limit`, each
+/// command is tried once, until one succeeds (a run waits the stall timeout once, not once
+/// per command).
+#[derive(Clone)]
+pub struct Patience {
+    limit: Duration,
+    start: Instant,
+    /// Milliseconds after `start` (plus one) since which commands fail; 0 while they succeed.
+    failing_since: Arc<AtomicU64>,
+    /// Milliseconds after `start` (plus one) when a wait was last logged; 0: never.
+    logged: Arc<AtomicU64>,
+}
+
+impl Patience {
+    pub fn new(limit: Duration) -> Patience {
+        Patience {
+            limit,
+            start: Instant::now(),
+            failing_since: Arc::new(AtomicU64::new(0)),
+            logged: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64 + 1
+    }
+
+    /// A command succeeded (or failed in a way no wait mends): the cluster serves again.
+    fn served(&self) {
+        if self.failing_since.load(Ordering::Relaxed) != 0 {
+            self.failing_since.store(0, Ordering::Relaxed);
+            tracing::info!("Redis Cluster answers again");
+        }
+    }
+
+    /// How long commands have been failing, this one's error counted.
+    fn failing_for(&self) -> Duration {
+        let now = self.now();
+        let since =
+            match self
+                .failing_since
+                .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => now,
+                Err(since) => since,
+            };
+        Duration::from_millis(now.saturating_sub(since))
+    }
+
+    /// Logs `e` and the wait ahead, unless a wait was logged in the last 5 s.
+    fn say_waiting(&self, e: &redis::RedisError) {
+        let now = self.now();
+        let last = self.logged.load(Ordering::Relaxed);
+        if (last == 0 || now.saturating_sub(last) >= 5_000)
+            && self
+                .logged
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                "Redis Cluster: {}; waiting for it (a failover?) for up to {} s",
+                crate::distributed::describe(e),
+                self.limit.as_secs()
+            );
+        }
+    }
+}
+
+/// Whether `e` is what a cluster says while a slot has no master or moves: worth waiting for.
+fn passing(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_refusal()
+        || e.is_connection_dropped()
+        || e.is_timeout()
+        || matches!(
+            e.kind(),
+            ErrorKind::Server(
+                ServerErrorKind::ClusterDown
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::Moved
+                    | ServerErrorKind::Ask
+                    | ServerErrorKind::MasterDown
+            ) | ErrorKind::ClusterConnectionNotFound
+        )
+}
+
+/// The waits of one command through a failover: [`Waits::again`] after each error,
+/// [`Waits::done`] with its answer.
+struct Waits<'a> {
+    patience: &'a Patience,
+    pause: Duration,
+}
+
+impl Waits<'_> {
+    fn of(patience: &Patience) -> Waits<'_> {
+        Waits {
+            patience,
+            pause: Duration::from_millis(100),
+        }
+    }
+
+    /// After error `e`: whether to try again (after waiting 100 ms, then up to 1 s), which is
+    /// when `e` is [`passing`] and the cluster has not been failing for the whole patience.
+    async fn again(&mut self, e: &redis::RedisError) -> bool {
+        if !passing(e) {
+            return false;
+        }
+        if self.patience.failing_for() + self.pause >= self.patience.limit {
+            return false;
+        }
+        self.patience.say_waiting(e);
+        tokio::time::sleep(self.pause).await;
+        self.pause = (self.pause * 2).min(Duration::from_secs(1));
+        true
+    }
+
+    /// The command's final answer: an error other than [`passing`] ones came from a serving
+    /// cluster.
+    fn done<T>(&self, answer: RedisResult<T>) -> RedisResult<T> {
+        match &answer {
+            Err(e) if passing(e) => {}
+            _ => self.patience.served(),
+        }
+        answer
+    }
 }
 
 /// A master of a cluster, as `CLUSTER SHARDS` names it.
@@ -35,14 +173,22 @@ pub type Holder = Option<Node>;
 
 impl Conn {
     pub fn is_cluster(&self) -> bool {
-        matches!(self, Conn::Cluster(_))
+        matches!(self, Conn::Cluster(..))
     }
 
     /// The servers that hold keys: the one server (`None`), or each master of the cluster.
     pub async fn holders(&mut self) -> RedisResult<Vec<Holder>> {
         match self {
             Conn::Single(_) => Ok(vec![None]),
-            Conn::Cluster(c) => Ok(masters(c).await?.into_iter().map(Some).collect()),
+            Conn::Cluster(c, patience) => {
+                let mut waits = Waits::of(patience);
+                loop {
+                    match masters(c).await {
+                        Err(e) if waits.again(&e).await => {}
+                        other => return Ok(waits.done(other)?.into_iter().map(Some).collect()),
+                    }
+                }
+            }
         }
     }
 
@@ -53,7 +199,8 @@ impl Conn {
         cmd: &Cmd,
     ) -> RedisResult<T> {
         let answer = match (self, holder) {
-            (Conn::Cluster(c), Some(node)) => {
+            (Conn::Cluster(c, _), Some(node)) => {
+                // A master that went away is not waited for: the caller asks the new ones.
                 let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
                     host: node.host.clone(),
                     port: node.port,
@@ -138,7 +285,16 @@ impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Conn::Single(c) => c.req_packed_command(cmd),
-            Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c, patience) => async move {
+                let mut waits = Waits::of(patience);
+                loop {
+                    match c.req_packed_command(cmd).await {
+                        Err(e) if waits.again(&e).await => {}
+                        other => return waits.done(other),
+                    }
+                }
+            }
+            .boxed(),
         }
     }
 
@@ -150,22 +306,13 @@ impl ConnectionLike for Conn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Cluster(c) => async move {
-                match c.req_packed_commands(pipeline, offset, count).await {
-                    Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::CrossSlot) => {
-                        let answers = try_join_all(pipeline.cmd_iter().map(|cmd| {
-                            let mut c = c.clone();
-                            async move { c.req_packed_command(cmd).await }
-                        }))
-                        .await?;
-                        // A transaction's answer is the one reply of its EXEC.
-                        Ok(if pipeline.is_transaction() {
-                            vec![Value::Array(answers)]
-                        } else {
-                            answers
-                        })
+            Conn::Cluster(c, patience) => async move {
+                let mut waits = Waits::of(patience);
+                loop {
+                    match cluster_pipeline(c, pipeline, offset, count).await {
+                        Err(e) if waits.again(&e).await => {}
+                        other => return waits.done(other),
                     }
-                    other => other,
                 }
             }
             .boxed(),
@@ -175,7 +322,41 @@ impl ConnectionLike for Conn {
     fn get_db(&self) -> i64 {
         match self {
             Conn::Single(c) => c.get_db(),
-            Conn::Cluster(c) => c.get_db(),
+            Conn::Cluster(c, _) => c.get_db(),
         }
+    }
+}
+
+/// Sends `pipeline` to the cluster: in one piece when its keys share a slot and that slot's
+/// master is where the client thinks; else command by command, each routed and redirected by
+/// the client on its own, all at once, the answers in order.
+async fn cluster_pipeline(
+    c: &mut ClusterConnection,
+    pipeline: &Pipeline,
+    offset: usize,
+    count: usize,
+) -> RedisResult<Vec<Value>> {
+    match c.req_packed_commands(pipeline, offset, count).await {
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::Server(
+                    ServerErrorKind::CrossSlot | ServerErrorKind::Moved | ServerErrorKind::Ask
+                )
+            ) =>
+        {
+            let answers = try_join_all(pipeline.cmd_iter().map(|cmd| {
+                let mut c = c.clone();
+                async move { c.req_packed_command(cmd).await }
+            }))
+            .await?;
+            // A transaction's answer is the one reply of its EXEC.
+            Ok(if pipeline.is_transaction() {
+                vec![Value::Array(answers)]
+            } else {
+                answers
+            })
+        }
+        other => other,
     }
 }

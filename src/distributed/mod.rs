@@ -67,6 +67,10 @@ pub enum DistributedError {
 
 /// A connection to Redis, a single server or a cluster, that reconnects by itself (cheap to
 /// clone).
+/// How long a cluster connection waits out a failover when nobody said
+/// ([`Redis::wait_out_failovers_for`]): `puzzlegen status`.
+pub const DEFAULT_PATIENCE: Duration = Duration::from_secs(30);
+
 #[derive(Clone)]
 pub struct Redis {
     pub(crate) conn: Conn,
@@ -92,6 +96,14 @@ impl Redis {
     /// The URL, password replaced by `***`.
     pub fn shown(&self) -> &str {
         &self.shown
+    }
+
+    /// Makes a cluster connection wait out a failover for up to `limit` (the run's stall
+    /// timeout) before it gives up; [`DEFAULT_PATIENCE`] until then. Call it before cloning.
+    pub fn wait_out_failovers_for(&mut self, limit: Duration) {
+        if let Conn::Cluster(_, patience) = &mut self.conn {
+            *patience = conn::Patience::new(limit);
+        }
     }
 
     /// Whether this is a Redis Cluster.
@@ -273,7 +285,7 @@ async fn cluster(seeds: Vec<ConnectionInfo>) -> Result<Conn, redis::RedisError> 
         .build()?;
     let mut conn = client.get_async_connection().await?;
     redis::cmd("PING").query_async::<String>(&mut conn).await?;
-    Ok(Conn::Cluster(conn))
+    Ok(Conn::Cluster(conn, conn::Patience::new(DEFAULT_PATIENCE)))
 }
 
 /// A Redis error in one line, without anything the connection was given.

@@ -58,6 +58,7 @@ impl Heart {
     }
 
     pub(crate) fn take(&self, run: &str, theme: &str) {
+        crate::metrics::METRICS.tasks_in_hand.inc();
         self.tasks
             .lock()
             .expect("no panic holds it")
@@ -71,6 +72,7 @@ impl Heart {
         let mut tasks = self.tasks.lock().expect("no panic holds it");
         if let Some(i) = tasks.iter().position(|t| t.run == run && t.theme == theme) {
             tasks.remove(i);
+            crate::metrics::METRICS.tasks_in_hand.dec();
         }
     }
 

@@ -22,9 +22,10 @@
 //!   will read its results, so no worker serves it; the first worker to see it takes it off
 //!   the list, marks it `orphaned_at` and lets its keys expire as a finished run's.
 
-use std::collections::HashMap;
+use crate::metrics::METRICS;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::distributed::Conn;
 use redis::Value;
@@ -92,7 +93,8 @@ pub async fn coordinate(
 ) -> Result<Distributed, String> {
     let run = format!("{:x}", crate::distributed::limiter::unique());
     let mut conn = redis.conn.clone();
-    let queued = queue_tasks(&mut conn, &run, words_per_theme, inputs, themes).await?;
+    let tasks = queue_tasks(&mut conn, &run, words_per_theme, inputs, themes).await?;
+    let queued = tasks.len();
     let heart = Heart::new(
         format!("coordinator-{}-{run}", std::process::id()),
         "coordinator",
@@ -124,7 +126,7 @@ pub async fn coordinate(
         slots,
         own.clone(),
     ));
-    let waited = wait_for_results(&mut conn, &run, queued, &service, stop).await;
+    let waited = wait_for_results(&mut conn, &run, &tasks, &service, stop).await;
     own.cancel();
     let _ = local.await;
     // Off the list before the heartbeat goes: a finished run is never taken for orphaned.
@@ -138,15 +140,22 @@ pub async fn coordinate(
     Ok(Distributed { failed })
 }
 
+/// A queued task as its coordinator keeps it, to queue it again if Redis loses it.
+struct Task {
+    theme: String,
+    /// The task's texts, as JSON.
+    texts: String,
+}
+
 /// Creates the run's stream and group and queues one task per usable theme (pipelined);
-/// returns how many.
+/// returns them.
 async fn queue_tasks(
     conn: &mut Conn,
     run: &str,
     words_per_theme: usize,
     inputs: &Inputs,
     themes: &[String],
-) -> Result<usize, String> {
+) -> Result<Vec<Task>, String> {
     let err = |e: redis::RedisError| crate::distributed::describe(&e);
     let tasks = tasks_key(run);
     redis::cmd("XGROUP")
@@ -158,7 +167,7 @@ async fn queue_tasks(
         .query_async::<()>(conn)
         .await
         .map_err(err)?;
-    let mut queued = 0usize;
+    let mut queued = Vec::new();
     let mut pipe = redis::pipe();
     for theme in themes {
         let Some(words) = inputs.candidates_of(theme) else {
@@ -168,23 +177,97 @@ async fn queue_tasks(
         if usable.len() < words_per_theme {
             continue;
         }
-        let texts = serde_json::to_string(&texts_of(theme, &usable)).expect("strings");
-        pipe.cmd("XADD")
-            .arg(&tasks)
-            .arg("*")
-            .arg("theme")
-            .arg(theme)
-            .arg("texts")
-            .arg(texts)
-            .ignore();
-        queued += 1;
-        if queued.is_multiple_of(500) {
+        let task = Task {
+            theme: theme.clone(),
+            texts: serde_json::to_string(&texts_of(theme, &usable)).expect("strings"),
+        };
+        add_task(&mut pipe, &tasks, &task);
+        queued.push(task);
+        if queued.len().is_multiple_of(500) {
             pipe.query_async::<()>(conn).await.map_err(err)?;
             pipe = redis::pipe();
         }
     }
     pipe.query_async::<()>(conn).await.map_err(err)?;
     Ok(queued)
+}
+
+/// Adds `task` to the stream `tasks` in `pipe`.
+fn add_task(pipe: &mut redis::Pipeline, tasks: &str, task: &Task) {
+    pipe.cmd("XADD")
+        .arg(tasks)
+        .arg("*")
+        .arg("theme")
+        .arg(&task.theme)
+        .arg("texts")
+        .arg(&task.texts)
+        .ignore();
+}
+
+/// Queues again the tasks of `run` that Redis lost: after a failover, the new master has only
+/// what async replication had sent it, so a task may have neither an entry in the stream nor
+/// a result (an entry whose delivery or result was lost is still in the stream: it is
+/// delivered again, or claimed once stale). A stream or group that is gone is made again (from
+/// the start, so entries left are delivered), and the run put back on the list workers read.
+/// `added`: how many entries this run added to its stream so far (nothing is done when the
+/// stream is that long). Returns how many tasks were queued again.
+async fn requeue_lost(
+    conn: &mut Conn,
+    run: &str,
+    space: &str,
+    tasks: &[Task],
+    added: usize,
+) -> redis::RedisResult<usize> {
+    let stream = tasks_key(run);
+    // Entries are never deleted: a stream as long as what was added lost none of them.
+    let length: usize = redis::cmd("XLEN").arg(&stream).query_async(conn).await?;
+    if length >= added {
+        return Ok(0);
+    }
+    let with_result: HashSet<String> = redis::cmd("HKEYS")
+        .arg(results_key(run))
+        .query_async(conn)
+        .await?;
+    let entries_left: Value = redis::cmd("XRANGE")
+        .arg(&stream)
+        .arg("-")
+        .arg("+")
+        .query_async(conn)
+        .await?;
+    let in_stream: HashSet<String> = entries(&entries_left)
+        .into_iter()
+        .filter_map(|(_, mut f)| f.remove("theme"))
+        .collect();
+    let created = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&stream)
+        .arg(GROUP)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async::<()>(conn)
+        .await;
+    if created.is_ok() {
+        tracing::warn!(
+            "run {run}: its consumer group was gone from Redis (a failover?): made again"
+        );
+    }
+    let mut pipe = redis::pipe();
+    pipe.cmd("HSET").arg(RUNS).arg(run).arg(space).ignore();
+    let lost: Vec<&Task> = tasks
+        .iter()
+        .filter(|t| !with_result.contains(&t.theme) && !in_stream.contains(&t.theme))
+        .collect();
+    for task in &lost {
+        add_task(&mut pipe, &stream, task);
+    }
+    pipe.query_async::<()>(conn).await?;
+    if !lost.is_empty() {
+        tracing::warn!(
+            "run {run}: {} task(s) lost by Redis (a failover?): queued again",
+            lost.len()
+        );
+    }
+    Ok(lost.len())
 }
 
 /// Registers `run` for the workers of `space` and for `puzzlegen status`.
@@ -291,28 +374,50 @@ async fn orphaned(conn: &mut Conn, run: &str) -> bool {
     true
 }
 
+/// How long the results of a run may stand still before its coordinator checks that Redis
+/// still holds its tasks ([`requeue_lost`]).
+const AUDIT_AFTER: Duration = Duration::from_secs(5);
+
 /// Waits until every task of `run` has a result, the run is stopped, or this process's
 /// service met an error after which no request can succeed (a stall, a refused key): the run
-/// then ends as it would alone, with that error, instead of waiting for workers.
+/// then ends as it would alone, with that error, instead of waiting for workers. Once the
+/// results stand still for [`AUDIT_AFTER`], tasks Redis lost (a failover) are queued again.
 async fn wait_for_results(
     conn: &mut Conn,
     run: &str,
-    queued: usize,
+    tasks: &[Task],
     service: &EmbeddingService,
     stop: &CancellationToken,
 ) -> Result<HashMap<String, String>, String> {
+    let queued = tasks.len();
+    let space = space_name(service.space());
+    let mut progress = (0usize, Instant::now());
+    let mut added = queued;
     loop {
+        // A cluster's connection waits out a failover itself, for up to the stall timeout.
         let done: usize = redis::cmd("HLEN")
             .arg(results_key(run))
             .query_async(conn)
             .await
             .map_err(|e| crate::distributed::describe(&e))?;
+        METRICS
+            .queue_backlog
+            .set(queued.saturating_sub(done) as i64);
         if done >= queued || stop.is_cancelled() || service.fatal_error().is_some() {
             return redis::cmd("HGETALL")
                 .arg(results_key(run))
                 .query_async(conn)
                 .await
                 .map_err(|e| crate::distributed::describe(&e));
+        }
+        if done > progress.0 {
+            progress = (done, Instant::now());
+        } else if progress.1.elapsed() >= AUDIT_AFTER {
+            // An error here is met again by the next HLEN.
+            if let Ok(again) = requeue_lost(conn, run, &space, tasks, added).await {
+                added += again;
+            }
+            progress.1 = Instant::now();
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
@@ -459,6 +564,7 @@ async fn one_task(
     };
     let theme = fields.get("theme").cloned().unwrap_or_default();
     if reclaimed {
+        METRICS.tasks.with_label_values(&["reclaimed"]).inc();
         tracing::info!(
             "{consumer}: claimed task {theme:?} of run {run} from a worker that stopped touching it"
         );
@@ -487,6 +593,12 @@ async fn one_task(
     // The delivery is acknowledged either way, after its result (or its copy) is written.
     match result {
         Some(r) => {
+            let outcome = if r.starts_with("error") {
+                "failed"
+            } else {
+                "done"
+            };
+            METRICS.tasks.with_label_values(&[outcome]).inc();
             tracing::info!("{consumer}: task {theme:?} of run {run}: {r}");
             // The first result of a task stands (a dead letter is not undone by a late "ok").
             let _ = redis::cmd("HSETNX")

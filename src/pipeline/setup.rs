@@ -227,9 +227,10 @@ const LEASE_TTL: Duration = Duration::from_secs(10);
 async fn shared_setup(
     config: &Config,
 ) -> Result<Option<crate::distributed::SharedSetup>, RunError> {
-    let Some(redis) = crate::distributed::Redis::connect(&config.distributed).await? else {
+    let Some(mut redis) = crate::distributed::Redis::connect(&config.distributed).await? else {
         return Ok(None);
     };
+    redis.wait_out_failovers_for(config.requests.stall_timeout);
     tracing::info!(
         "sharing limits and embeddings through Redis at {}",
         redis.shown()

@@ -268,6 +268,129 @@ fn first_group(v: &Value) -> HashMap<String, Option<u64>> {
         .collect()
 }
 
+impl Status {
+    /// The whole deployment in the Prometheus text format (`puzzlegen status --prometheus`,
+    /// for a textfile collector): one gauge family per figure, labelled by worker, run or
+    /// limiter; a figure that could not be read is left out.
+    pub fn prometheus(&self) -> String {
+        let registry = prometheus::Registry::new();
+        let family = |name: &str, help: &str, labels: &[&str]| {
+            let g = prometheus::GaugeVec::new(prometheus::Opts::new(name, help), labels)
+                .expect("a valid name");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("registered once");
+            g
+        };
+        let set = |g: &prometheus::GaugeVec, labels: &[&str], v: Option<f64>| {
+            if let Some(v) = v {
+                g.with_label_values(labels).set(v);
+            }
+        };
+        let up = family(
+            "puzzlegen_deployment_process_up",
+            "Processes with a live heartbeat (1 each), by id, role and host.",
+            &["id", "role", "host"],
+        );
+        let in_hand = family(
+            "puzzlegen_deployment_process_tasks_in_hand",
+            "Queue tasks each process is working on.",
+            &["id", "role"],
+        );
+        let embedded = family(
+            "puzzlegen_deployment_process_texts_embedded",
+            "Texts each process's provider embedded since it started.",
+            &["id", "role"],
+        );
+        for w in &self.workers {
+            up.with_label_values(&[&w.id, &w.role, &w.host]).set(1.0);
+            set(&in_hand, &[&w.id, &w.role], Some(w.tasks.len() as f64));
+            set(&embedded, &[&w.id, &w.role], Some(w.texts_embedded as f64));
+        }
+        let run_info = family(
+            "puzzlegen_deployment_run_info",
+            "Queue runs of the last day (1 each), by state.",
+            &["run", "space", "state"],
+        );
+        let figures = [
+            ("tasks", "Tasks queued (one per theme).", 0),
+            ("backlog", "Tasks not yet delivered to any worker.", 1),
+            ("in_flight", "Tasks delivered, not yet acknowledged.", 2),
+            ("done", "Tasks with a result, failed ones included.", 3),
+            ("failed", "Tasks whose result is an error.", 4),
+            ("dead_letters", "Tasks delivered too often, given up.", 5),
+        ]
+        .map(|(name, help, i)| {
+            let g = family(&format!("puzzlegen_deployment_run_{name}"), help, &["run"]);
+            (g, i)
+        });
+        for r in &self.runs {
+            run_info
+                .with_label_values(&[&r.run, &r.space, &r.state])
+                .set(1.0);
+            let values = [
+                r.tasks,
+                r.backlog,
+                r.in_flight,
+                r.done,
+                r.failed,
+                r.dead_letters,
+            ];
+            for (g, i) in &figures {
+                set(g, &[&r.run], values[*i].map(|v| v as f64));
+            }
+        }
+        let limiter = |name: &str, help: &str| {
+            family(
+                &format!("puzzlegen_deployment_limiter_{name}"),
+                help,
+                &["limiter"],
+            )
+        };
+        let limit = limiter("limit_per_minute", "The limit per minute, in its unit.");
+        let requests = limiter(
+            "requests_last_minute",
+            "Requests let through in the last 60 s.",
+        );
+        let texts = limiter(
+            "texts_last_minute",
+            "Texts in the requests of the last 60 s.",
+        );
+        let share = limiter(
+            "share_of_limit",
+            "What the last 60 s achieved of the limit (0-1).",
+        );
+        let pause = limiter("pause_seconds", "Seconds left of a pause a 429 set.");
+        let throttled = limiter(
+            "rate_limited",
+            "429s reported by any process (the last day).",
+        );
+        let leases = limiter("leases_in_use", "Concurrency slots held now.");
+        let most = limiter("max_concurrent", "Concurrency slots in all.");
+        for l in &self.limiters {
+            let n: &[&str] = &[&l.name];
+            set(&limit, n, l.limit_per_minute);
+            set(&requests, n, l.requests_last_minute.map(|v| v as f64));
+            set(&texts, n, l.texts_last_minute.map(|v| v as f64));
+            set(&share, n, l.share_of_limit);
+            set(&pause, n, l.pause_seconds);
+            set(&throttled, n, l.rate_limited.map(|v| v as f64));
+            set(&leases, n, l.leases_in_use.map(|v| v as f64));
+            set(&most, n, l.max_concurrent.map(|v| v as f64));
+        }
+        let unreadable = prometheus::Gauge::new(
+            "puzzlegen_deployment_unreadable_keys",
+            "Keys status could not read (named in puzzlegen status).",
+        )
+        .expect("a valid name");
+        unreadable.set(self.unreadable.len() as f64);
+        registry
+            .register(Box::new(unreadable))
+            .expect("registered once");
+        crate::metrics::encode(&registry)
+    }
+}
+
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let now = unix_secs();

@@ -5,12 +5,12 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mock_gemini::{MockConfig, QuotaUnit, start_blocking};
+use mock_gemini::start_blocking;
 
 use crate::common::{self, RedisServer, free_port};
 use crate::redis::{
-    assert_quick_user_error, assert_same_as_a_run_alone, start_worker, status_json, stop_worker,
-    text,
+    assert_quick_user_error, assert_same_as_a_run_alone, spawn, start_worker, status_json,
+    stop_worker, text,
 };
 
 /// A Redis Cluster of a test: `masters` masters with `replicas` replicas each, every node a
@@ -32,6 +32,10 @@ impl RedisCluster {
                     "nodes.conf",
                     "--cluster-node-timeout",
                     "2000",
+                    // A replica takes over however long ago it last heard its master (the
+                    // default refuses one that lost touch for long, on a machine under load).
+                    "--cluster-replica-validity-factor",
+                    "0",
                     "--cluster-port",
                     &bus,
                 ];
@@ -69,7 +73,8 @@ impl RedisCluster {
         cluster
     }
 
-    /// Waits until every node says `cluster_state:ok` and knows all `count` nodes.
+    /// Waits until every node says `cluster_state:ok` and knows all `count` nodes, and every
+    /// replica is in touch with its master.
     fn wait_until_ok(&self, count: usize) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -77,7 +82,12 @@ impl RedisCluster {
                 let mut c = self.connection(i);
                 let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut c).unwrap();
                 let nodes: String = redis::cmd("CLUSTER").arg("NODES").query(&mut c).unwrap();
-                info.contains("cluster_state:ok") && nodes.lines().count() == count
+                let replication: String =
+                    redis::cmd("INFO").arg("replication").query(&mut c).unwrap();
+                info.contains("cluster_state:ok")
+                    && nodes.lines().count() == count
+                    && (replication.contains("role:master")
+                        || replication.contains("master_link_status:up"))
             });
             if ready {
                 return;
@@ -108,15 +118,35 @@ impl RedisCluster {
             .unwrap()
     }
 
-    /// The indices of the nodes that are masters now.
+    /// The indices of the nodes that answer and are masters now.
     pub fn masters(&self) -> Vec<usize> {
         (0..self.nodes.len())
             .filter(|&i| {
-                let role: redis::Value = redis::cmd("ROLE").query(&mut self.connection(i)).unwrap();
-                matches!(&role, redis::Value::Array(a)
+                let Ok(mut c) = redis::Client::open(self.url(i)).and_then(|c| c.get_connection())
+                else {
+                    return false;
+                };
+                let role: redis::RedisResult<redis::Value> = redis::cmd("ROLE").query(&mut c);
+                matches!(&role, Ok(redis::Value::Array(a))
                     if matches!(a.first(), Some(redis::Value::BulkString(b)) if b == b"master"))
             })
             .collect()
+    }
+
+    /// The master that holds a run's queued tasks, as soon as there is one (within 20 s).
+    pub fn holder_of_the_queue(&self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let holder = self
+                .masters()
+                .into_iter()
+                .find(|&m| self.keys_on(m, "puzzlegen:queue:*:tasks") > 0);
+            if let Some(m) = holder {
+                return m;
+            }
+            assert!(Instant::now() < deadline, "the run never queued its tasks");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// How many keys matching `pattern` node `i` holds itself.
@@ -135,15 +165,7 @@ impl RedisCluster {
 #[test]
 fn a_coordinator_and_two_workers_on_a_cluster_make_the_puzzles_of_a_run_alone() {
     let cluster = RedisCluster::start(3, 1, Some("clu5ter-pw"));
-    let server = start_blocking(MockConfig {
-        dimension: 768,
-        latency: Duration::from_millis(100),
-        quota_per_minute: Some(120),
-        quota_unit: QuotaUnit::Texts,
-        quota_window: Duration::from_secs(1),
-        ..MockConfig::default()
-    })
-    .unwrap();
+    let server = start_blocking(common::quota_mock_config()).unwrap();
     let limits = "  requests_per_minute: 1200\n  rpm_counts: items\n";
     let workers: Vec<_> = [2, 4]
         .into_iter()
@@ -231,4 +253,69 @@ fn seed_nodes_of_two_clusters_or_of_no_cluster_are_refused() {
         "belong to two different Redis Clusters",
         "Top%2FSecret",
     );
+}
+
+/// The master holding a run's queue is killed (SIGKILL) as soon as the run has queued its
+/// tasks; its replica takes over after the node timeout (2 s). The run and its worker follow
+/// the new master, queue again what the failover lost, and finish with the puzzles of a run
+/// alone; only texts in flight can be paid twice.
+#[test]
+fn a_master_killed_mid_run_is_replaced_and_the_run_makes_the_puzzles_of_a_run_alone() {
+    let mut cluster = RedisCluster::start(3, 1, None);
+    let server = start_blocking(common::mock_config(26, |m| {
+        m.latency = Duration::from_millis(300);
+    }))
+    .unwrap();
+    let extra = "  batch_size: 5\n  requests_per_minute: 6000\n  rpm_counts: requests\n  stall_timeout: 60\n";
+    let (_worker_dir, worker) = start_worker(&server.base_url(), &cluster.url(1), extra);
+    let coordinator = common::gemini_dir(&server.base_url(), 24, 14, 6, extra);
+    let run = spawn(coordinator.path(), &["--redis", &cluster.url(0)]);
+    let victim = cluster.holder_of_the_queue();
+    cluster.nodes[victim].kill();
+    let out = common::output_within(run, Duration::from_secs(120));
+    let log = stop_worker(worker);
+    assert_eq!(out.status.code(), Some(0), "{}\nworker: {log}", text(&out));
+    let all = text(&out);
+    assert!(all.contains("waiting for it (a failover?)"), "{all}");
+    let masters = cluster.masters();
+    assert_eq!(masters.len(), 3, "a replica took the dead master's place");
+    assert!(!masters.contains(&victim));
+    let s = server.stats();
+    // In flight at the kill: at most 6 requests of 5 texts in each of the two processes.
+    assert!(s.duplicate_texts <= 60, "{s:?}");
+    assert_same_as_a_run_alone(coordinator.path(), &server.base_url(), 24, 6, extra);
+}
+
+/// A master with no replica dies: its slots have no master, the cluster says CLUSTERDOWN. The
+/// run waits for it with a log line (not one per request) for the stall timeout, then goes on
+/// without the queue, and ends with exit 3 when the shared limiter has let no request through
+/// for another stall timeout, its finished work kept.
+#[test]
+fn a_cluster_that_cannot_serve_a_slot_is_waited_for_until_the_stall_timeout() {
+    let mut cluster = RedisCluster::start(3, 0, None);
+    let server = start_blocking(common::mock_config(27, |m| {
+        m.latency = Duration::from_millis(200);
+    }))
+    .unwrap();
+    let extra = "  batch_size: 5\n  requests_per_minute: 6000\n  rpm_counts: requests\n  stall_timeout: 4\n";
+    let coordinator = common::gemini_dir(&server.base_url(), 24, 14, 6, extra);
+    let run = spawn(coordinator.path(), &["--redis", &cluster.url(0)]);
+    let victim = cluster.holder_of_the_queue();
+    let killed = Instant::now();
+    cluster.nodes[victim].kill();
+    let out = common::output_within(run, Duration::from_secs(60));
+    let waited = killed.elapsed();
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{all}");
+    assert!(
+        all.contains("waiting for it (a failover?) for up to 4 s"),
+        "{all}"
+    );
+    let waits = all.matches("waiting for it").count();
+    assert!(
+        waits <= 2 * (waited.as_secs() as usize / 5 + 2),
+        "{waits} lines: {all}"
+    );
+    // The cluster's patience (4 s), then the service's stall timeout (4 s), and the ending.
+    assert!(waited < Duration::from_secs(20), "{waited:?}: {all}");
 }

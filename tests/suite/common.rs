@@ -372,6 +372,19 @@ pub fn window_budget_provider(base_url: &str) -> puzzlegen::embed::gemini::Gemin
     .unwrap()
 }
 
+/// A mock of 768 dimensions, 100 ms a request, whose quota is 120 texts a minute counted over
+/// 1 s windows (so that a budget is checked within seconds).
+pub fn quota_mock_config() -> mock_gemini::MockConfig {
+    mock_gemini::MockConfig {
+        dimension: 768,
+        latency: Duration::from_millis(100),
+        quota_per_minute: Some(120),
+        quota_unit: mock_gemini::QuotaUnit::Texts,
+        quota_window: Duration::from_secs(1),
+        ..mock_gemini::MockConfig::default()
+    }
+}
+
 /// A `redis-server` of a test: a free loopback port, append-only file in its own temporary
 /// directory, no snapshots. Killed when dropped.
 pub struct RedisServer {
@@ -493,4 +506,33 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Waits for `child` to end, reading its output as it comes; past `limit` it is killed
+/// (SIGKILL) and the test fails with what it printed, so a hang fails instead of hanging.
+pub fn output_within(
+    child: std::process::Child,
+    limit: std::time::Duration,
+) -> std::process::Output {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let out = child.wait_with_output().unwrap();
+        let _ = tx.send(());
+        out
+    });
+    let hung = rx.recv_timeout(limit).is_err();
+    if hung {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+    let out = reader.join().unwrap();
+    assert!(
+        !hung,
+        "still running after {limit:?}, killed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }

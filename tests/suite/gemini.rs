@@ -397,14 +397,7 @@ fn rate_limit_is_filled_but_never_broken() {
 /// mock, which enforces that over every 1 s window).
 #[test]
 fn rate_limit_of_the_config_binds_the_binary() {
-    let mock = MockConfig {
-        dimension: 768,
-        latency: Duration::from_millis(100),
-        quota_per_minute: Some(120),
-        quota_unit: QuotaUnit::Texts,
-        quota_window: Duration::from_secs(1),
-        ..MockConfig::default()
-    };
+    let mock = common::quota_mock_config();
     let (server, dir) = setup(
         mock,
         12,

@@ -12,6 +12,7 @@ mod design;
 mod gemini;
 mod hostile;
 mod local_model;
+mod metrics;
 mod redis;
 mod resume;
 mod review;

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use mock_gemini::{MockConfig, QuotaUnit, start_blocking};
+use mock_gemini::start_blocking;
 use puzzlegen::config::{DistributedSettings, RedisUrl};
 use std::sync::Arc;
 
@@ -324,15 +324,7 @@ fn wrong_redis_url_or_password_exits_2_quickly_without_the_password() {
 /// (`alpha`, `beta`: 8 themes of 14 words each, 2 puzzles) whose own limit, 1,200 texts a
 /// minute, is far above it.
 fn two_runs_against_a_quota() -> (mock_gemini::BlockingMockServer, Vec<tempfile::TempDir>) {
-    let server = start_blocking(MockConfig {
-        dimension: 768,
-        latency: Duration::from_millis(100),
-        quota_per_minute: Some(120),
-        quota_unit: QuotaUnit::Texts,
-        quota_window: Duration::from_secs(1),
-        ..MockConfig::default()
-    })
-    .unwrap();
+    let server = start_blocking(common::quota_mock_config()).unwrap();
     let limits = "  requests_per_minute: 1200\n  rpm_counts: items\n";
     let dirs: Vec<tempfile::TempDir> = ["alpha", "beta"]
         .iter()
@@ -717,15 +709,7 @@ pub(crate) fn stop_worker(child: Child) -> String {
 #[test]
 fn a_coordinator_and_three_workers_make_the_puzzles_of_a_run_alone() {
     let redis = RedisServer::start();
-    let server = start_blocking(MockConfig {
-        dimension: 768,
-        latency: Duration::from_millis(100),
-        quota_per_minute: Some(120),
-        quota_unit: QuotaUnit::Texts,
-        quota_window: Duration::from_secs(1),
-        ..MockConfig::default()
-    })
-    .unwrap();
+    let server = start_blocking(common::quota_mock_config()).unwrap();
     let limits = "  requests_per_minute: 1200\n  rpm_counts: items\n";
     let workers: Vec<(tempfile::TempDir, Child)> = (0..3)
         .map(|_| start_worker(&server.base_url(), &redis.url(), limits))

@@ -73,6 +73,26 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         })
 }
 
+/// Serves `/metrics` on `runtime` when the config asks (`--metrics-addr`,
+/// `distributed.metrics_addr`); an address that cannot be bound is exit 2, before any work.
+pub fn serve_metrics(
+    runtime: &tokio::runtime::Runtime,
+    config: &puzzlegen::Config,
+) -> Result<(), Failure> {
+    let Some(addr) = &config.distributed.metrics_addr else {
+        return Ok(());
+    };
+    let exporter = runtime
+        .block_on(puzzlegen::metrics::Exporter::bind(addr))
+        .map_err(|e| Failure::user(e.to_string()))?;
+    if let Ok(at) = exporter.local_addr() {
+        tracing::info!("serving Prometheus metrics at http://{at}/metrics");
+    }
+    let _guard = runtime.enter();
+    exporter.serve();
+    Ok(())
+}
+
 impl From<RunError> for Failure {
     fn from(e: RunError) -> Failure {
         let status = match e {

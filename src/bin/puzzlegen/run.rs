@@ -52,6 +52,11 @@ pub struct RunArgs {
     /// others.
     #[arg(long, value_name = "URL", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub redis: Option<String>,
+    /// Serve /metrics for Prometheus at HOST:PORT while the run lasts (texts, requests by
+    /// outcome, 429s, retries, cache hits by tier, tasks, limiter wait, request latency);
+    /// overrides distributed.metrics_addr.
+    #[arg(long, value_name = "HOST:PORT", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub metrics_addr: Option<String>,
 }
 
 /// Runs the job the config describes; the exit status says how it ended.
@@ -63,6 +68,7 @@ pub fn run(args: RunArgs, quiet: bool) -> Result<ExitStatus, Failure> {
         provider: args.provider,
         model_dir: args.model_dir,
         redis_url: args.redis,
+        metrics_addr: args.metrics_addr,
     };
     let config =
         Config::load(&args.config, &overrides).map_err(|e| Failure::user(e.to_string()))?;
@@ -73,6 +79,7 @@ pub fn run(args: RunArgs, quiet: bool) -> Result<ExitStatus, Failure> {
         ProgressMode::Auto
     };
     let runtime = crate::exit::runtime()?;
+    crate::exit::serve_metrics(&runtime, &config)?;
     let summary = runtime.block_on(async {
         let stop = CancellationToken::new();
         // A file size limit (`ulimit -f`) makes a write fail ("cannot write: File too

@@ -18,8 +18,12 @@ pub struct StatusArgs {
     #[arg(short, long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Print JSON (one object: redis, workers, runs, limiters) instead of text.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "prometheus")]
     pub json: bool,
+    /// Print the whole deployment (processes, queue runs, limiters) in the Prometheus text
+    /// format instead of text, for node_exporter's textfile collector.
+    #[arg(long)]
+    pub prometheus: bool,
 }
 
 pub fn status(args: StatusArgs) -> Result<ExitStatus, Failure> {
@@ -50,7 +54,9 @@ pub fn status(args: StatusArgs) -> Result<ExitStatus, Failure> {
     });
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     let status = read?;
-    if args.json {
+    if args.prometheus {
+        print!("{}", status.prometheus());
+    } else if args.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&status).expect("plain data")

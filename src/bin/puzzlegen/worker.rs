@@ -16,17 +16,23 @@ pub struct WorkerArgs {
     /// The Redis of the runs to serve; overrides distributed.redis_url.
     #[arg(long, value_name = "URL", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub redis: Option<String>,
+    /// Serve /metrics for Prometheus at HOST:PORT while the worker runs; overrides
+    /// distributed.metrics_addr.
+    #[arg(long, value_name = "HOST:PORT", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub metrics_addr: Option<String>,
 }
 
 pub fn worker(args: WorkerArgs) -> Result<ExitStatus, Failure> {
     let overrides = Overrides {
         redis_url: args.redis,
+        metrics_addr: args.metrics_addr,
         ..Overrides::default()
     };
     let config =
         Config::load(&args.config, &overrides).map_err(|e| Failure::user(e.to_string()))?;
     crate::exit::warn_about_keys(&config);
     let runtime = crate::exit::runtime()?;
+    crate::exit::serve_metrics(&runtime, &config)?;
     let done = runtime.block_on(async {
         let stop = CancellationToken::new();
         tokio::spawn({
