@@ -375,6 +375,13 @@ impl Inputs {
     pub fn candidates_of(&self, theme: &str) -> Option<&[String]> {
         self.candidates.get(&identity(theme)).map(Vec::as_slice)
     }
+
+    /// The texts a run embeds for `theme` (the theme, then its usable candidates), or `None`
+    /// when it has fewer than `words_per_theme` usable candidates (it fails without a request).
+    pub fn texts_to_embed(&self, theme: &str, words_per_theme: usize) -> Option<Vec<String>> {
+        let usable = crate::words::usable_candidates(self.candidates_of(theme)?);
+        (usable.len() >= words_per_theme).then(|| crate::words::texts_of(theme, &usable))
+    }
 }
 
 /// The words of the candidates entry at `at` (`{"words": [...]}`), normalised, without the

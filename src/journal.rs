@@ -9,6 +9,11 @@
 //! not used: the theme is processed again. A line cut short by a crash
 //! is dropped; a journal that cannot be read at all is renamed aside (never deleted) and the
 //! run goes on from the cache. A run that finishes all its work removes its journal.
+//!
+//! In batch mode (`embedding.mode: batch`) the journal also names each Batch API job the
+//! moment it is created, with its texts ([`Journal::record_job`]), and each job whose results
+//! are in the cache ([`Journal::record_collected`]): a run killed while its jobs run starts
+//! again by re-attaching to them, never submitting a text twice.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -43,12 +48,55 @@ struct Entry {
     ranked: Vec<(String, f32)>,
 }
 
+/// A Batch API job, as the journal names it. A job is known by `batch_job`, a display name
+/// unique to it, written with its texts before the job is created; a second line gives the
+/// API's name for it once created; a last one says it was collected. A run killed between
+/// the create and the second line finds its job by display name.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct JobLine {
+    batch_job: String,
+    /// The embedding space it embeds in (`model:dimension:task`).
+    space: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    texts: Vec<String>,
+    /// The API's name for it (`batches/...`), once created.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    name: String,
+    /// Its results are in the cache, or it ended without any: nothing to wait for.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    collected: bool,
+}
+
+/// A line of the journal after its header.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Line {
+    Job(JobLine),
+    Theme(Entry),
+}
+
+/// A Batch API job a run meant to create or created, and has not collected.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PendingJob {
+    /// The display name given to the job (unique to it).
+    pub(crate) display_name: String,
+    /// The API's name, if the journal got to say it.
+    pub(crate) name: Option<String>,
+    pub(crate) texts: Vec<String>,
+}
+
+fn space_name(space: &Space) -> String {
+    format!("{}:{}:{}", space.model_id, space.dimension, space.task_type)
+}
+
 /// An open journal and the results it held when opened.
 pub(crate) struct Journal {
     path: PathBuf,
     file: Mutex<std::fs::File>,
     space: Space,
     finished: HashMap<String, Entry>,
+    /// Jobs created and not collected when the journal was opened, in creation order.
+    jobs: Vec<PendingJob>,
     /// Themes whose entry was found not to check out (said once each).
     told: Mutex<std::collections::HashSet<String>>,
 }
@@ -70,8 +118,8 @@ impl Journal {
             path: path.to_owned(),
             source,
         };
-        let finished = match read(path) {
-            Ok(entries) => entries,
+        let (finished, jobs) = match read(path) {
+            Ok((entries, jobs)) => (entries, jobs),
             Err(reason) => {
                 let aside = aside_name(path);
                 std::fs::rename(path, &aside).map_err(err)?;
@@ -80,14 +128,22 @@ impl Journal {
                     path.display(),
                     aside.display()
                 );
-                HashMap::new()
+                (HashMap::new(), Vec::new())
             }
         };
+        let jobs: Vec<JobLine> = jobs
+            .into_iter()
+            .filter(|j| j.space == space_name(space))
+            .collect();
         // Rewrite what was good (atomically), so appends never follow a torn line.
         crate::fsx::write_atomic(path, |w| {
             writeln!(w, "{HEADER}")?;
             for e in finished.values() {
                 serde_json::to_writer(&mut *w, e)?;
+                writeln!(w)?;
+            }
+            for j in &jobs {
+                serde_json::to_writer(&mut *w, j)?;
                 writeln!(w)?;
             }
             Ok(())
@@ -102,8 +158,76 @@ impl Journal {
             file: Mutex::new(file),
             space: space.clone(),
             finished,
+            jobs: jobs
+                .into_iter()
+                .map(|j| PendingJob {
+                    display_name: j.batch_job,
+                    name: (!j.name.is_empty()).then_some(j.name),
+                    texts: j.texts,
+                })
+                .collect(),
             told: Mutex::default(),
         })
+    }
+
+    /// Where the journal is.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The Batch API jobs created and not collected when the journal was opened.
+    pub(crate) fn pending_jobs(&self) -> &[PendingJob] {
+        &self.jobs
+    }
+
+    /// Says that a job named `display_name` is about to be created for `texts`.
+    pub(crate) fn record_job_intent(
+        &self,
+        display_name: &str,
+        texts: &[String],
+    ) -> Result<(), JournalError> {
+        self.append(&self.job_line(display_name, texts.to_vec(), "", false))
+    }
+
+    /// Gives the API's `name` of the job `display_name`, just created.
+    pub(crate) fn record_job(&self, display_name: &str, name: &str) -> Result<(), JournalError> {
+        self.append(&self.job_line(display_name, Vec::new(), name, false))
+    }
+
+    /// Says that job `display_name` needs no more waiting: its results are in the cache, it
+    /// ended without them, or it was never created.
+    pub(crate) fn record_collected(&self, display_name: &str) -> Result<(), JournalError> {
+        self.append(&self.job_line(display_name, Vec::new(), "", true))
+    }
+
+    fn job_line(
+        &self,
+        display_name: &str,
+        texts: Vec<String>,
+        name: &str,
+        collected: bool,
+    ) -> JobLine {
+        JobLine {
+            batch_job: display_name.to_owned(),
+            space: space_name(&self.space),
+            texts,
+            name: name.to_owned(),
+            collected,
+        }
+    }
+
+    /// Appends one JSON line in one write: a crash leaves it whole or torn, never interleaved.
+    fn append(&self, value: &impl Serialize) -> Result<(), JournalError> {
+        let mut line = serde_json::to_vec(value).expect("a journal line is plain data");
+        line.push(b'\n');
+        self.file
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .write_all(&line)
+            .map_err(|source| JournalError {
+                path: self.path.clone(),
+                source,
+            })
     }
 
     /// How many results the journal held when opened.
@@ -190,17 +314,7 @@ impl Journal {
                 .map(|w| (w.word.clone(), w.similarity))
                 .collect(),
         };
-        let mut line = serde_json::to_vec(&entry).expect("an entry is plain data");
-        line.push(b'\n');
-        // One write of the whole line: a crash leaves it whole or torn, never interleaved.
-        self.file
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .write_all(&line)
-            .map_err(|source| JournalError {
-                path: self.path.clone(),
-                source,
-            })
+        self.append(&entry)
     }
 
     /// Removes the journal: the run it belongs to is complete.
@@ -253,16 +367,23 @@ fn aside_name(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// The entries of the journal at `path` (none if there is no file). A last line without its
-/// newline is a write cut short by a crash and is dropped; anything else unreadable is damage.
-fn read(path: &Path) -> Result<HashMap<String, Entry>, String> {
+/// What a journal holds: finished themes, and Batch API jobs not collected.
+type Read = (HashMap<String, Entry>, Vec<JobLine>);
+
+/// The entries of the journal at `path` (none if there is no file), and its jobs not collected
+/// (in creation order). A last line without its newline is a write cut short by a crash and is
+/// dropped; anything else unreadable is damage.
+fn read(path: &Path) -> Result<Read, String> {
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok((HashMap::new(), Vec::new()));
+        }
         Err(e) => return Err(format!("cannot read: {e}")),
     };
     let mut reader = std::io::BufReader::new(file);
     let mut entries = HashMap::new();
+    let mut jobs: Vec<JobLine> = Vec::new();
     let mut line = String::new();
     let mut number = 0;
     loop {
@@ -285,10 +406,19 @@ fn read(path: &Path) -> Result<HashMap<String, Entry>, String> {
             }
             continue;
         }
-        let e: Entry = serde_json::from_str(text).map_err(|e| format!("line {number}: {e}"))?;
-        entries.insert(e.theme.clone(), e);
+        match serde_json::from_str(text).map_err(|e| format!("line {number}: {e}"))? {
+            Line::Theme(e) => {
+                entries.insert(e.theme.clone(), e);
+            }
+            Line::Job(j) if j.collected => jobs.retain(|p| p.batch_job != j.batch_job),
+            Line::Job(j) => match jobs.iter_mut().find(|p| p.batch_job == j.batch_job) {
+                Some(known) if !j.name.is_empty() => known.name = j.name,
+                Some(_) => {}
+                None => jobs.push(j),
+            },
+        }
     }
-    Ok(entries)
+    Ok((entries, jobs))
 }
 
 #[cfg(test)]

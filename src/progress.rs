@@ -65,13 +65,19 @@ impl Progress {
 
     /// Marks one more item done.
     pub fn inc(&self) {
+        self.add(1);
+    }
+
+    /// Marks `n` more items done.
+    pub fn add(&self, n: u64) {
         let mut done = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        *done += 1;
+        let before = *done;
+        *done += n;
         if let Some(bar) = &self.bar {
-            bar.inc(1);
-        } else if self.log_lines && self.total > 0 {
+            bar.inc(n);
+        } else if self.log_lines && self.total > 0 && n > 0 {
             let step = (self.total / 10).max(1);
-            if done.is_multiple_of(step) || *done == self.total {
+            if before / step != *done / step || *done == self.total {
                 tracing::info!("{}: {}/{} done", self.label, *done, self.total);
             }
         }

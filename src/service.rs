@@ -299,6 +299,12 @@ impl EmbeddingService {
     }
 
     /// The error that stopped the service, if one did.
+    /// Stops the service with `error` (a step beside it that cannot go on): every waiting
+    /// theme gets it, nothing more is sent, and the run ends with it.
+    pub fn stop_with(&self, error: EmbedError) {
+        self.inner.stop_fatal(&error);
+    }
+
     pub fn fatal_error(&self) -> Option<EmbedError> {
         self.inner
             .fatal

@@ -32,6 +32,9 @@ pub enum ThemeError {
     /// Its task on the Redis work queue failed or went to the dead-letter stream.
     #[error("work queue: {0}")]
     Queue(String),
+    /// A text of it could not be embedded by a Batch API job (`embedding.mode: batch`).
+    #[error("{0}")]
+    Batch(String),
 }
 
 impl From<EmbedError> for ThemeError {

@@ -35,6 +35,15 @@ const MAX_DIMENSION: usize = 3072;
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1beta/models/{spec}", post(gemini))
+        .route("/v1/models/{spec}", post(gemini))
+        .route("/v1beta/batches", get(batch_list))
+        .route("/v1/batches", get(batch_list))
+        .route("/v1beta/batches/{spec}", get(batch_get).post(batch_cancel))
+        .route("/v1/batches/{spec}", get(batch_get).post(batch_cancel))
+        .route("/upload/v1beta/files", post(upload))
+        .route("/upload/v1/files", post(upload))
+        .route("/v1beta/files/{spec}", get(download))
+        .route("/v1/files/{spec}", get(download))
         .route("/v1/embeddings", post(openai))
         .route("/stats", get(stats))
         .route("/stats/reset", post(reset_stats))
@@ -221,6 +230,16 @@ async fn gemini(
     body: Bytes,
 ) -> Response {
     let (model, method) = spec.split_once(':').unwrap_or((spec.as_str(), ""));
+    if method == "asyncBatchEmbedContent" {
+        if let Some(refused) = check_key(&shared, &headers, query.as_deref()) {
+            return refused;
+        }
+        let answer =
+            shared
+                .jobs
+                .create(&shared.config.batch, shared.config.dimension, model, &body);
+        return batch_answer(answer);
+    }
     let (texts, parsed) = if method == "batchEmbedContents" {
         parse_gemini(model, &body, shared.config.dimension)
     } else {
@@ -240,6 +259,123 @@ async fn gemini(
         model: model.to_owned(),
     };
     process(shared, api, key, texts, parsed).await
+}
+
+// ------------------------------------------------------------- Batch API ---
+
+/// A 401 when the mock checks keys and the request's (header or `key=`) is not it.
+fn check_key(shared: &Shared, headers: &HeaderMap, query: Option<&str>) -> Option<Response> {
+    let want = shared.config.api_key.as_deref()?;
+    let got = headers
+        .get("x-goog-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| query_key(query));
+    (got.as_deref() != Some(want)).then(|| {
+        google_error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            "API key not valid. Please pass a valid API key.",
+            Vec::new(),
+        )
+    })
+}
+
+fn batch_answer(a: crate::batch::Answer) -> Response {
+    let mut resp = json_bytes(
+        StatusCode::from_u16(a.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        a.body,
+        a.content_type,
+    );
+    for (name, value) in a.headers {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            resp.headers_mut().insert(name, v);
+        }
+    }
+    resp
+}
+
+async fn batch_list(
+    State(shared): State<Arc<Shared>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = check_key(&shared, &headers, query.as_deref()) {
+        return refused;
+    }
+    batch_answer(shared.jobs.list(&shared.config.batch))
+}
+
+async fn batch_get(
+    State(shared): State<Arc<Shared>>,
+    Path(spec): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = check_key(&shared, &headers, query.as_deref()) {
+        return refused;
+    }
+    batch_answer(shared.jobs.get(&shared.config.batch, &spec))
+}
+
+async fn batch_cancel(
+    State(shared): State<Arc<Shared>>,
+    Path(spec): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = check_key(&shared, &headers, query.as_deref()) {
+        return refused;
+    }
+    match spec.strip_suffix(":cancel") {
+        Some(id) => batch_answer(shared.jobs.cancel(&shared.config.batch, id)),
+        None => fallback().await,
+    }
+}
+
+async fn upload(
+    State(shared): State<Arc<Shared>>,
+    uri: axum::http::Uri,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let session = query.as_deref().is_some_and(|q| q.contains("upload_id="));
+    // The session URL carries the session: the SDK sends no key with its chunks.
+    if !session && let Some(refused) = check_key(&shared, &headers, query.as_deref()) {
+        return refused;
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    let command = headers
+        .get("x-goog-upload-command")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    batch_answer(shared.jobs.upload(
+        &format!("http://{host}"),
+        uri.path(),
+        query.as_deref(),
+        &command,
+        &body,
+    ))
+}
+
+async fn download(
+    State(shared): State<Arc<Shared>>,
+    Path(spec): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = check_key(&shared, &headers, query.as_deref()) {
+        return refused;
+    }
+    match spec.strip_suffix(":download") {
+        Some(id) => batch_answer(shared.jobs.download(&shared.config.batch, id)),
+        None => fallback().await,
+    }
 }
 
 // ---------------------------------------------------------------- OpenAI ---

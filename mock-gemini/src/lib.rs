@@ -17,6 +17,7 @@
 //! ```
 
 mod api;
+pub mod batch;
 mod state;
 pub mod vectors;
 
@@ -104,6 +105,8 @@ pub struct MockConfig {
     /// Answers every embedding request with this status and body instead (after counting it),
     /// e.g. a 431 with an HTML page, as a proxy in front of the API might.
     pub fixed_answer: Option<FixedAnswer>,
+    /// The Batch API's switches (job latency, endings, per-item errors, a cap on jobs).
+    pub batch: batch::BatchMock,
 }
 
 /// A canned answer for every embedding request (see [`MockConfig::fixed_answer`]).
@@ -156,6 +159,7 @@ impl Default for MockConfig {
             rate_nan: 0.0,
             seed: 0,
             fixed_answer: None,
+            batch: batch::BatchMock::default(),
         }
     }
 }
@@ -200,6 +204,9 @@ pub struct Stats {
     pub max_texts_in_any_60s: u64,
     pub first_request_unix_ms: Option<u64>,
     pub last_request_unix_ms: Option<u64>,
+    /// The Batch API's counters (its texts are not in the counters above, which are the
+    /// interactive endpoints').
+    pub batch: batch::BatchStats,
 }
 
 /// A running mock on 127.0.0.1, served by tasks of the caller's tokio

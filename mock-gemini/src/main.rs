@@ -65,6 +65,15 @@ struct Args {
     /// Seed of the fault RNG.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Batch API: milliseconds from a job's creation to its end.
+    #[arg(long, default_value_t = 300)]
+    batch_latency_ms: u64,
+    /// Batch API: most jobs running at once (0: no cap); a create beyond is a 429.
+    #[arg(long, default_value_t = 0)]
+    batch_max_active: usize,
+    /// Batch API: every n-th distinct text fails as an item the first time (0: never).
+    #[arg(long, default_value_t = 0)]
+    batch_item_error_every: u64,
 }
 
 impl Args {
@@ -88,6 +97,12 @@ impl Args {
             rate_nan: self.rate_nan,
             seed: self.seed,
             fixed_answer: None,
+            batch: mock_gemini::batch::BatchMock {
+                latency: Duration::from_millis(self.batch_latency_ms),
+                max_active: self.batch_max_active,
+                item_error_every: self.batch_item_error_every,
+                ..mock_gemini::batch::BatchMock::default()
+            },
         }
     }
 }

@@ -12,6 +12,7 @@ use crate::{MockConfig, QuotaUnit, Stats};
 
 pub(crate) struct Shared {
     pub(crate) config: MockConfig,
+    pub(crate) jobs: crate::batch::Jobs,
     stats: Mutex<StatsState>,
     quota: Mutex<QuotaState>,
     seq: AtomicU64,
@@ -135,6 +136,7 @@ impl Shared {
     pub(crate) fn new(config: MockConfig, shutdown: watch::Receiver<bool>) -> Self {
         Self {
             config,
+            jobs: crate::batch::Jobs::default(),
             stats: Mutex::default(),
             quota: Mutex::default(),
             seq: AtomicU64::new(0),
@@ -250,10 +252,12 @@ impl Shared {
             max_texts_in_any_60s: max_texts,
             first_request_unix_ms: s.first_request_unix_ms,
             last_request_unix_ms: s.last_request_unix_ms,
+            batch: self.jobs.stats(),
         }
     }
 
     pub(crate) fn reset_stats(&self) {
+        self.jobs.reset_stats();
         let mut s = self.lock_stats();
         let in_flight = s.in_flight;
         let held = s.held;

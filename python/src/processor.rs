@@ -251,6 +251,7 @@ fn answer_of(config: &Config, r: &RunResult) -> Result<Answer, Failure> {
         cache: &r.cache,
         slots_filled: r.slots_filled,
         elapsed: r.elapsed,
+        batch: r.batch.as_ref(),
     };
     let designs = report::designs(&record);
     let results = serde_json::json!({

@@ -11,12 +11,15 @@
 //! - [`provider`]: which provider embeds, with its own options (`embedding`, `gemini`);
 //! - [`output`]: every path a run reads or writes (`paths`, `output`, `cache`);
 //! - [`distributed`]: the Redis shared with other runs;
+//! - [`batch`]: interactive requests or Batch API jobs (`embedding.mode`, `batch`), and the
+//!   price table (`pricing`);
 //! - [`validate`] and [`yaml_error`]: the checks and messages that name the file and key.
 //!
 //! Unknown keys are collected as warnings (never fatal) so an original `params.yaml` loads
 //! unchanged. Sections the Rust tool does not use (`themes`, `vector_search`, `logging`) are
 //! accepted whole and ignored.
 
+mod batch;
 mod distributed;
 mod output;
 mod provider;
@@ -31,6 +34,9 @@ use std::path::{Path, PathBuf};
 use crate::fsx::{LimitedReadError, read_limited};
 use crate::text::human_bytes;
 
+pub use batch::{
+    BatchFallback, BatchSettings, DEFAULT_PRICES, EmbeddingMode, MAX_POLL_INTERVAL, Price, Pricing,
+};
 pub use distributed::{DistributedSettings, RedisUrl};
 pub use output::{CANDIDATES_FILE_NAME, OutputSettings, THEMES_FILE_NAME};
 pub use provider::{
@@ -127,6 +133,12 @@ pub struct Config {
     pub deprecated: Vec<String>,
     /// `distributed.*`: the Redis shared with other runs, if any (`--redis` overrides).
     pub distributed: DistributedSettings,
+    /// `embedding.mode`: interactive requests or Batch API jobs.
+    pub mode: EmbeddingMode,
+    /// `batch.*`: how jobs are made and waited for (used in batch mode).
+    pub batch: BatchSettings,
+    /// `pricing`: USD per million input tokens by model, for estimates.
+    pub pricing: Pricing,
 }
 
 impl Config {
@@ -188,6 +200,10 @@ impl Config {
         let (themes_file, candidates_file) = output::input_files(&v, &p.paths, o)?;
         let mut deprecated = Vec::new();
         let distributed = DistributedSettings::resolve(&v, &p.distributed, o, &mut deprecated)?;
+        let mode = p.embedding.mode.unwrap_or_default();
+        batch::check_mode(&v, mode, provider.kind())?;
+        let batch = BatchSettings::resolve(&v, &p.batch)?;
+        let pricing = Pricing::resolve(&v, &p.pricing)?;
         Ok(Config {
             source: path.to_owned(),
             puzzle,
@@ -200,6 +216,9 @@ impl Config {
             unknown_keys,
             deprecated,
             distributed,
+            mode,
+            batch,
+            pricing,
         })
     }
 }

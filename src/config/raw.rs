@@ -20,6 +20,10 @@ pub(super) struct Params {
     pub cache: Cache,
     #[serde(default)]
     pub distributed: Distributed,
+    #[serde(default)]
+    pub batch: Batch,
+    #[serde(default)]
+    pub pricing: std::collections::BTreeMap<String, Price>,
     // Sections of the original that this tool accepts whole but does not use.
     #[allow(dead_code)]
     pub themes: Option<serde_json::Value>,
@@ -121,10 +125,28 @@ pub(super) struct Paths {
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct Embedding {
     pub provider: Option<super::ProviderKind>,
+    pub mode: Option<super::EmbeddingMode>,
     #[serde(default)]
     pub local: Local,
     #[serde(default)]
     pub openai: OpenAi,
+}
+
+/// `batch` (not in the original): the Batch API jobs of `embedding.mode: batch`.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct Batch {
+    pub max_texts_per_job: Option<i64>,
+    pub max_active_jobs: Option<i64>,
+    pub poll_interval: Option<f64>,
+    pub max_wait: Option<f64>,
+    pub fallback: Option<super::BatchFallback>,
+}
+
+/// One model's entry of `pricing` (not in the original): US dollars per million input tokens.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct Price {
+    pub interactive: Option<f64>,
+    pub batch: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

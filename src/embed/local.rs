@@ -24,6 +24,9 @@ use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStr
 use super::bert::BertEncoder;
 use super::folder::{Architecture, ModelFolder};
 use super::mpnet::MpnetModel;
+
+/// The most texts of one call to the local model.
+pub const MAX_BATCH: usize = 512;
 use super::pooling::{Pooling, normalize};
 use super::{EmbedError, Provider, Space};
 
@@ -342,7 +345,7 @@ impl Provider for LocalProvider {
     }
 
     fn max_batch(&self) -> usize {
-        512
+        MAX_BATCH
     }
 
     async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {

@@ -5,6 +5,7 @@
 //! of one model never answer for another. Cross-cutting behaviour (caching, batching, limits)
 //! lives in [`crate::service`], around a provider, not inside it.
 
+pub mod batch;
 pub mod bert;
 #[cfg(any(test, feature = "fake-provider"))]
 pub mod fake;
@@ -81,6 +82,10 @@ pub enum EmbedError {
     /// The backend answered, but not with one finite vector of the right size per text.
     #[error("bad embedding answer: {0}")]
     BadAnswer(String),
+    /// Batch mode cannot go on (its jobs outlived `batch.max_wait`, a job could not be
+    /// collected): the run stops, the jobs named in its journal.
+    #[error("{0}")]
+    Batch(String),
 }
 
 impl EmbedError {
@@ -104,6 +109,7 @@ impl EmbedError {
                 last_error: f(last_error),
             },
             EmbedError::BadAnswer(t) => EmbedError::BadAnswer(f(t)),
+            EmbedError::Batch(t) => EmbedError::Batch(f(t)),
         }
     }
 
@@ -115,6 +121,7 @@ impl EmbedError {
                 | EmbedError::Rejected { .. }
                 | EmbedError::DailyQuota { .. }
                 | EmbedError::Stalled { .. }
+                | EmbedError::Batch(_)
         )
     }
 
@@ -129,6 +136,7 @@ impl EmbedError {
             EmbedError::Unreachable(_) => "unreachable",
             EmbedError::Stalled { .. } => "stalled",
             EmbedError::BadAnswer(_) => "bad_answer",
+            EmbedError::Batch(_) => "batch",
         }
     }
 }

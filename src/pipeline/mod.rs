@@ -5,6 +5,8 @@
 //! at most once.
 
 mod assembly;
+mod batch;
+pub mod forecast;
 pub mod health;
 mod prefetch;
 pub mod queue;
@@ -146,6 +148,8 @@ pub struct RunResult {
     pub stop: Option<Stop>,
     /// Time from the start of the run to the end of its work.
     pub elapsed: Duration,
+    /// What the Batch API jobs did (batch mode only).
+    pub batch: Option<report::shapes::BatchStats>,
     /// Embeddings the cache could neither store nor save: the outputs are still written, then
     /// the run fails.
     cache_error: Option<CloseError>,
@@ -311,7 +315,10 @@ pub async fn run_with(
 ) -> Result<RunResult, RunError> {
     let inputs = Arc::new(inputs);
     let queue = backend.shared.as_ref().map(|s| s.redis.clone());
-    let run = open_run(config, &inputs, &plan, backend, cache, queue.is_none())?;
+    let batch = batch::BatchStep::of(config).map_err(RunError::Provider)?;
+    // Batch mode fills the cache before each round: nothing to prefetch.
+    let prefetch = queue.is_none() && batch.is_none();
+    let run = open_run(config, &inputs, &plan, backend, cache, prefetch)?;
     // A signal stops the sending at once: requests in flight finish, nothing new is paid for.
     let stop_sending = tokio::spawn({
         let (service, stop) = (Arc::clone(&run.service), stop.clone());
@@ -335,7 +342,7 @@ pub async fn run_with(
         config.engine.stop_grace,
     );
     if let Some(redis) = queue {
-        engine = engine.with_before(distribute(config, redis, &run, inputs, &stop));
+        engine = engine.with_before(distribute(config, redis, &run, Arc::clone(&inputs), &stop));
     }
     let steps = steps::Steps {
         config,
@@ -344,10 +351,13 @@ pub async fn run_with(
         run: &run,
         progress,
         stop: &stop,
+        inputs: &inputs,
+        batch: batch.as_ref(),
     };
     let assembled = steps.make_puzzles().await;
     stop_sending.abort();
-    close_run(run, plan, assembled, &stop, config.engine.stop_grace).await
+    let batch = batch.map(|b| b.counts());
+    close_run(run, plan, assembled, batch, &stop, config.engine.stop_grace).await
 }
 
 /// The work queue (any run with a Redis): each batch of themes the engine is given (the
@@ -436,6 +446,7 @@ async fn close_run(
     run: OpenRun,
     plan: Plan,
     done: Assembled,
+    batch: Option<report::shapes::BatchStats>,
     stop: &CancellationToken,
     grace: Duration,
 ) -> Result<RunResult, RunError> {
@@ -485,6 +496,7 @@ async fn close_run(
         cache,
         stop,
         elapsed: run.started.elapsed(),
+        batch,
         cache_error,
         cache_csv,
         journal: run.journal,
@@ -517,6 +529,7 @@ pub fn write_outputs(
         cache: &result.cache,
         slots_filled: result.slots_filled,
         elapsed: result.elapsed,
+        batch: result.batch.as_ref(),
     };
     let to = match result.stop {
         None => OutputPaths::of(config),
@@ -548,6 +561,7 @@ pub fn write_outputs(
         files,
         stop: result.stop,
         partial,
+        batch: result.batch,
     })
 }
 

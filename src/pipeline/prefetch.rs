@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::input::Inputs;
 use crate::service::EmbeddingService;
-use crate::words::{texts_of, usable_candidates};
 
 /// Themes whose texts are queued ahead of the engine: at ~50 texts per theme, a few hundred
 /// requests' worth, far more than any provider has in flight.
@@ -65,12 +64,8 @@ impl Prefetch {
     fn queue(&self, n: usize) {
         let start = self.next.fetch_add(n, Ordering::Relaxed);
         for theme in self.themes.iter().skip(start).take(n) {
-            let Some(words) = self.inputs.candidates_of(theme) else {
-                continue;
-            };
-            let usable = usable_candidates(words);
-            if usable.len() >= self.words_per_theme {
-                self.service.prefetch(&texts_of(theme, &usable));
+            if let Some(texts) = self.inputs.texts_to_embed(theme, self.words_per_theme) {
+                self.service.prefetch(&texts);
             }
         }
     }

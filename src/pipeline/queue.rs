@@ -37,7 +37,6 @@ use crate::distributed::Redis;
 use crate::embed::Space;
 use crate::input::Inputs;
 use crate::service::EmbeddingService;
-use crate::words::{texts_of, usable_candidates};
 
 /// A task not touched by its worker for this long is claimed by another.
 pub const CLAIM_AFTER: Duration = Duration::from_secs(4);
@@ -170,16 +169,12 @@ async fn queue_tasks(
     let mut queued = Vec::new();
     let mut pipe = redis::pipe();
     for theme in themes {
-        let Some(words) = inputs.candidates_of(theme) else {
+        let Some(texts) = inputs.texts_to_embed(theme, words_per_theme) else {
             continue;
         };
-        let usable = usable_candidates(words);
-        if usable.len() < words_per_theme {
-            continue;
-        }
         let task = Task {
             theme: theme.clone(),
-            texts: serde_json::to_string(&texts_of(theme, &usable)).expect("strings"),
+            texts: serde_json::to_string(&texts).expect("strings"),
         };
         add_task(&mut pipe, &tasks, &task);
         queued.push(task);

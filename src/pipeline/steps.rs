@@ -6,14 +6,17 @@ use std::collections::HashMap;
 
 use tokio_util::sync::CancellationToken;
 
+use super::batch::BatchStep;
 use super::{OpenRun, assembly, cache_rows, spares};
 use crate::assemble::Puzzle;
 use crate::config::Config;
 use crate::design::Mix;
 use crate::engine::{Engine, ThemeOutcome};
+use crate::input::Inputs;
 use crate::plan::Plan;
 use crate::progress::{Progress, ProgressMode};
 use crate::report::shapes::{FailedPuzzle, Replacement};
+use crate::theme::ThemeError;
 
 /// Every theme processed so far, with its outcome, in processing order.
 type Processed = Vec<(String, ThemeOutcome)>;
@@ -47,6 +50,9 @@ pub(super) struct Steps<'a> {
     pub(super) run: &'a OpenRun,
     pub(super) progress: ProgressMode,
     pub(super) stop: &'a CancellationToken,
+    pub(super) inputs: &'a Inputs,
+    /// Batch mode: the jobs that embed each round's texts before it is scored.
+    pub(super) batch: Option<&'a BatchStep>,
 }
 
 impl Steps<'_> {
@@ -99,6 +105,83 @@ impl Steps<'_> {
     /// Processes `themes` under a progress bar named `what`; each finished theme's texts go to
     /// the cache CSV.
     async fn process(&self, themes: Vec<String>, what: &str) -> Processed {
+        let failed = self.embed_in_batches(&themes).await;
+        if failed.is_empty() {
+            return self.score(themes, what).await;
+        }
+        let kept: Vec<String> = themes
+            .iter()
+            .filter(|t| !failed.contains_key(*t))
+            .cloned()
+            .collect();
+        let mut scored: HashMap<String, ThemeOutcome> =
+            self.score(kept, what).await.into_iter().collect();
+        themes
+            .into_iter()
+            .map(|t| {
+                let outcome = match failed.get(&t) {
+                    Some(why) => Err(ThemeError::Batch(why.clone())),
+                    None => scored.remove(&t).expect("every kept theme is scored"),
+                };
+                (t, outcome)
+            })
+            .collect()
+    }
+
+    /// Batch mode: embeds the texts of `themes` the cache lacks through Batch API jobs.
+    /// Returns the themes that lost a text (with the reason); a step that cannot go on stops
+    /// the run with its error.
+    async fn embed_in_batches(&self, themes: &[String]) -> HashMap<String, String> {
+        let Some(batch) = self.batch else {
+            return HashMap::new();
+        };
+        if self.must_stop() {
+            return HashMap::new();
+        }
+        let cache = self.run.service.cache();
+        let texts = super::forecast::texts_of_themes(
+            self.inputs,
+            themes,
+            self.config.puzzle.words_per_theme,
+        );
+        let keys: Vec<String> = texts.iter().map(|t| crate::cache::key(t)).collect();
+        let missing: Vec<String> = texts
+            .into_iter()
+            .zip(cache.get_many(&keys))
+            .filter(|(_, v)| v.is_none())
+            .map(|(t, _)| t)
+            .collect();
+        let failed_texts = match batch
+            .embed(missing, cache, &self.run.journal, self.progress, self.stop)
+            .await
+        {
+            Ok(failed) => failed,
+            Err(super::batch::BatchError::Interrupted) => return HashMap::new(),
+            Err(e) => {
+                self.run
+                    .service
+                    .stop_with(crate::embed::EmbedError::Batch(e.to_string()));
+                return HashMap::new();
+            }
+        };
+        if failed_texts.is_empty() {
+            return HashMap::new();
+        }
+        let mut failed = HashMap::new();
+        for theme in themes {
+            let texts = self.inputs.texts_to_embed(theme, 0).unwrap_or_default();
+            let why = texts
+                .iter()
+                .find_map(|t| failed_texts.get(&crate::cache::key(t)));
+            if let Some(why) = why {
+                failed.insert(theme.clone(), why.clone());
+            }
+        }
+        failed
+    }
+
+    /// Scores `themes` with the engine (embedding what the cache lacks, unless batch mode did).
+    async fn score(&self, themes: Vec<String>, what: &str) -> Processed {
         let run = self.run;
         let bar = Progress::new(self.progress, what, themes.len() as u64);
         let cache = run.service.cache();

@@ -34,6 +34,8 @@ pub struct Summary {
     /// Where a run that stopped early wrote its outputs (`<paths.outputs>/partial`); the
     /// complete outputs of an earlier run were left as they were.
     pub partial: Option<std::path::PathBuf>,
+    /// What the Batch API jobs did (batch mode only).
+    pub batch: Option<crate::report::shapes::BatchStats>,
 }
 
 impl Summary {
@@ -116,6 +118,23 @@ impl std::fmt::Display for Summary {
         )?;
         if let Some(hint) = self.limiter_hint() {
             writeln!(f, "limits:  {hint}")?;
+        }
+        if let Some(b) = &self.batch {
+            writeln!(
+                f,
+                "batch:   {} job(s) created{}, {} texts embedded by jobs, ~{} input tokens, {}",
+                b.jobs,
+                match b.jobs_resumed {
+                    0 => String::new(),
+                    n => format!(", {n} of an earlier run collected"),
+                },
+                b.texts_embedded,
+                b.tokens_estimate,
+                match b.cost_usd_estimate {
+                    Some(c) => format!("~${c:.6} at the batch price"),
+                    None => "no price for the model in pricing".into(),
+                }
+            )?;
         }
         if let Some((written, path)) = &self.cache {
             writeln!(

@@ -84,6 +84,8 @@ pub struct RunRecord<'a> {
     /// Theme slots of the plan filled with a usable theme (the original's completed tasks).
     pub slots_filled: usize,
     pub elapsed: Duration,
+    /// What the Batch API jobs did (batch mode only).
+    pub batch: Option<&'a shapes::BatchStats>,
 }
 
 impl RunRecord<'_> {
@@ -373,6 +375,11 @@ pub fn metadata(r: &RunRecord, designs: &[Design]) -> PuzzleMetadata {
             limiter_wait_seconds: s.limiter_wait_seconds,
             peak_concurrency: s.peak_concurrency,
             texts_per_second: r.texts_per_second(),
+            mode: match c.mode {
+                crate::config::EmbeddingMode::Interactive => "interactive",
+                crate::config::EmbeddingMode::Batch => "batch",
+            },
+            batch: r.batch.cloned(),
         },
         puzzle_generation: PuzzleGeneration {
             total_puzzle_count: c.puzzle.total_puzzle_count,

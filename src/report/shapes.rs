@@ -344,6 +344,28 @@ pub struct EmbeddingStats {
     pub limiter_wait_seconds: f64,
     pub peak_concurrency: usize,
     pub texts_per_second: f64,
+    /// `interactive` or `batch` (`embedding.mode`).
+    pub mode: &'static str,
+    /// What the Batch API jobs did (batch mode only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchStats>,
+}
+
+/// `embedding_stats.batch`: the Batch API jobs of a run in batch mode.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct BatchStats {
+    /// Jobs this run created (resubmissions and follow-ups included).
+    pub jobs: usize,
+    /// Jobs of an earlier, interrupted run re-attached to and collected.
+    pub jobs_resumed: usize,
+    /// Texts in each job created, in creation order.
+    pub texts_by_job: Vec<usize>,
+    /// Texts whose vectors came from jobs.
+    pub texts_embedded: usize,
+    /// Input tokens of the texts submitted (about four characters a token).
+    pub tokens_estimate: u64,
+    /// Those tokens at the model's batch price (`pricing`); `None` without a price.
+    pub cost_usd_estimate: Option<f64>,
 }
 
 /// Extra: the puzzle settings of the run.

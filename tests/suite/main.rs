@@ -4,6 +4,7 @@
 
 mod common;
 
+mod batch;
 mod cache_cli;
 mod cli;
 mod cluster;
@@ -13,6 +14,7 @@ mod gemini;
 mod hostile;
 mod local_model;
 mod metrics;
+mod plan;
 mod redis;
 mod resume;
 mod review;

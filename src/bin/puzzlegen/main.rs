@@ -4,6 +4,7 @@
 
 mod cache;
 mod exit;
+mod plan;
 mod report;
 mod run;
 mod solve;
@@ -47,6 +48,12 @@ enum Command {
     /// The API key is read from the environment variable named by gemini.api_key_env (or
     /// embedding.openai.api_key_env); it is never written anywhere.
     Run(run::RunArgs),
+    /// Say what `run` would do with this config, without doing it: puzzles and themes,
+    /// distinct texts, texts already in the cache, texts to embed, requests (interactive) or
+    /// jobs (batch), estimated input tokens, estimated cost in both modes (prices from the
+    /// `pricing` table), and estimated time under the configured limits. Sends no request and
+    /// writes no file. Exit 2 for a configuration or input error, as `run`.
+    Plan(plan::PlanArgs),
     /// Import, export or inspect the embedding cache.
     ///
     /// The cache is the SQLite database every run reads first and adds to (default
@@ -92,6 +99,7 @@ fn main() -> ExitCode {
     init_logging(cli.verbose, cli.quiet);
     let done = match cli.command {
         Command::Run(args) => run::run(args, cli.quiet),
+        Command::Plan(args) => plan::plan(args),
         Command::Cache { command } => cache::command(command),
         Command::Worker(args) => worker::worker(args),
         Command::Report(args) => report::report(args, cli.quiet),

@@ -16,8 +16,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::exit::{ExitStatus, Failure};
 
+/// What `run` and `plan` read: the config and the inputs and provider that override it.
 #[derive(clap::Args)]
-pub struct RunArgs {
+pub struct InputArgs {
     /// The params.yaml to use (the Python pipeline's file is accepted unchanged).
     #[arg(short, long, value_name = "FILE")]
     pub config: PathBuf,
@@ -29,10 +30,6 @@ pub struct RunArgs {
     /// candidate_words.json; overrides paths.candidates.
     #[arg(long, value_name = "PATH")]
     pub candidates: Option<PathBuf>,
-    /// Output directory; overrides paths.outputs, reports go to DIR/reports and the puzzle
-    /// CSV to DIR (the cache CSV and database stay where the config puts them).
-    #[arg(short, long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
     /// Embedding provider; overrides embedding.provider (default gemini, as the original).
     #[arg(long, value_enum)]
     pub provider: Option<ProviderKind>,
@@ -40,6 +37,30 @@ pub struct RunArgs {
     /// embedding.local.model_dir (default models/all-MiniLM-L6-v2).
     #[arg(long, value_name = "DIR")]
     pub model_dir: Option<PathBuf>,
+}
+
+impl InputArgs {
+    /// The config these name, with their overrides and `more` (exit 2 if it cannot be used).
+    pub fn load(self, more: Overrides) -> Result<Config, Failure> {
+        let overrides = Overrides {
+            themes: self.themes,
+            candidates: self.candidates,
+            provider: self.provider,
+            model_dir: self.model_dir,
+            ..more
+        };
+        Config::load(&self.config, &overrides).map_err(|e| Failure::user(e.to_string()))
+    }
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Output directory; overrides paths.outputs, reports go to DIR/reports and the puzzle
+    /// CSV to DIR (the cache CSV and database stay where the config puts them).
+    #[arg(short, long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
     /// Exit with code 1 when any puzzle failed (by default a run that wrote its outputs exits
     /// 0, as the original, and lists failed puzzles in puzzle_metadata.json).
     #[arg(long)]
@@ -61,17 +82,12 @@ pub struct RunArgs {
 
 /// Runs the job the config describes; the exit status says how it ended.
 pub fn run(args: RunArgs, quiet: bool) -> Result<ExitStatus, Failure> {
-    let overrides = Overrides {
-        themes: args.themes,
-        candidates: args.candidates,
+    let config = args.input.load(Overrides {
         out: args.out,
-        provider: args.provider,
-        model_dir: args.model_dir,
         redis_url: args.redis,
         metrics_addr: args.metrics_addr,
-    };
-    let config =
-        Config::load(&args.config, &overrides).map_err(|e| Failure::user(e.to_string()))?;
+        ..Overrides::default()
+    })?;
     crate::exit::warn_about_keys(&config);
     let progress = if quiet {
         ProgressMode::Hidden

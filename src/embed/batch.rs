@@ -1,0 +1,394 @@
+//! The providers' Batch APIs for embeddings ([`BatchApi`]): create a job for a list of texts,
+//! ask how it stands, read its results, cancel it. Gemini's is [`GeminiBatch`], with the wire
+//! shapes of the google-genai SDK's batches.py and files.py (`asyncBatchEmbedContent`, inline
+//! requests under 20 MB, else a JSONL file through the Files API's resumable upload; results
+//! inline in the finished job, or in a responses file downloaded with `alt=media`).
+//!
+//! Every error passes through the key's redaction, as the interactive providers' do.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::gemini::GeminiOptions;
+use super::http::{
+    ApiKey, bad_json, check_url, client, error_message, status_error, transport_error,
+};
+use super::{EmbedError, Space, check_answer, normalize};
+
+/// Where a job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Expired,
+    Cancelled,
+    /// The API does not know the job (any more).
+    Unknown,
+}
+
+impl JobState {
+    /// A state the job leaves no more.
+    pub fn is_final(self) -> bool {
+        !matches!(self, JobState::Pending | JobState::Running)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Expired => "expired",
+            JobState::Cancelled => "cancelled",
+            JobState::Unknown => "unknown to the API",
+        }
+    }
+}
+
+/// One text's result in a finished job.
+pub type ItemResult = Result<Vec<f32>, String>;
+
+/// A provider's Batch API for one embedding space.
+#[async_trait::async_trait]
+pub trait BatchApi: Send + Sync {
+    /// Creates a job embedding `texts`; returns its name.
+    async fn create(&self, texts: &[String], display_name: &str) -> Result<String, EmbedError>;
+    /// The name of the job created with `display_name`, if the API knows one (a run killed
+    /// between creating a job and writing its name down finds it so).
+    async fn find(&self, display_name: &str) -> Result<Option<String>, EmbedError>;
+    /// Where job `name` stands.
+    async fn state(&self, name: &str) -> Result<JobState, EmbedError>;
+    /// The results of the finished job `name` of `count` texts, in their order.
+    async fn results(&self, name: &str, count: usize) -> Result<Vec<ItemResult>, EmbedError>;
+    /// Asks the API to cancel job `name`.
+    async fn cancel(&self, name: &str) -> Result<(), EmbedError>;
+}
+
+/// The largest inline create body: the API's 20 MB, with room for the envelope.
+pub const INLINE_LIMIT_BYTES: usize = 20_000_000;
+
+/// Gemini's Batch API (`v1beta`).
+pub struct GeminiBatch {
+    client: reqwest::Client,
+    base: String,
+    model: String,
+    key: ApiKey,
+    space: Space,
+    inline_limit: usize,
+}
+
+impl GeminiBatch {
+    pub fn new(o: &GeminiOptions) -> Result<GeminiBatch, EmbedError> {
+        check_url(&o.base_url, "gemini.base_url")?;
+        Ok(GeminiBatch {
+            client: client(o.request_timeout.max(std::time::Duration::from_secs(60)))?,
+            base: o.base_url.trim_end_matches('/').to_owned(),
+            model: o.model_id.trim_start_matches("models/").to_owned(),
+            key: ApiKey::from_env(&o.api_key_env, "gemini.api_key_env")?,
+            space: Space {
+                model_id: o.model_id.clone(),
+                dimension: o.dimension,
+                task_type: o.task_type.clone(),
+            },
+            inline_limit: INLINE_LIMIT_BYTES,
+        })
+    }
+
+    /// The same client with a smaller inline limit (tests send a file with a few texts).
+    #[doc(hidden)]
+    pub fn with_inline_limit(mut self, bytes: usize) -> GeminiBatch {
+        self.inline_limit = bytes;
+        self
+    }
+
+    fn request(&self, text: &str) -> Value {
+        json!({
+            "content": {"parts": [{"text": text}]},
+            "taskType": self.space.task_type,
+            "outputDimensionality": self.space.dimension,
+        })
+    }
+
+    /// Sends `req` with the key; the body of a 200, else the error (key redacted).
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<(reqwest::header::HeaderMap, String), EmbedError> {
+        let response = req
+            .header("x-goog-api-key", self.key.expose())
+            .send()
+            .await
+            .map_err(|e| transport_error(&e, Some(&self.key)))?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response
+            .text()
+            .await
+            .map(|b| self.key.redact(&b))
+            .map_err(|e| transport_error(&e, Some(&self.key)))?;
+        if status == 200 {
+            return Ok((headers, body));
+        }
+        if status == 429 {
+            return Err(EmbedError::RateLimited { retry_after: None });
+        }
+        let message = error_message(&body, 200);
+        Err(match status_error(status, message) {
+            EmbedError::Rejected { status, message } => EmbedError::Rejected {
+                status,
+                message: format!("{message}{}", super::gemini::hint(status, &self.key)),
+            },
+            other => other,
+        })
+    }
+
+    /// Uploads `bytes` as a JSONL file (the Files API's resumable upload); its name.
+    async fn upload(&self, bytes: Vec<u8>, display_name: &str) -> Result<String, EmbedError> {
+        let len = bytes.len().to_string();
+        let (headers, _) = self
+            .send(
+                self.client
+                    .post(format!("{}/upload/v1beta/files", self.base))
+                    .header("X-Goog-Upload-Protocol", "resumable")
+                    .header("X-Goog-Upload-Command", "start")
+                    .header("X-Goog-Upload-Header-Content-Length", &len)
+                    .header("X-Goog-Upload-Header-Content-Type", "application/jsonl")
+                    .json(&json!({"file": {"displayName": display_name, "mimeType": "application/jsonl"}})),
+            )
+            .await?;
+        let url = headers
+            .get("x-goog-upload-url")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| EmbedError::BadAnswer("the Files API gave no X-Goog-Upload-URL".into()))?
+            .to_owned();
+        let (headers, body) = self
+            .send(
+                self.client
+                    .post(url)
+                    .header("X-Goog-Upload-Command", "upload, finalize")
+                    .header("X-Goog-Upload-Offset", "0")
+                    .body(bytes),
+            )
+            .await?;
+        let status = headers
+            .get("x-goog-upload-status")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if status != "final" {
+            return Err(EmbedError::Transient(format!(
+                "the Files API did not finish the upload (X-Goog-Upload-Status {status:?})"
+            )));
+        }
+        let v: Value = serde_json::from_str(&body).map_err(|e| bad_json(&e))?;
+        v["file"]["name"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| EmbedError::BadAnswer("the Files API named no file".into()))
+    }
+
+    /// A finished vector, checked and normalised as the interactive provider's.
+    fn vector(&self, mut values: Vec<f32>) -> ItemResult {
+        check_answer(std::slice::from_ref(&values), 1, self.space.dimension)
+            .map_err(|e| e.to_string())?;
+        if self.space.dimension < 3072 {
+            normalize(&mut values);
+        }
+        Ok(values)
+    }
+
+    async fn get(&self, name: &str) -> Result<Option<Value>, EmbedError> {
+        match self
+            .send(self.client.get(format!("{}/v1beta/{name}", self.base)))
+            .await
+        {
+            Ok((_, body)) => Ok(Some(serde_json::from_str(&body).map_err(|e| bad_json(&e))?)),
+            Err(EmbedError::Rejected { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Item {
+    response: Option<ItemResponse>,
+    error: Option<ItemError>,
+    key: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ItemResponse {
+    embedding: Embedding,
+}
+
+#[derive(Deserialize)]
+struct Embedding {
+    values: Vec<f32>,
+}
+
+#[derive(Deserialize)]
+struct ItemError {
+    #[serde(default)]
+    message: String,
+}
+
+impl GeminiBatch {
+    fn item(&self, item: Item) -> ItemResult {
+        match (item.response, item.error) {
+            (Some(r), _) => self.vector(r.embedding.values),
+            (None, Some(e)) => Err(format!("the batch job answered an error: {}", e.message)),
+            (None, None) => Err("the batch job answered neither a vector nor an error".into()),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl BatchApi for GeminiBatch {
+    async fn create(&self, texts: &[String], display_name: &str) -> Result<String, EmbedError> {
+        let requests: Vec<Value> = texts
+            .iter()
+            .map(|t| json!({"request": self.request(t)}))
+            .collect();
+        let inline = json!({"batch": {
+            "displayName": display_name,
+            "inputConfig": {"requests": {"requests": requests}},
+        }});
+        let body = serde_json::to_vec(&inline).expect("json");
+        let url = format!(
+            "{}/v1beta/models/{}:asyncBatchEmbedContent",
+            self.base, self.model
+        );
+        let body = if body.len() <= self.inline_limit {
+            body
+        } else {
+            // Too large to send inline: one JSONL line per text, keyed by its position.
+            let mut file = Vec::new();
+            for (i, t) in texts.iter().enumerate() {
+                let line = json!({"key": i.to_string(), "request": self.request(t)});
+                file.extend_from_slice(line.to_string().as_bytes());
+                file.push(b'\n');
+            }
+            let name = self.upload(file, display_name).await?;
+            serde_json::to_vec(&json!({"batch": {
+                "displayName": display_name,
+                "inputConfig": {"fileName": name},
+            }}))
+            .expect("json")
+        };
+        let (_, answer) = self
+            .send(
+                self.client
+                    .post(url)
+                    .header("Content-Type", "application/json")
+                    .body(body),
+            )
+            .await
+            .map_err(|e| self.key.scrub(e))?;
+        let v: Value = serde_json::from_str(&answer).map_err(|e| bad_json(&e))?;
+        v["name"]
+            .as_str()
+            .or_else(|| v["metadata"]["name"].as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| EmbedError::BadAnswer("the Batch API named no job".into()))
+    }
+
+    async fn find(&self, display_name: &str) -> Result<Option<String>, EmbedError> {
+        let mut token = String::new();
+        loop {
+            let mut url = format!("{}/v1beta/batches?pageSize=100", self.base);
+            if !token.is_empty() {
+                url.push_str(&format!("&pageToken={token}"));
+            }
+            let (_, body) = self
+                .send(self.client.get(url))
+                .await
+                .map_err(|e| self.key.scrub(e))?;
+            let v: Value = serde_json::from_str(&body).map_err(|e| bad_json(&e))?;
+            let found = v["operations"].as_array().and_then(|ops| {
+                ops.iter().find_map(|op| {
+                    (op["metadata"]["displayName"].as_str() == Some(display_name))
+                        .then(|| op["name"].as_str().map(str::to_owned))
+                        .flatten()
+                })
+            });
+            if found.is_some() {
+                return Ok(found);
+            }
+            match v["nextPageToken"].as_str() {
+                Some(t) if !t.is_empty() => token = t.to_owned(),
+                _ => return Ok(None),
+            }
+        }
+    }
+
+    async fn state(&self, name: &str) -> Result<JobState, EmbedError> {
+        let Some(v) = self.get(name).await.map_err(|e| self.key.scrub(e))? else {
+            return Ok(JobState::Unknown);
+        };
+        Ok(match v["metadata"]["state"].as_str().unwrap_or("") {
+            "BATCH_STATE_SUCCEEDED" | "JOB_STATE_SUCCEEDED" => JobState::Succeeded,
+            "BATCH_STATE_FAILED" | "JOB_STATE_FAILED" => JobState::Failed,
+            "BATCH_STATE_EXPIRED" | "JOB_STATE_EXPIRED" => JobState::Expired,
+            "BATCH_STATE_CANCELLED" | "JOB_STATE_CANCELLED" => JobState::Cancelled,
+            "BATCH_STATE_RUNNING" | "JOB_STATE_RUNNING" => JobState::Running,
+            _ => JobState::Pending,
+        })
+    }
+
+    async fn results(&self, name: &str, count: usize) -> Result<Vec<ItemResult>, EmbedError> {
+        let v = self
+            .get(name)
+            .await
+            .map_err(|e| self.key.scrub(e))?
+            .ok_or_else(|| EmbedError::Transient(format!("{name}: the job is gone")))?;
+        let output = &v["metadata"]["output"];
+        let inline = output["inlinedResponses"]["inlinedResponses"]
+            .as_array()
+            .or_else(|| output["inlinedEmbedContentResponses"]["inlinedResponses"].as_array());
+        let items: Vec<Item> = if let Some(items) = inline {
+            items
+                .iter()
+                .map(|i| serde_json::from_value(i.clone()).map_err(|e| bad_json(&e)))
+                .collect::<Result<_, _>>()?
+        } else if let Some(file) = output["responsesFile"].as_str() {
+            let (_, body) = self
+                .send(
+                    self.client
+                        .get(format!("{}/v1beta/{file}:download?alt=media", self.base)),
+                )
+                .await
+                .map_err(|e| self.key.scrub(e))?;
+            let mut lines: Vec<Item> = body
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| serde_json::from_str(l).map_err(|e| bad_json(&e)))
+                .collect::<Result<_, _>>()?;
+            lines.sort_by_key(|i| i.key.as_deref().and_then(|k| k.parse::<usize>().ok()));
+            lines
+        } else {
+            return Err(EmbedError::BadAnswer(format!(
+                "{name}: the finished job holds no output"
+            )));
+        };
+        if items.len() != count {
+            return Err(EmbedError::BadAnswer(format!(
+                "{name}: {} result(s) for {count} text(s)",
+                items.len()
+            )));
+        }
+        Ok(items.into_iter().map(|i| self.item(i)).collect())
+    }
+
+    async fn cancel(&self, name: &str) -> Result<(), EmbedError> {
+        self.send(
+            self.client
+                .post(format!("{}/v1beta/{name}:cancel", self.base))
+                .header("Content-Type", "application/json")
+                .body(""),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| self.key.scrub(e))
+    }
+}

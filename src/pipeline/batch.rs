@@ -1,0 +1,467 @@
+//! Batch mode (`embedding.mode: batch`): before a round of themes is scored, the texts of
+//! those themes the cache lacks are embedded by Batch API jobs ([`BatchStep::embed`]), at
+//! half the interactive price; the themes are then scored from the cache as usual, with no
+//! interactive request.
+//!
+//! Durable: each job is named in the run journal the moment it is created, with its texts,
+//! and marked collected once its vectors are in the cache. A run started again re-attaches to
+//! the jobs its journal names (a job that finished meanwhile is collected), and submits only
+//! texts that are in no job. A job that ends failed, expired or cancelled is submitted once
+//! more, then its texts fail their themes (spare themes replace them); texts a job answered
+//! with an error go into one follow-up job (or, with `batch.fallback: interactive`, to the
+//! interactive API). `batch.max_wait` ends the wait with the jobs left running and named in
+//! the journal.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::cache::{Cache, key};
+use crate::config::{
+    BatchFallback, BatchSettings, Config, EmbeddingMode, MAX_POLL_INTERVAL, ProviderSettings,
+};
+use crate::embed::batch::{BatchApi, GeminiBatch, JobState};
+use crate::embed::{EmbedError, Vector};
+use crate::journal::Journal;
+use crate::limit::estimate_tokens;
+use crate::progress::{Progress, ProgressMode};
+use crate::report::shapes::BatchStats;
+
+/// What batch mode needs: the API, its settings, and what it did so far.
+pub(super) struct BatchStep {
+    pub(super) api: Arc<dyn BatchApi>,
+    pub(super) settings: BatchSettings,
+    /// US dollars per million input tokens in batch, if the model has a price.
+    pub(super) price: Option<f64>,
+    pub(super) done: std::sync::Mutex<BatchStats>,
+}
+
+/// Why batch mode stopped a run.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum BatchError {
+    #[error("{0}")]
+    Api(EmbedError),
+    #[error(
+        "batch jobs still running after {waited:.0} s (batch.max_wait): {jobs}; they are named \
+         in {journal}: run the same command again to collect them, or `puzzlegen batch cancel` \
+         to cancel them"
+    )]
+    MaxWait {
+        waited: f64,
+        jobs: String,
+        journal: String,
+    },
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
+    #[error(
+        "stopped while batch jobs run (they are named in the run journal: run again to collect them)"
+    )]
+    Interrupted,
+}
+
+/// A display name no other job has: `puzzlegen-<time>-<pid>-<n>`.
+fn display_name() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "puzzlegen-{nanos:x}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
+/// A job this run waits for.
+struct Active {
+    /// The display name it was created with (its key in the journal).
+    display_name: String,
+    name: String,
+    texts: Vec<String>,
+    /// Its texts were in a job that ended without results (they are not submitted again).
+    resubmitted: bool,
+    /// Its texts were answered with an error by an earlier job (no further follow-up).
+    follow_up: bool,
+    next_poll: Instant,
+    interval: Duration,
+    state: JobState,
+}
+
+/// Texts waiting for a job.
+struct Chunk {
+    texts: Vec<String>,
+    /// The display name of a job meant for them whose create may have reached the API (asked
+    /// for before creating another).
+    display_name: Option<String>,
+    resubmitted: bool,
+    follow_up: bool,
+}
+
+impl BatchStep {
+    /// The batch step of a run in batch mode (`None` in interactive mode).
+    pub(super) fn of(config: &Config) -> Result<Option<BatchStep>, EmbedError> {
+        if config.mode != EmbeddingMode::Batch {
+            return Ok(None);
+        }
+        let (api, model): (Arc<dyn BatchApi>, &str) = match &config.provider {
+            ProviderSettings::Gemini(g) => (Arc::new(GeminiBatch::new(g)?), &g.model_id),
+            ProviderSettings::Openai(_) => {
+                return Err(EmbedError::Setup(format!(
+                    "{}: embedding.mode: batch is not available for the openai provider yet                      (use interactive, or the gemini provider)",
+                    config.source.display()
+                )));
+            }
+            // Refused when the config is read.
+            ProviderSettings::Local { .. } => return Ok(None),
+        };
+        Ok(Some(BatchStep {
+            api,
+            settings: config.batch.clone(),
+            price: config.pricing.of(model).map(|p| p.batch),
+            done: Default::default(),
+        }))
+    }
+
+    /// Embeds `texts` (distinct, none in the cache, as the caller found) through batch jobs,
+    /// after re-attaching to the jobs the journal names. Returns the texts that could not be
+    /// embedded, by cache key, with the reason (their themes fail). With
+    /// `batch.fallback: interactive` texts a job answered with an error are left to the
+    /// interactive API instead.
+    pub(super) async fn embed(
+        &self,
+        texts: Vec<String>,
+        cache: &Cache,
+        journal: &Journal,
+        progress: ProgressMode,
+        stop: &CancellationToken,
+    ) -> Result<HashMap<String, String>, BatchError> {
+        let s = &self.settings;
+        let started = Instant::now();
+        let wanted: HashSet<String> = texts.iter().map(|t| key(t)).collect();
+        let mut active: Vec<Active> = Vec::new();
+        let mut in_a_job: HashSet<String> = HashSet::new();
+        let mut unsent: Vec<Chunk> = Vec::new();
+        for job in journal.pending_jobs() {
+            let keys: Vec<String> = job.texts.iter().map(|t| key(t)).collect();
+            if cache.get_many(&keys).iter().all(Option::is_some) {
+                journal.record_collected(&job.display_name)?;
+                continue;
+            }
+            let name = match &job.name {
+                Some(name) => Some(name.clone()),
+                // Killed between the create and writing its name down: ask the API.
+                None => self
+                    .api
+                    .find(&job.display_name)
+                    .await
+                    .map_err(BatchError::Api)?,
+            };
+            // Jobs of an earlier run of the same journal: waited for even when this round
+            // does not need their texts, so nothing paid for is lost.
+            in_a_job.extend(keys);
+            let Some(name) = name else {
+                unsent.push(Chunk {
+                    texts: job.texts.clone(),
+                    display_name: Some(job.display_name.clone()),
+                    resubmitted: false,
+                    follow_up: false,
+                });
+                continue;
+            };
+            if job.name.is_none() {
+                journal.record_job(&job.display_name, &name)?;
+            }
+            tracing::info!(
+                "batch: re-attaching to job {name} ({} text(s)) named in the run journal",
+                job.texts.len()
+            );
+            self.count(|c| c.jobs_resumed += 1);
+            active.push(Active {
+                display_name: job.display_name.clone(),
+                name,
+                texts: job.texts.clone(),
+                resubmitted: false,
+                follow_up: false,
+                next_poll: Instant::now(),
+                interval: s.poll_interval,
+                state: JobState::Pending,
+            });
+        }
+        let fresh: Vec<String> = texts
+            .into_iter()
+            .filter(|t| !in_a_job.contains(&key(t)))
+            .collect();
+        let mut waiting: VecDeque<Chunk> = unsent
+            .into_iter()
+            .chain(fresh.chunks(s.max_texts_per_job).map(|c| Chunk {
+                texts: c.to_vec(),
+                display_name: None,
+                resubmitted: false,
+                follow_up: false,
+            }))
+            .collect();
+        let total = wanted.len() as u64;
+        let bar = Progress::new(progress, "batch texts", total);
+        let mut failed: HashMap<String, String> = HashMap::new();
+        let mut create_pause = Duration::ZERO;
+        loop {
+            // Create jobs up to the cap on jobs at once.
+            while active.len() < s.max_active_jobs && create_pause.is_zero() {
+                let Some(mut chunk) = waiting.pop_front() else {
+                    break;
+                };
+                let created = match chunk.display_name.clone() {
+                    // A create that may have reached the API: the job is looked for first.
+                    Some(display) => match self.api.find(&display).await {
+                        Ok(Some(name)) => Ok((display, name)),
+                        Ok(None) => self
+                            .create(&chunk.texts, &display)
+                            .await
+                            .map(|n| (display, n)),
+                        Err(e) => Err(e),
+                    },
+                    None => {
+                        let display = display_name();
+                        journal.record_job_intent(&display, &chunk.texts)?;
+                        chunk.display_name = Some(display.clone());
+                        self.create(&chunk.texts, &display)
+                            .await
+                            .map(|n| (display, n))
+                    }
+                };
+                match created {
+                    Ok((display, name)) => {
+                        journal.record_job(&display, &name)?;
+                        tracing::info!(
+                            "batch: created job {name} ({} text(s){})",
+                            chunk.texts.len(),
+                            match (chunk.resubmitted, chunk.follow_up) {
+                                (true, _) => ", submitted again",
+                                (false, true) => ", a follow-up for items answered with an error",
+                                (false, false) => "",
+                            }
+                        );
+                        let n = chunk.texts.len();
+                        let tokens: u64 =
+                            chunk.texts.iter().map(|t| estimate_tokens(t) as u64).sum();
+                        self.count(|c| {
+                            c.jobs += 1;
+                            c.texts_by_job.push(n);
+                            c.tokens_estimate += tokens;
+                        });
+                        active.push(Active {
+                            display_name: display,
+                            name,
+                            texts: chunk.texts,
+                            resubmitted: chunk.resubmitted,
+                            follow_up: chunk.follow_up,
+                            next_poll: Instant::now() + s.poll_interval,
+                            interval: s.poll_interval,
+                            state: JobState::Pending,
+                        });
+                    }
+                    Err(e) if e.is_fatal() => return Err(BatchError::Api(e)),
+                    Err(e) => {
+                        // A 429 (too many jobs), a 5xx: tried again after a pause.
+                        tracing::warn!("batch: cannot create a job now ({e}); trying again");
+                        waiting.push_front(chunk);
+                        create_pause = s.poll_interval;
+                    }
+                }
+            }
+            if active.is_empty() && waiting.is_empty() {
+                break;
+            }
+            if started.elapsed() >= s.max_wait {
+                bar.finish();
+                return Err(BatchError::MaxWait {
+                    waited: started.elapsed().as_secs_f64(),
+                    jobs: active
+                        .iter()
+                        .map(|a| format!("{} ({})", a.name, a.state.name()))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    journal: journal.path().display().to_string(),
+                });
+            }
+            let next = active
+                .iter()
+                .map(|a| a.next_poll)
+                .min()
+                .unwrap_or_else(|| Instant::now() + create_pause);
+            let wait = next
+                .saturating_duration_since(Instant::now())
+                .max(if active.is_empty() {
+                    create_pause
+                } else {
+                    Duration::ZERO
+                });
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.cancelled() => {
+                    bar.finish();
+                    return Err(BatchError::Interrupted);
+                }
+            }
+            create_pause = Duration::ZERO;
+            let now = Instant::now();
+            let mut still = Vec::new();
+            for mut job in std::mem::take(&mut active) {
+                if job.next_poll > now {
+                    still.push(job);
+                    continue;
+                }
+                let state = match self.api.state(&job.name).await {
+                    Ok(state) => state,
+                    Err(e) if e.is_fatal() => return Err(BatchError::Api(e)),
+                    Err(e) => {
+                        tracing::warn!("batch: cannot ask how job {} stands ({e})", job.name);
+                        job.next_poll = Instant::now() + job.interval;
+                        still.push(job);
+                        continue;
+                    }
+                };
+                if state != job.state {
+                    tracing::info!("batch: job {} is {}", job.name, state.name());
+                    job.state = state;
+                }
+                match state {
+                    JobState::Pending | JobState::Running => {
+                        job.next_poll = Instant::now() + job.interval;
+                        job.interval = (job.interval.mul_f64(1.5)).min(MAX_POLL_INTERVAL);
+                        still.push(job);
+                    }
+                    JobState::Succeeded => {
+                        let results = match self.api.results(&job.name, job.texts.len()).await {
+                            Ok(r) => r,
+                            Err(e) if e.is_fatal() => return Err(BatchError::Api(e)),
+                            Err(e) => {
+                                tracing::warn!(
+                                    "batch: cannot read job {}'s results ({e})",
+                                    job.name
+                                );
+                                job.next_poll = Instant::now() + job.interval;
+                                still.push(job);
+                                continue;
+                            }
+                        };
+                        let mut texts = Vec::new();
+                        let mut vectors: Vec<Vector> = Vec::new();
+                        let mut errors = Vec::new();
+                        for (text, result) in job.texts.iter().zip(results) {
+                            match result {
+                                Ok(v) => {
+                                    texts.push(text.clone());
+                                    vectors.push(Arc::from(v));
+                                }
+                                Err(why) => errors.push((text.clone(), why)),
+                            }
+                        }
+                        cache.insert_many(&texts, &vectors);
+                        cache.flush();
+                        journal.record_collected(&job.display_name)?;
+                        bar.add(texts.len() as u64);
+                        self.count(|c| c.texts_embedded += texts.len());
+                        tracing::info!(
+                            "batch: job {}: {} vector(s) into the cache{}",
+                            job.name,
+                            texts.len(),
+                            if errors.is_empty() {
+                                String::new()
+                            } else {
+                                format!(", {} text(s) answered with an error", errors.len())
+                            }
+                        );
+                        if errors.is_empty() {
+                            continue;
+                        }
+                        match (s.fallback, job.follow_up) {
+                            (BatchFallback::Interactive, _) => tracing::info!(
+                                "batch: {} text(s) go to the interactive API (batch.fallback)",
+                                errors.len()
+                            ),
+                            (BatchFallback::Job, false) => waiting.push_back(Chunk {
+                                texts: errors.into_iter().map(|(t, _)| t).collect(),
+                                display_name: None,
+                                resubmitted: false,
+                                follow_up: true,
+                            }),
+                            (BatchFallback::Job, true) => {
+                                for (t, why) in errors {
+                                    failed
+                                        .insert(key(&t), format!("batch job {}: {why}", job.name));
+                                }
+                            }
+                        }
+                    }
+                    JobState::Failed
+                    | JobState::Expired
+                    | JobState::Cancelled
+                    | JobState::Unknown => {
+                        journal.record_collected(&job.display_name)?;
+                        if state == JobState::Unknown {
+                            tracing::warn!(
+                                "batch: the API no longer knows job {} (named in the run journal): \
+                                 its {} text(s) are submitted again",
+                                job.name,
+                                job.texts.len()
+                            );
+                        }
+                        if !job.resubmitted {
+                            if state != JobState::Unknown {
+                                tracing::warn!(
+                                    "batch: job {} ended {}: its {} text(s) are submitted once more",
+                                    job.name,
+                                    state.name(),
+                                    job.texts.len()
+                                );
+                            }
+                            waiting.push_back(Chunk {
+                                texts: job.texts,
+                                display_name: None,
+                                resubmitted: true,
+                                follow_up: job.follow_up,
+                            });
+                        } else {
+                            let why = format!(
+                                "batch job {} ended {} (after one resubmission)",
+                                job.name,
+                                state.name()
+                            );
+                            tracing::warn!(
+                                "batch: {why}: the themes of its {} text(s) fail",
+                                job.texts.len()
+                            );
+                            for t in job.texts {
+                                failed.insert(key(&t), why.clone());
+                            }
+                        }
+                    }
+                }
+            }
+            active = still;
+        }
+        bar.finish();
+        // Only this round's texts decide its themes.
+        failed.retain(|k, _| wanted.contains(k));
+        Ok(failed)
+    }
+
+    async fn create(&self, texts: &[String], display_name: &str) -> Result<String, EmbedError> {
+        self.api.create(texts, display_name).await
+    }
+
+    fn count(&self, f: impl FnOnce(&mut BatchStats)) {
+        f(&mut self.done.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// What the jobs did so far, with the estimated cost of the texts submitted.
+    pub(super) fn counts(&self) -> BatchStats {
+        let mut c = self.done.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        c.cost_usd_estimate = self.price.map(|p| c.tokens_estimate as f64 / 1e6 * p);
+        c
+    }
+}

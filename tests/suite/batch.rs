@@ -1,0 +1,228 @@
+//! Batch mode (issue 25): texts embedded by Batch API jobs of the mock (Gemini's
+//! `asyncBatchEmbedContent`), the same puzzles as an interactive run, no interactive request,
+//! jobs named in the run journal and re-attached to after a kill, and the ways jobs end.
+
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use mock_gemini::batch::{BatchEnding, BatchMock};
+use mock_gemini::start_blocking;
+
+use crate::common::{self, output_within};
+use crate::plan::plan_json;
+use crate::redis::{assert_same_as_a_run_alone, spawn, text};
+
+/// A folder of `themes` x 14 words for `puzzles` puzzles in batch mode against `base_url`,
+/// with `batch` lines in its `batch:` section.
+fn batch_dir(base_url: &str, themes: usize, puzzles: usize, batch: &str) -> tempfile::TempDir {
+    let dir = common::gemini_dir(base_url, themes, 14, puzzles, "");
+    let p = dir.path().join("params.yaml");
+    let yaml = std::fs::read_to_string(&p).unwrap().replace(
+        "  provider: gemini\n",
+        "  provider: gemini\n  mode: batch\n",
+    );
+    std::fs::write(&p, format!("{yaml}batch:\n  poll_interval: 0.1\n{batch}")).unwrap();
+    dir
+}
+
+fn mock(batch: BatchMock) -> mock_gemini::BlockingMockServer {
+    start_blocking(common::mock_config(31, |m| m.batch = batch)).unwrap()
+}
+
+fn journal(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("out/run_journal.jsonl")).unwrap_or_default()
+}
+
+/// `plan --json`'s texts to embed in `dir`.
+fn to_embed(dir: &Path) -> u64 {
+    plan_json(dir)["texts_to_embed"].as_u64().unwrap()
+}
+
+/// Jobs of at most 40 texts, at most 2 at once: every text in exactly one job, no
+/// interactive request, the puzzles of an interactive run, the journal gone at the end.
+#[test]
+fn a_batch_run_makes_the_puzzles_of_an_interactive_run_without_an_interactive_request() {
+    let server = mock(BatchMock::default());
+    let dir = batch_dir(
+        &server.base_url(),
+        12,
+        3,
+        "  max_texts_per_job: 40\n  max_active_jobs: 2\n",
+    );
+    let plan = plan_json(dir.path());
+    let texts = plan["texts_to_embed"].as_u64().unwrap();
+    let out = output_within(spawn(dir.path(), &[]), Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let s = server.stats();
+    let stats = &common::read_json(&dir.path().join("out/puzzle_metadata.json"))["embedding_stats"];
+    assert_eq!(stats["mode"], "batch", "{stats}");
+    assert_eq!(stats["batch"]["jobs"], s.batch.jobs, "{stats}");
+    assert_eq!(
+        stats["batch"]["texts_by_job"],
+        serde_json::json!(s.batch.texts_by_job)
+    );
+    assert_eq!(stats["batch"]["texts_embedded"], texts, "{stats}");
+    assert_eq!(plan["batch_jobs"], s.batch.jobs, "{plan}");
+    let cost = stats["batch"]["cost_usd_estimate"].as_f64().unwrap();
+    assert!(
+        (cost - plan["cost_usd"]["batch"].as_f64().unwrap()).abs() < 1e-12,
+        "{stats} {plan}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("batch:   "),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(s.requests, 0, "interactive requests: {s:?}");
+    assert_eq!(s.batch.texts, texts, "{s:?}");
+    assert_eq!(s.batch.jobs, texts.div_ceil(40), "{s:?}");
+    assert_eq!(s.batch.duplicate_texts, 0, "{s:?}");
+    assert_eq!(s.batch.texts_embedded, texts, "{s:?}");
+    assert!(!dir.path().join("out/run_journal.jsonl").exists());
+    server.reset_stats();
+    assert_same_as_a_run_alone(dir.path(), &server.base_url(), 12, 3, "");
+}
+
+/// Killed (SIGKILL) while its jobs run, started again: it re-attaches to the jobs its
+/// journal names (found by display name where the journal lacks the API's name), creates
+/// none for their texts, and makes the same puzzles.
+#[test]
+fn a_run_killed_while_its_jobs_run_re_attaches_to_them() {
+    let server = mock(BatchMock {
+        latency: Duration::from_secs(4),
+        ..BatchMock::default()
+    });
+    let dir = batch_dir(&server.base_url(), 12, 3, "  max_texts_per_job: 100\n");
+    let texts = to_embed(dir.path());
+    let mut run: Child = spawn(dir.path(), &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.stats().batch.jobs < texts.div_ceil(100)
+        || !journal(dir.path()).contains("batches/")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no job created: {}",
+            journal(dir.path())
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let jobs = server.stats().batch.jobs;
+    assert!(
+        journal(dir.path()).contains("\"batch_job\""),
+        "{}",
+        journal(dir.path())
+    );
+    // As if killed between each create and writing the job's name down: the run must find
+    // its jobs by their display names.
+    let before = journal(dir.path());
+    let kept: String = before
+        .lines()
+        .filter(|l| !l.contains("\"name\":\"batches/"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(kept.len() < before.len(), "{before}");
+    std::fs::write(dir.path().join("out/run_journal.jsonl"), kept).unwrap();
+    let out = output_within(spawn(dir.path(), &[]), Duration::from_secs(60));
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(all.contains("re-attaching to job batches/"), "{all}");
+    let s = server.stats();
+    assert_eq!(s.batch.jobs, jobs, "new jobs after the restart: {s:?}");
+    assert_eq!(s.batch.texts, texts, "{s:?}");
+    assert_eq!(s.batch.duplicate_texts, 0, "{s:?}");
+    assert_eq!(s.requests, 0, "{s:?}");
+    server.reset_stats();
+    assert_same_as_a_run_alone(dir.path(), &server.base_url(), 12, 3, "");
+}
+
+/// A job that ends failed is submitted once more; one that then ends expired fails its
+/// themes (named with the reason), spare themes take their place through jobs of their own
+/// (a cancelled one submitted again), and texts a job answered with an error go into a
+/// follow-up job.
+#[test]
+fn failed_expired_and_cancelled_jobs_and_item_errors() {
+    let server = mock(BatchMock {
+        endings: vec![
+            BatchEnding::Failed,
+            BatchEnding::Expired,
+            BatchEnding::Cancelled,
+        ],
+        item_error_every: 9,
+        ..BatchMock::default()
+    });
+    // 4 planned themes (1 puzzle) and 4 spares, one job per round.
+    let dir = batch_dir(&server.base_url(), 8, 1, "  max_texts_per_job: 1000\n");
+    let out = output_within(spawn(dir.path(), &[]), Duration::from_secs(60));
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(
+        all.contains("ended failed: its 60 text(s) are submitted once more"),
+        "{all}"
+    );
+    assert!(
+        all.contains("ended expired (after one resubmission)"),
+        "{all}"
+    );
+    assert!(
+        all.contains("ended cancelled: its 60 text(s) are submitted once more"),
+        "{all}"
+    );
+    let meta = common::read_json(&dir.path().join("out/puzzle_metadata.json"));
+    let failed = meta["failed_themes"].to_string();
+    assert!(failed.contains("ended expired"), "{failed}");
+    assert_eq!(meta["successful_puzzles"], 1, "{meta}");
+    let s = server.stats();
+    assert_eq!(s.requests, 0, "{s:?}");
+    // failed, expired; spares: cancelled, again (with item errors), the follow-up.
+    assert_eq!(s.batch.jobs, 5, "{s:?}");
+    let follow_up = *s.batch.texts_by_job.last().unwrap();
+    assert!((1..60).contains(&follow_up), "{s:?}");
+}
+
+/// A refused key stops the run at once (exit 3) without showing the key.
+#[test]
+fn a_refused_key_stops_a_batch_run_at_once() {
+    let server = start_blocking(common::mock_config(32, |m| {
+        m.api_key = Some("the-right-key".into());
+    }))
+    .unwrap();
+    let dir = batch_dir(&server.base_url(), 6, 1, "");
+    let t = Instant::now();
+    let out = output_within(spawn(dir.path(), &[]), Duration::from_secs(60));
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{all}");
+    assert!(all.contains("API key not valid"), "{all}");
+    assert!(t.elapsed() < Duration::from_secs(20), "{all}");
+    assert!(!all.contains(common::KEY), "{all}");
+}
+
+/// Jobs that outlive `batch.max_wait`: exit 3 saying how to resume or cancel, the jobs left
+/// named in the journal; after the jobs finish, the same command collects them with no new
+/// job.
+#[test]
+fn max_wait_ends_the_wait_and_the_next_run_collects_the_jobs() {
+    let server = mock(BatchMock {
+        latency: Duration::from_secs(4),
+        ..BatchMock::default()
+    });
+    let dir = batch_dir(&server.base_url(), 6, 1, "  max_wait: 1\n");
+    let out = output_within(spawn(dir.path(), &[]), Duration::from_secs(60));
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{all}");
+    assert!(all.contains("batch.max_wait"), "{all}");
+    assert!(all.contains("run the same command again"), "{all}");
+    assert!(
+        journal(dir.path()).contains("batches/"),
+        "{}",
+        journal(dir.path())
+    );
+    let jobs = server.stats().batch.jobs;
+    std::thread::sleep(Duration::from_secs(4));
+    let out = output_within(spawn(dir.path(), &[]), Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(server.stats().batch.jobs, jobs);
+    assert_eq!(server.stats().batch.duplicate_texts, 0);
+}
