@@ -85,6 +85,21 @@ pub(crate) struct PendingJob {
     pub(crate) texts: Vec<String>,
 }
 
+/// The Batch API jobs of `space` the journal at `path` names and has not collected, read
+/// without changing the file (for `puzzlegen batch list` and `cancel`).
+pub(crate) fn pending_jobs_in(path: &Path, space: &Space) -> Result<Vec<PendingJob>, String> {
+    let (_, jobs) = read(path)?;
+    Ok(jobs
+        .into_iter()
+        .filter(|j| j.space == space_name(space))
+        .map(|j| PendingJob {
+            display_name: j.batch_job,
+            name: (!j.name.is_empty()).then_some(j.name),
+            texts: j.texts,
+        })
+        .collect())
+}
+
 fn space_name(space: &Space) -> String {
     format!("{}:{}:{}", space.model_id, space.dimension, space.task_type)
 }

@@ -806,7 +806,7 @@ fn approx_tokens(text: &str) -> usize {
     text.chars().count().div_ceil(4).max(1)
 }
 
-fn write_values(out: &mut String, values: &[f32], nan_first: bool) {
+pub(crate) fn write_values(out: &mut String, values: &[f32], nan_first: bool) {
     out.push('[');
     for (j, v) in values.iter().enumerate() {
         if j > 0 {

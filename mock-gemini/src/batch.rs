@@ -91,6 +91,7 @@ pub struct BatchStats {
     pub refused: u64,
 }
 
+#[derive(Clone)]
 struct Job {
     name: String,
     model: String,
@@ -416,7 +417,6 @@ impl Jobs {
             return Answer::error(404, "NOT_FOUND", &format!("Batch {name} not found."));
         };
         let succeeded = job.state(cfg.latency) == "BATCH_STATE_SUCCEEDED";
-        let answer = operation(job, cfg.latency, true);
         let embedded = if succeeded && !job.from_file && !job.counted {
             job.counted = true;
             (job.texts.len() - job.item_errors.len()) as u64
@@ -432,7 +432,13 @@ impl Jobs {
             s.errored_once.extend(errored);
         }
         s.stats.texts_embedded += embedded;
-        Answer::json(200, answer)
+        // The answer (hundreds of MB for a large job at 3072 dimensions) is written without
+        // the lock, so other calls are not held behind it.
+        let job = s.jobs[&name].clone();
+        drop(s);
+        let mut a = Answer::json(200, Value::Null);
+        a.body = operation_text(&job, cfg.latency).into_bytes();
+        a
     }
 
     /// `POST batches/{id}:cancel`.
@@ -577,6 +583,31 @@ impl Jobs {
             headers: Vec::new(),
         }
     }
+}
+
+/// [`operation`] with its output, as text: a finished inline job's vectors are written
+/// straight into the text (a `serde_json::Value` per number would take seconds per job).
+fn operation_text(job: &Job, latency: Duration) -> String {
+    if job.from_file || job.state(latency) != "BATCH_STATE_SUCCEEDED" {
+        return operation(job, latency, true).to_string();
+    }
+    let mut v = operation(job, latency, false);
+    v["metadata"]["output"] = json!("@@OUTPUT@@");
+    let mut items = String::from(r#"{"inlinedResponses":{"inlinedResponses":["#);
+    for (i, t) in job.texts.iter().enumerate() {
+        if i > 0 {
+            items.push(',');
+        }
+        if job.item_errors.contains(&i) {
+            items.push_str(r#"{"error":{"code":3,"message":"mock: this item failed; submit it again","details":[]}}"#);
+        } else {
+            items.push_str(r#"{"response":{"embedding":{"values":"#);
+            crate::api::write_values(&mut items, &gemini_embedding(t, job.dims[i]), false);
+            items.push_str(&format!(r#"}},"tokenCount":"{}"}}}}"#, t.len().div_ceil(4)));
+        }
+    }
+    items.push_str("]}}");
+    v.to_string().replace("\"@@OUTPUT@@\"", &items)
 }
 
 /// A job as the API answers create, get and list: an Operation whose `metadata` is the batch.

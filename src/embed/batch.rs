@@ -77,6 +77,8 @@ pub struct GeminiBatch {
     key: ApiKey,
     space: Space,
     inline_limit: usize,
+    /// Finished jobs as `state` read them, until `results` takes them.
+    finished: std::sync::Mutex<std::collections::HashMap<String, Operation>>,
 }
 
 impl GeminiBatch {
@@ -93,6 +95,7 @@ impl GeminiBatch {
                 task_type: o.task_type.clone(),
             },
             inline_limit: INLINE_LIMIT_BYTES,
+            finished: Default::default(),
         })
     }
 
@@ -198,7 +201,10 @@ impl GeminiBatch {
         Ok(values)
     }
 
-    async fn get(&self, name: &str) -> Result<Option<Value>, EmbedError> {
+    /// The job `name` as the API answers it (`None`: a 404). A finished job's inline results
+    /// are read straight into vectors (a job of 10,000 texts at 3072 dimensions is ~300 MB of
+    /// JSON).
+    async fn get(&self, name: &str) -> Result<Option<Operation>, EmbedError> {
         match self
             .send(self.client.get(format!("{}/v1beta/{name}", self.base)))
             .await
@@ -208,6 +214,35 @@ impl GeminiBatch {
             Err(e) => Err(e),
         }
     }
+}
+
+/// A batch job as the API answers `get`: an Operation whose `metadata` is the batch.
+#[derive(Deserialize)]
+struct Operation {
+    #[serde(default)]
+    metadata: Metadata,
+}
+
+#[derive(Deserialize, Default)]
+struct Metadata {
+    #[serde(default)]
+    state: String,
+    output: Option<Output>,
+}
+
+/// A finished job's output: inline responses (the SDK accepts both names) or a file.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Output {
+    inlined_responses: Option<Inlined>,
+    inlined_embed_content_responses: Option<Inlined>,
+    responses_file: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Inlined {
+    inlined_responses: Vec<Item>,
 }
 
 #[derive(Deserialize)]
@@ -323,35 +358,50 @@ impl BatchApi for GeminiBatch {
     }
 
     async fn state(&self, name: &str) -> Result<JobState, EmbedError> {
-        let Some(v) = self.get(name).await.map_err(|e| self.key.scrub(e))? else {
+        let Some(op) = self.get(name).await.map_err(|e| self.key.scrub(e))? else {
             return Ok(JobState::Unknown);
         };
-        Ok(match v["metadata"]["state"].as_str().unwrap_or("") {
+        let state = match op.metadata.state.as_str() {
             "BATCH_STATE_SUCCEEDED" | "JOB_STATE_SUCCEEDED" => JobState::Succeeded,
             "BATCH_STATE_FAILED" | "JOB_STATE_FAILED" => JobState::Failed,
             "BATCH_STATE_EXPIRED" | "JOB_STATE_EXPIRED" => JobState::Expired,
             "BATCH_STATE_CANCELLED" | "JOB_STATE_CANCELLED" => JobState::Cancelled,
             "BATCH_STATE_RUNNING" | "JOB_STATE_RUNNING" => JobState::Running,
             _ => JobState::Pending,
-        })
+        };
+        if state == JobState::Succeeded {
+            // Kept for `results`, which would otherwise read the whole answer again.
+            self.finished
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(name.to_owned(), op);
+        }
+        Ok(state)
     }
 
     async fn results(&self, name: &str, count: usize) -> Result<Vec<ItemResult>, EmbedError> {
-        let v = self
-            .get(name)
-            .await
-            .map_err(|e| self.key.scrub(e))?
-            .ok_or_else(|| EmbedError::Transient(format!("{name}: the job is gone")))?;
-        let output = &v["metadata"]["output"];
-        let inline = output["inlinedResponses"]["inlinedResponses"]
-            .as_array()
-            .or_else(|| output["inlinedEmbedContentResponses"]["inlinedResponses"].as_array());
-        let items: Vec<Item> = if let Some(items) = inline {
-            items
-                .iter()
-                .map(|i| serde_json::from_value(i.clone()).map_err(|e| bad_json(&e)))
-                .collect::<Result<_, _>>()?
-        } else if let Some(file) = output["responsesFile"].as_str() {
+        let kept = self
+            .finished
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        let op = match kept {
+            Some(op) => op,
+            None => self
+                .get(name)
+                .await
+                .map_err(|e| self.key.scrub(e))?
+                .ok_or_else(|| EmbedError::Transient(format!("{name}: the job is gone")))?,
+        };
+        let output = op.metadata.output.ok_or_else(|| {
+            EmbedError::BadAnswer(format!("{name}: the finished job holds no output"))
+        })?;
+        let items: Vec<Item> = if let Some(inline) = output
+            .inlined_responses
+            .or(output.inlined_embed_content_responses)
+        {
+            inline.inlined_responses
+        } else if let Some(file) = output.responses_file {
             let (_, body) = self
                 .send(
                     self.client

@@ -465,3 +465,142 @@ impl BatchStep {
         c
     }
 }
+
+/// A job a config's run journal names and has not collected, as `puzzlegen batch` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JobInfo {
+    /// The API's name (`batches/...`), or the display name when the API knows no such job.
+    pub name: String,
+    /// `pending`, `running`, `succeeded`, ... or `unknown to the API`.
+    pub state: &'static str,
+    pub texts: usize,
+    /// Seconds since it was created (from its display name).
+    pub age_seconds: Option<u64>,
+}
+
+/// The seconds since a job named `puzzlegen-<nanos, hex>-...` was created.
+fn age_of(display_name: &str) -> Option<u64> {
+    let nanos = u128::from_str_radix(
+        display_name.strip_prefix("puzzlegen-")?.split('-').next()?,
+        16,
+    )
+    .ok()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_nanos();
+    Some((now.saturating_sub(nanos) / 1_000_000_000) as u64)
+}
+
+/// The Batch API of `config` and the jobs its run journal names (an error when the config is
+/// not in batch mode's reach: the local provider).
+async fn journal_jobs(
+    config: &Config,
+) -> Result<
+    (
+        Arc<dyn BatchApi>,
+        Vec<(crate::journal::PendingJob, Option<String>)>,
+    ),
+    super::RunError,
+> {
+    let step = match BatchStep::of(config).map_err(super::RunError::Provider)? {
+        Some(step) => step,
+        None => {
+            let ProviderSettings::Gemini(g) = &config.provider else {
+                return Err(super::RunError::Provider(EmbedError::Setup(format!(
+                    "{}: embedding.provider: the {} provider has no Batch API jobs here",
+                    config.source.display(),
+                    config.provider.kind()
+                ))));
+            };
+            BatchStep {
+                api: Arc::new(GeminiBatch::new(g).map_err(super::RunError::Provider)?),
+                settings: config.batch.clone(),
+                price: None,
+                done: Default::default(),
+            }
+        }
+    };
+    let space = config
+        .space()
+        .map_err(super::RunError::Provider)?
+        .expect("gemini names its space");
+    let path = config.output.outputs_dir.join(crate::journal::FILE_NAME);
+    let pending = crate::journal::pending_jobs_in(&path, &space).map_err(|why| {
+        super::RunError::Provider(EmbedError::Setup(format!("{}: {why}", path.display())))
+    })?;
+    let mut jobs = Vec::new();
+    for job in pending {
+        let name = match &job.name {
+            Some(n) => Some(n.clone()),
+            None => step
+                .api
+                .find(&job.display_name)
+                .await
+                .map_err(super::RunError::Provider)?,
+        };
+        jobs.push((job, name));
+    }
+    Ok((step.api, jobs))
+}
+
+/// The jobs the run journal of `config` names and has not collected, with their state.
+pub async fn list_jobs(config: &Config) -> Result<Vec<JobInfo>, super::RunError> {
+    let (api, jobs) = journal_jobs(config).await?;
+    let mut out = Vec::new();
+    for (job, name) in jobs {
+        let state = match &name {
+            Some(n) => api.state(n).await.map_err(super::RunError::Provider)?,
+            None => JobState::Unknown,
+        };
+        out.push(JobInfo {
+            name: name.unwrap_or_else(|| job.display_name.clone()),
+            state: state.name(),
+            texts: job.texts.len(),
+            age_seconds: age_of(&job.display_name),
+        });
+    }
+    Ok(out)
+}
+
+/// Asks the API to cancel `only` (a job the journal names), or every job the journal names
+/// that has not ended; returns the jobs asked. Their texts are submitted again by the next
+/// run.
+pub async fn cancel_jobs(
+    config: &Config,
+    only: Option<&str>,
+) -> Result<Vec<JobInfo>, super::RunError> {
+    let (api, jobs) = journal_jobs(config).await?;
+    if let Some(only) = only
+        && !jobs
+            .iter()
+            .any(|(j, n)| n.as_deref() == Some(only) || j.display_name == only)
+    {
+        return Err(super::RunError::Provider(EmbedError::Setup(format!(
+            "batch cancel: {only} is not a job the run journal of {} names (see `puzzlegen batch list`)",
+            config.source.display()
+        ))));
+    }
+    let mut out = Vec::new();
+    for (job, name) in jobs {
+        let Some(name) = name else { continue };
+        if only.is_some_and(|o| o != name && o != job.display_name) {
+            continue;
+        }
+        let state = api.state(&name).await.map_err(super::RunError::Provider)?;
+        if !state.is_final() {
+            api.cancel(&name).await.map_err(super::RunError::Provider)?;
+        }
+        out.push(JobInfo {
+            name,
+            state: if state.is_final() {
+                state.name()
+            } else {
+                "cancelling"
+            },
+            texts: job.texts.len(),
+            age_seconds: age_of(&job.display_name),
+        });
+    }
+    Ok(out)
+}

@@ -6,6 +6,7 @@
 
 mod assembly;
 mod batch;
+pub use batch::{JobInfo, cancel_jobs, list_jobs};
 pub mod forecast;
 pub mod health;
 mod prefetch;

@@ -226,3 +226,130 @@ fn max_wait_ends_the_wait_and_the_next_run_collects_the_jobs() {
     assert_eq!(server.stats().batch.jobs, jobs);
     assert_eq!(server.stats().batch.duplicate_texts, 0);
 }
+
+/// A journal naming a job the API no longer knows (another server: jobs expire after 48 h):
+/// said plainly, its texts submitted again, the run completes.
+#[test]
+fn a_job_the_api_no_longer_knows_is_said_and_submitted_again() {
+    let first = mock(BatchMock {
+        latency: Duration::from_secs(60),
+        ..BatchMock::default()
+    });
+    let dir = batch_dir(&first.base_url(), 6, 1, "  max_wait: 0.5\n");
+    let out = output_within(spawn(dir.path(), &[]), Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let second = mock(BatchMock::default());
+    let p = dir.path().join("params.yaml");
+    let yaml = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(&p, yaml.replace(&first.base_url(), &second.base_url())).unwrap();
+    let out = output_within(spawn(dir.path(), &[]), Duration::from_secs(60));
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(
+        all.contains("the API no longer knows job batches/mock000000"),
+        "{all}"
+    );
+    let s = second.stats();
+    assert_eq!(s.batch.texts, first.stats().batch.texts, "{s:?}");
+    assert_eq!(s.requests, 0, "{s:?}");
+}
+
+/// A create body over the inline limit goes as a JSONL file through the Files API, and the
+/// results come back from the responses file (the limit lowered from the API's 20 MB).
+#[test]
+fn a_body_over_the_inline_limit_goes_through_a_file() {
+    use puzzlegen::embed::batch::{BatchApi, GeminiBatch, JobState};
+    let server = mock(BatchMock::default());
+    let options = puzzlegen::embed::gemini::GeminiOptions {
+        base_url: server.base_url(),
+        model_id: "gemini-embedding-001".into(),
+        dimension: 768,
+        task_type: "SEMANTIC_SIMILARITY".into(),
+        api_key_env: common::any_key_variable(),
+        request_timeout: Duration::from_secs(5),
+    };
+    let api = GeminiBatch::new(&options).unwrap().with_inline_limit(1000);
+    let texts: Vec<String> = (0..40).map(|i| format!("text number {i}")).collect();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let results = runtime.block_on(async {
+        let name = api.create(&texts, "file-job").await.unwrap();
+        assert_eq!(api.find("file-job").await.unwrap(), Some(name.clone()));
+        while api.state(&name).await.unwrap() != JobState::Succeeded {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        api.results(&name, texts.len()).await.unwrap()
+    });
+    let s = server.stats().batch;
+    assert_eq!(
+        (s.uploads, s.downloads, s.jobs, s.texts),
+        (1, 1, 1, 40),
+        "{s:?}"
+    );
+    for (text, r) in texts.iter().zip(results) {
+        let v = r.unwrap();
+        let mut want = mock_gemini::gemini_embedding(text, 768);
+        puzzlegen::embed::normalize(&mut want);
+        let dot: f32 = v.iter().zip(&want).map(|(a, b)| a * b).sum();
+        assert!((dot - 1.0).abs() < 1e-4, "{text}: {dot}");
+    }
+}
+
+/// `batch list` shows the jobs a stopped run left (name, state, texts, age); `batch cancel`
+/// cancels them (a job the journal does not name is exit 2); the next run submits their texts
+/// again.
+#[test]
+fn batch_list_and_cancel_show_and_stop_the_journals_jobs() {
+    let server = mock(BatchMock {
+        latency: Duration::from_secs(60),
+        ..BatchMock::default()
+    });
+    let dir = batch_dir(&server.base_url(), 6, 1, "  max_wait: 0.5\n");
+    let out = output_within(spawn(dir.path(), &[]), Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let list = |dir: &Path| {
+        let out = common::puzzlegen(dir)
+            .args(["batch", "list", "--config", "params.yaml", "--json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let jobs = list(dir.path());
+    assert_eq!(jobs.as_array().unwrap().len(), 1, "{jobs}");
+    assert_eq!(jobs[0]["name"], "batches/mock000000", "{jobs}");
+    assert!(
+        matches!(jobs[0]["state"].as_str(), Some("pending" | "running")),
+        "{jobs}"
+    );
+    assert_eq!(jobs[0]["texts"], server.stats().batch.texts, "{jobs}");
+    assert!(jobs[0]["age_seconds"].as_u64().unwrap() < 60, "{jobs}");
+    common::assert_user_error(
+        common::puzzlegen(dir.path()).args([
+            "batch",
+            "cancel",
+            "--config",
+            "params.yaml",
+            "batches/other",
+        ]),
+        "batches/other is not a job the run journal",
+    );
+    let out = common::puzzlegen(dir.path())
+        .args(["batch", "cancel", "--config", "params.yaml"])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && printed.contains("batches/mock000000  cancelling"),
+        "{printed}"
+    );
+    assert_eq!(server.stats().batch.cancels, 1);
+    assert_eq!(list(dir.path())[0]["state"], "cancelled");
+    let out = output_within(spawn(dir.path(), &[]), Duration::from_secs(90));
+    let all = text(&out);
+    assert!(all.contains("ended cancelled: its"), "{all}");
+    assert_eq!(server.stats().batch.jobs, 2, "{all}");
+}

@@ -2,6 +2,7 @@
 //! and sets up logging; `run` and `cache` hold the subcommands, `exit` maps every outcome to
 //! its exit code (0 done, 1 done in part, 2 user error, 3 could not finish, 130 signal).
 
+mod batch;
 mod cache;
 mod exit;
 mod plan;
@@ -54,6 +55,12 @@ enum Command {
     /// `pricing` table), and estimated time under the configured limits. Sends no request and
     /// writes no file. Exit 2 for a configuration or input error, as `run`.
     Plan(plan::PlanArgs),
+    /// The Batch API jobs of a run in batch mode (embedding.mode: batch) that its journal
+    /// names: list them, or cancel them.
+    Batch {
+        #[command(subcommand)]
+        command: batch::BatchCommand,
+    },
     /// Import, export or inspect the embedding cache.
     ///
     /// The cache is the SQLite database every run reads first and adds to (default
@@ -101,6 +108,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args, cli.quiet),
         Command::Plan(args) => plan::plan(args),
         Command::Cache { command } => cache::command(command),
+        Command::Batch { command } => batch::command(command),
         Command::Worker(args) => worker::worker(args),
         Command::Report(args) => report::report(args, cli.quiet),
         Command::Solve(args) => solve::solve(args),
