@@ -108,15 +108,20 @@ pub(super) fn check_mode(
     mode: EmbeddingMode,
     provider: ProviderKind,
 ) -> Result<(), ConfigError> {
-    if mode == EmbeddingMode::Batch && provider == ProviderKind::Local {
-        return Err(v.invalid(
+    match (mode, provider) {
+        (EmbeddingMode::Batch, ProviderKind::Local) => Err(v.invalid(
             "embedding.mode",
-            "interactive with the local provider (it has no batch mode; batch is for gemini and \
-             openai)",
+            "interactive with the local provider (it has no batch mode; batch is for gemini)",
             "batch",
-        ));
+        )),
+        (EmbeddingMode::Batch, ProviderKind::Openai) => Err(v.invalid(
+            "embedding.mode",
+            "interactive with the openai provider (its Batch API is not supported yet; batch \
+             works with gemini)",
+            "batch",
+        )),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// US dollars per million input tokens of one model.

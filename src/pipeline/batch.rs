@@ -108,14 +108,8 @@ impl BatchStep {
         }
         let (api, model): (Arc<dyn BatchApi>, &str) = match &config.provider {
             ProviderSettings::Gemini(g) => (Arc::new(GeminiBatch::new(g)?), &g.model_id),
-            ProviderSettings::Openai(_) => {
-                return Err(EmbedError::Setup(format!(
-                    "{}: embedding.mode: batch is not available for the openai provider yet                      (use interactive, or the gemini provider)",
-                    config.source.display()
-                )));
-            }
-            // Refused when the config is read.
-            ProviderSettings::Local { .. } => return Ok(None),
+            // Refused when the config is read (`embedding.mode`).
+            ProviderSettings::Openai(_) | ProviderSettings::Local { .. } => return Ok(None),
         };
         Ok(Some(BatchStep {
             api,

@@ -10,7 +10,7 @@ use mock_gemini::batch::{BatchEnding, BatchMock};
 use mock_gemini::start_blocking;
 
 use crate::common::{self, output_within};
-use crate::plan::plan_json;
+use crate::plan::{json_of, plan_json};
 use crate::redis::{assert_same_as_a_run_alone, spawn, text};
 
 /// A folder of `themes` x 14 words for `puzzles` puzzles in batch mode against `base_url`,
@@ -306,18 +306,7 @@ fn batch_list_and_cancel_show_and_stop_the_journals_jobs() {
     let dir = batch_dir(&server.base_url(), 6, 1, "  max_wait: 0.5\n");
     let out = output_within(spawn(dir.path(), &[]), Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    let list = |dir: &Path| {
-        let out = common::puzzlegen(dir)
-            .args(["batch", "list", "--config", "params.yaml", "--json"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
-    };
+    let list = |dir: &Path| json_of(dir, &["batch", "list"]);
     let jobs = list(dir.path());
     assert_eq!(jobs.as_array().unwrap().len(), 1, "{jobs}");
     assert_eq!(jobs[0]["name"], "batches/mock000000", "{jobs}");

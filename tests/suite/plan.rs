@@ -8,8 +8,14 @@ use crate::common::{self, assert_user_error, files_under, puzzlegen};
 
 /// `plan --json` in `dir`.
 pub(crate) fn plan_json(dir: &std::path::Path) -> Value {
+    json_of(dir, &["plan"])
+}
+
+/// The JSON `puzzlegen <command> --config params.yaml --json` prints in `dir` (it must succeed).
+pub(crate) fn json_of(dir: &std::path::Path, command: &[&str]) -> Value {
     let out = puzzlegen(dir)
-        .args(["plan", "--config", "params.yaml", "--json"])
+        .args(command)
+        .args(["--config", "params.yaml", "--json"])
         .output()
         .unwrap();
     assert!(
@@ -101,6 +107,10 @@ fn bad_mode_and_pricing_are_exit_2_naming_the_key() {
             "pricing.my-model.interactive",
         ),
         ("batch:\n  max_active_jobs: 0\n", "batch.max_active_jobs"),
+        (
+            "embedding:\n  provider: openai\n  mode: batch\n  openai:\n    base_url: http://127.0.0.1:9/v1\n    model: m\n",
+            "embedding.mode: expected interactive with the openai provider",
+        ),
     ];
     for (yaml, needle) in cases {
         let dir = tempfile::tempdir().unwrap();
