@@ -185,6 +185,25 @@ impl SharedCache {
         self.redis.shown()
     }
 
+    /// Which of `keys` the tier holds a value for, locking and changing nothing (`puzzlegen
+    /// plan`).
+    pub async fn peek(&self, keys: &[String]) -> Result<Vec<bool>, String> {
+        let mut found = Vec::with_capacity(keys.len());
+        let mut conn = self.redis.conn.clone();
+        for chunk in keys.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for k in chunk {
+                pipe.cmd("EXISTS").arg(self.value_key(k));
+            }
+            let answers: Vec<bool> = pipe
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| describe(&e))?;
+            found.extend(answers);
+        }
+        Ok(found)
+    }
+
     /// Looks each key up and locks the missing ones that nobody else holds, in one step.
     pub async fn claim(&self, keys: &[String]) -> Result<Vec<Claim>, String> {
         let ttl = LOCK_TTL.as_millis().to_string();

@@ -4,7 +4,8 @@
 //! It reads the inputs and plans as a run does, takes the texts of every planned theme the
 //! run would embed (the theme and its usable candidates, deduplicated by cache key, in plan
 //! order), looks each up in the cache database (read only; a first run's cache CSV is read
-//! into a throwaway database in the temporary folder instead), and counts the rest. Spare
+//! into a throwaway database in the temporary folder instead), then the rest in the shared
+//! Redis tier when the config names a Redis (read only), and counts what is left. Spare
 //! themes are not counted: a run embeds them only when a planned theme fails (or, with
 //! `require_unique`, for puzzles without a single solution).
 
@@ -46,7 +47,10 @@ pub struct Forecast {
     pub spare_themes: usize,
     /// Distinct texts (by cache key) of the planned themes.
     pub texts_total: usize,
+    /// In the cache database, or in the shared Redis tier.
     pub texts_cached: usize,
+    /// Of those, found in the shared Redis tier (0 without a Redis).
+    pub texts_in_shared_tier: usize,
     pub texts_to_embed: usize,
     /// Interactive requests for the texts to embed, each of up to `texts_per_request`.
     pub requests: usize,
@@ -63,12 +67,13 @@ pub struct Forecast {
 
 /// Plans the run `config` describes and counts what it would send. Sends nothing and writes
 /// nothing outside the temporary folder.
-pub fn forecast(config: &Config) -> Result<Forecast, RunError> {
+pub async fn forecast(config: &Config) -> Result<Forecast, RunError> {
     let inputs = Inputs::load(&config.themes_file, &config.candidates_file)?;
     let plan = make_plan(config, &inputs)?;
     let themes = plan.distinct_themes();
     let texts = texts_of_themes(&inputs, &themes, config.puzzle.words_per_theme);
-    let cached = cached(config, &texts)?;
+    let mut cached = cached(config, &texts)?;
+    let in_shared = shared_hits(config, &texts, &mut cached).await?;
     let to_embed: Vec<&String> = texts
         .iter()
         .zip(&cached)
@@ -115,6 +120,7 @@ pub fn forecast(config: &Config) -> Result<Forecast, RunError> {
         spare_themes: plan.spares.len(),
         texts_total: texts.len(),
         texts_cached: texts.len() - to_embed.len(),
+        texts_in_shared_tier: in_shared,
         texts_to_embed: to_embed.len(),
         requests,
         texts_per_request: per_request,
@@ -179,6 +185,38 @@ fn interactive_seconds(config: &Config, requests: usize, texts: usize, tokens: u
         .tokens_per_minute
         .map_or(0.0, |tpm| tokens as f64 / tpm * 60.0);
     per_minute.max(interval).max(by_tokens)
+}
+
+/// Marks in `cached` the texts the shared Redis tier holds (when the config names a Redis and
+/// the space is known); how many it found.
+async fn shared_hits(
+    config: &Config,
+    texts: &[String],
+    cached: &mut [bool],
+) -> Result<usize, RunError> {
+    let Some(redis) = crate::distributed::Redis::connect(&config.distributed).await? else {
+        return Ok(0);
+    };
+    let Some(space) = config.space().map_err(RunError::Provider)? else {
+        return Ok(0);
+    };
+    let tier = crate::distributed::SharedCache::new(redis, &space);
+    let missing: Vec<usize> = (0..texts.len()).filter(|&i| !cached[i]).collect();
+    let keys: Vec<String> = missing.iter().map(|&i| key(&texts[i])).collect();
+    let found = tier.peek(&keys).await.map_err(|e| {
+        RunError::Provider(crate::embed::EmbedError::Setup(format!(
+            "Redis at {}: {e}",
+            tier.shown()
+        )))
+    })?;
+    let mut n = 0;
+    for (&i, hit) in missing.iter().zip(found) {
+        if hit {
+            cached[i] = true;
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 /// Which of `texts` the cache holds a usable vector for, in the space the run would use.

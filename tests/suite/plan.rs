@@ -11,7 +11,7 @@ pub(crate) fn plan_json(dir: &std::path::Path) -> Value {
     json_of(dir, &["plan"])
 }
 
-/// The JSON `puzzlegen <command> --config params.yaml --json` prints in `dir` (it must succeed).
+/// The JSON `puzzlegen <command...> --config params.yaml --json` prints in `dir` (it must succeed).
 pub(crate) fn json_of(dir: &std::path::Path, command: &[&str]) -> Value {
     let out = puzzlegen(dir)
         .args(command)
@@ -130,4 +130,50 @@ fn bad_mode_and_pricing_are_exit_2_naming_the_key() {
             );
         }
     }
+}
+
+/// With a Redis, `plan` also looks in the shared tier (read only): texts another run paid for
+/// count as cached, and the run then sends none of them.
+#[test]
+fn plan_counts_the_shared_redis_tier() {
+    let redis = common::RedisServer::start();
+    let server = start_blocking(common::mock_config(33, |_| {})).unwrap();
+    let run = |dir: &std::path::Path| {
+        let out = puzzlegen(dir)
+            .args(["run", "--config", "params.yaml", "--redis", &redis.url()])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+    };
+    let first = common::gemini_dir(&server.base_url(), 8, 10, 2, "");
+    run(first.path());
+    let paid = server.stats().requests;
+    // Vectors and locks (heartbeats and limiter keys expire on their own meanwhile).
+    let count = |pattern: &str| {
+        redis.command(&[
+            "EVAL",
+            &format!("return #redis.call('KEYS', '{pattern}')"),
+            "0",
+        ])
+    };
+    let vectors = count("puzzlegen:vec:*");
+    assert_ne!(vectors, ":0\r\n", "the first run shared no vector");
+    assert_eq!(count("puzzlegen:lock:*"), ":0\r\n");
+    // The same workload in another folder: nothing in its own cache, all in Redis.
+    let second = common::gemini_dir(&server.base_url(), 8, 10, 2, "");
+    let alone = plan_json(second.path());
+    assert_eq!(alone["texts_cached"], 0, "{alone}");
+    let url = redis.url();
+    let p = json_of(second.path(), &["plan", "--redis", &url]);
+    assert_eq!(p["texts_in_shared_tier"], p["texts_total"], "{p}");
+    assert_eq!(p["texts_to_embed"], 0, "{p}");
+    assert_eq!(count("puzzlegen:vec:*"), vectors, "plan changed Redis");
+    assert_eq!(count("puzzlegen:lock:*"), ":0\r\n", "plan took locks");
+    run(second.path());
+    assert_eq!(
+        server.stats().requests,
+        paid,
+        "the second run paid for texts"
+    );
 }

@@ -11,6 +11,10 @@ use crate::run::InputArgs;
 pub struct PlanArgs {
     #[command(flatten)]
     pub input: InputArgs,
+    /// Also look texts up in the shared tier of this Redis (read only); overrides
+    /// distributed.redis_url.
+    #[arg(long, value_name = "URL", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub redis: Option<String>,
     /// Print one JSON object (texts_total, texts_cached, texts_to_embed, requests, batch_jobs,
     /// tokens_estimate, cost_usd {interactive, batch}, seconds_estimate, ...).
     #[arg(long)]
@@ -19,9 +23,13 @@ pub struct PlanArgs {
 
 /// Prints the forecast of the run the config describes.
 pub fn plan(args: PlanArgs) -> Result<ExitStatus, Failure> {
-    let config = args.input.load(Overrides::default())?;
+    let config = args.input.load(Overrides {
+        redis_url: args.redis,
+        ..Overrides::default()
+    })?;
     crate::exit::warn_about_keys(&config);
-    let f = forecast(&config).map_err(|e| {
+    let runtime = crate::exit::runtime()?;
+    let f = runtime.block_on(forecast(&config)).map_err(|e| {
         let user = e.is_user_error();
         Failure::of(e, user)
     })?;
@@ -45,7 +53,7 @@ fn human(f: &Forecast, config: &Config) -> String {
     let mut out = format!(
         "{} ({} {}, {} mode)\n\
          puzzles: {}, themes: {} (+{} spare, embedded only if a theme fails)\n\
-         texts:   {} distinct, {} in the cache, {} to embed (~{} input tokens, about 4 \
+         texts:   {} distinct, {} in the cache{}, {} to embed (~{} input tokens, about 4 \
          characters a token)\n",
         config.source.display(),
         f.provider,
@@ -56,6 +64,10 @@ fn human(f: &Forecast, config: &Config) -> String {
         f.spare_themes,
         f.texts_total,
         f.texts_cached,
+        match f.texts_in_shared_tier {
+            0 => String::new(),
+            n => format!(" ({n} in the shared Redis tier)"),
+        },
         f.texts_to_embed,
         f.tokens_estimate,
     );
