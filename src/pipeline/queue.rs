@@ -92,8 +92,8 @@ pub async fn coordinate(
 ) -> Result<Distributed, String> {
     let run = format!("{:x}", crate::distributed::limiter::unique());
     let mut conn = redis.conn.clone();
-    let tasks = queue_tasks(&mut conn, &run, words_per_theme, inputs, themes).await?;
-    let queued = tasks.len();
+    let themes_queued = queue_tasks(&mut conn, &run, words_per_theme, inputs, themes).await?;
+    let queued = themes_queued.len();
     let heart = Heart::new(
         format!("coordinator-{}-{run}", std::process::id()),
         "coordinator",
@@ -125,6 +125,11 @@ pub async fn coordinate(
         slots,
         own.clone(),
     ));
+    let tasks = Queued {
+        themes: &themes_queued,
+        inputs,
+        words_per_theme,
+    };
     let waited = wait_for_results(&mut conn, &run, &tasks, &service, stop).await;
     own.cancel();
     let _ = local.await;
@@ -139,22 +144,15 @@ pub async fn coordinate(
     Ok(Distributed { failed })
 }
 
-/// A queued task as its coordinator keeps it, to queue it again if Redis loses it.
-struct Task {
-    theme: String,
-    /// The task's texts, as JSON.
-    texts: String,
-}
-
 /// Creates the run's stream and group and queues one task per usable theme (pipelined);
-/// returns them.
+/// returns the themes queued.
 async fn queue_tasks(
     conn: &mut Conn,
     run: &str,
     words_per_theme: usize,
     inputs: &Inputs,
     themes: &[String],
-) -> Result<Vec<Task>, String> {
+) -> Result<Vec<String>, String> {
     let err = |e: redis::RedisError| crate::distributed::describe(&e);
     let tasks = tasks_key(run);
     redis::cmd("XGROUP")
@@ -172,12 +170,8 @@ async fn queue_tasks(
         let Some(texts) = inputs.texts_to_embed(theme, words_per_theme) else {
             continue;
         };
-        let task = Task {
-            theme: theme.clone(),
-            texts: serde_json::to_string(&texts).expect("strings"),
-        };
-        add_task(&mut pipe, &tasks, &task);
-        queued.push(task);
+        add_task(&mut pipe, &tasks, theme, &texts);
+        queued.push(theme.clone());
         if queued.len().is_multiple_of(500) {
             pipe.query_async::<()>(conn).await.map_err(err)?;
             pipe = redis::pipe();
@@ -187,16 +181,24 @@ async fn queue_tasks(
     Ok(queued)
 }
 
-/// Adds `task` to the stream `tasks` in `pipe`.
-fn add_task(pipe: &mut redis::Pipeline, tasks: &str, task: &Task) {
+/// Adds the task of `theme` (its `texts`) to the stream `tasks` in `pipe`.
+fn add_task(pipe: &mut redis::Pipeline, tasks: &str, theme: &str, texts: &[String]) {
     pipe.cmd("XADD")
         .arg(tasks)
         .arg("*")
         .arg("theme")
-        .arg(&task.theme)
+        .arg(theme)
         .arg("texts")
-        .arg(&task.texts)
+        .arg(serde_json::to_string(texts).expect("strings"))
         .ignore();
+}
+
+/// What the coordinator needs to queue a theme's task again: the themes it queued and where
+/// their texts come from.
+struct Queued<'a> {
+    themes: &'a [String],
+    inputs: &'a Inputs,
+    words_per_theme: usize,
 }
 
 /// Queues again the tasks of `run` that Redis lost: after a failover, the new master has only
@@ -210,7 +212,7 @@ async fn requeue_lost(
     conn: &mut Conn,
     run: &str,
     space: &str,
-    tasks: &[Task],
+    queued: &Queued<'_>,
     added: usize,
 ) -> redis::RedisResult<usize> {
     let stream = tasks_key(run);
@@ -248,12 +250,17 @@ async fn requeue_lost(
     }
     let mut pipe = redis::pipe();
     pipe.cmd("HSET").arg(RUNS).arg(run).arg(space).ignore();
-    let lost: Vec<&Task> = tasks
+    let lost: Vec<&String> = queued
+        .themes
         .iter()
-        .filter(|t| !with_result.contains(&t.theme) && !in_stream.contains(&t.theme))
+        .filter(|t| !with_result.contains(*t) && !in_stream.contains(*t))
         .collect();
-    for task in &lost {
-        add_task(&mut pipe, &stream, task);
+    for theme in &lost {
+        let texts = queued
+            .inputs
+            .texts_to_embed(theme, queued.words_per_theme)
+            .unwrap_or_default();
+        add_task(&mut pipe, &stream, theme, &texts);
     }
     pipe.query_async::<()>(conn).await?;
     if !lost.is_empty() {
@@ -380,11 +387,11 @@ const AUDIT_AFTER: Duration = Duration::from_secs(5);
 async fn wait_for_results(
     conn: &mut Conn,
     run: &str,
-    tasks: &[Task],
+    tasks: &Queued<'_>,
     service: &EmbeddingService,
     stop: &CancellationToken,
 ) -> Result<HashMap<String, String>, String> {
-    let queued = tasks.len();
+    let queued = tasks.themes.len();
     let space = space_name(service.space());
     let mut progress = (0usize, Instant::now());
     let mut added = queued;
