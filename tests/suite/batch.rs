@@ -342,3 +342,29 @@ fn batch_list_and_cancel_show_and_stop_the_journals_jobs() {
     assert!(all.contains("ended cancelled: its"), "{all}");
     assert_eq!(server.stats().batch.jobs, 2, "{all}");
 }
+
+/// A create refused with a 429 (the API's cap on jobs at once, here 1 against the config's
+/// 4) is tried again after a pause: every text still goes in exactly one job.
+#[test]
+fn a_create_refused_with_429_is_tried_again() {
+    let server = mock(BatchMock {
+        max_active: 1,
+        ..BatchMock::default()
+    });
+    let dir = batch_dir(
+        &server.base_url(),
+        12,
+        3,
+        "  max_texts_per_job: 40\n  max_active_jobs: 4\n",
+    );
+    let texts = to_embed(dir.path());
+    let out = output_within(spawn(dir.path(), &[]), Duration::from_secs(60));
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(all.contains("cannot create a job now"), "{all}");
+    let s = server.stats();
+    assert!(s.batch.refused > 0, "{s:?}");
+    assert_eq!(s.batch.jobs, texts.div_ceil(40), "{s:?}");
+    assert_eq!(s.batch.duplicate_texts, 0, "{s:?}");
+    assert_eq!(s.requests, 0, "{s:?}");
+}
