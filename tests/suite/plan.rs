@@ -65,7 +65,14 @@ fn plan_says_what_the_run_then_sends_and_sends_nothing_itself() {
     assert_eq!(s.texts_embedded, to_embed, "{s:?}");
     assert_eq!(s.requests, p["requests"].as_u64().unwrap(), "{s:?}\n{p}");
 
+    let db = dir.path().join("cache/embeddings.sqlite3");
+    let (files, bytes) = (files_under(dir.path()), std::fs::read(&db).unwrap());
     let after = plan_json(dir.path());
+    assert_eq!(files_under(dir.path()), files, "plan left a file behind");
+    assert!(
+        std::fs::read(&db).unwrap() == bytes,
+        "plan changed the cache database"
+    );
     assert_eq!(after["texts_cached"], p["texts_total"], "{after}");
     assert_eq!(after["texts_to_embed"], 0);
     assert_eq!(after["requests"], 0);
