@@ -1,4 +1,7 @@
-//! HTTP routes: Gemini `batchEmbedContents`, OpenAI `/v1/embeddings`, stats.
+//! HTTP routes: Gemini `batchEmbedContents` and its Batch API, OpenAI `/v1/embeddings` and its
+//! Batch API, stats. Where both APIs share a path (`GET /v1/batches`, `GET /v1/batches/{id}`),
+//! the request tells which it is: OpenAI's ids start with `batch_`, and its list sends no
+//! Gemini key and no `pageSize`.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -6,7 +9,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::extract::{DefaultBodyLimit, Multipart, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -37,7 +40,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1beta/models/{spec}", post(gemini))
         .route("/v1/models/{spec}", post(gemini))
         .route("/v1beta/batches", get(batch_list))
-        .route("/v1/batches", get(batch_list))
+        .route("/v1/batches", get(batch_list).post(openai_batch_create))
+        .route("/v1/batches/{id}/cancel", post(openai_batch_cancel))
+        .route("/v1/files", post(openai_file_upload))
+        .route("/v1/files/{id}/content", get(openai_file_content))
         .route("/v1beta/batches/{spec}", get(batch_get).post(batch_cancel))
         .route("/v1/batches/{spec}", get(batch_get).post(batch_cancel))
         .route("/upload/v1beta/files", post(upload))
@@ -300,6 +306,10 @@ async fn batch_list(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
+    let q = query.as_deref().unwrap_or("");
+    if !headers.contains_key("x-goog-api-key") && !q.contains("pageSize") && !q.contains("key=") {
+        return openai_batch_list(&shared, &headers, q);
+    }
     if let Some(refused) = check_key(&shared, &headers, query.as_deref()) {
         return refused;
     }
@@ -312,6 +322,12 @@ async fn batch_get(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
+    if spec.starts_with("batch_") {
+        if let Some(refused) = check_bearer(&shared, &headers) {
+            return refused;
+        }
+        return batch_answer(shared.jobs.openai_get(&shared.config.batch, &spec));
+    }
     if let Some(refused) = check_key(&shared, &headers, query.as_deref()) {
         return refused;
     }
@@ -376,6 +392,117 @@ async fn download(
         Some(id) => batch_answer(shared.jobs.download(&shared.config.batch, id)),
         None => fallback().await,
     }
+}
+
+// ------------------------------------------------------ OpenAI Batch API ---
+
+/// A 401 when the mock checks keys and the request's `Authorization: Bearer` is not it.
+fn check_bearer(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
+    let want = shared.config.api_key.as_deref()?;
+    let got = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    (got != Some(want)).then(|| {
+        Api::OpenAi {
+            model: String::new(),
+        }
+        .bad_key()
+    })
+}
+
+fn openai_batch_list(shared: &Shared, headers: &HeaderMap, query: &str) -> Response {
+    if let Some(refused) = check_bearer(shared, headers) {
+        return refused;
+    }
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+    };
+    let limit = param("limit").and_then(|l| l.parse().ok()).unwrap_or(20);
+    batch_answer(
+        shared
+            .jobs
+            .openai_list(&shared.config.batch, param("after"), limit),
+    )
+}
+
+async fn openai_batch_create(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(refused) = check_bearer(&shared, &headers) {
+        return refused;
+    }
+    batch_answer(
+        shared
+            .jobs
+            .openai_create(&shared.config.batch, shared.config.dimension, &body),
+    )
+}
+
+async fn openai_batch_cancel(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = check_bearer(&shared, &headers) {
+        return refused;
+    }
+    batch_answer(shared.jobs.openai_cancel(&shared.config.batch, &id))
+}
+
+/// `POST /v1/files`: a multipart form with `purpose` and `file`.
+async fn openai_file_upload(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    mut form: Multipart,
+) -> Response {
+    if let Some(refused) = check_bearer(&shared, &headers) {
+        return refused;
+    }
+    let invalid =
+        |msg: String| openai_error(StatusCode::BAD_REQUEST, &msg, "invalid_request_error", None);
+    let (mut purpose, mut file) = (None, None);
+    loop {
+        match form.next_field().await {
+            Ok(Some(field)) => {
+                let name = field.name().unwrap_or("").to_owned();
+                let filename = field.file_name().unwrap_or("upload.jsonl").to_owned();
+                let bytes = match field.bytes().await {
+                    Ok(b) => b,
+                    Err(e) => return invalid(format!("cannot read the form field {name}: {e}")),
+                };
+                match name.as_str() {
+                    "purpose" => purpose = Some(String::from_utf8_lossy(&bytes).into_owned()),
+                    "file" => file = Some((filename, bytes.to_vec())),
+                    _ => {}
+                }
+            }
+            Ok(None) => break,
+            Err(e) => return invalid(format!("not a multipart form: {e}")),
+        }
+    }
+    match (purpose, file) {
+        (Some(purpose), Some((filename, bytes))) => {
+            batch_answer(shared.jobs.openai_upload(&purpose, &filename, bytes))
+        }
+        _ => invalid("the form needs the fields 'purpose' and 'file'".into()),
+    }
+}
+
+async fn openai_file_content(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = check_bearer(&shared, &headers) {
+        return refused;
+    }
+    batch_answer(shared.jobs.openai_content(&shared.config.batch, &id))
 }
 
 // ---------------------------------------------------------------- OpenAI ---

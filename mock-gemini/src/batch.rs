@@ -5,6 +5,8 @@
 //! `GET /{v}/files/{id}:download?alt=media` for a file job's responses. `{v}` is `v1beta` or
 //! `v1`.
 //!
+//! OpenAI's Batch API is in [`openai`]; both share the jobs, the switches and the counters.
+//!
 //! A job is PENDING for the first half of [`BatchMock::latency`], RUNNING for the second, then
 //! ends as [`BatchMock::endings`] says (SUCCEEDED past its end). Jobs live in memory: a mock
 //! started again knows none (404), as the API after a job's expiry.
@@ -17,6 +19,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::vectors::{fnv1a64, gemini_embedding};
+
+mod openai;
 
 /// How a job ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,6 +112,8 @@ struct Job {
     from_file: bool,
     /// Its vectors were counted in `texts_embedded` (once, however often it is read).
     counted: bool,
+    /// What an OpenAI job has besides (`None`: a Gemini job).
+    openai: Option<openai::OpenAiJob>,
 }
 
 impl Job {
@@ -142,7 +148,10 @@ struct JobsState {
     sessions: HashMap<String, Vec<u8>>,
     seen: HashSet<String>,
     errored_once: HashSet<String>,
+    /// Jobs created so far (a job's number: its place in `endings`).
     next: u64,
+    /// Files and upload sessions made so far (their names' numbers).
+    next_file: u64,
     stats: BatchStats,
 }
 
@@ -255,6 +264,44 @@ fn now_rfc3339() -> String {
     )
 }
 
+impl JobsState {
+    /// Jobs not yet ended.
+    fn active(&self, cfg: &BatchMock) -> usize {
+        self.jobs.values().filter(|j| !j.ended(cfg.latency)).count()
+    }
+
+    /// Takes in a new job's texts: counts them (and those some job held before), picks the
+    /// ones answered with a per-item error, and draws the job's number and ending.
+    fn enrol(&mut self, cfg: &BatchMock, texts: &[String]) -> (u64, BatchEnding, HashSet<usize>) {
+        let mut item_errors = HashSet::new();
+        for (i, t) in texts.iter().enumerate() {
+            if self.seen.contains(t) {
+                self.stats.duplicate_texts += 1;
+            }
+            if cfg.item_error_every > 0
+                && fnv1a64(t.as_bytes()).is_multiple_of(cfg.item_error_every)
+                && !self.errored_once.contains(t)
+            {
+                item_errors.insert(i);
+            }
+        }
+        for t in texts {
+            self.seen.insert(t.clone());
+        }
+        let n = self.next;
+        self.next += 1;
+        let ending = cfg
+            .endings
+            .get(n as usize)
+            .copied()
+            .unwrap_or(BatchEnding::Succeeded);
+        self.stats.jobs += 1;
+        self.stats.texts += texts.len() as u64;
+        self.stats.texts_by_job.push(texts.len() as u64);
+        (n, ending, item_errors)
+    }
+}
+
 impl Jobs {
     fn lock(&self) -> std::sync::MutexGuard<'_, JobsState> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
@@ -299,19 +346,16 @@ impl Jobs {
                 );
             }
         };
-        if cfg.max_active > 0 {
-            let active = s.jobs.values().filter(|j| !j.ended(cfg.latency)).count();
-            if active >= cfg.max_active {
-                s.stats.refused += 1;
-                return Answer::error(
-                    429,
-                    "RESOURCE_EXHAUSTED",
-                    &format!(
-                        "Too many active batch jobs: at most {} at once.",
-                        cfg.max_active
-                    ),
-                );
-            }
+        if cfg.max_active > 0 && s.active(cfg) >= cfg.max_active {
+            s.stats.refused += 1;
+            return Answer::error(
+                429,
+                "RESOURCE_EXHAUSTED",
+                &format!(
+                    "Too many active batch jobs: at most {} at once.",
+                    cfg.max_active
+                ),
+            );
         }
         let input = parsed.batch.input_config;
         let (requests, from_file): (Vec<EmbedRequest>, bool) =
@@ -363,32 +407,8 @@ impl Jobs {
             texts.push(text);
             dims.push(r.output_dimensionality.unwrap_or(default_dim));
         }
-        let mut item_errors = HashSet::new();
-        for (i, t) in texts.iter().enumerate() {
-            if s.seen.contains(t) {
-                s.stats.duplicate_texts += 1;
-            }
-            if cfg.item_error_every > 0
-                && fnv1a64(t.as_bytes()).is_multiple_of(cfg.item_error_every)
-                && !s.errored_once.contains(t)
-            {
-                item_errors.insert(i);
-            }
-        }
-        for t in &texts {
-            s.seen.insert(t.clone());
-        }
-        let n = s.next;
-        s.next += 1;
-        let ending = cfg
-            .endings
-            .get(n as usize)
-            .copied()
-            .unwrap_or(BatchEnding::Succeeded);
+        let (n, ending, item_errors) = s.enrol(cfg, &texts);
         let name = format!("batches/mock{n:06}");
-        s.stats.jobs += 1;
-        s.stats.texts += texts.len() as u64;
-        s.stats.texts_by_job.push(texts.len() as u64);
         let job = Job {
             name: name.clone(),
             model: format!("models/{model}"),
@@ -402,6 +422,7 @@ impl Jobs {
             item_errors,
             from_file,
             counted: false,
+            openai: None,
         };
         let answer = operation(&job, cfg.latency, false);
         s.jobs.insert(name, job);
@@ -463,6 +484,7 @@ impl Jobs {
         let operations: Vec<Value> = s
             .jobs
             .values()
+            .filter(|j| j.openai.is_none())
             .map(|j| operation(j, cfg.latency, false))
             .collect();
         Answer::json(200, json!({ "operations": operations }))
@@ -493,8 +515,8 @@ impl Jobs {
                         "X-Goog-Upload-Command: start expected",
                     );
                 }
-                let id = format!("up{:06}", s.next);
-                s.next += 1;
+                let id = format!("up{:06}", s.next_file);
+                s.next_file += 1;
                 s.sessions.insert(id.clone(), Vec::new());
                 let mut a = Answer::json(200, json!({}));
                 a.headers.push((

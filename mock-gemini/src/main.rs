@@ -74,6 +74,23 @@ struct Args {
     /// Batch API: every n-th distinct text fails as an item the first time (0: never).
     #[arg(long, default_value_t = 0)]
     batch_item_error_every: u64,
+    /// Batch API: how the first jobs end, in creation order (later ones succeed), e.g.
+    /// `failed,expired,cancelled`.
+    #[arg(long, value_delimiter = ',', value_parser = ending)]
+    batch_endings: Vec<mock_gemini::batch::BatchEnding>,
+}
+
+fn ending(s: &str) -> Result<mock_gemini::batch::BatchEnding, String> {
+    use mock_gemini::batch::BatchEnding;
+    match s {
+        "succeeded" => Ok(BatchEnding::Succeeded),
+        "failed" => Ok(BatchEnding::Failed),
+        "expired" => Ok(BatchEnding::Expired),
+        "cancelled" => Ok(BatchEnding::Cancelled),
+        _ => Err(format!(
+            "{s:?}: expected succeeded, failed, expired or cancelled"
+        )),
+    }
 }
 
 impl Args {
@@ -101,6 +118,7 @@ impl Args {
                 latency: Duration::from_millis(self.batch_latency_ms),
                 max_active: self.batch_max_active,
                 item_error_every: self.batch_item_error_every,
+                endings: self.batch_endings.clone(),
                 ..mock_gemini::batch::BatchMock::default()
             },
         }

@@ -102,24 +102,33 @@ impl BatchSettings {
     }
 }
 
-/// Checks that `mode` can be used with `provider`.
+/// The most embedding inputs OpenAI's Batch API takes in one batch (over all its requests).
+pub(super) const OPENAI_MAX_TEXTS_PER_JOB: usize = 50_000;
+
+/// Checks that `mode` can be used with `provider`, and jobs of the size `batch` asks for.
 pub(super) fn check_mode(
     v: &Validator,
     mode: EmbeddingMode,
     provider: ProviderKind,
+    batch: &BatchSettings,
 ) -> Result<(), ConfigError> {
     match (mode, provider) {
         (EmbeddingMode::Batch, ProviderKind::Local) => Err(v.invalid(
             "embedding.mode",
-            "interactive with the local provider (it has no batch mode; batch is for gemini)",
+            "interactive with the local provider (it has no batch mode; batch is for gemini and \
+             openai)",
             "batch",
         )),
-        (EmbeddingMode::Batch, ProviderKind::Openai) => Err(v.invalid(
-            "embedding.mode",
-            "interactive with the openai provider (its Batch API is not supported yet; batch \
-             works with gemini)",
-            "batch",
-        )),
+        (EmbeddingMode::Batch, ProviderKind::Openai)
+            if batch.max_texts_per_job > OPENAI_MAX_TEXTS_PER_JOB =>
+        {
+            Err(v.invalid(
+                "batch.max_texts_per_job",
+                "at most 50000 with the openai provider (its Batch API takes at most 50,000 \
+                 embedding inputs per batch)",
+                &batch.max_texts_per_job.to_string(),
+            ))
+        }
         _ => Ok(()),
     }
 }

@@ -201,8 +201,8 @@ impl Config {
         let mut deprecated = Vec::new();
         let distributed = DistributedSettings::resolve(&v, &p.distributed, o, &mut deprecated)?;
         let mode = p.embedding.mode.unwrap_or_default();
-        batch::check_mode(&v, mode, provider.kind())?;
         let batch = BatchSettings::resolve(&v, &p.batch)?;
+        batch::check_mode(&v, mode, provider.kind(), &batch)?;
         let pricing = Pricing::resolve(&v, &p.pricing)?;
         Ok(Config {
             source: path.to_owned(),

@@ -215,6 +215,63 @@ pub(super) fn parse_seconds(text: &str) -> Option<Duration> {
         .then(|| Duration::from_secs_f64(secs).min(super::MAX_SERVER_DELAY))
 }
 
+/// Sends `req` (its key already on it) and returns the response of a 200. Any other status
+/// is read and turned into an error (a 429 with its `Retry-After`; a 401 or 403 with a hint
+/// naming the key's variable), the key redacted from whatever the answer quotes.
+pub(super) async fn send_ok(
+    req: reqwest::RequestBuilder,
+    key: Option<&ApiKey>,
+) -> Result<reqwest::Response, EmbedError> {
+    let response = req.send().await.map_err(|e| transport_error(&e, key))?;
+    let status = response.status().as_u16();
+    if status == 200 {
+        return Ok(response);
+    }
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_seconds);
+    // The key is taken out of the answer before anything reads it, so no message cut from it
+    // can hold part of the key.
+    let body = read_text(response, key).await?;
+    if status == 429 {
+        return Err(EmbedError::RateLimited { retry_after });
+    }
+    let message = error_message(&body, 200);
+    Err(match status_error(status, message) {
+        EmbedError::Rejected { status, message } => EmbedError::Rejected {
+            status,
+            message: format!(
+                "{message}{}",
+                key.map_or(String::new(), |k| super::gemini::hint(status, k))
+            ),
+        },
+        other => other,
+    })
+}
+
+/// [`send_ok`], then the answer's headers and its body as text (the key redacted).
+pub(super) async fn send_checked(
+    req: reqwest::RequestBuilder,
+    key: Option<&ApiKey>,
+) -> Result<(reqwest::header::HeaderMap, String), EmbedError> {
+    let response = send_ok(req, key).await?;
+    let headers = response.headers().clone();
+    Ok((headers, read_text(response, key).await?))
+}
+
+async fn read_text(
+    response: reqwest::Response,
+    key: Option<&ApiKey>,
+) -> Result<String, EmbedError> {
+    response
+        .text()
+        .await
+        .map(|b| key.map_or(b.clone(), |k| k.redact(&b)))
+        .map_err(|e| transport_error(&e, key))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

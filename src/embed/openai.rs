@@ -11,11 +11,11 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::http::{
-    ApiKey, bad_json, check_url, client, error_message, parse_seconds, status_error,
-    transport_error,
-};
+use super::http::{ApiKey, bad_json, check_url, client, send_checked};
 use super::{EmbedError, Provider, Space, check_answer, normalize};
+
+/// The task name of an OpenAI-compatible space (its model decides everything else).
+pub const OPENAI_TASK: &str = "openai";
 
 /// Texts per request: a size every server named above accepts.
 pub const MAX_BATCH: usize = 100;
@@ -63,7 +63,7 @@ impl OpenAiProvider {
             space: Space {
                 model_id: o.model.clone(),
                 dimension: 0,
-                task_type: "openai".into(),
+                task_type: OPENAI_TASK.into(),
             },
         };
         let probe = provider.request(vec!["dimension probe".into()]).await?;
@@ -91,32 +91,7 @@ impl OpenAiProvider {
         if let Some(k) = &self.key {
             req = req.bearer_auth(k.expose());
         }
-        let key = self.key.as_ref();
-        let response = req.send().await.map_err(|e| transport_error(&e, key))?;
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_seconds);
-        // The key is taken out of the answer before anything reads it, so no message cut
-        // from it can hold part of the key.
-        let body = response
-            .text()
-            .await
-            .map(|b| key.map_or(b.clone(), |k| k.redact(&b)))
-            .map_err(|e| transport_error(&e, key))?;
-        if status == 429 {
-            return Err(EmbedError::RateLimited { retry_after });
-        }
-        if status != 200 {
-            let message = error_message(&body, 200);
-            let message = match key {
-                Some(k) => format!("{message}{}", super::gemini::hint(status, k)),
-                None => message,
-            };
-            return Err(status_error(status, message));
-        }
+        let (_, body) = send_checked(req, self.key.as_ref()).await?;
         let mut answer: Answer = serde_json::from_str(&body).map_err(|e| bad_json(&e))?;
         answer.data.sort_by_key(|i| i.index);
         let mut vectors: Vec<Vec<f32>> = answer.data.into_iter().map(|i| i.embedding).collect();

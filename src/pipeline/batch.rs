@@ -22,8 +22,8 @@ use crate::cache::{Cache, key};
 use crate::config::{
     BatchFallback, BatchSettings, Config, EmbeddingMode, MAX_POLL_INTERVAL, ProviderSettings,
 };
-use crate::embed::batch::{BatchApi, GeminiBatch, JobState};
-use crate::embed::{EmbedError, Vector};
+use crate::embed::batch::{BatchApi, GeminiBatch, ItemResult, JobState, OpenAiBatch};
+use crate::embed::{EmbedError, Space, Vector};
 use crate::journal::Journal;
 use crate::limit::estimate_tokens;
 use crate::progress::{Progress, ProgressMode};
@@ -101,22 +101,37 @@ struct Chunk {
 }
 
 impl BatchStep {
-    /// The batch step of a run in batch mode (`None` in interactive mode).
-    pub(super) fn of(config: &Config) -> Result<Option<BatchStep>, EmbedError> {
+    /// The batch step of a run in batch mode (`None` in interactive mode), for vectors of
+    /// `space`.
+    pub(super) fn of(config: &Config, space: &Space) -> Result<Option<BatchStep>, EmbedError> {
         if config.mode != EmbeddingMode::Batch {
             return Ok(None);
         }
+        Self::for_provider(config, space).map(Some)
+    }
+
+    /// The batch step of the config's provider, whatever the mode (`puzzlegen batch` reads the
+    /// jobs a run in batch mode left, even after the config went back to interactive).
+    fn for_provider(config: &Config, space: &Space) -> Result<BatchStep, EmbedError> {
         let (api, model): (Arc<dyn BatchApi>, &str) = match &config.provider {
             ProviderSettings::Gemini(g) => (Arc::new(GeminiBatch::new(g)?), &g.model_id),
-            // Refused when the config is read (`embedding.mode`).
-            ProviderSettings::Openai(_) | ProviderSettings::Local { .. } => return Ok(None),
+            ProviderSettings::Openai(o) => {
+                (Arc::new(OpenAiBatch::new(o, space.clone())?), &o.model)
+            }
+            ProviderSettings::Local { .. } => {
+                return Err(EmbedError::Setup(format!(
+                    "{}: embedding.provider: the local provider has no Batch API (batch jobs \
+                     are for gemini and openai)",
+                    config.source.display()
+                )));
+            }
         };
-        Ok(Some(BatchStep {
+        Ok(BatchStep {
             api,
             settings: config.batch.clone(),
             price: config.pricing.of(model).map(|p| p.batch),
             done: Default::default(),
-        }))
+        })
     }
 
     /// Embeds `texts` (distinct, none in the cache, as the caller found) through batch jobs,
@@ -342,27 +357,12 @@ impl BatchStep {
                                 continue;
                             }
                         };
-                        let mut texts = Vec::new();
-                        let mut vectors: Vec<Vector> = Vec::new();
-                        let mut errors = Vec::new();
-                        for (text, result) in job.texts.iter().zip(results) {
-                            match result {
-                                Ok(v) => {
-                                    texts.push(text.clone());
-                                    vectors.push(Arc::from(v));
-                                }
-                                Err(why) => errors.push((text.clone(), why)),
-                            }
-                        }
-                        cache.insert_many(&texts, &vectors);
-                        cache.flush();
+                        let (stored, errors) = self.store(&job.texts, results, cache, &bar);
                         journal.record_collected(&job.display_name)?;
-                        bar.add(texts.len() as u64);
-                        self.count(|c| c.texts_embedded += texts.len());
                         tracing::info!(
                             "batch: job {}: {} vector(s) into the cache{}",
                             job.name,
-                            texts.len(),
+                            stored,
                             if errors.is_empty() {
                                 String::new()
                             } else {
@@ -395,7 +395,45 @@ impl BatchStep {
                     | JobState::Expired
                     | JobState::Cancelled
                     | JobState::Unknown => {
+                        if state != JobState::Unknown {
+                            // What the job got to before it ended is kept (OpenAI): into the
+                            // cache, and only the rest is submitted again.
+                            let kept = match self.api.kept(&job.name, job.texts.len()).await {
+                                Ok(kept) => kept,
+                                Err(e) if e.is_fatal() => return Err(BatchError::Api(e)),
+                                Err(e) => {
+                                    tracing::warn!(
+                                        "batch: cannot read what job {} kept ({e})",
+                                        job.name
+                                    );
+                                    job.next_poll = Instant::now() + job.interval;
+                                    still.push(job);
+                                    continue;
+                                }
+                            };
+                            if kept.iter().any(|r| matches!(r, Some(Ok(_)))) {
+                                let (texts, results): (Vec<String>, Vec<ItemResult>) = job
+                                    .texts
+                                    .iter()
+                                    .zip(kept)
+                                    .filter_map(|(t, r)| {
+                                        Some((t.clone(), r.filter(Result::is_ok)?))
+                                    })
+                                    .unzip();
+                                let (stored, _) = self.store(&texts, results, cache, &bar);
+                                let done: HashSet<&String> = texts.iter().collect();
+                                job.texts.retain(|t| !done.contains(t));
+                                tracing::info!(
+                                    "batch: job {} ended {} with {stored} vector(s) done: into the cache",
+                                    job.name,
+                                    state.name()
+                                );
+                            }
+                        }
                         journal.record_collected(&job.display_name)?;
+                        if job.texts.is_empty() {
+                            continue;
+                        }
                         if state == JobState::Unknown {
                             tracing::warn!(
                                 "batch: the API no longer knows job {} (named in the run journal): \
@@ -448,6 +486,34 @@ impl BatchStep {
         self.api.create(texts, display_name).await
     }
 
+    /// Puts a job's vectors into the cache (flushed: nothing paid for is lost to a crash);
+    /// returns how many, and the texts answered with an error, with why.
+    fn store(
+        &self,
+        texts: &[String],
+        results: Vec<ItemResult>,
+        cache: &Cache,
+        bar: &Progress,
+    ) -> (usize, Vec<(String, String)>) {
+        let mut done = Vec::new();
+        let mut vectors: Vec<Vector> = Vec::new();
+        let mut errors = Vec::new();
+        for (text, result) in texts.iter().zip(results) {
+            match result {
+                Ok(v) => {
+                    done.push(text.clone());
+                    vectors.push(Arc::from(v));
+                }
+                Err(why) => errors.push((text.clone(), why)),
+            }
+        }
+        cache.insert_many(&done, &vectors);
+        cache.flush();
+        bar.add(done.len() as u64);
+        self.count(|c| c.texts_embedded += done.len());
+        (done.len(), errors)
+    }
+
     fn count(&self, f: impl FnOnce(&mut BatchStats)) {
         f(&mut self.done.lock().unwrap_or_else(|e| e.into_inner()));
     }
@@ -497,28 +563,27 @@ async fn journal_jobs(
     ),
     super::RunError,
 > {
-    let step = match BatchStep::of(config).map_err(super::RunError::Provider)? {
-        Some(step) => step,
-        None => {
-            let ProviderSettings::Gemini(g) = &config.provider else {
-                return Err(super::RunError::Provider(EmbedError::Setup(format!(
-                    "{}: embedding.provider: the {} provider has no Batch API jobs here",
-                    config.source.display(),
-                    config.provider.kind()
-                ))));
-            };
-            BatchStep {
-                api: Arc::new(GeminiBatch::new(g).map_err(super::RunError::Provider)?),
-                settings: config.batch.clone(),
-                price: None,
-                done: Default::default(),
-            }
+    let space = match (
+        config.space().map_err(super::RunError::Provider)?,
+        &config.provider,
+    ) {
+        (Some(space), _) => space,
+        // The model's dimension only its server knows: asked as a run asks it (one text).
+        (None, ProviderSettings::Openai(o)) => {
+            use crate::embed::Provider as _;
+            crate::embed::openai::OpenAiProvider::connect(o)
+                .await
+                .map_err(super::RunError::Provider)?
+                .space()
+                .clone()
+        }
+        (None, _) => {
+            return Err(super::RunError::Provider(EmbedError::Setup(
+                "the provider names no embedding space".into(),
+            )));
         }
     };
-    let space = config
-        .space()
-        .map_err(super::RunError::Provider)?
-        .expect("gemini names its space");
+    let step = BatchStep::for_provider(config, &space).map_err(super::RunError::Provider)?;
     let path = config.output.outputs_dir.join(crate::journal::FILE_NAME);
     let pending = crate::journal::pending_jobs_in(&path, &space).map_err(|why| {
         super::RunError::Provider(EmbedError::Setup(format!("{}: {why}", path.display())))

@@ -316,7 +316,8 @@ pub async fn run_with(
 ) -> Result<RunResult, RunError> {
     let inputs = Arc::new(inputs);
     let queue = backend.shared.as_ref().map(|s| s.redis.clone());
-    let batch = batch::BatchStep::of(config).map_err(RunError::Provider)?;
+    let batch =
+        batch::BatchStep::of(config, backend.provider.space()).map_err(RunError::Provider)?;
     // Batch mode fills the cache before each round: nothing to prefetch.
     let prefetch = queue.is_none() && batch.is_none();
     let run = open_run(config, &inputs, &plan, backend, cache, prefetch)?;

@@ -39,6 +39,41 @@ fn to_embed(dir: &Path) -> u64 {
     plan_json(dir)["texts_to_embed"].as_u64().unwrap()
 }
 
+/// Starts a run in `dir` and kills it (SIGKILL) once the mock holds `jobs` jobs and the
+/// journal names each by the API's name (starting with `prefix`); then cuts those names from
+/// the journal, as if the run had been killed between each create and writing its name down
+/// (the next run must find its jobs by display name). The jobs the mock holds.
+pub(crate) fn kill_while_jobs_run_and_cut_their_names(
+    dir: &Path,
+    server: &mock_gemini::BlockingMockServer,
+    jobs: u64,
+    prefix: &str,
+) -> u64 {
+    let named = format!("\"name\":\"{prefix}");
+    let mut run: Child = spawn(dir, &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.stats().batch.jobs < jobs || (journal(dir).matches(&named).count() as u64) < jobs {
+        assert!(
+            Instant::now() < deadline,
+            "no job created: {}",
+            journal(dir)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let before = journal(dir);
+    assert!(before.contains("\"batch_job\""), "{before}");
+    let kept: String = before
+        .lines()
+        .filter(|l| !l.contains(&named))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(kept.len() < before.len(), "{before}");
+    std::fs::write(dir.join("out/run_journal.jsonl"), kept).unwrap();
+    server.stats().batch.jobs
+}
+
 /// Jobs of at most 40 texts, at most 2 at once: every text in exactly one job, no
 /// interactive request, the puzzles of an interactive run, the journal gone at the end.
 #[test]
@@ -95,36 +130,12 @@ fn a_run_killed_while_its_jobs_run_re_attaches_to_them() {
     });
     let dir = batch_dir(&server.base_url(), 12, 3, "  max_texts_per_job: 100\n");
     let texts = to_embed(dir.path());
-    let mut run: Child = spawn(dir.path(), &[]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while server.stats().batch.jobs < texts.div_ceil(100)
-        || !journal(dir.path()).contains("batches/")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no job created: {}",
-            journal(dir.path())
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    run.kill().unwrap();
-    run.wait().unwrap();
-    let jobs = server.stats().batch.jobs;
-    assert!(
-        journal(dir.path()).contains("\"batch_job\""),
-        "{}",
-        journal(dir.path())
+    let jobs = kill_while_jobs_run_and_cut_their_names(
+        dir.path(),
+        &server,
+        texts.div_ceil(100),
+        "batches/",
     );
-    // As if killed between each create and writing the job's name down: the run must find
-    // its jobs by their display names.
-    let before = journal(dir.path());
-    let kept: String = before
-        .lines()
-        .filter(|l| !l.contains("\"name\":\"batches/"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    assert!(kept.len() < before.len(), "{before}");
-    std::fs::write(dir.path().join("out/run_journal.jsonl"), kept).unwrap();
     let out = output_within(spawn(dir.path(), &[]), Duration::from_secs(60));
     let all = text(&out);
     assert_eq!(out.status.code(), Some(0), "{all}");

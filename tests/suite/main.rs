@@ -5,6 +5,7 @@
 mod common;
 
 mod batch;
+mod batch_openai;
 mod cache_cli;
 mod cli;
 mod cluster;

@@ -115,8 +115,8 @@ fn bad_mode_and_pricing_are_exit_2_naming_the_key() {
         ),
         ("batch:\n  max_active_jobs: 0\n", "batch.max_active_jobs"),
         (
-            "embedding:\n  provider: openai\n  mode: batch\n  openai:\n    base_url: http://127.0.0.1:9/v1\n    model: m\n",
-            "embedding.mode: expected interactive with the openai provider",
+            "embedding:\n  provider: openai\n  mode: batch\n  openai:\n    base_url: http://127.0.0.1:9/v1\n    model: m\nbatch:\n  max_texts_per_job: 60000\n",
+            "batch.max_texts_per_job: expected at most 50000 with the openai provider",
         ),
     ];
     for (yaml, needle) in cases {

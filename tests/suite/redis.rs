@@ -440,7 +440,7 @@ fn two_runs_over_overlapping_inputs_pay_for_each_text_once() {
 }
 
 /// `final_puzzles.json` without fields that differ from run to run (times, durations).
-fn strip_times(json: &str) -> serde_json::Value {
+pub(crate) fn strip_times(json: &str) -> serde_json::Value {
     fn strip(v: &mut serde_json::Value) {
         match v {
             serde_json::Value::Object(m) => {

@@ -11,7 +11,8 @@ use crate::run::InputArgs;
 #[derive(Subcommand)]
 pub enum BatchCommand {
     /// The jobs this config's run journal names and has not collected: name, state, texts,
-    /// age. A run in batch mode collects them when started again.
+    /// age. A run in batch mode collects them when started again. With the openai provider,
+    /// one one-text request first learns the model's dimension (as a run does).
     List {
         #[command(flatten)]
         input: InputArgs,
@@ -19,8 +20,9 @@ pub enum BatchCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Ask the API to cancel JOB (a `batches/...` name from `batch list`), or every job of the
-    /// journal that has not ended. The next run submits their texts again.
+    /// Ask the API to cancel JOB (a name from `batch list`: `batches/...` for gemini,
+    /// `batch_...` for openai), or every job of the journal that has not ended. The next run
+    /// collects what they ran (openai keeps it) and submits the rest again.
     Cancel {
         #[command(flatten)]
         input: InputArgs,

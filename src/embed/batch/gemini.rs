@@ -1,70 +1,15 @@
-//! The providers' Batch APIs for embeddings ([`BatchApi`]): create a job for a list of texts,
-//! ask how it stands, read its results, cancel it. Gemini's is [`GeminiBatch`], with the wire
-//! shapes of the google-genai SDK's batches.py and files.py (`asyncBatchEmbedContent`, inline
-//! requests under 20 MB, else a JSONL file through the Files API's resumable upload; results
-//! inline in the finished job, or in a responses file downloaded with `alt=media`).
-//!
-//! Every error passes through the key's redaction, as the interactive providers' do.
+//! Gemini's Batch API ([`GeminiBatch`]), with the wire shapes of the google-genai SDK's
+//! batches.py and files.py: `asyncBatchEmbedContent`, inline requests under 20 MB, else a
+//! JSONL file through the Files API's resumable upload; results inline in the finished job,
+//! or in a responses file downloaded with `alt=media`.
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::gemini::GeminiOptions;
-use super::http::{
-    ApiKey, bad_json, check_url, client, error_message, status_error, transport_error,
-};
-use super::{EmbedError, Space, check_answer, normalize};
-
-/// Where a job stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobState {
-    Pending,
-    Running,
-    Succeeded,
-    Failed,
-    Expired,
-    Cancelled,
-    /// The API does not know the job (any more).
-    Unknown,
-}
-
-impl JobState {
-    /// A state the job leaves no more.
-    pub fn is_final(self) -> bool {
-        !matches!(self, JobState::Pending | JobState::Running)
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            JobState::Pending => "pending",
-            JobState::Running => "running",
-            JobState::Succeeded => "succeeded",
-            JobState::Failed => "failed",
-            JobState::Expired => "expired",
-            JobState::Cancelled => "cancelled",
-            JobState::Unknown => "unknown to the API",
-        }
-    }
-}
-
-/// One text's result in a finished job.
-pub type ItemResult = Result<Vec<f32>, String>;
-
-/// A provider's Batch API for one embedding space.
-#[async_trait::async_trait]
-pub trait BatchApi: Send + Sync {
-    /// Creates a job embedding `texts`; returns its name.
-    async fn create(&self, texts: &[String], display_name: &str) -> Result<String, EmbedError>;
-    /// The name of the job created with `display_name`, if the API knows one (a run killed
-    /// between creating a job and writing its name down finds it so).
-    async fn find(&self, display_name: &str) -> Result<Option<String>, EmbedError>;
-    /// Where job `name` stands.
-    async fn state(&self, name: &str) -> Result<JobState, EmbedError>;
-    /// The results of the finished job `name` of `count` texts, in their order.
-    async fn results(&self, name: &str, count: usize) -> Result<Vec<ItemResult>, EmbedError>;
-    /// Asks the API to cancel job `name`.
-    async fn cancel(&self, name: &str) -> Result<(), EmbedError>;
-}
+use super::{BatchApi, ItemResult, JobState, finished_vector};
+use crate::embed::gemini::GeminiOptions;
+use crate::embed::http::{ApiKey, bad_json, check_url, client, send_checked};
+use crate::embed::{EmbedError, Space};
 
 /// The largest inline create body: the API's 20 MB, with room for the envelope.
 pub const INLINE_LIMIT_BYTES: usize = 20_000_000;
@@ -114,37 +59,17 @@ impl GeminiBatch {
         })
     }
 
-    /// Sends `req` with the key; the body of a 200, else the error (key redacted).
+    /// Sends `req` with the key; the headers and body of a 200, else the error (key
+    /// redacted).
     async fn send(
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<(reqwest::header::HeaderMap, String), EmbedError> {
-        let response = req
-            .header("x-goog-api-key", self.key.expose())
-            .send()
-            .await
-            .map_err(|e| transport_error(&e, Some(&self.key)))?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response
-            .text()
-            .await
-            .map(|b| self.key.redact(&b))
-            .map_err(|e| transport_error(&e, Some(&self.key)))?;
-        if status == 200 {
-            return Ok((headers, body));
-        }
-        if status == 429 {
-            return Err(EmbedError::RateLimited { retry_after: None });
-        }
-        let message = error_message(&body, 200);
-        Err(match status_error(status, message) {
-            EmbedError::Rejected { status, message } => EmbedError::Rejected {
-                status,
-                message: format!("{message}{}", super::gemini::hint(status, &self.key)),
-            },
-            other => other,
-        })
+        send_checked(
+            req.header("x-goog-api-key", self.key.expose()),
+            Some(&self.key),
+        )
+        .await
     }
 
     /// Uploads `bytes` as a JSONL file (the Files API's resumable upload); its name.
@@ -189,16 +114,6 @@ impl GeminiBatch {
             .as_str()
             .map(str::to_owned)
             .ok_or_else(|| EmbedError::BadAnswer("the Files API named no file".into()))
-    }
-
-    /// A finished vector, checked and normalised as the interactive provider's.
-    fn vector(&self, mut values: Vec<f32>) -> ItemResult {
-        check_answer(std::slice::from_ref(&values), 1, self.space.dimension)
-            .map_err(|e| e.to_string())?;
-        if self.space.dimension < 3072 {
-            normalize(&mut values);
-        }
-        Ok(values)
     }
 
     /// The job `name` as the API answers it (`None`: a 404). A finished job's inline results
@@ -271,7 +186,7 @@ struct ItemError {
 impl GeminiBatch {
     fn item(&self, item: Item) -> ItemResult {
         match (item.response, item.error) {
-            (Some(r), _) => self.vector(r.embedding.values),
+            (Some(r), _) => finished_vector(r.embedding.values, &self.space),
             (None, Some(e)) => Err(format!("the batch job answered an error: {}", e.message)),
             (None, None) => Err("the batch job answered neither a vector nor an error".into()),
         }
