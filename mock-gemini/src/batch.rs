@@ -311,8 +311,11 @@ impl Jobs {
         self.lock().stats.clone()
     }
 
+    /// Counters to zero, and texts seen forgotten (`duplicate_texts` counts from here).
     pub(crate) fn reset_stats(&self) {
-        self.lock().stats = BatchStats::default();
+        let mut s = self.lock();
+        s.stats = BatchStats::default();
+        s.seen.clear();
     }
 
     /// `POST models/{model}:asyncBatchEmbedContent`.
