@@ -54,8 +54,52 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/stats", get(stats))
         .route("/stats/reset", post(reset_stats))
         .fallback(fallback)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            echo_key,
+        ))
         .layer(DefaultBodyLimit::max(64 * 1024 * 1024))
         .with_state(shared)
+}
+
+/// With [`crate::batch::BatchMock::echo_key`], a Batch or Files API answer quotes the key its
+/// request carried (bearer, `x-goog-api-key` or `key=`): in every error message, in every
+/// per-item error, and in an `x-echo-key` header.
+async fn echo_key(
+    State(shared): State<Arc<Shared>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = req.uri().path();
+    let batch = path.contains("/batches") || path.contains("/files");
+    let key = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| {
+            req.headers()
+                .get("x-goog-api-key")
+                .and_then(|v| v.to_str().ok())
+        })
+        .map(str::to_owned)
+        .or_else(|| query_key(req.uri().query()));
+    let resp = next.run(req).await;
+    let Some(key) = key.filter(|_| batch && shared.config.batch.echo_key) else {
+        return resp;
+    };
+    let (mut parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes)
+        .replace("submit it again", &format!("submit it again (key {key})"))
+        .replace(r#""message":""#, &format!(r#""message":"key {key}: "#));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    if let Ok(v) = HeaderValue::from_str(&key) {
+        parts.headers.insert("x-echo-key", v);
+    }
+    Response::from_parts(parts, axum::body::Body::from(text))
 }
 
 async fn stats(State(shared): State<Arc<Shared>>) -> axum::Json<Stats> {

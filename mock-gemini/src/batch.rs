@@ -56,6 +56,9 @@ pub struct BatchMock {
     pub max_active: usize,
     /// Largest inline create body (the API's 20 MB); a larger one is a 400.
     pub inline_limit_bytes: usize,
+    /// Every Batch API answer quotes the key its request carried: in error messages, in
+    /// per-item errors, and in an `x-echo-key` header (a hostile or careless server).
+    pub echo_key: bool,
 }
 
 impl Default for BatchMock {
@@ -66,6 +69,7 @@ impl Default for BatchMock {
             item_error_every: 0,
             max_active: 0,
             inline_limit_bytes: 20 * 1024 * 1024,
+            echo_key: false,
         }
     }
 }

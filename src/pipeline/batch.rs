@@ -363,10 +363,12 @@ impl BatchStep {
                             "batch: job {}: {} vector(s) into the cache{}",
                             job.name,
                             stored,
-                            if errors.is_empty() {
-                                String::new()
-                            } else {
-                                format!(", {} text(s) answered with an error", errors.len())
+                            match errors.first() {
+                                None => String::new(),
+                                Some((_, why)) => format!(
+                                    ", {} text(s) answered with an error (the first: {why})",
+                                    errors.len()
+                                ),
                             }
                         );
                         if errors.is_empty() {

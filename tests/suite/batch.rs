@@ -379,3 +379,60 @@ fn a_create_refused_with_429_is_tried_again() {
     assert_eq!(s.batch.duplicate_texts, 0, "{s:?}");
     assert_eq!(s.requests, 0, "{s:?}");
 }
+
+/// A Batch API that quotes the key in everything it answers (error messages, per-item
+/// errors, a header), for both providers, through refused creates (429), an expired job and
+/// item errors: the key shows in no output, log line, journal, cache or output file.
+#[test]
+fn the_key_a_batch_api_echoes_is_never_shown() {
+    for provider in ["gemini", "openai"] {
+        let server = start_blocking(common::mock_config(33, |m| {
+            m.dimension = 256;
+            m.batch = BatchMock {
+                echo_key: true,
+                max_active: 1,
+                item_error_every: 3,
+                endings: vec![BatchEnding::Expired],
+                ..BatchMock::default()
+            };
+        }))
+        .unwrap();
+        let jobs = "  max_texts_per_job: 40\n  max_active_jobs: 2\n";
+        let dir = match provider {
+            "gemini" => {
+                let dir = batch_dir(&server.base_url(), 8, 2, jobs);
+                let p = dir.path().join("params.yaml");
+                let yaml = std::fs::read_to_string(&p).unwrap();
+                std::fs::write(
+                    &p,
+                    yaml.replace("embedding_dimension: 768", "embedding_dimension: 256"),
+                )
+                .unwrap();
+                dir
+            }
+            _ => crate::batch_openai::openai_dir(&server.base_url(), "batch", 8, 2, jobs),
+        };
+        let out = output_within(spawn(dir.path(), &[]), Duration::from_secs(60));
+        let all = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{provider}: {all}");
+        // Answers that quote it were read (refused creates, item errors), and the first item
+        // error is logged with the key taken out.
+        assert!(all.contains("cannot create a job now"), "{provider}: {all}");
+        assert!(
+            all.contains("answered with an error (the first:"),
+            "{provider}: {all}"
+        );
+        assert!(all.contains("(key [redacted])"), "{provider}: {all}");
+        assert!(!all.contains(common::KEY), "{provider}: {all}");
+        let holding: Vec<_> = common::files_under(dir.path())
+            .into_iter()
+            .filter(|f| {
+                std::fs::read(f)
+                    .unwrap()
+                    .windows(common::KEY.len())
+                    .any(|w| w == common::KEY.as_bytes())
+            })
+            .collect();
+        assert!(holding.is_empty(), "{provider}: {holding:?}");
+    }
+}

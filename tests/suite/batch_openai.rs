@@ -16,7 +16,7 @@ use crate::redis::{spawn, strip_times, text};
 
 /// A folder of `themes` x 14 words for `puzzles` puzzles with the openai provider at the mock
 /// `base_url`, `mode` interactive or batch, with `batch` lines in its `batch:` section.
-fn openai_dir(
+pub(crate) fn openai_dir(
     base_url: &str,
     mode: &str,
     themes: usize,
