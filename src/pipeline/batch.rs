@@ -16,6 +16,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::{Cache, key};
@@ -100,6 +101,38 @@ struct Chunk {
     follow_up: bool,
 }
 
+/// Finished jobs read at once: a finished job's results are large (10,000 texts at 3072
+/// dimensions are ~120 MB of vectors), so no more than two are held at a time.
+const READ_AT_ONCE: usize = 2;
+
+/// What one call of [`BatchStep::embed`] works on.
+struct Round<'a> {
+    /// Jobs created and not ended, in creation order.
+    active: Vec<Active>,
+    /// Texts waiting for a job.
+    waiting: VecDeque<Chunk>,
+    /// Texts that could not be embedded, by cache key, with why.
+    failed: HashMap<String, String>,
+    bar: Progress,
+    cache: &'a Cache,
+    journal: &'a Journal,
+}
+
+/// What one poll of a job found.
+enum Polled {
+    /// Not ended yet.
+    Waiting(JobState),
+    /// Ended with its results.
+    Succeeded(Vec<ItemResult>),
+    /// Ended without succeeding (or unknown to the API), with what it kept of each text.
+    Ended(JobState, Vec<Option<ItemResult>>),
+    /// The API could not say or give it now (the state, if it said that): asked again later.
+    Retry {
+        state: Option<JobState>,
+        why: String,
+    },
+}
+
 impl BatchStep {
     /// The batch step of a run in batch mode (`None` in interactive mode), for vectors of
     /// `space`.
@@ -150,9 +183,82 @@ impl BatchStep {
         let s = &self.settings;
         let started = Instant::now();
         let wanted: HashSet<String> = texts.iter().map(|t| key(t)).collect();
-        let mut active: Vec<Active> = Vec::new();
-        let mut in_a_job: HashSet<String> = HashSet::new();
-        let mut unsent: Vec<Chunk> = Vec::new();
+        let (active, in_a_job, unsent) = self.attach(cache, journal).await?;
+        let fresh: Vec<String> = texts
+            .into_iter()
+            .filter(|t| !in_a_job.contains(&key(t)))
+            .collect();
+        let mut round = Round {
+            active,
+            waiting: unsent
+                .into_iter()
+                .chain(fresh.chunks(s.max_texts_per_job).map(|c| Chunk {
+                    texts: c.to_vec(),
+                    display_name: None,
+                    resubmitted: false,
+                    follow_up: false,
+                }))
+                .collect(),
+            failed: HashMap::new(),
+            bar: Progress::new(progress, "batch texts", wanted.len() as u64),
+            cache,
+            journal,
+        };
+        let mut create_pause = Duration::ZERO;
+        loop {
+            if create_pause.is_zero() {
+                create_pause = self.create_jobs(&mut round).await?;
+            }
+            if round.active.is_empty() && round.waiting.is_empty() {
+                break;
+            }
+            if started.elapsed() >= s.max_wait {
+                round.bar.finish();
+                return Err(BatchError::MaxWait {
+                    waited: started.elapsed().as_secs_f64(),
+                    jobs: round
+                        .active
+                        .iter()
+                        .map(|a| format!("{} ({})", a.name, a.state.name()))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    journal: journal.path().display().to_string(),
+                });
+            }
+            let next_poll = round.active.iter().map(|a| a.next_poll).min();
+            let wait = match next_poll {
+                Some(at) => at.saturating_duration_since(Instant::now()),
+                None => create_pause,
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.cancelled() => {
+                    round.bar.finish();
+                    return Err(BatchError::Interrupted);
+                }
+            }
+            create_pause = Duration::ZERO;
+            self.poll_due(&mut round).await?;
+        }
+        round.bar.finish();
+        // Only this round's texts decide its themes.
+        let mut failed = round.failed;
+        failed.retain(|k, _| wanted.contains(k));
+        Ok(failed)
+    }
+
+    /// Re-attaches to the jobs the journal names and has not collected: the jobs to wait for
+    /// (a job whose texts are all in the cache is marked collected), the keys of their texts,
+    /// and the texts of jobs whose create never reached the API (to create, by the same
+    /// display name). A job whose API name the journal lacks is looked for by display name.
+    async fn attach(
+        &self,
+        cache: &Cache,
+        journal: &Journal,
+    ) -> Result<(Vec<Active>, HashSet<String>, Vec<Chunk>), BatchError> {
+        let mut active = Vec::new();
+        let mut in_a_job = HashSet::new();
+        let mut unsent = Vec::new();
         for job in journal.pending_jobs() {
             let keys: Vec<String> = job.texts.iter().map(|t| key(t)).collect();
             if cache.get_many(&keys).iter().all(Option::is_some) {
@@ -195,293 +301,272 @@ impl BatchStep {
                 resubmitted: false,
                 follow_up: false,
                 next_poll: Instant::now(),
+                interval: self.settings.poll_interval,
+                state: JobState::Pending,
+            });
+        }
+        Ok((active, in_a_job, unsent))
+    }
+
+    /// Creates jobs for the waiting texts up to the cap on jobs at once, each named in the
+    /// journal before its create. Returns the pause before the next try when the API refused
+    /// one for now (a 429, a 5xx), else zero.
+    async fn create_jobs(&self, round: &mut Round<'_>) -> Result<Duration, BatchError> {
+        let s = &self.settings;
+        while round.active.len() < s.max_active_jobs {
+            let Some(mut chunk) = round.waiting.pop_front() else {
+                break;
+            };
+            let created = match chunk.display_name.clone() {
+                // A create that may have reached the API: the job is looked for first.
+                Some(display) => match self.api.find(&display).await {
+                    Ok(Some(name)) => Ok((display, name)),
+                    Ok(None) => self
+                        .create(&chunk.texts, &display)
+                        .await
+                        .map(|n| (display, n)),
+                    Err(e) => Err(e),
+                },
+                None => {
+                    let display = display_name();
+                    round.journal.record_job_intent(&display, &chunk.texts)?;
+                    chunk.display_name = Some(display.clone());
+                    self.create(&chunk.texts, &display)
+                        .await
+                        .map(|n| (display, n))
+                }
+            };
+            let (display, name) = match created {
+                Ok(created) => created,
+                Err(e) if e.is_fatal() => return Err(BatchError::Api(e)),
+                Err(e) => {
+                    tracing::warn!("batch: cannot create a job now ({e}); trying again");
+                    round.waiting.push_front(chunk);
+                    return Ok(s.poll_interval);
+                }
+            };
+            round.journal.record_job(&display, &name)?;
+            tracing::info!(
+                "batch: created job {name} ({} text(s){})",
+                chunk.texts.len(),
+                match (chunk.resubmitted, chunk.follow_up) {
+                    (true, _) => ", submitted again",
+                    (false, true) => ", a follow-up for items answered with an error",
+                    (false, false) => "",
+                }
+            );
+            let n = chunk.texts.len();
+            let tokens: u64 = chunk.texts.iter().map(|t| estimate_tokens(t) as u64).sum();
+            self.count(|c| {
+                c.jobs += 1;
+                c.texts_by_job.push(n);
+                c.tokens_estimate += tokens;
+            });
+            round.active.push(Active {
+                display_name: display,
+                name,
+                texts: chunk.texts,
+                resubmitted: chunk.resubmitted,
+                follow_up: chunk.follow_up,
+                next_poll: Instant::now() + s.poll_interval,
                 interval: s.poll_interval,
                 state: JobState::Pending,
             });
         }
-        let fresh: Vec<String> = texts
+        Ok(Duration::ZERO)
+    }
+
+    /// Asks every job whose time has come how it stands, [`READ_AT_ONCE`] at a time (a
+    /// finished job's results are read in the same go), then settles each in creation order.
+    async fn poll_due(&self, round: &mut Round<'_>) -> Result<(), BatchError> {
+        let now = Instant::now();
+        let (due, later): (Vec<Active>, Vec<Active>) = std::mem::take(&mut round.active)
             .into_iter()
-            .filter(|t| !in_a_job.contains(&key(t)))
-            .collect();
-        let mut waiting: VecDeque<Chunk> = unsent
-            .into_iter()
-            .chain(fresh.chunks(s.max_texts_per_job).map(|c| Chunk {
-                texts: c.to_vec(),
+            .partition(|j| j.next_poll <= now);
+        round.active = later;
+        let polled: Vec<Result<Polled, EmbedError>> =
+            futures_util::stream::iter(due.iter().map(|job| self.poll(job)))
+                .buffered(READ_AT_ONCE)
+                .collect()
+                .await;
+        for (mut job, polled) in due.into_iter().zip(polled) {
+            let polled = polled.map_err(BatchError::Api)?;
+            let state = match &polled {
+                Polled::Retry { state, .. } => state.unwrap_or(job.state),
+                Polled::Waiting(state) | Polled::Ended(state, _) => *state,
+                Polled::Succeeded(_) => JobState::Succeeded,
+            };
+            if state != job.state {
+                tracing::info!("batch: job {} is {}", job.name, state.name());
+                job.state = state;
+            }
+            match polled {
+                Polled::Retry { why, .. } => {
+                    tracing::warn!("batch: {why}");
+                    job.next_poll = Instant::now() + job.interval;
+                    round.active.push(job);
+                }
+                Polled::Waiting(_) => {
+                    job.next_poll = Instant::now() + job.interval;
+                    job.interval = (job.interval.mul_f64(1.5)).min(MAX_POLL_INTERVAL);
+                    round.active.push(job);
+                }
+                Polled::Succeeded(results) => self.collect(job, results, round)?,
+                Polled::Ended(state, kept) => self.settle_ended(job, state, kept, round)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks how `job` stands and, if it has ended, reads what it holds. A transient failure
+    /// is a [`Polled::Retry`]; only a fatal one is an error.
+    async fn poll(&self, job: &Active) -> Result<Polled, EmbedError> {
+        let retry = |state: Option<JobState>, e: EmbedError, what: String| {
+            if e.is_fatal() {
+                Err(e)
+            } else {
+                Ok(Polled::Retry {
+                    state,
+                    why: format!("{what} ({e})"),
+                })
+            }
+        };
+        let name = &job.name;
+        let state = match self.api.state(name).await {
+            Ok(state) => state,
+            Err(e) => return retry(None, e, format!("cannot ask how job {name} stands")),
+        };
+        match state {
+            JobState::Pending | JobState::Running => Ok(Polled::Waiting(state)),
+            JobState::Succeeded => match self.api.results(name, job.texts.len()).await {
+                Ok(results) => Ok(Polled::Succeeded(results)),
+                Err(e) => retry(Some(state), e, format!("cannot read job {name}'s results")),
+            },
+            JobState::Unknown => Ok(Polled::Ended(state, vec![None; job.texts.len()])),
+            JobState::Failed | JobState::Expired | JobState::Cancelled => {
+                match self.api.kept(name, job.texts.len()).await {
+                    Ok(kept) => Ok(Polled::Ended(state, kept)),
+                    Err(e) => retry(Some(state), e, format!("cannot read what job {name} kept")),
+                }
+            }
+        }
+    }
+
+    /// A job that succeeded: its vectors into the cache; texts it answered with an error to
+    /// one follow-up job (or the interactive API with `batch.fallback: interactive`), and if
+    /// a follow-up answers with an error again, their themes fail.
+    fn collect(
+        &self,
+        job: Active,
+        results: Vec<ItemResult>,
+        round: &mut Round<'_>,
+    ) -> Result<(), BatchError> {
+        let (stored, errors) = self.store(&job.texts, results, round);
+        round.journal.record_collected(&job.display_name)?;
+        tracing::info!(
+            "batch: job {}: {stored} vector(s) into the cache{}",
+            job.name,
+            match errors.first() {
+                None => String::new(),
+                Some((_, why)) => format!(
+                    ", {} text(s) answered with an error (the first: {why})",
+                    errors.len()
+                ),
+            }
+        );
+        if errors.is_empty() {
+            return Ok(());
+        }
+        match (self.settings.fallback, job.follow_up) {
+            (BatchFallback::Interactive, _) => tracing::info!(
+                "batch: {} text(s) go to the interactive API (batch.fallback)",
+                errors.len()
+            ),
+            (BatchFallback::Job, false) => round.waiting.push_back(Chunk {
+                texts: errors.into_iter().map(|(t, _)| t).collect(),
                 display_name: None,
                 resubmitted: false,
-                follow_up: false,
-            }))
-            .collect();
-        let total = wanted.len() as u64;
-        let bar = Progress::new(progress, "batch texts", total);
-        let mut failed: HashMap<String, String> = HashMap::new();
-        let mut create_pause = Duration::ZERO;
-        loop {
-            // Create jobs up to the cap on jobs at once.
-            while active.len() < s.max_active_jobs && create_pause.is_zero() {
-                let Some(mut chunk) = waiting.pop_front() else {
-                    break;
-                };
-                let created = match chunk.display_name.clone() {
-                    // A create that may have reached the API: the job is looked for first.
-                    Some(display) => match self.api.find(&display).await {
-                        Ok(Some(name)) => Ok((display, name)),
-                        Ok(None) => self
-                            .create(&chunk.texts, &display)
-                            .await
-                            .map(|n| (display, n)),
-                        Err(e) => Err(e),
-                    },
-                    None => {
-                        let display = display_name();
-                        journal.record_job_intent(&display, &chunk.texts)?;
-                        chunk.display_name = Some(display.clone());
-                        self.create(&chunk.texts, &display)
-                            .await
-                            .map(|n| (display, n))
-                    }
-                };
-                match created {
-                    Ok((display, name)) => {
-                        journal.record_job(&display, &name)?;
-                        tracing::info!(
-                            "batch: created job {name} ({} text(s){})",
-                            chunk.texts.len(),
-                            match (chunk.resubmitted, chunk.follow_up) {
-                                (true, _) => ", submitted again",
-                                (false, true) => ", a follow-up for items answered with an error",
-                                (false, false) => "",
-                            }
-                        );
-                        let n = chunk.texts.len();
-                        let tokens: u64 =
-                            chunk.texts.iter().map(|t| estimate_tokens(t) as u64).sum();
-                        self.count(|c| {
-                            c.jobs += 1;
-                            c.texts_by_job.push(n);
-                            c.tokens_estimate += tokens;
-                        });
-                        active.push(Active {
-                            display_name: display,
-                            name,
-                            texts: chunk.texts,
-                            resubmitted: chunk.resubmitted,
-                            follow_up: chunk.follow_up,
-                            next_poll: Instant::now() + s.poll_interval,
-                            interval: s.poll_interval,
-                            state: JobState::Pending,
-                        });
-                    }
-                    Err(e) if e.is_fatal() => return Err(BatchError::Api(e)),
-                    Err(e) => {
-                        // A 429 (too many jobs), a 5xx: tried again after a pause.
-                        tracing::warn!("batch: cannot create a job now ({e}); trying again");
-                        waiting.push_front(chunk);
-                        create_pause = s.poll_interval;
-                    }
+                follow_up: true,
+            }),
+            (BatchFallback::Job, true) => {
+                for (t, why) in errors {
+                    round
+                        .failed
+                        .insert(key(&t), format!("batch job {}: {why}", job.name));
                 }
             }
-            if active.is_empty() && waiting.is_empty() {
-                break;
-            }
-            if started.elapsed() >= s.max_wait {
-                bar.finish();
-                return Err(BatchError::MaxWait {
-                    waited: started.elapsed().as_secs_f64(),
-                    jobs: active
-                        .iter()
-                        .map(|a| format!("{} ({})", a.name, a.state.name()))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    journal: journal.path().display().to_string(),
-                });
-            }
-            let next = active
-                .iter()
-                .map(|a| a.next_poll)
-                .min()
-                .unwrap_or_else(|| Instant::now() + create_pause);
-            let wait = next
-                .saturating_duration_since(Instant::now())
-                .max(if active.is_empty() {
-                    create_pause
-                } else {
-                    Duration::ZERO
-                });
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = stop.cancelled() => {
-                    bar.finish();
-                    return Err(BatchError::Interrupted);
-                }
-            }
-            create_pause = Duration::ZERO;
-            let now = Instant::now();
-            let mut still = Vec::new();
-            for mut job in std::mem::take(&mut active) {
-                if job.next_poll > now {
-                    still.push(job);
-                    continue;
-                }
-                let state = match self.api.state(&job.name).await {
-                    Ok(state) => state,
-                    Err(e) if e.is_fatal() => return Err(BatchError::Api(e)),
-                    Err(e) => {
-                        tracing::warn!("batch: cannot ask how job {} stands ({e})", job.name);
-                        job.next_poll = Instant::now() + job.interval;
-                        still.push(job);
-                        continue;
-                    }
-                };
-                if state != job.state {
-                    tracing::info!("batch: job {} is {}", job.name, state.name());
-                    job.state = state;
-                }
-                match state {
-                    JobState::Pending | JobState::Running => {
-                        job.next_poll = Instant::now() + job.interval;
-                        job.interval = (job.interval.mul_f64(1.5)).min(MAX_POLL_INTERVAL);
-                        still.push(job);
-                    }
-                    JobState::Succeeded => {
-                        let results = match self.api.results(&job.name, job.texts.len()).await {
-                            Ok(r) => r,
-                            Err(e) if e.is_fatal() => return Err(BatchError::Api(e)),
-                            Err(e) => {
-                                tracing::warn!(
-                                    "batch: cannot read job {}'s results ({e})",
-                                    job.name
-                                );
-                                job.next_poll = Instant::now() + job.interval;
-                                still.push(job);
-                                continue;
-                            }
-                        };
-                        let (stored, errors) = self.store(&job.texts, results, cache, &bar);
-                        journal.record_collected(&job.display_name)?;
-                        tracing::info!(
-                            "batch: job {}: {} vector(s) into the cache{}",
-                            job.name,
-                            stored,
-                            match errors.first() {
-                                None => String::new(),
-                                Some((_, why)) => format!(
-                                    ", {} text(s) answered with an error (the first: {why})",
-                                    errors.len()
-                                ),
-                            }
-                        );
-                        if errors.is_empty() {
-                            continue;
-                        }
-                        match (s.fallback, job.follow_up) {
-                            (BatchFallback::Interactive, _) => tracing::info!(
-                                "batch: {} text(s) go to the interactive API (batch.fallback)",
-                                errors.len()
-                            ),
-                            (BatchFallback::Job, false) => waiting.push_back(Chunk {
-                                texts: errors.into_iter().map(|(t, _)| t).collect(),
-                                display_name: None,
-                                resubmitted: false,
-                                follow_up: true,
-                            }),
-                            (BatchFallback::Job, true) => {
-                                for (t, why) in errors {
-                                    failed
-                                        .insert(key(&t), format!("batch job {}: {why}", job.name));
-                                }
-                            }
-                        }
-                    }
-                    JobState::Failed
-                    | JobState::Expired
-                    | JobState::Cancelled
-                    | JobState::Unknown => {
-                        if state != JobState::Unknown {
-                            // What the job got to before it ended is kept (OpenAI): into the
-                            // cache, and only the rest is submitted again.
-                            let kept = match self.api.kept(&job.name, job.texts.len()).await {
-                                Ok(kept) => kept,
-                                Err(e) if e.is_fatal() => return Err(BatchError::Api(e)),
-                                Err(e) => {
-                                    tracing::warn!(
-                                        "batch: cannot read what job {} kept ({e})",
-                                        job.name
-                                    );
-                                    job.next_poll = Instant::now() + job.interval;
-                                    still.push(job);
-                                    continue;
-                                }
-                            };
-                            if kept.iter().any(|r| matches!(r, Some(Ok(_)))) {
-                                let (texts, results): (Vec<String>, Vec<ItemResult>) = job
-                                    .texts
-                                    .iter()
-                                    .zip(kept)
-                                    .filter_map(|(t, r)| {
-                                        Some((t.clone(), r.filter(Result::is_ok)?))
-                                    })
-                                    .unzip();
-                                let (stored, _) = self.store(&texts, results, cache, &bar);
-                                let done: HashSet<&String> = texts.iter().collect();
-                                job.texts.retain(|t| !done.contains(t));
-                                tracing::info!(
-                                    "batch: job {} ended {} with {stored} vector(s) done: into the cache",
-                                    job.name,
-                                    state.name()
-                                );
-                            }
-                        }
-                        journal.record_collected(&job.display_name)?;
-                        if job.texts.is_empty() {
-                            continue;
-                        }
-                        if state == JobState::Unknown {
-                            tracing::warn!(
-                                "batch: the API no longer knows job {} (named in the run journal): \
-                                 its {} text(s) are submitted again",
-                                job.name,
-                                job.texts.len()
-                            );
-                        }
-                        if !job.resubmitted {
-                            if state != JobState::Unknown {
-                                tracing::warn!(
-                                    "batch: job {} ended {}: its {} text(s) are submitted once more",
-                                    job.name,
-                                    state.name(),
-                                    job.texts.len()
-                                );
-                            }
-                            waiting.push_back(Chunk {
-                                texts: job.texts,
-                                display_name: None,
-                                resubmitted: true,
-                                follow_up: job.follow_up,
-                            });
-                        } else {
-                            let why = format!(
-                                "batch job {} ended {} (after one resubmission)",
-                                job.name,
-                                state.name()
-                            );
-                            tracing::warn!(
-                                "batch: {why}: the themes of its {} text(s) fail",
-                                job.texts.len()
-                            );
-                            for t in job.texts {
-                                failed.insert(key(&t), why.clone());
-                            }
-                        }
-                    }
-                }
-            }
-            active = still;
         }
-        bar.finish();
-        // Only this round's texts decide its themes.
-        failed.retain(|k, _| wanted.contains(k));
-        Ok(failed)
+        Ok(())
+    }
+
+    /// A job that ended without succeeding (failed, expired, cancelled, or unknown to the
+    /// API): what it kept into the cache, the rest submitted once more; if that job ends so
+    /// too, their themes fail.
+    fn settle_ended(
+        &self,
+        mut job: Active,
+        state: JobState,
+        kept: Vec<Option<ItemResult>>,
+        round: &mut Round<'_>,
+    ) -> Result<(), BatchError> {
+        if kept.iter().any(|r| matches!(r, Some(Ok(_)))) {
+            let (texts, results): (Vec<String>, Vec<ItemResult>) = job
+                .texts
+                .iter()
+                .zip(kept)
+                .filter_map(|(t, r)| Some((t.clone(), r.filter(Result::is_ok)?)))
+                .unzip();
+            let (stored, _) = self.store(&texts, results, round);
+            let done: HashSet<&String> = texts.iter().collect();
+            job.texts.retain(|t| !done.contains(t));
+            tracing::info!(
+                "batch: job {} ended {} with {stored} vector(s) done: into the cache",
+                job.name,
+                state.name()
+            );
+        }
+        round.journal.record_collected(&job.display_name)?;
+        if job.texts.is_empty() {
+            return Ok(());
+        }
+        if state == JobState::Unknown {
+            tracing::warn!(
+                "batch: the API no longer knows job {} (named in the run journal): its {} \
+                 text(s) are submitted again",
+                job.name,
+                job.texts.len()
+            );
+        }
+        if !job.resubmitted {
+            if state != JobState::Unknown {
+                tracing::warn!(
+                    "batch: job {} ended {}: its {} text(s) are submitted once more",
+                    job.name,
+                    state.name(),
+                    job.texts.len()
+                );
+            }
+            round.waiting.push_back(Chunk {
+                texts: job.texts,
+                display_name: None,
+                resubmitted: true,
+                follow_up: job.follow_up,
+            });
+            return Ok(());
+        }
+        let why = format!(
+            "batch job {} ended {} (after one resubmission)",
+            job.name,
+            state.name()
+        );
+        tracing::warn!(
+            "batch: {why}: the themes of its {} text(s) fail",
+            job.texts.len()
+        );
+        for t in job.texts {
+            round.failed.insert(key(&t), why.clone());
+        }
+        Ok(())
     }
 
     async fn create(&self, texts: &[String], display_name: &str) -> Result<String, EmbedError> {
@@ -494,8 +579,7 @@ impl BatchStep {
         &self,
         texts: &[String],
         results: Vec<ItemResult>,
-        cache: &Cache,
-        bar: &Progress,
+        round: &Round<'_>,
     ) -> (usize, Vec<(String, String)>) {
         let mut done = Vec::new();
         let mut vectors: Vec<Vector> = Vec::new();
@@ -509,9 +593,9 @@ impl BatchStep {
                 Err(why) => errors.push((text.clone(), why)),
             }
         }
-        cache.insert_many(&done, &vectors);
-        cache.flush();
-        bar.add(done.len() as u64);
+        round.cache.insert_many(&done, &vectors);
+        round.cache.flush();
+        round.bar.add(done.len() as u64);
         self.count(|c| c.texts_embedded += done.len());
         (done.len(), errors)
     }
