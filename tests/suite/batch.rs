@@ -305,6 +305,51 @@ fn a_body_over_the_inline_limit_goes_through_a_file() {
     }
 }
 
+/// At the API's real limit: 200,000 texts make a create body over 20 MB (~23 MB inline), so
+/// they go as a JSONL file through the Files API (the mock refuses an inline body over
+/// 20 MiB), and all 200,000 results come back from the responses file, in order.
+#[test]
+fn a_job_over_20_mb_goes_through_a_file_at_the_real_limit() {
+    use puzzlegen::embed::batch::{BatchApi, GeminiBatch, INLINE_LIMIT_BYTES, JobState};
+    let server = mock(BatchMock::default());
+    let options = puzzlegen::embed::gemini::GeminiOptions {
+        base_url: server.base_url(),
+        model_id: "gemini-embedding-001".into(),
+        dimension: 8,
+        task_type: "SEMANTIC_SIMILARITY".into(),
+        api_key_env: common::any_key_variable(),
+        request_timeout: Duration::from_secs(30),
+    };
+    assert_eq!(INLINE_LIMIT_BYTES, 20_000_000);
+    let api = GeminiBatch::new(&options).unwrap();
+    let texts: Vec<String> = (0..200_000)
+        .map(|i| format!("text number {i:06}"))
+        .collect();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let results = runtime.block_on(async {
+        let name = api.create(&texts, "big-job").await.unwrap();
+        while api.state(&name).await.unwrap() != JobState::Succeeded {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        api.results(&name, texts.len()).await.unwrap()
+    });
+    let s = server.stats().batch;
+    assert_eq!(
+        (s.uploads, s.downloads, s.jobs, s.texts, s.refused),
+        (1, 1, 1, 200_000, 0),
+        "{s:?}"
+    );
+    assert_eq!(results.len(), texts.len());
+    for i in [0, 1, 99_999, 199_999] {
+        let v = results[i].as_ref().unwrap();
+        let mut want = mock_gemini::gemini_embedding(&texts[i], 8);
+        puzzlegen::embed::normalize(&mut want);
+        let dot: f32 = v.iter().zip(&want).map(|(a, b)| a * b).sum();
+        assert!((dot - 1.0).abs() < 1e-4, "{}: {dot}", texts[i]);
+    }
+    assert!(results.iter().all(Result::is_ok));
+}
+
 /// `batch list` shows the jobs a stopped run left (name, state, texts, age); `batch cancel`
 /// cancels them (a job the journal does not name is exit 2); the next run submits their texts
 /// again.
