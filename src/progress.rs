@@ -83,6 +83,14 @@ impl Progress {
         }
     }
 
+    /// Shows `note` after the label on the bar (on a terminal only: log lines say what
+    /// changes as it changes).
+    pub fn set_note(&self, note: &str) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(format!("{} ({note})", self.label));
+        }
+    }
+
     /// Removes the bar (if any) so the summary prints on a clean line.
     pub fn finish(&self) {
         if let Some(bar) = &self.bar {

@@ -118,6 +118,33 @@ struct Round<'a> {
     journal: &'a Journal,
 }
 
+impl Round<'_> {
+    /// The jobs by state on the progress bar, e.g. `jobs: 2 running, 1 pending, 3 to create`.
+    fn show_jobs(&self) {
+        self.bar.set_note(&jobs_note(
+            self.active.iter().map(|a| a.state),
+            self.waiting.len(),
+        ));
+    }
+}
+
+/// `jobs: 2 running, 1 pending, 3 to create`: jobs by state (in the order states come),
+/// then the chunks of texts still waiting for a job.
+fn jobs_note(states: impl Iterator<Item = JobState>, to_create: usize) -> String {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for state in states {
+        match counts.iter_mut().find(|(name, _)| *name == state.name()) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((state.name(), 1)),
+        }
+    }
+    if to_create > 0 {
+        counts.push(("to create", to_create));
+    }
+    let parts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    format!("jobs: {}", parts.join(", "))
+}
+
 /// What one poll of a job found.
 enum Polled {
     /// Not ended yet.
@@ -208,6 +235,7 @@ impl BatchStep {
         loop {
             if create_pause.is_zero() {
                 create_pause = self.create_jobs(&mut round).await?;
+                round.show_jobs();
             }
             if round.active.is_empty() && round.waiting.is_empty() {
                 break;
@@ -239,6 +267,7 @@ impl BatchStep {
             }
             create_pause = Duration::ZERO;
             self.poll_due(&mut round).await?;
+            round.show_jobs();
         }
         round.bar.finish();
         // Only this round's texts decide its themes.
@@ -748,4 +777,27 @@ pub async fn cancel_jobs(
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bar_counts_jobs_by_state_then_those_to_create() {
+        use JobState::*;
+        assert_eq!(
+            jobs_note([Running, Pending, Running].into_iter(), 3),
+            "jobs: 2 running, 1 pending, 3 to create"
+        );
+        assert_eq!(jobs_note([Succeeded].into_iter(), 0), "jobs: 1 succeeded");
+        assert_eq!(jobs_note(std::iter::empty(), 2), "jobs: 2 to create");
+    }
+
+    #[test]
+    fn a_job_name_tells_its_age() {
+        let name = display_name();
+        assert!(age_of(&name).is_some_and(|age| age < 5), "{name}");
+        assert_eq!(age_of("someone-elses-job"), None);
+    }
 }

@@ -119,9 +119,14 @@ impl RunError {
             RunError::Distributed(_) => true,
             RunError::Cache(e) => e.is_user_error(),
             RunError::Csv(e) => e.is_user_error(),
-            RunError::Provider(e) => {
-                matches!(e, EmbedError::Setup(_) | EmbedError::Rejected { .. })
-            }
+            // A key the API refuses (401, 403) is exit 3 as when it is refused mid-run; any
+            // other refusal before work (a model the server does not know, a bad URL path)
+            // is the configuration's.
+            RunError::Provider(e) => match e {
+                EmbedError::Setup(_) => true,
+                EmbedError::Rejected { status, .. } => !matches!(status, 401 | 403),
+                _ => false,
+            },
             _ => true,
         }
     }

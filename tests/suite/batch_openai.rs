@@ -243,8 +243,8 @@ fn openai_batch_list_and_cancel() {
 }
 
 /// A key the server refuses stops the run before any job: the openai provider's first
-/// request (the one that learns the model's dimension) is refused, which is exit 2 as in
-/// interactive mode (nothing was run), the key nowhere in the output.
+/// request (the one that learns the model's dimension) is refused, exit 3 as a key refused
+/// mid-run, the key nowhere in the output.
 #[test]
 fn a_refused_key_stops_an_openai_batch_run_before_any_job() {
     let server = start_blocking(common::mock_config(42, |m| {
@@ -254,7 +254,7 @@ fn a_refused_key_stops_an_openai_batch_run_before_any_job() {
     let dir = openai_dir(&server.base_url(), "batch", 4, 1, "");
     let out = output_within(spawn(dir.path(), &[]), Duration::from_secs(60));
     let all = text(&out);
-    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert_eq!(out.status.code(), Some(3), "{all}");
     assert!(all.contains("Incorrect API key"), "{all}");
     assert!(!all.contains(common::KEY), "{all}");
     assert_eq!(server.stats().batch.jobs, 0);
