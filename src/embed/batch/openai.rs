@@ -46,6 +46,8 @@ struct Files {
 struct Batch {
     id: String,
     status: String,
+    #[serde(default)]
+    created_at: u64,
     output_file_id: Option<String>,
     error_file_id: Option<String>,
     #[serde(default)]
@@ -247,6 +249,19 @@ impl OpenAiBatch {
     }
 }
 
+/// Whether a batch created at `created_at` (UNIX seconds) is more than an hour older than
+/// the job named `display_name` (`puzzlegen-<nanoseconds, hex>-...`, written before its
+/// create): it cannot be that job, and neither can any batch listed after it. A name of
+/// another form is never older.
+fn older(created_at: u64, display_name: &str) -> bool {
+    let meant = display_name
+        .strip_prefix("puzzlegen-")
+        .and_then(|rest| rest.split('-').next())
+        .and_then(|hex| u128::from_str_radix(hex, 16).ok())
+        .map(|nanos| (nanos / 1_000_000_000) as u64);
+    meant.is_some_and(|meant| created_at.saturating_add(3600) < meant)
+}
+
 #[async_trait::async_trait]
 impl BatchApi for OpenAiBatch {
     async fn create(&self, texts: &[String], display_name: &str) -> Result<String, EmbedError> {
@@ -314,7 +329,10 @@ impl BatchApi for OpenAiBatch {
                 return Ok(Some(b.id.clone()));
             }
             match page.data.last() {
-                Some(last) if page.has_more => after = Some(last.id.clone()),
+                // Newest first: batches made well before the job was meant cannot be it.
+                Some(last) if page.has_more && !older(last.created_at, display_name) => {
+                    after = Some(last.id.clone())
+                }
                 _ => return Ok(None),
             }
         }
@@ -366,5 +384,19 @@ impl BatchApi for OpenAiBatch {
         )
         .await
         .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_batch_an_hour_older_than_the_job_is_not_it() {
+        // 0x6000_0000 seconds after the epoch, in nanoseconds, as a job's display name says.
+        let meant: u64 = 0x6000_0000;
+        let name = format!("puzzlegen-{:x}-42-0", u128::from(meant) * 1_000_000_000);
+        assert!(super::older(meant - 3601, &name));
+        assert!(!super::older(meant - 3599, &name));
+        assert!(!super::older(meant + 10, &name));
+        assert!(!super::older(0, "a-name-of-another-form"));
     }
 }
