@@ -56,22 +56,33 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .fallback(fallback)
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&shared),
-            echo_key,
+            batch_switches,
         ))
         .layer(DefaultBodyLimit::max(64 * 1024 * 1024))
         .with_state(shared)
 }
 
-/// With [`crate::batch::BatchMock::echo_key`], a Batch or Files API answer quotes the key its
-/// request carried (bearer, `x-goog-api-key` or `key=`): in every error message, in every
-/// per-item error, and in an `x-echo-key` header.
-async fn echo_key(
+/// The Batch and Files API's hostile switches: [`crate::batch::BatchMock::fail_every`] answers
+/// every n-th call 503 without doing it; with [`crate::batch::BatchMock::echo_key`] an answer
+/// quotes the key its request carried (bearer, `x-goog-api-key` or `key=`): in every error
+/// message, in every per-item error, and in an `x-echo-key` header.
+async fn batch_switches(
     State(shared): State<Arc<Shared>>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     let path = req.uri().path();
-    let batch = path.contains("/batches") || path.contains("/files");
+    let batch = path.contains("/batches")
+        || path.contains("/files")
+        || path.ends_with(":asyncBatchEmbedContent");
+    let cfg = &shared.config.batch;
+    if batch && shared.jobs.draw_fault(cfg) {
+        return json_bytes(
+            StatusCode::SERVICE_UNAVAILABLE,
+            br#"{"error": {"code": 503, "message": "mock: the service is unavailable; try again", "status": "UNAVAILABLE"}}"#.to_vec(),
+            "application/json",
+        );
+    }
     let key = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -85,7 +96,7 @@ async fn echo_key(
         .map(str::to_owned)
         .or_else(|| query_key(req.uri().query()));
     let resp = next.run(req).await;
-    let Some(key) = key.filter(|_| batch && shared.config.batch.echo_key) else {
+    let Some(key) = key.filter(|_| batch && cfg.echo_key) else {
         return resp;
     };
     let (mut parts, body) = resp.into_parts();

@@ -59,6 +59,9 @@ pub struct BatchMock {
     /// Every Batch API answer quotes the key its request carried: in error messages, in
     /// per-item errors, and in an `x-echo-key` header (a hostile or careless server).
     pub echo_key: bool,
+    /// Every `n`-th call of the Batch or Files API (create, get, list, cancel, upload,
+    /// download) is answered 503 without being done (0: never).
+    pub fail_every: u64,
 }
 
 impl Default for BatchMock {
@@ -70,6 +73,7 @@ impl Default for BatchMock {
             max_active: 0,
             inline_limit_bytes: 20 * 1024 * 1024,
             echo_key: false,
+            fail_every: 0,
         }
     }
 }
@@ -97,6 +101,8 @@ pub struct BatchStats {
     pub downloads: u64,
     /// Creates refused (the cap on active jobs, a body too large, a bad body).
     pub refused: u64,
+    /// Calls answered 503 by [`BatchMock::fail_every`].
+    pub faults: u64,
 }
 
 #[derive(Clone)]
@@ -156,6 +162,8 @@ struct JobsState {
     next: u64,
     /// Files and upload sessions made so far (their names' numbers).
     next_file: u64,
+    /// Batch and Files API calls so far (for `fail_every`).
+    calls: u64,
     stats: BatchStats,
 }
 
@@ -313,6 +321,17 @@ impl Jobs {
 
     pub(crate) fn stats(&self) -> BatchStats {
         self.lock().stats.clone()
+    }
+
+    /// Whether this Batch or Files API call is one [`BatchMock::fail_every`] fails (counted).
+    pub(crate) fn draw_fault(&self, cfg: &BatchMock) -> bool {
+        let mut s = self.lock();
+        s.calls += 1;
+        let fail = cfg.fail_every > 0 && s.calls.is_multiple_of(cfg.fail_every);
+        if fail {
+            s.stats.faults += 1;
+        }
+        fail
     }
 
     /// Counters to zero, and texts seen forgotten (`duplicate_texts` counts from here).

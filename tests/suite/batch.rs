@@ -305,6 +305,36 @@ fn a_body_over_the_inline_limit_goes_through_a_file() {
     }
 }
 
+/// A create whose file went up but whose create call failed (a 503: the mock fails every
+/// third Batch API call, here the create after the upload's two) is tried again with the same
+/// file: one upload, one job.
+#[test]
+fn a_create_tried_again_uses_the_file_already_uploaded() {
+    use puzzlegen::embed::batch::{BatchApi, GeminiBatch};
+    let server = mock(BatchMock {
+        fail_every: 3,
+        ..BatchMock::default()
+    });
+    let options = puzzlegen::embed::gemini::GeminiOptions {
+        base_url: server.base_url(),
+        model_id: "gemini-embedding-001".into(),
+        dimension: 768,
+        task_type: "SEMANTIC_SIMILARITY".into(),
+        api_key_env: common::any_key_variable(),
+        request_timeout: Duration::from_secs(5),
+    };
+    let api = GeminiBatch::new(&options).unwrap().with_inline_limit(1000);
+    let texts: Vec<String> = (0..40).map(|i| format!("text number {i}")).collect();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let first = api.create(&texts, "retried-job").await;
+        assert!(first.is_err(), "{first:?}");
+        api.create(&texts, "retried-job").await.unwrap();
+    });
+    let s = server.stats().batch;
+    assert_eq!((s.uploads, s.jobs, s.faults), (1, 1, 1), "{s:?}");
+}
+
 /// At the API's real limit: 200,000 texts make a create body over 20 MB (~23 MB inline), so
 /// they go as a JSONL file through the Files API (the mock refuses an inline body over
 /// 20 MiB), and all 200,000 results come back from the responses file, in order.
@@ -479,5 +509,51 @@ fn the_key_a_batch_api_echoes_is_never_shown() {
             })
             .collect();
         assert!(holding.is_empty(), "{provider}: {holding:?}");
+    }
+}
+
+/// A Batch API that answers every third call (creates, polls, lists, uploads, downloads) with
+/// a 503, for both providers: each call is tried again, the run ends with every text
+/// embedded once, in one job each.
+#[test]
+fn batch_calls_answered_503_are_tried_again() {
+    for provider in ["gemini", "openai"] {
+        let server = start_blocking(common::mock_config(34, |m| {
+            m.dimension = 256;
+            m.batch = BatchMock {
+                fail_every: 3,
+                ..BatchMock::default()
+            };
+        }))
+        .unwrap();
+        let jobs = "  max_texts_per_job: 40\n  max_active_jobs: 2\n";
+        let dir = match provider {
+            "gemini" => {
+                let dir = batch_dir(&server.base_url(), 8, 2, jobs);
+                let p = dir.path().join("params.yaml");
+                let yaml = std::fs::read_to_string(&p).unwrap();
+                std::fs::write(
+                    &p,
+                    yaml.replace("embedding_dimension: 768", "embedding_dimension: 256"),
+                )
+                .unwrap();
+                dir
+            }
+            _ => crate::batch_openai::openai_dir(&server.base_url(), "batch", 8, 2, jobs),
+        };
+        let texts = to_embed(dir.path());
+        let out = output_within(spawn(dir.path(), &[]), Duration::from_secs(60));
+        let all = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{provider}: {all}");
+        let s = server.stats().batch;
+        assert!(s.faults >= 3, "{provider}: {s:?}");
+        assert_eq!(s.jobs, texts.div_ceil(40), "{provider}: {s:?} {all}");
+        assert_eq!(
+            (s.texts, s.texts_embedded, s.duplicate_texts),
+            (texts, texts, 0),
+            "{provider}: {s:?}"
+        );
+        let meta = common::read_json(&dir.path().join("out/puzzle_metadata.json"));
+        assert_eq!(meta["successful_puzzles"], 2, "{provider}: {meta}");
     }
 }

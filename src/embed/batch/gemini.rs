@@ -24,6 +24,8 @@ pub struct GeminiBatch {
     inline_limit: usize,
     /// Finished jobs as `state` read them, until `results` takes them.
     finished: std::sync::Mutex<std::collections::HashMap<String, Operation>>,
+    /// Input files uploaded for jobs not yet created, by display name.
+    uploads: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl GeminiBatch {
@@ -41,6 +43,7 @@ impl GeminiBatch {
             },
             inline_limit: INLINE_LIMIT_BYTES,
             finished: Default::default(),
+            uploads: Default::default(),
         })
     }
 
@@ -49,6 +52,10 @@ impl GeminiBatch {
     pub fn with_inline_limit(mut self, bytes: usize) -> GeminiBatch {
         self.inline_limit = bytes;
         self
+    }
+
+    fn lock_uploads(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, String>> {
+        self.uploads.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn request(&self, text: &str) -> Value {
@@ -219,7 +226,17 @@ impl BatchApi for GeminiBatch {
                 file.extend_from_slice(line.to_string().as_bytes());
                 file.push(b'\n');
             }
-            let name = self.upload(file, display_name).await?;
+            // A create tried again after its upload went through uses the same file.
+            let kept = self.lock_uploads().get(display_name).cloned();
+            let name = match kept {
+                Some(name) => name,
+                None => {
+                    let name = self.upload(file, display_name).await?;
+                    self.lock_uploads()
+                        .insert(display_name.to_owned(), name.clone());
+                    name
+                }
+            };
             serde_json::to_vec(&json!({"batch": {
                 "displayName": display_name,
                 "inputConfig": {"fileName": name},
@@ -236,11 +253,13 @@ impl BatchApi for GeminiBatch {
             .await
             .map_err(|e| self.key.scrub(e))?;
         let v: Value = serde_json::from_str(&answer).map_err(|e| bad_json(&e))?;
-        v["name"]
+        let name = v["name"]
             .as_str()
             .or_else(|| v["metadata"]["name"].as_str())
             .map(str::to_owned)
-            .ok_or_else(|| EmbedError::BadAnswer("the Batch API named no job".into()))
+            .ok_or_else(|| EmbedError::BadAnswer("the Batch API named no job".into()))?;
+        self.lock_uploads().remove(display_name);
+        Ok(name)
     }
 
     async fn find(&self, display_name: &str) -> Result<Option<String>, EmbedError> {

@@ -33,6 +33,8 @@ pub struct OpenAiBatch {
     space: Space,
     /// The output and error files of ended jobs, as `state` read them.
     files: Mutex<HashMap<String, Files>>,
+    /// Input files uploaded for jobs not yet created, by display name.
+    uploads: Mutex<HashMap<String, String>>,
 }
 
 #[derive(Clone, Default)]
@@ -110,6 +112,7 @@ impl OpenAiBatch {
             key,
             space,
             files: Mutex::default(),
+            uploads: Mutex::default(),
         })
     }
 
@@ -217,6 +220,45 @@ impl OpenAiBatch {
         Ok(())
     }
 
+    /// Uploads `texts` as a batch input file: one `/v1/embeddings` request per text, keyed by
+    /// its place (`custom_id`). The file's id.
+    async fn upload(&self, texts: &[String], display_name: &str) -> Result<String, EmbedError> {
+        let mut file = Vec::new();
+        for (i, t) in texts.iter().enumerate() {
+            let line = json!({
+                "custom_id": i.to_string(),
+                "method": "POST",
+                "url": "/v1/embeddings",
+                "body": {"model": self.model, "input": t, "encoding_format": "float"},
+            });
+            file.extend_from_slice(line.to_string().as_bytes());
+            file.push(b'\n');
+        }
+        let part = reqwest::multipart::Part::bytes(file)
+            .file_name(format!("{display_name}.jsonl"))
+            .mime_str("application/jsonl")
+            .map_err(|e| EmbedError::Setup(format!("cannot build the upload: {e}")))?;
+        let form = reqwest::multipart::Form::new()
+            .text("purpose", "batch")
+            .part("file", part);
+        let uploaded = self
+            .send(
+                self.client
+                    .post(format!("{}/files", self.base))
+                    .multipart(form),
+            )
+            .await?;
+        let v: Value = serde_json::from_str(&uploaded).map_err(|e| bad_json(&e))?;
+        v["id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| EmbedError::BadAnswer("the Files API named no file".into()))
+    }
+
+    fn lock_uploads(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.uploads.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// What the ended job `name`'s output and error files hold for its `count` texts.
     async fn read_results(
         &self,
@@ -265,35 +307,17 @@ fn older(created_at: u64, display_name: &str) -> bool {
 #[async_trait::async_trait]
 impl BatchApi for OpenAiBatch {
     async fn create(&self, texts: &[String], display_name: &str) -> Result<String, EmbedError> {
-        let mut file = Vec::new();
-        for (i, t) in texts.iter().enumerate() {
-            let line = json!({
-                "custom_id": i.to_string(),
-                "method": "POST",
-                "url": "/v1/embeddings",
-                "body": {"model": self.model, "input": t, "encoding_format": "float"},
-            });
-            file.extend_from_slice(line.to_string().as_bytes());
-            file.push(b'\n');
-        }
-        let part = reqwest::multipart::Part::bytes(file)
-            .file_name(format!("{display_name}.jsonl"))
-            .mime_str("application/jsonl")
-            .map_err(|e| EmbedError::Setup(format!("cannot build the upload: {e}")))?;
-        let form = reqwest::multipart::Form::new()
-            .text("purpose", "batch")
-            .part("file", part);
-        let uploaded = self
-            .send(
-                self.client
-                    .post(format!("{}/files", self.base))
-                    .multipart(form),
-            )
-            .await?;
-        let v: Value = serde_json::from_str(&uploaded).map_err(|e| bad_json(&e))?;
-        let file_id = v["id"]
-            .as_str()
-            .ok_or_else(|| EmbedError::BadAnswer("the Files API named no file".into()))?;
+        // A create tried again after its upload went through uses the same file.
+        let kept = self.lock_uploads().get(display_name).cloned();
+        let file_id = match kept {
+            Some(id) => id,
+            None => {
+                let id = self.upload(texts, display_name).await?;
+                self.lock_uploads()
+                    .insert(display_name.to_owned(), id.clone());
+                id
+            }
+        };
         let created = self
             .send(
                 self.client
@@ -307,6 +331,7 @@ impl BatchApi for OpenAiBatch {
             )
             .await?;
         let batch: Batch = serde_json::from_str(&created).map_err(|e| bad_json(&e))?;
+        self.lock_uploads().remove(display_name);
         Ok(batch.id)
     }
 
