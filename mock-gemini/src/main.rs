@@ -78,6 +78,13 @@ struct Args {
     /// `failed,expired,cancelled`.
     #[arg(long, value_delimiter = ',', value_parser = ending)]
     batch_endings: Vec<mock_gemini::batch::BatchEnding>,
+    /// Batch API: every n-th Batch or Files API call is answered 503 without being done (0:
+    /// never).
+    #[arg(long, default_value_t = 0)]
+    batch_fail_every: u64,
+    /// Batch API: answers quote the request's key (error messages, item errors, a header).
+    #[arg(long)]
+    batch_echo_key: bool,
 }
 
 fn ending(s: &str) -> Result<mock_gemini::batch::BatchEnding, String> {
@@ -119,6 +126,8 @@ impl Args {
                 max_active: self.batch_max_active,
                 item_error_every: self.batch_item_error_every,
                 endings: self.batch_endings.clone(),
+                fail_every: self.batch_fail_every,
+                echo_key: self.batch_echo_key,
                 ..mock_gemini::batch::BatchMock::default()
             },
         }
