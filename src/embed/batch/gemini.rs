@@ -6,7 +6,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{BatchApi, ItemResult, JobState, finished_vector};
+use super::{BatchApi, ItemResult, JobState, TRANSFER_TIMEOUT, finished_vector};
 use crate::embed::gemini::GeminiOptions;
 use crate::embed::http::{ApiKey, bad_json, check_url, client, send_checked};
 use crate::embed::{EmbedError, Space};
@@ -102,6 +102,7 @@ impl GeminiBatch {
             .send(
                 self.client
                     .post(url)
+                    .timeout(TRANSFER_TIMEOUT)
                     .header("X-Goog-Upload-Command", "upload, finalize")
                     .header("X-Goog-Upload-Offset", "0")
                     .body(bytes),
@@ -128,7 +129,11 @@ impl GeminiBatch {
     /// JSON).
     async fn get(&self, name: &str) -> Result<Option<Operation>, EmbedError> {
         match self
-            .send(self.client.get(format!("{}/v1beta/{name}", self.base)))
+            .send(
+                self.client
+                    .get(format!("{}/v1beta/{name}", self.base))
+                    .timeout(TRANSFER_TIMEOUT),
+            )
             .await
         {
             Ok((_, body)) => Ok(Some(serde_json::from_str(&body).map_err(|e| bad_json(&e))?)),
@@ -247,6 +252,7 @@ impl BatchApi for GeminiBatch {
             .send(
                 self.client
                     .post(url)
+                    .timeout(TRANSFER_TIMEOUT)
                     .header("Content-Type", "application/json")
                     .body(body),
             )
@@ -339,7 +345,8 @@ impl BatchApi for GeminiBatch {
             let (_, body) = self
                 .send(
                     self.client
-                        .get(format!("{}/v1beta/{file}:download?alt=media", self.base)),
+                        .get(format!("{}/v1beta/{file}:download?alt=media", self.base))
+                        .timeout(TRANSFER_TIMEOUT),
                 )
                 .await
                 .map_err(|e| self.key.scrub(e))?;

@@ -14,6 +14,11 @@ mod openai;
 pub use gemini::{GeminiBatch, INLINE_LIMIT_BYTES};
 pub use openai::OpenAiBatch;
 
+/// How long one transfer of a job's data (an upload, a create with inline requests, a
+/// finished job's results) may take: they run to hundreds of MB, well past the per-request
+/// timeout of the interactive API.
+const TRANSFER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
 /// Where a job stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobState {

@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{BatchApi, ItemResult, JobState, finished_vector};
+use super::{BatchApi, ItemResult, JobState, TRANSFER_TIMEOUT, finished_vector};
 use crate::embed::http::{
     ApiKey, bad_json, check_url, client, send_checked, send_ok, transport_error,
 };
@@ -158,6 +158,7 @@ impl OpenAiBatch {
             self.authed(
                 self.client
                     .get(format!("{}/files/{id}/content", self.base))
+                    .timeout(TRANSFER_TIMEOUT)
                     .header("Accept", "application/binary"),
             ),
             key,
@@ -245,6 +246,7 @@ impl OpenAiBatch {
             .send(
                 self.client
                     .post(format!("{}/files", self.base))
+                    .timeout(TRANSFER_TIMEOUT)
                     .multipart(form),
             )
             .await?;
