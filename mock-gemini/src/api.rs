@@ -56,17 +56,20 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .fallback(fallback)
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&shared),
-            batch_switches,
+            batch_gate,
         ))
         .layer(DefaultBodyLimit::max(64 * 1024 * 1024))
         .with_state(shared)
 }
 
-/// The Batch and Files API's hostile switches: [`crate::batch::BatchMock::fail_every`] answers
-/// every n-th call 503 without doing it; with [`crate::batch::BatchMock::echo_key`] an answer
+/// What every Batch and Files API call goes through before its handler: the key check (a
+/// bearer, `x-goog-api-key` or `key=`; refused the way the API the request speaks refuses it;
+/// a resumable upload's chunks carry their session instead), then the hostile switches:
+/// [`crate::batch::BatchMock::fail_every`] answers every n-th call 503 without doing it; with
+/// [`crate::batch::BatchMock::echo_key`] an answer
 /// quotes the key its request carried (bearer, `x-goog-api-key` or `key=`): in every error
 /// message, in every per-item error, and in an `x-echo-key` header.
-async fn batch_switches(
+async fn batch_gate(
     State(shared): State<Arc<Shared>>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
@@ -76,6 +79,38 @@ async fn batch_switches(
         || path.contains("/files")
         || path.ends_with(":asyncBatchEmbedContent");
     let cfg = &shared.config.batch;
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|k| k.trim().to_owned());
+    let key = bearer.clone().or_else(|| {
+        req.headers()
+            .get("x-goog-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| query_key(req.uri().query()))
+    });
+    // The session URL of a resumable upload carries the session: no key with its chunks.
+    let session =
+        path.starts_with("/upload/") && req.uri().query().is_some_and(|q| q.contains("upload_id="));
+    if batch
+        && !session
+        && let Some(want) = shared.config.api_key.as_deref()
+        && key.as_deref() != Some(want)
+    {
+        // Refused as the API the request speaks refuses it (OpenAI's clients send a bearer).
+        let api = match bearer {
+            Some(_) => Api::OpenAi {
+                model: String::new(),
+            },
+            None => Api::Gemini {
+                model: String::new(),
+            },
+        };
+        return api.bad_key();
+    }
     if batch && shared.jobs.draw_fault(cfg) {
         return json_bytes(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -83,18 +118,6 @@ async fn batch_switches(
             "application/json",
         );
     }
-    let key = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .or_else(|| {
-            req.headers()
-                .get("x-goog-api-key")
-                .and_then(|v| v.to_str().ok())
-        })
-        .map(str::to_owned)
-        .or_else(|| query_key(req.uri().query()));
     let resp = next.run(req).await;
     let Some(key) = key.filter(|_| batch && cfg.echo_key) else {
         return resp;
@@ -292,9 +315,6 @@ async fn gemini(
 ) -> Response {
     let (model, method) = spec.split_once(':').unwrap_or((spec.as_str(), ""));
     if method == "asyncBatchEmbedContent" {
-        if let Some(refused) = check_key(&shared, &headers, query.as_deref()) {
-            return refused;
-        }
         let answer =
             shared
                 .jobs
@@ -324,24 +344,6 @@ async fn gemini(
 
 // ------------------------------------------------------------- Batch API ---
 
-/// A 401 when the mock checks keys and the request's (header or `key=`) is not it.
-fn check_key(shared: &Shared, headers: &HeaderMap, query: Option<&str>) -> Option<Response> {
-    let want = shared.config.api_key.as_deref()?;
-    let got = headers
-        .get("x-goog-api-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| query_key(query));
-    (got.as_deref() != Some(want)).then(|| {
-        google_error(
-            StatusCode::BAD_REQUEST,
-            "INVALID_ARGUMENT",
-            "API key not valid. Please pass a valid API key.",
-            Vec::new(),
-        )
-    })
-}
-
 fn batch_answer(a: crate::batch::Answer) -> Response {
     let mut resp = json_bytes(
         StatusCode::from_u16(a.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
@@ -363,41 +365,19 @@ async fn batch_list(
 ) -> Response {
     let q = query.as_deref().unwrap_or("");
     if !headers.contains_key("x-goog-api-key") && !q.contains("pageSize") && !q.contains("key=") {
-        return openai_batch_list(&shared, &headers, q);
-    }
-    if let Some(refused) = check_key(&shared, &headers, query.as_deref()) {
-        return refused;
+        return openai_batch_list(&shared, q);
     }
     batch_answer(shared.jobs.list(&shared.config.batch))
 }
 
-async fn batch_get(
-    State(shared): State<Arc<Shared>>,
-    Path(spec): Path<String>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
+async fn batch_get(State(shared): State<Arc<Shared>>, Path(spec): Path<String>) -> Response {
     if spec.starts_with("batch_") {
-        if let Some(refused) = check_bearer(&shared, &headers) {
-            return refused;
-        }
         return batch_answer(shared.jobs.openai_get(&shared.config.batch, &spec));
-    }
-    if let Some(refused) = check_key(&shared, &headers, query.as_deref()) {
-        return refused;
     }
     batch_answer(shared.jobs.get(&shared.config.batch, &spec))
 }
 
-async fn batch_cancel(
-    State(shared): State<Arc<Shared>>,
-    Path(spec): Path<String>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    if let Some(refused) = check_key(&shared, &headers, query.as_deref()) {
-        return refused;
-    }
+async fn batch_cancel(State(shared): State<Arc<Shared>>, Path(spec): Path<String>) -> Response {
     match spec.strip_suffix(":cancel") {
         Some(id) => batch_answer(shared.jobs.cancel(&shared.config.batch, id)),
         None => fallback().await,
@@ -411,11 +391,6 @@ async fn upload(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let session = query.as_deref().is_some_and(|q| q.contains("upload_id="));
-    // The session URL carries the session: the SDK sends no key with its chunks.
-    if !session && let Some(refused) = check_key(&shared, &headers, query.as_deref()) {
-        return refused;
-    }
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
@@ -434,15 +409,7 @@ async fn upload(
     ))
 }
 
-async fn download(
-    State(shared): State<Arc<Shared>>,
-    Path(spec): Path<String>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    if let Some(refused) = check_key(&shared, &headers, query.as_deref()) {
-        return refused;
-    }
+async fn download(State(shared): State<Arc<Shared>>, Path(spec): Path<String>) -> Response {
     match spec.strip_suffix(":download") {
         Some(id) => batch_answer(shared.jobs.download(&shared.config.batch, id)),
         None => fallback().await,
@@ -451,26 +418,7 @@ async fn download(
 
 // ------------------------------------------------------ OpenAI Batch API ---
 
-/// A 401 when the mock checks keys and the request's `Authorization: Bearer` is not it.
-fn check_bearer(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
-    let want = shared.config.api_key.as_deref()?;
-    let got = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    (got != Some(want)).then(|| {
-        Api::OpenAi {
-            model: String::new(),
-        }
-        .bad_key()
-    })
-}
-
-fn openai_batch_list(shared: &Shared, headers: &HeaderMap, query: &str) -> Response {
-    if let Some(refused) = check_bearer(shared, headers) {
-        return refused;
-    }
+fn openai_batch_list(shared: &Shared, query: &str) -> Response {
     let param = |name: &str| {
         query
             .split('&')
@@ -484,14 +432,7 @@ fn openai_batch_list(shared: &Shared, headers: &HeaderMap, query: &str) -> Respo
     )
 }
 
-async fn openai_batch_create(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Some(refused) = check_bearer(&shared, &headers) {
-        return refused;
-    }
+async fn openai_batch_create(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     batch_answer(
         shared
             .jobs
@@ -502,23 +443,12 @@ async fn openai_batch_create(
 async fn openai_batch_cancel(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
-    headers: HeaderMap,
 ) -> Response {
-    if let Some(refused) = check_bearer(&shared, &headers) {
-        return refused;
-    }
     batch_answer(shared.jobs.openai_cancel(&shared.config.batch, &id))
 }
 
 /// `POST /v1/files`: a multipart form with `purpose` and `file`.
-async fn openai_file_upload(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    mut form: Multipart,
-) -> Response {
-    if let Some(refused) = check_bearer(&shared, &headers) {
-        return refused;
-    }
+async fn openai_file_upload(State(shared): State<Arc<Shared>>, mut form: Multipart) -> Response {
     let invalid =
         |msg: String| openai_error(StatusCode::BAD_REQUEST, &msg, "invalid_request_error", None);
     let (mut purpose, mut file) = (None, None);
@@ -552,11 +482,7 @@ async fn openai_file_upload(
 async fn openai_file_content(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
-    headers: HeaderMap,
 ) -> Response {
-    if let Some(refused) = check_bearer(&shared, &headers) {
-        return refused;
-    }
     batch_answer(shared.jobs.openai_content(&shared.config.batch, &id))
 }
 
