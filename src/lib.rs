@@ -10,8 +10,8 @@
 //!   short and byte counts for messages; [`metrics`]: what the process counts for Prometheus,
 //!   and its `/metrics` endpoint.
 //! - [`embed`]: the [`embed::Provider`] trait and its backends ([`embed::local`],
-//!   [`embed::gemini`], [`embed::openai`]); [`words`]: normalised words, the original's plural
-//!   rule, a theme's scored words.
+//!   [`embed::gemini`], [`embed::openai`]) and the providers' Batch APIs ([`embed::batch`]);
+//!   [`words`]: normalised words, the original's plural rule, a theme's scored words.
 //! - [`limit`]: the request limiter; [`config`]: `params.yaml` (the Python pipeline's file,
 //!   unchanged) -> one validated [`Config`].
 //! - [`distributed`]: the limiter and cache tier shared through Redis by every process that
