@@ -13,6 +13,14 @@
 //! few seconds. A cluster connection waits these out itself ([`Patience`]), for up to its
 //! patience (the run's stall timeout), with one log line per 5 s, so that nothing above it
 //! (limiter, cache tier, queue, heartbeats) mistakes a failover for a lost Redis.
+//!
+//! The client crate refreshes its map of the cluster on redirections and refused connections,
+//! not on timeouts: once, after a failover, one process's connection timed out on every
+//! command for a whole stall timeout while another process on the same cluster was served; a
+//! master that hangs (no connection refused or closed) does the same to the commands of its
+//! slots. So when commands have failed for [`RENEW_AFTER`], or timed out for that long (while
+//! others succeed), a new connection is made from every node the cluster had at the start
+//! ([`Renewal`]), and each clone takes it on its next command.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,7 +45,6 @@ pub enum Conn {
 /// caller. Shared by its clones: once the cluster has failed every command for `limit`, each
 /// command is tried once, until one succeeds (a run waits the stall timeout once, not once
 /// per command).
-#[derive(Clone)]
 pub struct Patience {
     limit: Duration,
     start: Instant,
@@ -45,16 +52,136 @@ pub struct Patience {
     failing_since: Arc<AtomicU64>,
     /// Milliseconds after `start` (plus one) when a wait was last logged; 0: never.
     logged: Arc<AtomicU64>,
+    renewal: Option<Arc<Renewal>>,
+    /// The generation of the connection this clone holds (see [`Renewal`]).
+    seen: AtomicU64,
+}
+
+impl Clone for Patience {
+    fn clone(&self) -> Patience {
+        Patience {
+            limit: self.limit,
+            start: self.start,
+            failing_since: Arc::clone(&self.failing_since),
+            logged: Arc::clone(&self.logged),
+            renewal: self.renewal.clone(),
+            seen: AtomicU64::new(self.seen.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+/// After how long of failing commands a cluster connection is made anew.
+pub const RENEW_AFTER: Duration = Duration::from_secs(10);
+
+/// A new cluster connection for the clones of one whose commands keep failing: a client that
+/// knows every node the cluster had at the start (so the seed may be the node that died), and
+/// the newest connection it made with its generation.
+pub struct Renewal {
+    client: redis::cluster::ClusterClient,
+    newest: std::sync::Mutex<(u64, ClusterConnection)>,
+    busy: std::sync::atomic::AtomicBool,
+    made: Instant,
+    /// Milliseconds after `made` (plus one) of the last try; 0: none.
+    last: AtomicU64,
+    /// Milliseconds after `made` (plus one) of the first and the last timeout of the current
+    /// run of timeouts (one that has not gone [`RENEW_AFTER`] without a timeout); 0: none.
+    first_timeout: AtomicU64,
+    last_timeout: AtomicU64,
+}
+
+impl Renewal {
+    /// Renewal of `conn` through `client` (built on every node of the cluster).
+    pub fn new(client: redis::cluster::ClusterClient, conn: ClusterConnection) -> Renewal {
+        Renewal {
+            client,
+            newest: std::sync::Mutex::new((0, conn)),
+            busy: std::sync::atomic::AtomicBool::new(false),
+            made: Instant::now(),
+            last: AtomicU64::new(0),
+            first_timeout: AtomicU64::new(0),
+            last_timeout: AtomicU64::new(0),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.made.elapsed().as_millis() as u64 + 1
+    }
+
+    /// Counts a timeout; whether timeouts have now gone on for [`RENEW_AFTER`] (commands to
+    /// other masters may succeed meanwhile: a master that hangs times out only its own slots).
+    fn timed_out(&self) -> bool {
+        let now = self.now();
+        let renew_after = RENEW_AFTER.as_millis() as u64;
+        let last = self.last_timeout.swap(now, Ordering::Relaxed);
+        if last == 0 || now.saturating_sub(last) > renew_after {
+            self.first_timeout.store(now, Ordering::Relaxed);
+        }
+        now.saturating_sub(self.first_timeout.load(Ordering::Relaxed)) >= renew_after
+    }
 }
 
 impl Patience {
-    pub fn new(limit: Duration) -> Patience {
+    pub fn new(limit: Duration, renewal: Option<Arc<Renewal>>) -> Patience {
         Patience {
             limit,
             start: Instant::now(),
             failing_since: Arc::new(AtomicU64::new(0)),
             logged: Arc::new(AtomicU64::new(0)),
+            renewal,
+            seen: AtomicU64::new(0),
         }
+    }
+
+    /// The same, waiting up to `limit` (and counting from now).
+    pub fn with_limit(&self, limit: Duration) -> Patience {
+        let mut p = Patience::new(limit, self.renewal.clone());
+        p.seen = AtomicU64::new(self.seen.load(Ordering::Relaxed));
+        p
+    }
+
+    /// Takes the newest connection into `c` if one was made since this clone's.
+    fn catch_up(&self, c: &mut ClusterConnection) {
+        let Some(r) = &self.renewal else { return };
+        let newest = r.newest.lock().unwrap_or_else(|e| e.into_inner());
+        if newest.0 > self.seen.load(Ordering::Relaxed) {
+            *c = newest.1.clone();
+            self.seen.store(newest.0, Ordering::Relaxed);
+        }
+    }
+
+    /// Starts making a new connection from every node the cluster had, in the background (one
+    /// at a time, at most one try per [`RENEW_AFTER`]); the clones take it on their next
+    /// command once it is made. The command that asked goes on waiting as before.
+    fn renew(&self) {
+        let Some(r) = &self.renewal else { return };
+        let now = r.now();
+        let last = r.last.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < RENEW_AFTER.as_millis() as u64 {
+            return;
+        }
+        if r.busy
+            .compare_exchange(false, true, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        r.last.store(now, Ordering::Relaxed);
+        let r = Arc::clone(r);
+        tokio::spawn(async move {
+            match tokio::time::timeout(RENEW_AFTER, r.client.get_async_connection()).await {
+                Ok(Ok(conn)) => {
+                    let mut newest = r.newest.lock().unwrap_or_else(|e| e.into_inner());
+                    *newest = (newest.0 + 1, conn);
+                    tracing::info!("Redis Cluster: connected anew from its nodes");
+                }
+                Ok(Err(e)) => tracing::warn!(
+                    "Redis Cluster: cannot connect anew yet: {}",
+                    crate::distributed::describe(&e)
+                ),
+                Err(_) => tracing::warn!("Redis Cluster: cannot connect anew yet: timed out"),
+            }
+            r.busy.store(false, Ordering::Relaxed);
+        });
     }
 
     fn now(&self) -> u64 {
@@ -141,10 +268,20 @@ impl Waits<'_> {
         if !passing(e) {
             return false;
         }
-        if self.patience.failing_for() + self.pause >= self.patience.limit {
+        let failing = self.patience.failing_for();
+        if failing + self.pause >= self.patience.limit {
             return false;
         }
         self.patience.say_waiting(e);
+        let timeouts_go_on = e.is_timeout()
+            && self
+                .patience
+                .renewal
+                .as_ref()
+                .is_some_and(|r| r.timed_out());
+        if failing >= RENEW_AFTER || timeouts_go_on {
+            self.patience.renew();
+        }
         tokio::time::sleep(self.pause).await;
         self.pause = (self.pause * 2).min(Duration::from_secs(1));
         true
@@ -183,6 +320,7 @@ impl Conn {
             Conn::Cluster(c, patience) => {
                 let mut waits = Waits::of(patience);
                 loop {
+                    patience.catch_up(c);
                     match masters(c).await {
                         Err(e) if waits.again(&e).await => {}
                         other => return Ok(waits.done(other)?.into_iter().map(Some).collect()),
@@ -199,7 +337,8 @@ impl Conn {
         cmd: &Cmd,
     ) -> RedisResult<T> {
         let answer = match (self, holder) {
-            (Conn::Cluster(c, _), Some(node)) => {
+            (Conn::Cluster(c, patience), Some(node)) => {
+                patience.catch_up(c);
                 // A master that went away is not waited for: the caller asks the new ones.
                 let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
                     host: node.host.clone(),
@@ -216,6 +355,15 @@ impl Conn {
 /// The masters of the cluster, from `CLUSTER SHARDS` (Redis 7): each shard's node whose role
 /// is master and whose health is online.
 async fn masters(c: &mut ClusterConnection) -> RedisResult<Vec<Node>> {
+    nodes(c, true).await
+}
+
+/// Every node of the cluster that is online (masters and replicas), from `CLUSTER SHARDS`.
+pub async fn all_nodes(c: &mut ClusterConnection) -> RedisResult<Vec<Node>> {
+    nodes(c, false).await
+}
+
+async fn nodes(c: &mut ClusterConnection, masters_only: bool) -> RedisResult<Vec<Node>> {
     let shards: Value = c
         .route_command(
             redis::cmd("CLUSTER").arg("SHARDS").clone(),
@@ -241,7 +389,8 @@ async fn masters(c: &mut ClusterConnection) -> RedisResult<Vec<Node>> {
                 ip if !ip.is_empty() => ip,
                 _ => text("endpoint"),
             };
-            if text("role") == "master" && text("health") == "online" && port > 0 {
+            if (!masters_only || text("role") == "master") && text("health") == "online" && port > 0
+            {
                 found.push(Node {
                     host,
                     port: port as u16,
@@ -288,6 +437,7 @@ impl ConnectionLike for Conn {
             Conn::Cluster(c, patience) => async move {
                 let mut waits = Waits::of(patience);
                 loop {
+                    patience.catch_up(c);
                     match c.req_packed_command(cmd).await {
                         Err(e) if waits.again(&e).await => {}
                         other => return waits.done(other),
@@ -309,6 +459,7 @@ impl ConnectionLike for Conn {
             Conn::Cluster(c, patience) => async move {
                 let mut waits = Waits::of(patience);
                 loop {
+                    patience.catch_up(c);
                     match cluster_pipeline(c, pipeline, offset, count).await {
                         Err(e) if waits.again(&e).await => {}
                         other => return waits.done(other),

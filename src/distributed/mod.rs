@@ -102,7 +102,7 @@ impl Redis {
     /// timeout) before it gives up; [`DEFAULT_PATIENCE`] until then. Call it before cloning.
     pub fn wait_out_failovers_for(&mut self, limit: Duration) {
         if let Conn::Cluster(_, patience) = &mut self.conn {
-            *patience = conn::Patience::new(limit);
+            *patience = patience.with_limit(limit);
         }
     }
 
@@ -276,16 +276,45 @@ async fn single(info: ConnectionInfo) -> Result<Conn, redis::RedisError> {
 /// A cluster's connection from its seed nodes (the client finds the rest and follows the
 /// slots as they move), checked with PING.
 async fn cluster(seeds: Vec<ConnectionInfo>) -> Result<Conn, redis::RedisError> {
-    let client = redis::cluster::ClusterClient::builder(seeds)
+    let client = cluster_client(seeds.clone())?;
+    let mut conn = client.get_async_connection().await?;
+    redis::cmd("PING").query_async::<String>(&mut conn).await?;
+    // Every node the cluster has now, to connect anew from if the connection stops
+    // answering (the seed given may be the node that dies).
+    let mut everyone = seeds.clone();
+    for node in conn::all_nodes(&mut conn).await.unwrap_or_default() {
+        let addr = match seeds[0].addr() {
+            redis::ConnectionAddr::TcpTls {
+                insecure,
+                tls_params,
+                ..
+            } => redis::ConnectionAddr::TcpTls {
+                host: node.host,
+                port: node.port,
+                insecure: *insecure,
+                tls_params: tls_params.clone(),
+            },
+            _ => redis::ConnectionAddr::Tcp(node.host, node.port),
+        };
+        everyone.push(seeds[0].clone().set_addr(addr));
+    }
+    let renewal = conn::Renewal::new(cluster_client(everyone)?, conn.clone());
+    Ok(Conn::Cluster(
+        conn,
+        conn::Patience::new(DEFAULT_PATIENCE, Some(Arc::new(renewal))),
+    ))
+}
+
+fn cluster_client(
+    seeds: Vec<ConnectionInfo>,
+) -> Result<redis::cluster::ClusterClient, redis::RedisError> {
+    redis::cluster::ClusterClient::builder(seeds)
         .connection_timeout(Duration::from_secs(2))
         .response_timeout(Duration::from_secs(5))
         .retries(6)
         .min_retry_wait(100)
         .max_retry_wait(2000)
-        .build()?;
-    let mut conn = client.get_async_connection().await?;
-    redis::cmd("PING").query_async::<String>(&mut conn).await?;
-    Ok(Conn::Cluster(conn, conn::Patience::new(DEFAULT_PATIENCE)))
+        .build()
 }
 
 /// A Redis error in one line, without anything the connection was given.

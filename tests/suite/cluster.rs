@@ -286,6 +286,30 @@ fn a_master_killed_mid_run_is_replaced_and_the_run_makes_the_puzzles_of_a_run_al
     assert_same_as_a_run_alone(coordinator.path(), &server.base_url(), 24, 6, extra);
 }
 
+/// The master holding a run's queue stops answering (SIGSTOP: no connection is refused or
+/// closed, every command to it times out) as soon as the run has queued its tasks; its replica
+/// takes over after the node timeout (2 s). Connections that only time out do not learn the
+/// new map by themselves: after 10 s of failures they are made anew from every node the
+/// cluster had, and the run finishes with the puzzles of a run alone.
+#[test]
+fn a_master_that_stops_answering_is_replaced_and_the_run_makes_the_puzzles_of_a_run_alone() {
+    let cluster = RedisCluster::start(3, 1, None);
+    let server = start_blocking(common::mock_config(28, |m| {
+        m.latency = Duration::from_millis(300);
+    }))
+    .unwrap();
+    let extra = "  batch_size: 5\n  requests_per_minute: 6000\n  rpm_counts: requests\n  stall_timeout: 60\n";
+    let (_worker_dir, worker) = start_worker(&server.base_url(), &cluster.url(1), extra);
+    let coordinator = common::gemini_dir(&server.base_url(), 24, 14, 6, extra);
+    let run = spawn(coordinator.path(), &["--redis", &cluster.url(0)]);
+    let victim = cluster.holder_of_the_queue();
+    cluster.nodes[victim].pause();
+    let out = common::output_within(run, Duration::from_secs(150));
+    let log = stop_worker(worker);
+    assert_eq!(out.status.code(), Some(0), "{}\nworker: {log}", text(&out));
+    assert_same_as_a_run_alone(coordinator.path(), &server.base_url(), 24, 6, extra);
+}
+
 /// A master with no replica dies: its slots have no master, the cluster says CLUSTERDOWN. The
 /// run waits for it with a log line (not one per request) for the stall timeout, then goes on
 /// without the queue, and ends with exit 3 when the shared limiter has let no request through

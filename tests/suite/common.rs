@@ -429,6 +429,16 @@ impl RedisServer {
         self.wait_for_ping();
     }
 
+    /// Stops the server without closing anything (SIGSTOP): it answers no one, as a machine
+    /// that hangs or a network that drops packets. Killed as usual when dropped.
+    pub fn pause(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-STOP", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -STOP failed");
+    }
+
     /// Kills the server for good (as a crash would).
     pub fn kill(&mut self) {
         let _ = self.child.kill();
