@@ -455,38 +455,55 @@ fn a_create_refused_with_429_is_tried_again() {
     assert_eq!(s.requests, 0, "{s:?}");
 }
 
+/// For each provider with a Batch API: a mock of 256-dimension vectors whose Batch API does
+/// as `batch` says, and a folder of 8 themes for 2 puzzles in batch mode against it (jobs of
+/// at most 40 texts, 2 at once).
+fn each_provider(
+    seed: u64,
+    batch: BatchMock,
+) -> Vec<(
+    &'static str,
+    mock_gemini::BlockingMockServer,
+    tempfile::TempDir,
+)> {
+    ["gemini", "openai"]
+        .into_iter()
+        .map(|provider| {
+            let server = start_blocking(common::mock_config(seed, |m| {
+                m.dimension = 256;
+                m.batch = batch.clone();
+            }))
+            .unwrap();
+            let jobs = "  max_texts_per_job: 40\n  max_active_jobs: 2\n";
+            let dir = match provider {
+                "gemini" => {
+                    let dir = batch_dir(&server.base_url(), 8, 2, jobs);
+                    let p = dir.path().join("params.yaml");
+                    let yaml = std::fs::read_to_string(&p).unwrap();
+                    let yaml = yaml.replace("embedding_dimension: 768", "embedding_dimension: 256");
+                    std::fs::write(&p, yaml).unwrap();
+                    dir
+                }
+                _ => crate::batch_openai::openai_dir(&server.base_url(), "batch", 8, 2, jobs),
+            };
+            (provider, server, dir)
+        })
+        .collect()
+}
+
 /// A Batch API that quotes the key in everything it answers (error messages, per-item
 /// errors, a header), for both providers, through refused creates (429), an expired job and
 /// item errors: the key shows in no output, log line, journal, cache or output file.
 #[test]
 fn the_key_a_batch_api_echoes_is_never_shown() {
-    for provider in ["gemini", "openai"] {
-        let server = start_blocking(common::mock_config(33, |m| {
-            m.dimension = 256;
-            m.batch = BatchMock {
-                echo_key: true,
-                max_active: 1,
-                item_error_every: 3,
-                endings: vec![BatchEnding::Expired],
-                ..BatchMock::default()
-            };
-        }))
-        .unwrap();
-        let jobs = "  max_texts_per_job: 40\n  max_active_jobs: 2\n";
-        let dir = match provider {
-            "gemini" => {
-                let dir = batch_dir(&server.base_url(), 8, 2, jobs);
-                let p = dir.path().join("params.yaml");
-                let yaml = std::fs::read_to_string(&p).unwrap();
-                std::fs::write(
-                    &p,
-                    yaml.replace("embedding_dimension: 768", "embedding_dimension: 256"),
-                )
-                .unwrap();
-                dir
-            }
-            _ => crate::batch_openai::openai_dir(&server.base_url(), "batch", 8, 2, jobs),
-        };
+    let echoing = BatchMock {
+        echo_key: true,
+        max_active: 1,
+        item_error_every: 3,
+        endings: vec![BatchEnding::Expired],
+        ..BatchMock::default()
+    };
+    for (provider, _server, dir) in each_provider(33, echoing) {
         let out = output_within(spawn(dir.path(), &[]), Duration::from_secs(60));
         let all = text(&out);
         assert_eq!(out.status.code(), Some(0), "{provider}: {all}");
@@ -499,15 +516,7 @@ fn the_key_a_batch_api_echoes_is_never_shown() {
         );
         assert!(all.contains("(key [redacted])"), "{provider}: {all}");
         assert!(!all.contains(common::KEY), "{provider}: {all}");
-        let holding: Vec<_> = common::files_under(dir.path())
-            .into_iter()
-            .filter(|f| {
-                std::fs::read(f)
-                    .unwrap()
-                    .windows(common::KEY.len())
-                    .any(|w| w == common::KEY.as_bytes())
-            })
-            .collect();
+        let holding = common::files_holding(dir.path(), common::KEY);
         assert!(holding.is_empty(), "{provider}: {holding:?}");
     }
 }
@@ -517,30 +526,11 @@ fn the_key_a_batch_api_echoes_is_never_shown() {
 /// embedded once, in one job each.
 #[test]
 fn batch_calls_answered_503_are_tried_again() {
-    for provider in ["gemini", "openai"] {
-        let server = start_blocking(common::mock_config(34, |m| {
-            m.dimension = 256;
-            m.batch = BatchMock {
-                fail_every: 3,
-                ..BatchMock::default()
-            };
-        }))
-        .unwrap();
-        let jobs = "  max_texts_per_job: 40\n  max_active_jobs: 2\n";
-        let dir = match provider {
-            "gemini" => {
-                let dir = batch_dir(&server.base_url(), 8, 2, jobs);
-                let p = dir.path().join("params.yaml");
-                let yaml = std::fs::read_to_string(&p).unwrap();
-                std::fs::write(
-                    &p,
-                    yaml.replace("embedding_dimension: 768", "embedding_dimension: 256"),
-                )
-                .unwrap();
-                dir
-            }
-            _ => crate::batch_openai::openai_dir(&server.base_url(), "batch", 8, 2, jobs),
-        };
+    let failing = BatchMock {
+        fail_every: 3,
+        ..BatchMock::default()
+    };
+    for (provider, server, dir) in each_provider(34, failing) {
         let texts = to_embed(dir.path());
         let out = output_within(spawn(dir.path(), &[]), Duration::from_secs(60));
         let all = text(&out);

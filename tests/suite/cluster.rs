@@ -255,59 +255,80 @@ fn seed_nodes_of_two_clusters_or_of_no_cluster_are_refused() {
     );
 }
 
+/// The `stall_timeout` and limits of the runs that lose a master.
+const LOST_MASTER_EXTRA: &str =
+    "  batch_size: 5\n  requests_per_minute: 6000\n  rpm_counts: requests\n  stall_timeout: 60\n";
+
+/// A run on a cluster of 3 masters with a replica each, beside a worker, whose queue's master
+/// is lost by `lose` (killed, frozen) as soon as the run has queued its tasks.
+struct LostMaster {
+    cluster: RedisCluster,
+    victim: usize,
+    server: mock_gemini::BlockingMockServer,
+    coordinator: tempfile::TempDir,
+    out: std::process::Output,
+    /// The run's output and the worker's log.
+    all: String,
+}
+
+fn lose_the_queues_master(seed: u64, lose: fn(&mut RedisServer), within: Duration) -> LostMaster {
+    let mut cluster = RedisCluster::start(3, 1, None);
+    let server = start_blocking(common::mock_config(seed, |m| {
+        m.latency = Duration::from_millis(300);
+    }))
+    .unwrap();
+    let (_worker_dir, worker) =
+        start_worker(&server.base_url(), &cluster.url(1), LOST_MASTER_EXTRA);
+    let coordinator = common::gemini_dir(&server.base_url(), 24, 14, 6, LOST_MASTER_EXTRA);
+    let run = spawn(coordinator.path(), &["--redis", &cluster.url(0)]);
+    let victim = cluster.holder_of_the_queue();
+    lose(&mut cluster.nodes[victim]);
+    let out = common::output_within(run, within);
+    let log = stop_worker(worker);
+    let all = format!("{}\nworker: {log}", text(&out));
+    LostMaster {
+        cluster,
+        victim,
+        server,
+        coordinator,
+        out,
+        all,
+    }
+}
+
 /// The master holding a run's queue is killed (SIGKILL) as soon as the run has queued its
 /// tasks; its replica takes over after the node timeout (2 s). The run and its worker follow
 /// the new master, queue again what the failover lost, and finish with the puzzles of a run
 /// alone; only texts in flight can be paid twice.
 #[test]
 fn a_master_killed_mid_run_is_replaced_and_the_run_makes_the_puzzles_of_a_run_alone() {
-    let mut cluster = RedisCluster::start(3, 1, None);
-    let server = start_blocking(common::mock_config(26, |m| {
-        m.latency = Duration::from_millis(300);
-    }))
-    .unwrap();
-    let extra = "  batch_size: 5\n  requests_per_minute: 6000\n  rpm_counts: requests\n  stall_timeout: 60\n";
-    let (_worker_dir, worker) = start_worker(&server.base_url(), &cluster.url(1), extra);
-    let coordinator = common::gemini_dir(&server.base_url(), 24, 14, 6, extra);
-    let run = spawn(coordinator.path(), &["--redis", &cluster.url(0)]);
-    let victim = cluster.holder_of_the_queue();
-    cluster.nodes[victim].kill();
-    let out = common::output_within(run, Duration::from_secs(120));
-    let log = stop_worker(worker);
-    assert_eq!(out.status.code(), Some(0), "{}\nworker: {log}", text(&out));
-    let all = text(&out);
+    let lost = lose_the_queues_master(26, RedisServer::kill, Duration::from_secs(120));
+    let all = &lost.all;
+    assert_eq!(lost.out.status.code(), Some(0), "{all}");
     assert!(all.contains("waiting for it (a failover?)"), "{all}");
-    let masters = cluster.masters();
+    let masters = lost.cluster.masters();
     assert_eq!(masters.len(), 3, "a replica took the dead master's place");
-    assert!(!masters.contains(&victim));
-    let s = server.stats();
+    assert!(!masters.contains(&lost.victim));
+    let s = lost.server.stats();
     // In flight at the kill: at most 6 requests of 5 texts in each of the two processes.
     assert!(s.duplicate_texts <= 60, "{s:?}");
-    assert_same_as_a_run_alone(coordinator.path(), &server.base_url(), 24, 6, extra);
+    let base_url = lost.server.base_url();
+    assert_same_as_a_run_alone(lost.coordinator.path(), &base_url, 24, 6, LOST_MASTER_EXTRA);
 }
 
 /// The master holding a run's queue stops answering (SIGSTOP: no connection is refused or
 /// closed, every command to it times out) as soon as the run has queued its tasks; its replica
 /// takes over after the node timeout (2 s). Connections that only time out do not learn the
-/// new map by themselves: after 10 s of failures they are made anew from every node the
+/// new map by themselves: after 10 s of timeouts they are made anew from every node the
 /// cluster had, and the run finishes with the puzzles of a run alone.
 #[test]
 fn a_master_that_stops_answering_is_replaced_and_the_run_makes_the_puzzles_of_a_run_alone() {
-    let cluster = RedisCluster::start(3, 1, None);
-    let server = start_blocking(common::mock_config(28, |m| {
-        m.latency = Duration::from_millis(300);
-    }))
-    .unwrap();
-    let extra = "  batch_size: 5\n  requests_per_minute: 6000\n  rpm_counts: requests\n  stall_timeout: 60\n";
-    let (_worker_dir, worker) = start_worker(&server.base_url(), &cluster.url(1), extra);
-    let coordinator = common::gemini_dir(&server.base_url(), 24, 14, 6, extra);
-    let run = spawn(coordinator.path(), &["--redis", &cluster.url(0)]);
-    let victim = cluster.holder_of_the_queue();
-    cluster.nodes[victim].pause();
-    let out = common::output_within(run, Duration::from_secs(150));
-    let log = stop_worker(worker);
-    assert_eq!(out.status.code(), Some(0), "{}\nworker: {log}", text(&out));
-    assert_same_as_a_run_alone(coordinator.path(), &server.base_url(), 24, 6, extra);
+    let lost = lose_the_queues_master(28, |node| node.pause(), Duration::from_secs(150));
+    let all = &lost.all;
+    assert_eq!(lost.out.status.code(), Some(0), "{all}");
+    assert!(all.contains("connected anew from its nodes"), "{all}");
+    let base_url = lost.server.base_url();
+    assert_same_as_a_run_alone(lost.coordinator.path(), &base_url, 24, 6, LOST_MASTER_EXTRA);
 }
 
 /// A master with no replica dies: its slots have no master, the cluster says CLUSTERDOWN. The

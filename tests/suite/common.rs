@@ -136,6 +136,20 @@ pub fn gemini_dir(
     dir
 }
 
+/// The files under `dir` holding `secret` (raw bytes: SQLite databases included).
+pub fn files_holding(dir: &Path, secret: &str) -> Vec<String> {
+    files_under(dir)
+        .into_iter()
+        .filter(|f| {
+            std::fs::read(f)
+                .unwrap()
+                .windows(secret.len())
+                .any(|w| w == secret.as_bytes())
+        })
+        .map(|f| f.display().to_string())
+        .collect()
+}
+
 /// Every file under `dir`, recursively.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();

@@ -177,20 +177,6 @@ return table.concat(out, '\n')
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The files under `dir` holding `secret` (raw bytes: SQLite databases included).
-fn files_holding(dir: &Path, secret: &str) -> Vec<String> {
-    common::files_under(dir)
-        .into_iter()
-        .filter(|f| {
-            std::fs::read(f)
-                .unwrap()
-                .windows(secret.len())
-                .any(|w| w == secret.as_bytes())
-        })
-        .map(|f| f.display().to_string())
-        .collect()
-}
-
 /// A server may put the key anywhere in its answer: a 200 of the wrong shape (as a string,
 /// inside the values, cut short, JSON-escaped), an error body (JSON, HTML, past the point where
 /// messages are cut), a header. The key shows in no output, log line, journal, cache or Redis
@@ -256,7 +242,7 @@ fn the_api_key_echoed_anywhere_in_an_answer_is_never_shown() {
             let r = run(dir.path(), args);
             assert!(!r.all().contains("panicked"), "{what}: {}", r.all());
             assert!(!r.all().contains(KEY), "{what}: {}", r.all());
-            let files = files_holding(dir.path(), KEY);
+            let files = common::files_holding(dir.path(), KEY);
             assert!(files.is_empty(), "{what}: the key is in {files:?}");
             let stored = everything_in(&redis);
             assert!(!stored.contains(KEY), "{what}: the key is in Redis");
