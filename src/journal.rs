@@ -110,8 +110,9 @@ pub(crate) struct Journal {
     file: Mutex<std::fs::File>,
     space: Space,
     finished: HashMap<String, Entry>,
-    /// Jobs created and not collected when the journal was opened, in creation order.
-    jobs: Vec<PendingJob>,
+    /// Jobs of earlier runs not collected yet, in creation order: those the journal named when
+    /// opened, less those collected since.
+    jobs: Mutex<Vec<PendingJob>>,
     /// Themes whose entry was found not to check out (said once each).
     told: Mutex<std::collections::HashSet<String>>,
 }
@@ -173,14 +174,15 @@ impl Journal {
             file: Mutex::new(file),
             space: space.clone(),
             finished,
-            jobs: jobs
-                .into_iter()
-                .map(|j| PendingJob {
-                    display_name: j.batch_job,
-                    name: (!j.name.is_empty()).then_some(j.name),
-                    texts: j.texts,
-                })
-                .collect(),
+            jobs: Mutex::new(
+                jobs.into_iter()
+                    .map(|j| PendingJob {
+                        display_name: j.batch_job,
+                        name: (!j.name.is_empty()).then_some(j.name),
+                        texts: j.texts,
+                    })
+                    .collect(),
+            ),
             told: Mutex::default(),
         })
     }
@@ -190,9 +192,14 @@ impl Journal {
         &self.path
     }
 
-    /// The Batch API jobs created and not collected when the journal was opened.
-    pub(crate) fn pending_jobs(&self) -> &[PendingJob] {
-        &self.jobs
+    /// The Batch API jobs of earlier runs not collected yet (a round of a run collects them,
+    /// and the next round does not see them again).
+    pub(crate) fn pending_jobs(&self) -> Vec<PendingJob> {
+        self.lock_jobs().clone()
+    }
+
+    fn lock_jobs(&self) -> std::sync::MutexGuard<'_, Vec<PendingJob>> {
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Says that a job named `display_name` is about to be created for `texts`.
@@ -206,12 +213,20 @@ impl Journal {
 
     /// Gives the API's `name` of the job `display_name`, just created.
     pub(crate) fn record_job(&self, display_name: &str, name: &str) -> Result<(), JournalError> {
+        if let Some(job) = self
+            .lock_jobs()
+            .iter_mut()
+            .find(|j| j.display_name == display_name)
+        {
+            job.name = Some(name.to_owned());
+        }
         self.append(&self.job_line(display_name, Vec::new(), name, false))
     }
 
     /// Says that job `display_name` needs no more waiting: its results are in the cache, it
     /// ended without them, or it was never created.
     pub(crate) fn record_collected(&self, display_name: &str) -> Result<(), JournalError> {
+        self.lock_jobs().retain(|j| j.display_name != display_name);
         self.append(&self.job_line(display_name, Vec::new(), "", true))
     }
 
@@ -459,6 +474,43 @@ mod tests {
             [("fork".to_owned(), v(1.0)), ("spoon".to_owned(), v(2.0))],
         );
         (r, words)
+    }
+
+    #[test]
+    fn a_job_collected_is_pending_neither_in_this_run_nor_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run_journal.jsonl");
+        let texts = |t: &str| vec![t.to_owned()];
+        {
+            let journal = Journal::open(&path, &space()).unwrap();
+            journal.record_job_intent("a", &texts("one")).unwrap();
+            journal.record_job("a", "batches/a").unwrap();
+            journal.record_job_intent("b", &texts("two")).unwrap();
+        }
+        let journal = Journal::open(&path, &space()).unwrap();
+        let names = |j: &Journal| -> Vec<(String, Option<String>)> {
+            j.pending_jobs()
+                .into_iter()
+                .map(|p| (p.display_name, p.name))
+                .collect()
+        };
+        assert_eq!(
+            names(&journal),
+            vec![("a".into(), Some("batches/a".into())), ("b".into(), None)]
+        );
+        // Found by display name, then collected: a later round does not see it again.
+        journal.record_job("b", "batches/b").unwrap();
+        journal.record_collected("a").unwrap();
+        assert_eq!(
+            names(&journal),
+            vec![("b".into(), Some("batches/b".into()))]
+        );
+        drop(journal);
+        let journal = Journal::open(&path, &space()).unwrap();
+        assert_eq!(
+            names(&journal),
+            vec![("b".into(), Some("batches/b".into()))]
+        );
     }
 
     #[test]
