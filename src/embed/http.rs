@@ -268,7 +268,10 @@ async fn read_text(
     response
         .text()
         .await
-        .map(|b| key.map_or(b.clone(), |k| k.redact(&b)))
+        .map(|b| match key {
+            Some(k) => k.redact(&b),
+            None => b,
+        })
         .map_err(|e| transport_error(&e, key))
 }
 

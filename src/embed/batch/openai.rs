@@ -198,7 +198,10 @@ impl OpenAiBatch {
                     line.custom_id
                 ))
             })?;
-        let redact = |m: String| self.key.as_ref().map_or(m.clone(), |k| k.redact(&m));
+        let redact = |m: String| match &self.key {
+            Some(k) => k.redact(&m),
+            None => m,
+        };
         *slot = Some(match (line.response, line.error) {
             (Some(r), _) if r.status_code == 200 => match <[OutItem; 1]>::try_from(r.body.data) {
                 Ok([item]) => finished_vector(item.embedding, &self.space),
